@@ -1,0 +1,403 @@
+//! `CacheBuilder`: every setting of a [`Cache`], from code or from the environment.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::breaker::BreakerConfig;
+use crate::cache::{Cache, Inner, KindEntry};
+use crate::codec::CodecConfig;
+use crate::error::{Error, Result};
+use crate::generations::Generations;
+use crate::key;
+use crate::kind::{Kind, KindConfig};
+use crate::l1::L1;
+use crate::l2::{L2Config, L2};
+use crate::stats::KindStats;
+
+/// Builds a [`Cache`].
+///
+/// ```
+/// use cache_core::{Cache, Kind, KindConfig, Tiers};
+/// use std::time::Duration;
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let cache = Cache::builder()
+///     .prefix("myapp")
+///     .l1_max_bytes(32 * 1024 * 1024)
+///     // .redis_url("redis://127.0.0.1:6379")
+///     .kind(Kind::new("llm_answer"), KindConfig::new(Duration::from_secs(86_400)))
+///     .kind(Kind::new("token"), KindConfig::new(Duration::from_secs(60)).tiers(Tiers::L1Only))
+///     .build()
+///     .await?;
+/// assert_eq!(cache.prefix(), "myapp");
+/// # Ok::<_, cache_core::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CacheBuilder {
+    redis_url: Option<String>,
+    prefix: String,
+    enabled: bool,
+    l1_max_bytes: u64,
+    connect_timeout: Duration,
+    op_timeout: Duration,
+    breaker: BreakerConfig,
+    codec: CodecConfig,
+    grace: Duration,
+    unregistered_ttl: Duration,
+    kinds: Vec<(Kind, KindConfig)>,
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
+    match env_var(name) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::Config(format!("{name}={v:?} is not a valid number"))),
+    }
+}
+
+/// Parses a byte size: a number with an optional K, M or G suffix (powers of 1024).
+fn parse_bytes(name: &str, v: &str) -> Result<u64> {
+    let t = v.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "{name}={v:?} is not a byte size (e.g. 67108864, 64M)"
+            ))
+        })
+}
+
+fn parse_bool(name: &str, v: &str) -> Result<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(Error::Config(format!(
+            "{name}={v:?} is not a boolean (true/false)"
+        ))),
+    }
+}
+
+impl CacheBuilder {
+    /// A builder with every default.
+    pub fn new() -> Self {
+        Self {
+            redis_url: None,
+            prefix: "cache".into(),
+            enabled: true,
+            l1_max_bytes: 64 << 20,
+            connect_timeout: Duration::from_millis(250),
+            op_timeout: Duration::from_millis(100),
+            breaker: BreakerConfig::default(),
+            codec: CodecConfig::default(),
+            grace: Duration::ZERO,
+            unregistered_ttl: Duration::from_secs(300),
+            kinds: Vec::new(),
+        }
+    }
+
+    /// A builder from environment variables (unset or empty ones keep their defaults):
+    ///
+    /// | variable | meaning | default |
+    /// |---|---|---|
+    /// | `REDIS_URL` | `redis://[user:password@]host:port[/db]`; unset means L1-only | unset |
+    /// | `CACHE_ENABLED` | `false` turns caching off (loaders always run) | `true` |
+    /// | `CACHE_PREFIX` | key prefix (namespace) of this application | `cache` |
+    /// | `CACHE_L1_MAX_BYTES` | L1 byte budget, e.g. `67108864` or `64M` | `64M` |
+    /// | `CACHE_L2_CONNECT_TIMEOUT_MS` | Redis connect timeout | `250` |
+    /// | `CACHE_L2_TIMEOUT_MS` | deadline of each Redis operation | `100` |
+    /// | `CACHE_COMPRESS_THRESHOLD_BYTES` | compress values at least this large | `1024` |
+    /// | `CACHE_MAX_VALUE_BYTES` | largest value written or read | `16M` |
+    /// | `CACHE_BREAKER_FAILURES` | consecutive L2 failures that open the breaker | `5` |
+    /// | `CACHE_FAIL_SAFE_GRACE_SECS` | keep entries this long past their TTL to serve when a loader fails | `0` |
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the malformed variable.
+    pub fn from_env() -> Result<Self> {
+        let mut b = Self::new();
+        b.redis_url = env_var("REDIS_URL");
+        if let Some(v) = env_var("CACHE_ENABLED") {
+            b.enabled = parse_bool("CACHE_ENABLED", &v)?;
+        }
+        if let Some(v) = env_var("CACHE_PREFIX") {
+            b.prefix = v.trim().to_owned();
+        }
+        if let Some(v) = env_var("CACHE_L1_MAX_BYTES") {
+            b.l1_max_bytes = parse_bytes("CACHE_L1_MAX_BYTES", &v)?;
+        }
+        if let Some(ms) = parse_env::<u64>("CACHE_L2_CONNECT_TIMEOUT_MS")? {
+            b.connect_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = parse_env::<u64>("CACHE_L2_TIMEOUT_MS")? {
+            b.op_timeout = Duration::from_millis(ms);
+        }
+        if let Some(v) = env_var("CACHE_COMPRESS_THRESHOLD_BYTES") {
+            b.codec.compress_threshold =
+                parse_bytes("CACHE_COMPRESS_THRESHOLD_BYTES", &v)? as usize;
+        }
+        if let Some(v) = env_var("CACHE_MAX_VALUE_BYTES") {
+            b.codec.max_value_bytes = parse_bytes("CACHE_MAX_VALUE_BYTES", &v)? as usize;
+        }
+        if let Some(n) = parse_env::<u32>("CACHE_BREAKER_FAILURES")? {
+            b.breaker.failure_threshold = n;
+        }
+        if let Some(s) = parse_env::<u64>("CACHE_FAIL_SAFE_GRACE_SECS")? {
+            b.grace = Duration::from_secs(s);
+        }
+        Ok(b)
+    }
+
+    /// The Redis URL of L2 (`redis://[user:password@]host:port[/db]`). Default: none (L1-only).
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.redis_url = Some(url.into());
+        self
+    }
+
+    /// Runs without L2 even if a URL was set. Default: L2 when a URL is set.
+    pub fn no_l2(mut self) -> Self {
+        self.redis_url = None;
+        self
+    }
+
+    /// The key prefix (namespace) of this application: ASCII letters, digits, `_`, `-`, `.`.
+    /// Caches with different prefixes never see each other's keys. Default: `cache`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// `false` turns caching off: loaders always run, nothing is stored. Default: `true`.
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// The L1 budget in bytes (weighted by the encoded size of each value plus its key and ~100
+    /// bytes of overhead). Default: 64 MiB.
+    pub fn l1_max_bytes(mut self, bytes: u64) -> Self {
+        self.l1_max_bytes = bytes;
+        self
+    }
+
+    /// How long connecting to Redis may take. Default: 250 ms.
+    pub fn l2_connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// The deadline of each Redis operation: a hung Redis delays a caller at most this long.
+    /// Default: 100 ms (loopback round trips take ~0.1 ms; leave room for a loaded network).
+    pub fn l2_timeout(mut self, d: Duration) -> Self {
+        self.op_timeout = d;
+        self
+    }
+
+    /// Consecutive L2 failures (errors or timeouts) that open the circuit breaker. Default: 5.
+    pub fn breaker_failure_threshold(mut self, n: u32) -> Self {
+        self.breaker.failure_threshold = n;
+        self
+    }
+
+    /// The breaker's cool-down before a probe: starts at `min`, doubles after each failed probe up
+    /// to `max`, ±20% jitter. Default: 500 ms to 4 s.
+    pub fn breaker_cooldown(mut self, min: Duration, max: Duration) -> Self {
+        self.breaker.cooldown_min = min;
+        self.breaker.cooldown_max = max;
+        self
+    }
+
+    /// Values whose MessagePack form is at least this many bytes are zstd-compressed in L2 (never
+    /// in L1). Default: 1024.
+    pub fn compress_threshold(mut self, bytes: usize) -> Self {
+        self.codec.compress_threshold = bytes;
+        self
+    }
+
+    /// zstd level. Default: 1 (level 3 gains ~5% of size for 20-25% more time).
+    pub fn compression_level(mut self, level: i32) -> Self {
+        self.codec.compress_level = level;
+        self
+    }
+
+    /// Largest value (MessagePack bytes) written to or accepted from L2; larger values are not
+    /// written (counted as `oversized`) and larger stored values read as misses. Default: 16 MiB.
+    pub fn max_value_bytes(mut self, bytes: usize) -> Self {
+        self.codec.max_value_bytes = bytes;
+        self
+    }
+
+    /// Fail-safe: keep entries this long past their TTL; when a loader fails and such a stale value
+    /// exists, it is served (and counted as `stale_served`). Default: 0 (off).
+    pub fn fail_safe_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Registers a kind (or overrides a built-in one).
+    pub fn kind(mut self, kind: Kind, cfg: KindConfig) -> Self {
+        self.kinds.push((kind, cfg));
+        self
+    }
+
+    /// The TTL used for kinds that were never registered. Default: 300 s.
+    pub fn unregistered_kind_ttl(mut self, ttl: Duration) -> Self {
+        self.unregistered_ttl = ttl;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !key::is_valid_name(&self.prefix) {
+            return Err(Error::Config(format!(
+                "prefix {:?} must be 1-64 ASCII letters, digits, '_', '-' or '.'",
+                self.prefix
+            )));
+        }
+        if self.l1_max_bytes == 0 {
+            return Err(Error::Config("the L1 byte budget must be above 0".into()));
+        }
+        if self.op_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(Error::Config("L2 timeouts must be above 0".into()));
+        }
+        if self.breaker.failure_threshold == 0 {
+            return Err(Error::Config(
+                "the breaker failure threshold must be at least 1".into(),
+            ));
+        }
+        if self.breaker.cooldown_min.is_zero()
+            || self.breaker.cooldown_max < self.breaker.cooldown_min
+        {
+            return Err(Error::Config(
+                "breaker cool-down: need 0 < min <= max".into(),
+            ));
+        }
+        if self.codec.max_value_bytes == 0 || self.codec.max_value_bytes > u32::MAX as usize {
+            return Err(Error::Config(
+                "max value size must be between 1 byte and 4 GiB".into(),
+            ));
+        }
+        for (k, cfg) in &self.kinds {
+            if !key::is_valid_name(k.name()) {
+                return Err(Error::Config(format!(
+                    "kind {:?} must be 1-64 ASCII letters, digits, '_', '-' or '.'",
+                    k.name()
+                )));
+            }
+            if cfg.ttl().is_zero() {
+                return Err(Error::Config(format!("kind {:?} has a zero TTL", k.name())));
+            }
+        }
+        if self.unregistered_ttl.is_zero() {
+            return Err(Error::Config(
+                "the unregistered kind TTL must be above 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Builds the cache. Must run inside a tokio runtime.
+    ///
+    /// With an L2 configured, it PINGs Redis once (bounded by the L2 timeouts). When Redis is
+    /// unreachable the cache starts L1-only, logs that once, and keeps probing in the background;
+    /// it begins using L2 as soon as a probe succeeds.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for invalid settings or a malformed Redis URL.
+    pub async fn build(self) -> Result<Cache> {
+        self.validate()?;
+        let mut kinds: HashMap<String, Arc<KindEntry>> = HashMap::new();
+        let entry = |name: &str, cfg: KindConfig| {
+            Arc::new(KindEntry {
+                name: name.to_owned(),
+                cfg,
+                stats: KindStats::default(),
+            })
+        };
+        for (k, secs) in Kind::BUILT_IN {
+            kinds.insert(
+                k.name().to_owned(),
+                entry(k.name(), KindConfig::new(Duration::from_secs(secs))),
+            );
+        }
+        for (k, cfg) in self.kinds {
+            kinds.insert(k.name().to_owned(), entry(k.name(), cfg));
+        }
+        let l2 = match &self.redis_url {
+            Some(url) => Some(L2::new(&L2Config {
+                url: url.clone(),
+                connect_timeout: self.connect_timeout,
+                op_timeout: self.op_timeout,
+                breaker: self.breaker.clone(),
+            })?),
+            None => None,
+        };
+        let inner = Arc::new(Inner {
+            prefix: self.prefix,
+            enabled: self.enabled,
+            l1: L1::new(self.l1_max_bytes),
+            l2,
+            codec: self.codec,
+            kinds,
+            unregistered: entry("unregistered", KindConfig::new(self.unregistered_ttl)),
+            warned_unregistered: AtomicBool::new(false),
+            flights: moka::future::Cache::builder().build(),
+            gens: Generations::new(),
+            grace: self.grace,
+            next_token: AtomicU64::new(0),
+        });
+        let cache = Cache::from_inner(inner);
+        if !self.enabled {
+            tracing::info!("caching is disabled (CACHE_ENABLED=false): loaders always run");
+        }
+        crate::connect::start(&cache).await;
+        Ok(cache)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_accept_suffixes_and_reject_garbage() {
+        assert_eq!(parse_bytes("X", "1024").unwrap(), 1024);
+        assert_eq!(parse_bytes("X", "64M").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("X", "2k").unwrap(), 2048);
+        assert!(parse_bytes("X", "lots").is_err());
+        assert!(parse_bytes("X", "99999999999G").is_err());
+    }
+
+    #[test]
+    fn invalid_settings_are_config_errors() {
+        assert!(CacheBuilder::new().prefix("has space").validate().is_err());
+        assert!(CacheBuilder::new().l1_max_bytes(0).validate().is_err());
+        assert!(CacheBuilder::new()
+            .kind(Kind::new("ok"), KindConfig::new(Duration::ZERO))
+            .validate()
+            .is_err());
+        assert!(CacheBuilder::new().validate().is_ok());
+    }
+}

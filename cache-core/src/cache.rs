@@ -1,0 +1,655 @@
+//! The `Cache` handle: read-through L1 → L2 → loader, writes, invalidation and stats.
+
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::breaker::BreakerState;
+use crate::codec::{self, CodecConfig, CodecError, Header};
+use crate::error::{Error, Result};
+use crate::generations::Generations;
+use crate::key;
+use crate::kind::KindConfig;
+use crate::l1::{L1Entry, L1};
+use crate::l2::{L2Error, L2};
+use crate::stats::{self, BreakerStats, KindStats, Stats};
+
+/// A two-tier cache: an in-process moka L1 in front of a shared Redis L2.
+///
+/// `Cache` is a cheap handle (an `Arc` inside): clone it into every task that needs it instead of
+/// wrapping it in `Arc<Mutex<_>>`.
+///
+/// Reads go L1 → L2 → loader. A dead or hung Redis never surfaces as an error: each L2 operation has
+/// a deadline, and a circuit breaker skips L2 entirely while it is failing, so the cache degrades to
+/// L1-only and recovers by itself.
+///
+/// ```
+/// use cache_core::{Cache, Kind};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// // No Redis URL: an L1-only cache (use `.redis_url(..)` or `Cache::from_env()` for L2).
+/// let cache = Cache::builder().prefix("docs").build().await?;
+///
+/// let user: std::sync::Arc<String> = cache
+///     .get_or_load(Kind::DATABASE_QUERY, "user:42", || async {
+///         Ok::<_, std::io::Error>("Ada".to_string())
+///     })
+///     .await
+///     .unwrap();
+/// assert_eq!(*user, "Ada");
+///
+/// // Served from L1 now: the loader does not run.
+/// let again: std::sync::Arc<String> = cache
+///     .get_or_load(Kind::DATABASE_QUERY, "user:42", || async {
+///         Err::<String, _>(std::io::Error::other("not called"))
+///     })
+///     .await
+///     .unwrap();
+/// assert_eq!(*again, "Ada");
+/// # Ok::<_, cache_core::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("prefix", &self.inner.prefix)
+            .field("enabled", &self.inner.enabled)
+            .field("l2", &self.inner.l2.as_ref().map(|l2| &l2.url_redacted))
+            .finish()
+    }
+}
+
+/// Options of one write or load.
+///
+/// ```
+/// use cache_core::EntryOptions;
+/// use std::time::Duration;
+/// let opts = EntryOptions::new().ttl(Duration::from_secs(30));
+/// assert_eq!(opts.ttl_override(), Some(Duration::from_secs(30)));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct EntryOptions {
+    ttl: Option<Duration>,
+}
+
+impl EntryOptions {
+    /// Options with every default (the kind's TTL).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The TTL of this entry. Default: the kind's TTL.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// The TTL override, if any.
+    pub fn ttl_override(&self) -> Option<Duration> {
+        self.ttl
+    }
+}
+
+pub(crate) struct KindEntry {
+    pub(crate) name: String,
+    pub(crate) cfg: KindConfig,
+    pub(crate) stats: KindStats,
+}
+
+pub(crate) struct Inner {
+    pub(crate) prefix: String,
+    pub(crate) enabled: bool,
+    pub(crate) l1: L1,
+    pub(crate) l2: Option<L2>,
+    pub(crate) codec: CodecConfig,
+    pub(crate) kinds: HashMap<String, Arc<KindEntry>>,
+    /// Stats and settings for kinds used without being registered.
+    pub(crate) unregistered: Arc<KindEntry>,
+    pub(crate) warned_unregistered: AtomicBool,
+    /// Single-flight of loads; nothing is ever inserted (see `get_or_load_with`).
+    pub(crate) flights: moka::future::Cache<String, Never>,
+    pub(crate) gens: Generations,
+    pub(crate) grace: Duration,
+    pub(crate) next_token: AtomicU64,
+}
+
+/// What a coalesced load produced, shared by every caller of the flight.
+enum Outcome<T, E> {
+    Value(Arc<T>),
+    Failed(Arc<E>),
+}
+
+enum L2Read<T> {
+    Fresh(Arc<T>),
+    Stale(Arc<T>),
+    Miss,
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Cache {
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// A builder with every default: L1-only, 64 MiB of L1, prefix `cache`.
+    pub fn builder() -> crate::CacheBuilder {
+        crate::CacheBuilder::new()
+    }
+
+    /// Builds a cache from the environment (see [`CacheBuilder::from_env`](crate::CacheBuilder::from_env)
+    /// for the variables).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when a variable is malformed. An unreachable Redis is not an error: the cache
+    /// starts L1-only and connects in the background.
+    pub async fn from_env() -> Result<Cache> {
+        crate::CacheBuilder::from_env()?.build().await
+    }
+
+    fn kind_entry(&self, kind: &str) -> &Arc<KindEntry> {
+        match self.inner.kinds.get(kind) {
+            Some(k) => k,
+            None => {
+                if !self.inner.warned_unregistered.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        kind,
+                        "kind is not registered: using the default TTL of {:?}; register it with CacheBuilder::kind",
+                        self.inner.unregistered.cfg.ttl()
+                    );
+                }
+                &self.inner.unregistered
+            }
+        }
+    }
+
+    /// Returns the value cached under `key` of `kind`, from L1 or L2, or `None`.
+    ///
+    /// A value stored as another type reads as `None`.
+    pub async fn get<T>(&self, kind: impl AsRef<str>, key: &str) -> Option<Arc<T>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        if !self.inner.enabled {
+            return None;
+        }
+        let kind = kind.as_ref();
+        let ke = self.kind_entry(kind).clone();
+        let full = key::full_key(&self.inner.prefix, kind, key);
+        if ke.cfg.tier_routing().l1() {
+            if let Some(v) = self.l1_lookup::<T>(&ke, &full).await.0 {
+                return Some(v);
+            }
+        }
+        let g0 = self.inner.gens.snapshot(&full);
+        match self.read_l2::<T>(&ke, &full, g0).await {
+            L2Read::Fresh(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// L1 lookup: `(fresh value, stale value)`. Counts the hit or miss.
+    async fn l1_lookup<T: Send + Sync + 'static>(
+        &self,
+        ke: &KindEntry,
+        full: &str,
+    ) -> (Option<Arc<T>>, Option<Arc<T>>) {
+        if let Some(entry) = self.inner.l1.get(full).await {
+            if let Some(v) = entry.downcast::<T>() {
+                if entry.is_fresh(Instant::now()) {
+                    KindStats::inc(&ke.stats.l1_hits);
+                    return (Some(v), None);
+                }
+                KindStats::inc(&ke.stats.l1_misses);
+                return (None, Some(v));
+            }
+        }
+        KindStats::inc(&ke.stats.l1_misses);
+        (None, None)
+    }
+
+    /// Returns the cached value of `key`, or runs `loader` once to produce it, caches it with the
+    /// kind's TTL and returns it.
+    ///
+    /// # Concurrent calls on the same key
+    /// Concurrent callers of one missing key share one load: the loader runs once, the others wait
+    /// for its result (stampede protection). A load that began before an `invalidate` or `set` of the
+    /// same key does not store its result, and callers arriving after the invalidation start a new
+    /// load.
+    ///
+    /// # Errors
+    /// The loader's error, shared by every caller of the failed load (as in moka's `try_get_with`).
+    /// Errors are never cached. With a fail-safe grace period configured and a stale value at hand,
+    /// the stale value is returned instead. L2 problems are never returned.
+    pub async fn get_or_load<T, E, F, Fut>(
+        &self,
+        kind: impl AsRef<str>,
+        key: &str,
+        loader: F,
+    ) -> std::result::Result<Arc<T>, Arc<E>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+    {
+        self.get_or_load_with(kind, key, &EntryOptions::default(), loader)
+            .await
+    }
+
+    /// [`get_or_load`](Self::get_or_load) with per-entry options (TTL).
+    ///
+    /// # Errors
+    /// As [`get_or_load`](Self::get_or_load).
+    pub async fn get_or_load_with<T, E, F, Fut>(
+        &self,
+        kind: impl AsRef<str>,
+        key: &str,
+        opts: &EntryOptions,
+        loader: F,
+    ) -> std::result::Result<Arc<T>, Arc<E>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+    {
+        let kind = kind.as_ref();
+        let ke = self.kind_entry(kind).clone();
+        if !self.inner.enabled {
+            KindStats::inc(&ke.stats.loader_calls);
+            return loader().await.map(Arc::new).map_err(|e| {
+                KindStats::inc(&ke.stats.loader_errors);
+                Arc::new(e)
+            });
+        }
+        let full = key::full_key(&self.inner.prefix, kind, key);
+        let mut stale = None;
+        if ke.cfg.tier_routing().l1() {
+            let (fresh, s) = self.l1_lookup::<T>(&ke, &full).await;
+            if let Some(v) = fresh {
+                return Ok(v);
+            }
+            stale = s;
+        }
+        // Single-flight through moka's `try_get_with` on a cache that never stores anything: the init
+        // future always returns `Err(outcome)`, which moka hands to every waiter without inserting.
+        // We insert into L1 ourselves, after the generation check that closes the stale-set race.
+        // The generation is part of the flight key, so a caller arriving after an invalidation never
+        // joins a load that began before it.
+        let g0 = self.inner.gens.snapshot(&full);
+        let flight_key = format!("{full}\u{0}{g0}");
+        let ttl = opts.ttl.unwrap_or_else(|| ke.cfg.ttl());
+        let res = self
+            .inner
+            .flights
+            .try_get_with(flight_key, async {
+                Err::<Never, _>(self.load(&ke, &full, ttl, g0, stale, loader).await)
+            })
+            .await;
+        match res {
+            Err(outcome) => match &*outcome {
+                Outcome::Value(v) => Ok(v.clone()),
+                Outcome::Failed(e) => Err(e.clone()),
+            },
+            Ok(never) => match never {},
+        }
+    }
+
+    async fn load<T, E, F, Fut>(
+        &self,
+        ke: &KindEntry,
+        full: &str,
+        ttl: Duration,
+        g0: u64,
+        mut stale: Option<Arc<T>>,
+        loader: F,
+    ) -> Outcome<T, E>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+    {
+        match self.read_l2::<T>(ke, full, g0).await {
+            L2Read::Fresh(v) => return Outcome::Value(v),
+            L2Read::Stale(v) => stale = stale.or(Some(v)),
+            L2Read::Miss => {}
+        }
+        KindStats::inc(&ke.stats.loader_calls);
+        match loader().await {
+            Ok(v) => {
+                let v = Arc::new(v);
+                self.store(ke, full, v.clone(), ttl, g0).await;
+                Outcome::Value(v)
+            }
+            Err(e) => {
+                KindStats::inc(&ke.stats.loader_errors);
+                match stale {
+                    Some(s) => {
+                        KindStats::inc(&ke.stats.stale_served);
+                        tracing::debug!(kind = %ke.name, "loader failed: serving the stale value (fail-safe)");
+                        Outcome::Value(s)
+                    }
+                    None => Outcome::Failed(Arc::new(e)),
+                }
+            }
+        }
+    }
+
+    /// Reads and decodes `full` from L2; a fresh value is copied into L1 (if the kind uses it).
+    async fn read_l2<T>(&self, ke: &KindEntry, full: &str, g0: u64) -> L2Read<T>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let Some(l2) = self.inner.l2.as_ref() else {
+            return L2Read::Miss;
+        };
+        if !ke.cfg.tier_routing().l2() {
+            return L2Read::Miss;
+        }
+        let started = Instant::now();
+        let bytes = match l2.get(full).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                ke.stats.read_latency.record(started.elapsed());
+                KindStats::inc(&ke.stats.l2_misses);
+                return L2Read::Miss;
+            }
+            Err(e) => {
+                self.count_l2_error(ke, &e);
+                return L2Read::Miss;
+            }
+        };
+        ke.stats.read_latency.record(started.elapsed());
+        KindStats::add(&ke.stats.l2_bytes_read, bytes.len() as u64);
+        let decoded = match codec::decode::<T>(&self.inner.codec, &bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                self.count_decode_error(ke, full, &e);
+                KindStats::inc(&ke.stats.l2_misses);
+                return L2Read::Miss;
+            }
+        };
+        let now_ms = unix_ms();
+        let value = Arc::new(decoded.value);
+        if now_ms >= decoded.header.fresh_until_ms {
+            KindStats::inc(&ke.stats.l2_misses);
+            return L2Read::Stale(value);
+        }
+        KindStats::inc(&ke.stats.l2_hits);
+        if ke.cfg.tier_routing().l1() {
+            let remaining = Duration::from_millis(decoded.header.fresh_until_ms - now_ms);
+            self.store_l1(ke, full, value.clone(), decoded.raw_len, remaining, g0)
+                .await;
+        }
+        L2Read::Fresh(value)
+    }
+
+    fn count_l2_error(&self, ke: &KindEntry, e: &L2Error) {
+        match e {
+            L2Error::Skipped => KindStats::inc(&ke.stats.l2_skipped),
+            L2Error::Timeout => KindStats::inc(&ke.stats.l2_timeouts),
+            L2Error::Redis(err) => {
+                KindStats::inc(&ke.stats.l2_errors);
+                tracing::debug!(kind = %ke.name, error = %err, "L2 operation failed");
+            }
+        }
+    }
+
+    fn count_decode_error(&self, ke: &KindEntry, full: &str, e: &CodecError) {
+        KindStats::inc(&ke.stats.decode_errors);
+        if !ke.stats.decode_error_logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(kind = %ke.name, key = full, error = %e,
+                "undecodable value in L2 treated as a miss (further ones are logged at debug level)");
+        } else {
+            tracing::debug!(kind = %ke.name, key = full, error = %e, "undecodable value in L2 treated as a miss");
+        }
+    }
+
+    /// Stores a value in the kind's tiers unless a newer write or an invalidation superseded the
+    /// load (`g0` is the key's generation captured before the load).
+    async fn store<T>(&self, ke: &KindEntry, full: &str, value: Arc<T>, ttl: Duration, g0: u64)
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
+        let now_ms = unix_ms();
+        let payload = match codec::to_msgpack(&*value) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(kind = %ke.name, error = %e, "value cannot be serialized: kept in L1 only");
+                None
+            }
+        };
+        if self.inner.gens.snapshot(full) != g0 {
+            return;
+        }
+        if let (Some(l2), Some(payload), true) = (
+            self.inner.l2.as_ref(),
+            payload.as_ref(),
+            ke.cfg.tier_routing().l2(),
+        ) {
+            let header = Header {
+                created_at_ms: now_ms,
+                fresh_until_ms: now_ms.saturating_add(ttl.as_millis() as u64),
+                type_fp: codec::type_fingerprint::<T>(),
+            };
+            match codec::seal(&self.inner.codec, &header, &[], payload) {
+                Ok(bytes) => {
+                    let started = Instant::now();
+                    match l2.set(full, &bytes, ttl + self.inner.grace).await {
+                        Ok(()) => {
+                            ke.stats.write_latency.record(started.elapsed());
+                            KindStats::inc(&ke.stats.l2_writes);
+                            KindStats::add(&ke.stats.l2_bytes_written, bytes.len() as u64);
+                            KindStats::add(&ke.stats.l2_raw_bytes_written, payload.len() as u64);
+                        }
+                        Err(e) => self.count_l2_error(ke, &e),
+                    }
+                    // An invalidation that ran while we wrote may have deleted the key before our SET
+                    // landed: delete it again so the stale value does not outlive the invalidation.
+                    if self.inner.gens.snapshot(full) != g0 {
+                        if let Err(e) = l2.unlink(&[full]).await {
+                            self.count_l2_error(ke, &e);
+                        }
+                    }
+                }
+                Err(CodecError::TooLarge { size, max }) => {
+                    KindStats::inc(&ke.stats.oversized);
+                    tracing::debug!(kind = %ke.name, size, max, "value over the maximum size: not written to L2");
+                }
+                Err(e) => tracing::warn!(kind = %ke.name, error = %e, "value cannot be encoded"),
+            }
+        }
+        if ke.cfg.tier_routing().l1() {
+            let size = payload.as_ref().map_or(std::mem::size_of::<T>(), Vec::len);
+            self.store_l1(ke, full, value, size, ttl, g0).await;
+        }
+    }
+
+    async fn store_l1<T>(
+        &self,
+        ke: &KindEntry,
+        full: &str,
+        value: Arc<T>,
+        size: usize,
+        ttl: Duration,
+        g0: u64,
+    ) where
+        T: Send + Sync + 'static,
+    {
+        let fresh_for = ke.cfg.l1_ttl_cap().map_or(ttl, |cap| cap.min(ttl));
+        let token = self.inner.next_token.fetch_add(1, Ordering::Relaxed);
+        let entry = L1Entry::new(value, size, fresh_for, self.inner.grace, token);
+        self.inner.l1.insert(full.to_owned(), entry).await;
+        // An invalidation between our generation check and the insert: take our entry back out.
+        if self.inner.gens.snapshot(full) != g0 {
+            self.inner.l1.remove_if_token(full, token).await;
+        }
+    }
+
+    /// Stores `value` under `key` with the kind's TTL, in L1 and L2, superseding loads in flight.
+    ///
+    /// An L2 failure is counted in the stats, not returned: the value is still in L1.
+    pub async fn set<T>(&self, kind: impl AsRef<str>, key: &str, value: T)
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
+        self.set_with(kind, key, value, &EntryOptions::default())
+            .await;
+    }
+
+    /// [`set`](Self::set) with per-entry options (TTL).
+    pub async fn set_with<T>(&self, kind: impl AsRef<str>, key: &str, value: T, opts: &EntryOptions)
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
+        if !self.inner.enabled {
+            return;
+        }
+        let kind = kind.as_ref();
+        let ke = self.kind_entry(kind).clone();
+        KindStats::inc(&ke.stats.sets);
+        let full = key::full_key(&self.inner.prefix, kind, key);
+        self.inner.gens.bump(&full);
+        let g0 = self.inner.gens.snapshot(&full);
+        let ttl = opts.ttl.unwrap_or_else(|| ke.cfg.ttl());
+        self.store(&ke, &full, Arc::new(value), ttl, g0).await;
+    }
+
+    /// Removes `key` of `kind` from L1 and L2. Loads of the key in flight will not store their
+    /// (now stale) result.
+    pub async fn invalidate(&self, kind: impl AsRef<str>, key: &str) {
+        let kind = kind.as_ref();
+        let ke = self.kind_entry(kind).clone();
+        KindStats::inc(&ke.stats.invalidations);
+        let full = key::full_key(&self.inner.prefix, kind, key);
+        self.inner.gens.bump(&full);
+        self.inner.l1.invalidate(&full).await;
+        if let (Some(l2), true) = (self.inner.l2.as_ref(), ke.cfg.tier_routing().l2()) {
+            if let Err(e) = l2.unlink(&[full.as_str()]).await {
+                self.count_l2_error(&ke, &e);
+                tracing::warn!(
+                    kind,
+                    key,
+                    "invalidation could not reach L2: the entry stays in L2 until its TTL"
+                );
+            }
+        }
+    }
+
+    /// Removes every entry of `kind` from L1 and L2 (SCAN + UNLINK, never KEYS). Returns the number
+    /// of L2 keys removed.
+    ///
+    /// # Errors
+    /// An L2 error or timeout: L1 is cleared anyway, L2 may be partly cleared.
+    pub async fn clear_kind(&self, kind: impl AsRef<str>) -> Result<u64> {
+        let kind = kind.as_ref();
+        self.inner.gens.bump_all();
+        self.inner
+            .l1
+            .invalidate_prefix(&key::kind_key_prefix(&self.inner.prefix, kind))
+            .await;
+        match &self.inner.l2 {
+            Some(l2) => Ok(l2
+                .unlink_matching(&key::kind_pattern(&self.inner.prefix, kind))
+                .await?),
+            None => Ok(0),
+        }
+    }
+
+    /// Removes every entry of this cache (all kinds under its prefix) from L1 and L2. Keys of other
+    /// prefixes are untouched. Returns the number of L2 keys removed.
+    ///
+    /// # Errors
+    /// An L2 error or timeout: L1 is cleared anyway, L2 may be partly cleared.
+    pub async fn clear_all(&self) -> Result<u64> {
+        self.inner.gens.bump_all();
+        self.inner.l1.invalidate_all();
+        match &self.inner.l2 {
+            Some(l2) => Ok(l2
+                .unlink_matching(&key::prefix_pattern(&self.inner.prefix))
+                .await?),
+            None => Ok(0),
+        }
+    }
+
+    /// A snapshot of the counters, per tier and per kind.
+    pub fn stats(&self) -> Stats {
+        let inner = &self.inner;
+        let mut kinds = std::collections::BTreeMap::new();
+        let all = inner
+            .kinds
+            .values()
+            .chain(std::iter::once(&inner.unregistered));
+        for k in all.clone() {
+            kinds.insert(k.name.clone(), stats::summarize([&k.stats]));
+        }
+        let mut total = stats::summarize(all.map(|k| &k.stats));
+        total.l1.entries = inner.l1.entries();
+        total.l1.bytes = inner.l1.bytes();
+        total.l1.max_bytes = inner.l1.max_bytes();
+        total.l1.evictions = inner.l1.evictions();
+        Stats {
+            prefix: inner.prefix.clone(),
+            l2_configured: inner.l2.is_some(),
+            breaker: inner.l2.as_ref().map(|l2| BreakerStats {
+                state: l2.breaker.state(),
+                opens: l2.breaker.opens(),
+                rejected: l2.breaker.rejected(),
+            }),
+            total,
+            kinds,
+        }
+    }
+
+    /// Applies moka's pending maintenance so that entry counts and sizes in [`stats`](Self::stats)
+    /// are exact (they are otherwise updated lazily).
+    pub async fn sync(&self) {
+        self.inner.l1.sync().await;
+    }
+
+    /// The circuit breaker's state, or `None` without an L2.
+    pub fn breaker_state(&self) -> Option<BreakerState> {
+        self.inner.l2.as_ref().map(|l2| l2.breaker.state())
+    }
+
+    /// PINGs Redis (through the breaker) and returns the round-trip time.
+    ///
+    /// # Errors
+    /// [`Error::NoL2`] without an L2; otherwise the Redis error, timeout or open breaker.
+    pub async fn ping_l2(&self) -> Result<Duration> {
+        let l2 = self.inner.l2.as_ref().ok_or(Error::NoL2)?;
+        l2.ping().await.map_err(|e| match e {
+            L2Error::Timeout => Error::Timeout(l2.op_timeout()),
+            other => other.into(),
+        })
+    }
+
+    /// The key prefix of this cache.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+}
+
+/// The value type of the single-flight map: uninhabited, so the type system proves nothing is
+/// ever stored in it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Never {}

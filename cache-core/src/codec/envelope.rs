@@ -1,0 +1,162 @@
+//! The versioned envelope around every value stored in Redis.
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! offset size field
+//! 0      2    magic "TC"
+//! 2      1    format version (1)
+//! 3      1    flags (bit 0: payload is zstd-compressed; other bits must be 0)
+//! 4      8    created_at, Unix ms
+//! 12     8    fresh_until, Unix ms (after it the entry is stale: served only as a fail-safe)
+//! 20     8    type fingerprint
+//! 28     4    decompressed payload length
+//! 32     2    tag count, then per tag: u16 length + UTF-8 bytes
+//! ..     ..   payload (MessagePack, possibly compressed) to the end
+//! ```
+
+use super::CodecError;
+
+const MAGIC: [u8; 2] = *b"TC";
+/// The current envelope format version. A change of layout bumps it (and the key namespace `v1`).
+pub(crate) const VERSION: u8 = 1;
+const FLAG_COMPRESSED: u8 = 0b0000_0001;
+const KNOWN_FLAGS: u8 = FLAG_COMPRESSED;
+const FIXED_LEN: usize = 34;
+
+/// Metadata stored with each value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) created_at_ms: u64,
+    pub(crate) fresh_until_ms: u64,
+    pub(crate) type_fp: u64,
+}
+
+/// A parsed envelope.
+#[derive(Debug, Clone)]
+pub(crate) struct Envelope {
+    pub(crate) header: Header,
+    pub(crate) compressed: bool,
+    pub(crate) raw_len: usize,
+    pub(crate) tags: Vec<String>,
+    pub(crate) body: Vec<u8>,
+}
+
+pub(crate) fn write(
+    header: &Header,
+    compressed: bool,
+    tags: &[String],
+    raw_len: usize,
+    body: &[u8],
+) -> Vec<u8> {
+    let tags_len: usize = tags
+        .iter()
+        .map(|t| 2 + t.len().min(u16::MAX as usize))
+        .sum();
+    let mut out = Vec::with_capacity(FIXED_LEN + tags_len + body.len());
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.push(if compressed { FLAG_COMPRESSED } else { 0 });
+    out.extend_from_slice(&header.created_at_ms.to_le_bytes());
+    out.extend_from_slice(&header.fresh_until_ms.to_le_bytes());
+    out.extend_from_slice(&header.type_fp.to_le_bytes());
+    out.extend_from_slice(&u32::try_from(raw_len).unwrap_or(u32::MAX).to_le_bytes());
+    let count = tags.len().min(u16::MAX as usize);
+    out.extend_from_slice(&(count as u16).to_le_bytes());
+    for tag in &tags[..count] {
+        // Tags are bounded by the cache (see `key::MAX_TAG_LEN`); truncation here is a last resort
+        // at a char boundary so the envelope stays well-formed.
+        let mut end = tag.len().min(u16::MAX as usize);
+        while !tag.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.extend_from_slice(&(end as u16).to_le_bytes());
+        out.extend_from_slice(&tag.as_bytes()[..end]);
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], CodecError> {
+        if self.buf.len() < n {
+            return Err(CodecError::Truncated(what));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+    fn u8(&mut self, what: &'static str) -> Result<u8, CodecError> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16, CodecError> {
+        let b = self.take(2, what)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, CodecError> {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(self.take(4, what)?);
+        Ok(u32::from_le_bytes(a))
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64, CodecError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8, what)?);
+        Ok(u64::from_le_bytes(a))
+    }
+}
+
+pub(crate) fn read(bytes: &[u8], max_value_bytes: usize) -> Result<Envelope, CodecError> {
+    let mut r = Reader { buf: bytes };
+    if r.take(2, "magic")? != MAGIC {
+        return Err(CodecError::BadMagic);
+    }
+    let version = r.u8("version")?;
+    if version != VERSION {
+        return Err(CodecError::UnsupportedVersion(version));
+    }
+    let flags = r.u8("flags")?;
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(CodecError::UnknownFlags(flags));
+    }
+    let header = Header {
+        created_at_ms: r.u64("created_at")?,
+        fresh_until_ms: r.u64("fresh_until")?,
+        type_fp: r.u64("type fingerprint")?,
+    };
+    let raw_len = r.u32("payload length")? as usize;
+    if raw_len > max_value_bytes {
+        return Err(CodecError::TooLarge {
+            size: raw_len,
+            max: max_value_bytes,
+        });
+    }
+    let count = r.u16("tag count")?;
+    let mut tags = Vec::with_capacity(count.min(64) as usize);
+    for _ in 0..count {
+        let len = r.u16("tag length")? as usize;
+        let raw = r.take(len, "tag")?;
+        let tag = std::str::from_utf8(raw)
+            .map_err(|_| CodecError::Truncated("tag is not UTF-8"))?
+            .to_owned();
+        tags.push(tag);
+    }
+    let compressed = flags & FLAG_COMPRESSED != 0;
+    let body = r.buf;
+    if !compressed && body.len() != raw_len {
+        return Err(CodecError::Truncated("payload"));
+    }
+    if compressed && body.is_empty() {
+        return Err(CodecError::Truncated("compressed payload"));
+    }
+    Ok(Envelope {
+        header,
+        compressed,
+        raw_len,
+        tags,
+        body: body.to_vec(),
+    })
+}

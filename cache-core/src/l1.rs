@@ -1,0 +1,171 @@
+//! L1: an in-process moka cache bounded by bytes, holding typed values behind `Arc`s.
+//!
+//! Values are stored typed (`Arc<dyn Any>`), so an L1 hit never decodes bytes again; a lookup with
+//! another type than the one stored reads as a miss. Each entry has its own lifetime (moka `Expiry`):
+//! its TTL plus the fail-safe grace period, so it never lives in L1 longer than that. Within its
+//! lifetime an entry is *fresh* until `fresh_until`, then *stale* (served only when a load fails).
+
+use moka::{future::Cache as Moka, notification::RemovalCause, Expiry};
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Per-entry bookkeeping counted into the weight on top of the key and payload sizes.
+const ENTRY_OVERHEAD: usize = 96;
+
+pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
+
+/// One L1 entry; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct L1Entry(Arc<EntryInner>);
+
+struct EntryInner {
+    value: AnyValue,
+    weight: u32,
+    fresh_until: Instant,
+    lifetime: Duration,
+    token: u64,
+}
+
+impl L1Entry {
+    pub(crate) fn new(
+        value: AnyValue,
+        payload_bytes: usize,
+        fresh_for: Duration,
+        grace: Duration,
+        token: u64,
+    ) -> Self {
+        L1Entry(Arc::new(EntryInner {
+            value,
+            weight: u32::try_from(payload_bytes + ENTRY_OVERHEAD).unwrap_or(u32::MAX),
+            fresh_until: Instant::now() + fresh_for,
+            lifetime: fresh_for + grace,
+            token,
+        }))
+    }
+
+    /// The value as `T`, or `None` when it was stored as another type.
+    pub(crate) fn downcast<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.0.value.clone().downcast::<T>().ok()
+    }
+
+    pub(crate) fn is_fresh(&self, now: Instant) -> bool {
+        now < self.0.fresh_until
+    }
+}
+
+struct EntryExpiry;
+
+impl Expiry<String, L1Entry> for EntryExpiry {
+    fn expire_after_create(&self, _: &String, v: &L1Entry, _: Instant) -> Option<Duration> {
+        Some(v.0.lifetime)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        v: &L1Entry,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(v.0.lifetime)
+    }
+}
+
+pub(crate) struct L1 {
+    cache: Moka<String, L1Entry>,
+    max_bytes: u64,
+    evictions: Arc<AtomicU64>,
+}
+
+impl L1 {
+    pub(crate) fn new(max_bytes: u64) -> Self {
+        let evictions = Arc::new(AtomicU64::new(0));
+        let ev = evictions.clone();
+        let cache = Moka::builder()
+            .max_capacity(max_bytes)
+            .weigher(|k: &String, v: &L1Entry| {
+                v.0.weight
+                    .saturating_add(u32::try_from(k.len()).unwrap_or(u32::MAX))
+            })
+            .expire_after(EntryExpiry)
+            .eviction_listener(move |_k, _v, cause| {
+                if cause == RemovalCause::Size {
+                    ev.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build();
+        Self {
+            cache,
+            max_bytes,
+            evictions,
+        }
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Option<L1Entry> {
+        self.cache.get(key).await
+    }
+
+    pub(crate) async fn insert(&self, key: String, entry: L1Entry) {
+        self.cache.insert(key, entry).await;
+    }
+
+    pub(crate) async fn invalidate(&self, key: &str) {
+        self.cache.invalidate(key).await;
+    }
+
+    /// Removes the entry under `key` only if it is the one identified by `token` (a newer entry
+    /// inserted meanwhile is kept).
+    pub(crate) async fn remove_if_token(&self, key: &str, token: u64) {
+        use moka::ops::compute::Op;
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|e| {
+                let op = match e {
+                    Some(e) if e.value().0.token == token => Op::Remove,
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+    }
+
+    /// Removes every entry whose key starts with `prefix`.
+    pub(crate) async fn invalidate_prefix(&self, prefix: &str) {
+        let keys: Vec<Arc<String>> = self
+            .cache
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k)
+            .collect();
+        for k in keys {
+            self.cache.invalidate(k.as_str()).await;
+        }
+    }
+
+    pub(crate) fn invalidate_all(&self) {
+        self.cache.invalidate_all();
+    }
+
+    pub(crate) fn entries(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.cache.weighted_size()
+    }
+
+    pub(crate) fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    pub(crate) fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    /// Applies pending maintenance (for exact counts in stats and tests).
+    pub(crate) async fn sync(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+}

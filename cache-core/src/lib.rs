@@ -1,0 +1,72 @@
+//! # tiered-cache: `cache-core`
+//!
+//! A two-tier application cache: an in-process [moka](https://docs.rs/moka) cache (L1, bounded by
+//! bytes, typed values) in front of a shared Redis (L2, MessagePack in a versioned envelope, zstd
+//! above a size threshold).
+//!
+//! ## Motivation
+//! Services that hand-roll a Redis cache tend to get the same things wrong: a dead or hung Redis
+//! takes the app down, concurrent misses stampede the origin, bytes written by an older deploy fail
+//! to decode, and nobody knows the hit rate. This crate handles those once:
+//!
+//! - **Degradation**: each Redis operation has a deadline (default 100 ms) and a circuit breaker
+//!   skips Redis while it fails; the cache serves from L1 and loaders and never returns an L2 error.
+//! - **Stampede protection**: concurrent callers of a cold key share one loader call.
+//! - **Race safety**: a load that began before an invalidation does not store its stale result.
+//! - **Untrusted bytes**: anything undecodable in Redis is a counted miss, never a panic.
+//! - **Stats**: per tier and per kind, serializable.
+//!
+//! ## Quick start
+//! ```
+//! use cache_core::{Cache, Kind};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Clone, Serialize, Deserialize)]
+//! struct Weather { city: String, celsius: f32 }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! // Reads REDIS_URL, CACHE_PREFIX, ... ; without REDIS_URL it runs L1-only.
+//! let cache = Cache::from_env().await?;
+//! let w = cache
+//!     .get_or_load(Kind::API_RESPONSE, "weather:paris", || async {
+//!         Ok::<_, std::io::Error>(Weather { city: "Paris".into(), celsius: 21.5 })
+//!     })
+//!     .await
+//!     .expect("loader failed");
+//! assert_eq!(w.city, "Paris");
+//! println!("hit rate: {:.2}", cache.stats().total.hit_rate);
+//! # Ok::<_, cache_core::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! ## Components
+//! [`Cache`] (the handle), [`CacheBuilder`] (settings, `from_env`), [`Kind`] / [`KindConfig`] /
+//! [`Tiers`] (named kinds with default TTLs and tier routing), [`EntryOptions`] (per-call TTL),
+//! [`Stats`] (snapshot), [`Error`].
+#![warn(missing_docs, unreachable_pub)]
+
+mod breaker;
+mod builder;
+mod cache;
+pub mod codec;
+mod connect;
+mod error;
+mod generations;
+mod key;
+mod kind;
+mod l1;
+mod l2;
+mod stats;
+
+pub use breaker::BreakerState;
+pub use builder::CacheBuilder;
+pub use cache::{Cache, EntryOptions};
+pub use error::{Error, Result};
+pub use key::MAX_KEY_PART;
+pub use kind::{Kind, KindConfig, Tiers};
+pub use stats::{BreakerStats, L1Stats, L2Stats, LatencyStats, LoaderStats, Stats, TierStats};
+
+/// The README's code sample, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

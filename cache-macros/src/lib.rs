@@ -1,0 +1,1 @@
+//! The `#[cached]` attribute macro of tiered-cache (in progress; see the project's issues).

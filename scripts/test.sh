@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace. Installs redis-server first when it is missing
+# (the integration tests start their own redis-server processes on free loopback ports).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "redis-server not found: installing it (apt-get)" >&2
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+redis-server --version
+
+# The Debian package starts a system redis on 6379; the tests do not need it (they start their own).
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace --no-fail-fast

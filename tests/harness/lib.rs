@@ -1,0 +1,34 @@
+//! Test harness: real `redis-server` processes on free loopback ports, in temp dirs, killed on drop.
+//!
+//! A missing `redis-server` binary is a loud failure with instructions, never a skip.
+
+mod server;
+
+pub use server::RedisServer;
+
+use std::sync::Once;
+
+/// Installs a tracing subscriber once (honours `RUST_LOG`; quiet by default).
+pub fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A unique key prefix per test, so tests sharing a server never see each other's keys.
+pub fn unique_prefix(name: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
