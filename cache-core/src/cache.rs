@@ -78,6 +78,7 @@ impl std::fmt::Debug for Cache {
 #[derive(Debug, Clone, Default)]
 pub struct EntryOptions {
     ttl: Option<Duration>,
+    tags: Vec<String>,
 }
 
 impl EntryOptions {
@@ -96,6 +97,18 @@ impl EntryOptions {
     /// The TTL override, if any.
     pub fn ttl_override(&self) -> Option<Duration> {
         self.ttl
+    }
+
+    /// Tags stored with the entry (in its L2 envelope), for tag invalidation. Default: none.
+    #[must_use]
+    pub fn tags(mut self, tags: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.tags = tags.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The entry's tags.
+    pub fn tag_list(&self) -> &[String] {
+        &self.tags
     }
 }
 
@@ -302,7 +315,10 @@ impl Cache {
             .inner
             .flights
             .try_get_with(flight_key, async {
-                Err::<Never, _>(self.load(&ke, &full, ttl, g0, stale, loader).await)
+                Err::<Never, _>(
+                    self.load(&ke, &full, ttl, &opts.tags, g0, stale, loader)
+                        .await,
+                )
             })
             .await;
         match res {
@@ -314,11 +330,13 @@ impl Cache {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn load<T, E, F, Fut>(
         &self,
         ke: &KindEntry,
         full: &str,
         ttl: Duration,
+        tags: &[String],
         g0: u64,
         mut stale: Option<Arc<T>>,
         loader: F,
@@ -337,7 +355,7 @@ impl Cache {
         match loader().await {
             Ok(v) => {
                 let v = Arc::new(v);
-                self.store(ke, full, v.clone(), ttl, g0).await;
+                self.store(ke, full, v.clone(), ttl, tags, g0).await;
                 Outcome::Value(v)
             }
             Err(e) => {
@@ -426,8 +444,15 @@ impl Cache {
 
     /// Stores a value in the kind's tiers unless a newer write or an invalidation superseded the
     /// load (`g0` is the key's generation captured before the load).
-    async fn store<T>(&self, ke: &KindEntry, full: &str, value: Arc<T>, ttl: Duration, g0: u64)
-    where
+    async fn store<T>(
+        &self,
+        ke: &KindEntry,
+        full: &str,
+        value: Arc<T>,
+        ttl: Duration,
+        tags: &[String],
+        g0: u64,
+    ) where
         T: Serialize + Send + Sync + 'static,
     {
         let now_ms = unix_ms();
@@ -451,7 +476,7 @@ impl Cache {
                 fresh_until_ms: now_ms.saturating_add(ttl.as_millis() as u64),
                 type_fp: codec::type_fingerprint::<T>(),
             };
-            match codec::seal(&self.inner.codec, &header, &[], payload) {
+            match codec::seal(&self.inner.codec, &header, tags, payload) {
                 Ok(bytes) => {
                     let started = Instant::now();
                     match l2.set(full, &bytes, ttl + self.inner.grace).await {
@@ -531,7 +556,8 @@ impl Cache {
         self.inner.gens.bump(&full);
         let g0 = self.inner.gens.snapshot(&full);
         let ttl = opts.ttl.unwrap_or_else(|| ke.cfg.ttl());
-        self.store(&ke, &full, Arc::new(value), ttl, g0).await;
+        self.store(&ke, &full, Arc::new(value), ttl, &opts.tags, g0)
+            .await;
     }
 
     /// Removes `key` of `kind` from L1 and L2. Loads of the key in flight will not store their

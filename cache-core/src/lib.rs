@@ -56,7 +56,15 @@ mod key;
 mod kind;
 mod l1;
 mod l2;
+mod macro_support;
 mod stats;
+
+/// Items used by code that `#[cached]` generates. Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::macro_support::*;
+    pub use serde;
+}
 
 pub use breaker::BreakerState;
 pub use builder::CacheBuilder;
@@ -64,6 +72,7 @@ pub use cache::{Cache, EntryOptions};
 pub use error::{Error, Result};
 pub use key::MAX_KEY_PART;
 pub use kind::{Kind, KindConfig, Tiers};
+pub use macro_support::{install, installed};
 pub use stats::{BreakerStats, L1Stats, L2Stats, LatencyStats, LoaderStats, Stats, TierStats};
 
 /// The README's code sample, compiled and run as a doctest.
