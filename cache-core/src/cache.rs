@@ -145,6 +145,8 @@ enum L2Read<T> {
     Fresh(Arc<T>),
     Stale(Arc<T>),
     Miss,
+    /// The read failed, timed out or was skipped by the breaker.
+    Unavailable,
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -333,7 +335,7 @@ impl Cache {
     #[allow(clippy::too_many_arguments)]
     async fn load<T, E, F, Fut>(
         &self,
-        ke: &KindEntry,
+        ke: &Arc<KindEntry>,
         full: &str,
         ttl: Duration,
         tags: &[String],
@@ -346,16 +348,21 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<T, E>>,
     {
+        // When L2 just failed us, write the loaded value back in the background: the caller must not
+        // wait for a second L2 deadline on top of the read's.
+        let mut l2_unhealthy = false;
         match self.read_l2::<T>(ke, full, g0).await {
             L2Read::Fresh(v) => return Outcome::Value(v),
             L2Read::Stale(v) => stale = stale.or(Some(v)),
             L2Read::Miss => {}
+            L2Read::Unavailable => l2_unhealthy = true,
         }
         KindStats::inc(&ke.stats.loader_calls);
         match loader().await {
             Ok(v) => {
                 let v = Arc::new(v);
-                self.store(ke, full, v.clone(), ttl, tags, g0).await;
+                self.store(ke, full, v.clone(), ttl, tags, g0, l2_unhealthy)
+                    .await;
                 Outcome::Value(v)
             }
             Err(e) => {
@@ -393,7 +400,7 @@ impl Cache {
             }
             Err(e) => {
                 self.count_l2_error(ke, &e);
-                return L2Read::Miss;
+                return L2Read::Unavailable;
             }
         };
         ke.stats.read_latency.record(started.elapsed());
@@ -443,15 +450,18 @@ impl Cache {
     }
 
     /// Stores a value in the kind's tiers unless a newer write or an invalidation superseded the
-    /// load (`g0` is the key's generation captured before the load).
+    /// load (`g0` is the key's generation captured before the load). With `l2_in_background` the
+    /// L2 write runs in a spawned task.
+    #[allow(clippy::too_many_arguments)]
     async fn store<T>(
         &self,
-        ke: &KindEntry,
+        ke: &Arc<KindEntry>,
         full: &str,
         value: Arc<T>,
         ttl: Duration,
         tags: &[String],
         g0: u64,
+        l2_in_background: bool,
     ) where
         T: Serialize + Send + Sync + 'static,
     {
@@ -466,7 +476,7 @@ impl Cache {
         if self.inner.gens.snapshot(full) != g0 {
             return;
         }
-        if let (Some(l2), Some(payload), true) = (
+        if let (Some(_), Some(payload), true) = (
             self.inner.l2.as_ref(),
             payload.as_ref(),
             ke.cfg.tier_routing().l2(),
@@ -477,24 +487,16 @@ impl Cache {
                 type_fp: codec::type_fingerprint::<T>(),
             };
             match codec::seal(&self.inner.codec, &header, tags, payload) {
+                Ok(bytes) if l2_in_background => {
+                    let sizes = (payload.len(), codec::envelope_overhead(tags));
+                    let (cache, ke, full) = (self.clone(), ke.clone(), full.to_owned());
+                    tokio::spawn(async move {
+                        cache.write_l2(&ke, &full, &bytes, sizes, ttl, g0).await;
+                    });
+                }
                 Ok(bytes) => {
-                    let started = Instant::now();
-                    match l2.set(full, &bytes, ttl + self.inner.grace).await {
-                        Ok(()) => {
-                            ke.stats.write_latency.record(started.elapsed());
-                            KindStats::inc(&ke.stats.l2_writes);
-                            KindStats::add(&ke.stats.l2_bytes_written, bytes.len() as u64);
-                            KindStats::add(&ke.stats.l2_raw_bytes_written, payload.len() as u64);
-                        }
-                        Err(e) => self.count_l2_error(ke, &e),
-                    }
-                    // An invalidation that ran while we wrote may have deleted the key before our SET
-                    // landed: delete it again so the stale value does not outlive the invalidation.
-                    if self.inner.gens.snapshot(full) != g0 {
-                        if let Err(e) = l2.unlink(&[full]).await {
-                            self.count_l2_error(ke, &e);
-                        }
-                    }
+                    let sizes = (payload.len(), codec::envelope_overhead(tags));
+                    self.write_l2(ke, full, &bytes, sizes, ttl, g0).await
                 }
                 Err(CodecError::TooLarge { size, max }) => {
                     KindStats::inc(&ke.stats.oversized);
@@ -506,6 +508,44 @@ impl Cache {
         if ke.cfg.tier_routing().l1() {
             let size = payload.as_ref().map_or(std::mem::size_of::<T>(), Vec::len);
             self.store_l1(ke, full, value, size, ttl, g0).await;
+        }
+    }
+
+    /// SETs encoded bytes with the TTL plus the fail-safe grace, then undoes the write if an
+    /// invalidation raced with it. `(raw_len, overhead)`: the uncompressed payload size and the
+    /// envelope's own bytes, for the compression ratio.
+    async fn write_l2(
+        &self,
+        ke: &KindEntry,
+        full: &str,
+        bytes: &[u8],
+        (raw_len, overhead): (usize, usize),
+        ttl: Duration,
+        g0: u64,
+    ) {
+        let Some(l2) = self.inner.l2.as_ref() else {
+            return;
+        };
+        let started = Instant::now();
+        match l2.set(full, bytes, ttl + self.inner.grace).await {
+            Ok(()) => {
+                ke.stats.write_latency.record(started.elapsed());
+                KindStats::inc(&ke.stats.l2_writes);
+                KindStats::add(&ke.stats.l2_bytes_written, bytes.len() as u64);
+                KindStats::add(&ke.stats.l2_raw_bytes_written, raw_len as u64);
+                KindStats::add(
+                    &ke.stats.l2_payload_bytes_written,
+                    bytes.len().saturating_sub(overhead) as u64,
+                );
+            }
+            Err(e) => self.count_l2_error(ke, &e),
+        }
+        // An invalidation that ran while we wrote may have deleted the key before our SET landed:
+        // delete it again so the stale value does not outlive the invalidation.
+        if self.inner.gens.snapshot(full) != g0 {
+            if let Err(e) = l2.unlink(&[full]).await {
+                self.count_l2_error(ke, &e);
+            }
         }
     }
 
@@ -556,7 +596,7 @@ impl Cache {
         self.inner.gens.bump(&full);
         let g0 = self.inner.gens.snapshot(&full);
         let ttl = opts.ttl.unwrap_or_else(|| ke.cfg.ttl());
-        self.store(&ke, &full, Arc::new(value), ttl, &opts.tags, g0)
+        self.store(&ke, &full, Arc::new(value), ttl, &opts.tags, g0, false)
             .await;
     }
 

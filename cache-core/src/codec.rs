@@ -115,6 +115,11 @@ pub(crate) fn seal(
     Ok(envelope::write(header, false, tags, payload.len(), payload))
 }
 
+/// Bytes the envelope adds around a payload carrying `tags`.
+pub(crate) fn envelope_overhead(tags: &[String]) -> usize {
+    envelope::overhead(tags)
+}
+
 /// Parses wire bytes: checks the envelope and the type fingerprint, decompresses within the size cap.
 /// Returns the envelope (header, tags) and the MessagePack payload.
 pub(crate) fn open(

@@ -137,7 +137,12 @@ impl L2 {
                 } else {
                     permit.success();
                 }
-                Err(L2Error::Redis(e))
+                // redis-rs' own response timeout (set to the same deadline) may fire first.
+                if e.is_timeout() {
+                    Err(L2Error::Timeout)
+                } else {
+                    Err(L2Error::Redis(e))
+                }
             }
             Err(_) => {
                 permit.failure();

@@ -130,6 +130,7 @@ pub(crate) struct KindStats {
     pub(crate) l2_bytes_read: AtomicU64,
     pub(crate) l2_bytes_written: AtomicU64,
     pub(crate) l2_raw_bytes_written: AtomicU64,
+    pub(crate) l2_payload_bytes_written: AtomicU64,
     pub(crate) oversized: AtomicU64,
     pub(crate) decode_errors: AtomicU64,
     pub(crate) loader_calls: AtomicU64,
@@ -210,7 +211,8 @@ pub struct L2Stats {
     pub bytes_read: u64,
     /// Bytes written to Redis (after compression).
     pub bytes_written: u64,
-    /// Uncompressed MessagePack bytes / bytes written (1.0 with no compression).
+    /// MessagePack payload bytes before compression / after (1.0 when nothing was compressed;
+    /// envelope headers excluded).
     pub compression_ratio: f64,
     /// Values refused because they exceed the maximum value size.
     pub oversized: u64,
@@ -303,6 +305,7 @@ pub(crate) fn summarize<'a>(recorders: impl IntoIterator<Item = &'a KindStats>) 
     let mut rl = HistAcc::default();
     let mut wl = HistAcc::default();
     let mut raw_written = 0;
+    let mut payload_written = 0;
     for r in recorders {
         t.l1.hits += r.l1_hits.load(Relaxed);
         t.l1.misses += r.l1_misses.load(Relaxed);
@@ -315,6 +318,7 @@ pub(crate) fn summarize<'a>(recorders: impl IntoIterator<Item = &'a KindStats>) 
         t.l2.bytes_read += r.l2_bytes_read.load(Relaxed);
         t.l2.bytes_written += r.l2_bytes_written.load(Relaxed);
         raw_written += r.l2_raw_bytes_written.load(Relaxed);
+        payload_written += r.l2_payload_bytes_written.load(Relaxed);
         t.l2.oversized += r.oversized.load(Relaxed);
         t.l2.decode_errors += r.decode_errors.load(Relaxed);
         t.loader.calls += r.loader_calls.load(Relaxed);
@@ -327,10 +331,10 @@ pub(crate) fn summarize<'a>(recorders: impl IntoIterator<Item = &'a KindStats>) 
     }
     t.l1.hit_rate = ratio(t.l1.hits, t.l1.hits + t.l1.misses);
     t.l2.hit_rate = ratio(t.l2.hits, t.l2.hits + t.l2.misses);
-    t.l2.compression_ratio = if t.l2.bytes_written == 0 {
+    t.l2.compression_ratio = if payload_written == 0 {
         1.0
     } else {
-        ratio(raw_written, t.l2.bytes_written)
+        ratio(raw_written, payload_written)
     };
     t.l2.read_latency = rl.snapshot();
     t.l2.write_latency = wl.snapshot();

@@ -2,8 +2,12 @@
 //!
 //! A missing `redis-server` binary is a loud failure with instructions, never a skip.
 
+mod load;
+mod proxy;
 mod server;
 
+pub use load::{LoadReport, Percentiles};
+pub use proxy::{FaultProxy, ProxyMode};
 pub use server::RedisServer;
 
 use std::sync::Once;

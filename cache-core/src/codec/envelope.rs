@@ -42,6 +42,15 @@ pub(crate) struct Envelope {
     pub(crate) body: Vec<u8>,
 }
 
+pub(crate) fn overhead(tags: &[String]) -> usize {
+    FIXED_LEN
+        + tags
+            .iter()
+            .take(u16::MAX as usize)
+            .map(|t| 2 + t.len().min(u16::MAX as usize))
+            .sum::<usize>()
+}
+
 pub(crate) fn write(
     header: &Header,
     compressed: bool,

@@ -1,0 +1,311 @@
+//! Fault tests on real redis-server processes (all on loopback): Redis killed, hung (SIGSTOP),
+//! slowed, blackholed, refused or cut under concurrent load. Callers must see no error, only correct
+//! values, and latency bounded by the L2 deadline plus the loader's own time; the breaker must open
+//! and close again.
+//!
+//! The tests run one at a time (a process-wide lock) so their latency figures do not disturb each
+//! other on a 2-core machine.
+
+use cache_core::{BreakerState, Cache, Kind, KindConfig};
+use cache_tests::{init_tracing, unique_prefix, FaultProxy, LoadReport, ProxyMode, RedisServer};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+const OP_TIMEOUT: Duration = Duration::from_millis(100);
+const LOADER_TIME: Duration = Duration::from_millis(1);
+/// Scheduling slack on a loaded 2-core machine.
+const SLACK: Duration = Duration::from_millis(60);
+const KEYS: u64 = 400;
+const WORKERS: usize = 8;
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A cache whose kind `fault` keeps entries in L1 for only 20 ms, so the load keeps using L2.
+async fn cache_for(url: String) -> Cache {
+    init_tracing();
+    Cache::builder()
+        .redis_url(url)
+        .prefix(unique_prefix("faults"))
+        .l2_timeout(OP_TIMEOUT)
+        .kind(
+            Kind::new("fault"),
+            KindConfig::new(Duration::from_secs(60)).l1_ttl(Duration::from_millis(20)),
+        )
+        .build()
+        .await
+        .expect("build")
+}
+
+fn expected(key: u64) -> String {
+    format!("value-of-{key}")
+}
+
+/// Runs `WORKERS` tasks calling `get_or_load` on random keys until `stop` is set; every result is
+/// checked against the only correct value for its key.
+fn start_load(
+    cache: &Cache,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<LoadReport>> {
+    (0..WORKERS)
+        .map(|w| {
+            let (cache, stop) = (cache.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut report = LoadReport::default();
+                let mut x = 0x2545_f491_4f6c_dd1du64 ^ (w as u64 + 1);
+                while !stop.load(Ordering::Relaxed) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let key = x % KEYS;
+                    let t = Instant::now();
+                    let got = cache
+                        .get_or_load("fault", &key.to_string(), || async move {
+                            tokio::time::sleep(LOADER_TIME).await;
+                            Ok::<_, std::io::Error>(expected(key))
+                        })
+                        .await;
+                    report.record(start, t);
+                    match got {
+                        Ok(v) if *v == expected(key) => {}
+                        _ => report.errors += 1,
+                    }
+                    tokio::task::yield_now().await;
+                }
+                report
+            })
+        })
+        .collect()
+}
+
+async fn finish(
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<LoadReport>>,
+) -> LoadReport {
+    stop.store(true, Ordering::Relaxed);
+    let mut all = LoadReport::default();
+    for t in tasks {
+        all.merge(t.await.expect("worker"));
+    }
+    all
+}
+
+async fn wait_for_state(cache: &Cache, want: BreakerState, within: Duration) -> Duration {
+    let t = Instant::now();
+    while cache.breaker_state() != Some(want) {
+        assert!(
+            t.elapsed() < within,
+            "breaker not {want:?} after {:?} (state {:?}, stats {:?})",
+            t.elapsed(),
+            cache.breaker_state(),
+            cache.stats().breaker
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    t.elapsed()
+}
+
+fn bound() -> Duration {
+    OP_TIMEOUT + LOADER_TIME + SLACK
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_then_restart_gives_no_errors_and_l2_resumes() {
+    let _serial = serial();
+    let mut server = RedisServer::start();
+    let cache = cache_for(server.url()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let tasks = start_load(&cache, start, stop.clone());
+
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    server.kill();
+    wait_for_state(&cache, BreakerState::Open, Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    server.restart();
+    let restarted = Instant::now();
+    let reopened = wait_for_state(&cache, BreakerState::Closed, Duration::from_secs(6)).await;
+    // Writes reach the new (empty) server again.
+    let mut conn = server.conn().await;
+    loop {
+        let n: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+        if n > 0 {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(8),
+            "no writes reached the restarted server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let l2_writes_after = cache.stats().total.l2.writes;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = finish(stop, tasks).await;
+    let s = cache.stats().total;
+    assert_eq!(report.errors, 0, "callers saw errors or wrong values");
+    assert!(s.l2.writes > l2_writes_after, "L2 writes did not resume");
+    let all = report.window(Duration::ZERO, start.elapsed());
+    println!(
+        "SIGKILL: {} calls, 0 errors; L2 back {:?} after restart; p50 {:?} p99 {:?} max {:?}; breaker opens {:?}",
+        all.count, reopened, all.p50, all.p99, all.max, cache.stats().breaker.map(|b| b.opens)
+    );
+    assert!(all.p99 <= bound(), "p99 {:?} over {:?}", all.p99, bound());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_hang_under_load_is_bounded_by_the_l2_deadline_and_the_breaker_recovers() {
+    let _serial = serial();
+    let server = RedisServer::start();
+    let cache = cache_for(server.url()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let tasks = start_load(&cache, start, stop.clone());
+
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let hang_from = start.elapsed();
+    server.pause();
+    wait_for_state(&cache, BreakerState::Open, Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let hang_to = start.elapsed();
+    server.resume();
+    let resumed = Instant::now();
+    let reclosed = wait_for_state(&cache, BreakerState::Closed, Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = finish(stop, tasks).await;
+
+    assert_eq!(report.errors, 0, "callers saw errors or wrong values");
+    let hang = report.window(hang_from, hang_to);
+    println!(
+        "SIGSTOP: {} calls during the 3 s hang: p50 {:?} p99 {:?} max {:?}; breaker closed {:?} after SIGCONT",
+        hang.count, hang.p50, hang.p99, hang.max, reclosed
+    );
+    assert!(
+        hang.count > 100,
+        "too few calls during the hang: {}",
+        hang.count
+    );
+    assert!(
+        hang.p99 <= bound(),
+        "p99 {:?} during the hang, bound {:?}",
+        hang.p99,
+        bound()
+    );
+    assert!(resumed.elapsed() < Duration::from_secs(8));
+    let s = cache.stats();
+    assert!(
+        s.total.l2.timeouts >= 1 && s.total.l2.skipped > 0,
+        "{:?}",
+        s.total.l2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_latency_below_the_deadline_does_not_trip_the_breaker() {
+    let _serial = serial();
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port()).await;
+    let cache = cache_for(proxy.url()).await;
+    proxy.set_mode(ProxyMode::Delay(Duration::from_millis(15)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = start_load(&cache, Instant::now(), stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = finish(stop, tasks).await;
+    let s = cache.stats();
+    assert_eq!(report.errors, 0);
+    assert_eq!(
+        s.breaker.unwrap().opens,
+        0,
+        "the breaker opened on a slow but healthy Redis"
+    );
+    assert_eq!(s.total.l2.timeouts, 0);
+    assert!(s.total.l2.hits + s.total.l2.misses > 50, "{:?}", s.total.l2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_over_the_deadline_trips_the_breaker_and_latency_stays_bounded() {
+    let _serial = serial();
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port()).await;
+    let cache = cache_for(proxy.url()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let tasks = start_load(&cache, start, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let from = start.elapsed();
+    proxy.set_mode(ProxyMode::Delay(Duration::from_millis(400)));
+    wait_for_state(&cache, BreakerState::Open, Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let to = start.elapsed();
+    proxy.set_mode(ProxyMode::Pass);
+    wait_for_state(&cache, BreakerState::Closed, Duration::from_secs(8)).await;
+    let report = finish(stop, tasks).await;
+    assert_eq!(report.errors, 0);
+    let slow = report.window(from, to);
+    println!(
+        "+400 ms latency: {} calls, p99 {:?} max {:?}",
+        slow.count, slow.p99, slow.max
+    );
+    assert!(slow.p99 <= bound(), "p99 {:?}", slow.p99);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_connection_is_bounded_and_recovers() {
+    let _serial = serial();
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port()).await;
+    let cache = cache_for(proxy.url()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let tasks = start_load(&cache, start, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let from = start.elapsed();
+    proxy.set_mode(ProxyMode::Blackhole);
+    wait_for_state(&cache, BreakerState::Open, Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let to = start.elapsed();
+    proxy.set_mode(ProxyMode::Pass);
+    wait_for_state(&cache, BreakerState::Closed, Duration::from_secs(8)).await;
+    let report = finish(stop, tasks).await;
+    assert_eq!(report.errors, 0);
+    let hole = report.window(from, to);
+    println!(
+        "blackhole: {} calls, p99 {:?} max {:?}",
+        hole.count, hole.p99, hole.max
+    );
+    assert!(hole.p99 <= bound(), "p99 {:?}", hole.p99);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_and_refused_connections_cause_no_errors_and_l2_comes_back() {
+    let _serial = serial();
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port()).await;
+    let cache = cache_for(proxy.url()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = start_load(&cache, Instant::now(), stop.clone());
+    // Connections reset every 150 ms: the client reconnects each time.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        proxy.cut_all();
+    }
+    // Then the path refuses connections for a while.
+    proxy.set_mode(ProxyMode::Refuse);
+    proxy.cut_all();
+    wait_for_state(&cache, BreakerState::Open, Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    proxy.set_mode(ProxyMode::Pass);
+    wait_for_state(&cache, BreakerState::Closed, Duration::from_secs(8)).await;
+    let hits_before = cache.stats().total.l2.hits;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = finish(stop, tasks).await;
+    assert_eq!(report.errors, 0);
+    assert!(proxy.accepted() >= 3, "the client never reconnected");
+    assert!(
+        cache.stats().total.l2.hits > hits_before,
+        "L2 not in use after recovery"
+    );
+}
