@@ -109,6 +109,17 @@ impl Breaker {
         }
     }
 
+    /// Whether operations are currently being skipped (open, or half-open with its probe running).
+    /// One atomic load: lets writers skip encoding work for an L2 they would not reach.
+    pub(crate) fn is_rejecting(&self) -> bool {
+        self.state.load(Ordering::Acquire) != CLOSED
+    }
+
+    /// Counts an operation skipped without asking for a permit.
+    pub(crate) fn count_rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Times the breaker has opened.
     pub(crate) fn opens(&self) -> u64 {
         self.opens.load(Ordering::Relaxed)

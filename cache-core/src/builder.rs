@@ -1,12 +1,11 @@
 //! `CacheBuilder`: every setting of a [`Cache`], from code or from the environment.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::breaker::BreakerConfig;
-use crate::cache::{Cache, Inner, KindEntry};
+use crate::cache::{Cache, Inner, KindEntry, KindMap};
 use crate::codec::CodecConfig;
 use crate::error::{Error, Result};
 use crate::generations::Generations;
@@ -328,7 +327,7 @@ impl CacheBuilder {
     /// [`Error::Config`] for invalid settings or a malformed Redis URL.
     pub async fn build(self) -> Result<Cache> {
         self.validate()?;
-        let mut kinds: HashMap<String, Arc<KindEntry>> = HashMap::new();
+        let mut kinds = KindMap::default();
         let entry = |name: &str, cfg: KindConfig| {
             Arc::new(KindEntry {
                 name: name.to_owned(),

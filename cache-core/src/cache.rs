@@ -112,6 +112,10 @@ impl EntryOptions {
     }
 }
 
+/// Kinds by name; xxh3 instead of SipHash since this lookup is on every call's hot path and the
+/// keys are the application's own kind names, not attacker-chosen.
+pub(crate) type KindMap = HashMap<String, Arc<KindEntry>, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
+
 pub(crate) struct KindEntry {
     pub(crate) name: String,
     pub(crate) cfg: KindConfig,
@@ -124,7 +128,7 @@ pub(crate) struct Inner {
     pub(crate) l1: L1,
     pub(crate) l2: Option<L2>,
     pub(crate) codec: CodecConfig,
-    pub(crate) kinds: HashMap<String, Arc<KindEntry>>,
+    pub(crate) kinds: KindMap,
     /// Stats and settings for kinds used without being registered.
     pub(crate) unregistered: Arc<KindEntry>,
     pub(crate) warned_unregistered: AtomicBool,
@@ -207,15 +211,15 @@ impl Cache {
             return None;
         }
         let kind = kind.as_ref();
-        let ke = self.kind_entry(kind).clone();
+        let ke = self.kind_entry(kind);
         let full = key::full_key(&self.inner.prefix, kind, key);
         if ke.cfg.tier_routing().l1() {
-            if let Some(v) = self.l1_lookup::<T>(&ke, &full).await.0 {
+            if let Some(v) = self.l1_lookup::<T>(ke, &full).await.0 {
                 return Some(v);
             }
         }
         let g0 = self.inner.gens.snapshot(&full);
-        match self.read_l2::<T>(&ke, &full, g0).await {
+        match self.read_l2::<T>(ke, &full, g0).await {
             L2Read::Fresh(v) => Some(v),
             _ => None,
         }
@@ -229,7 +233,9 @@ impl Cache {
     ) -> (Option<Arc<T>>, Option<Arc<T>>) {
         if let Some(entry) = self.inner.l1.get(full).await {
             if let Some(v) = entry.downcast::<T>() {
-                if entry.is_fresh(Instant::now()) {
+                // Without a grace period an entry's L1 lifetime is its freshness, and moka never
+                // returns an expired entry: no clock read needed.
+                if self.inner.grace.is_zero() || entry.is_fresh(Instant::now()) {
                     KindStats::inc(&ke.stats.l1_hits);
                     return (Some(v), None);
                 }
@@ -288,7 +294,7 @@ impl Cache {
         Fut: Future<Output = std::result::Result<T, E>>,
     {
         let kind = kind.as_ref();
-        let ke = self.kind_entry(kind).clone();
+        let ke = self.kind_entry(kind);
         if !self.inner.enabled {
             KindStats::inc(&ke.stats.loader_calls);
             return loader().await.map(Arc::new).map_err(|e| {
@@ -299,7 +305,7 @@ impl Cache {
         let full = key::full_key(&self.inner.prefix, kind, key);
         let mut stale = None;
         if ke.cfg.tier_routing().l1() {
-            let (fresh, s) = self.l1_lookup::<T>(&ke, &full).await;
+            let (fresh, s) = self.l1_lookup::<T>(ke, &full).await;
             if let Some(v) = fresh {
                 return Ok(v);
             }
@@ -318,7 +324,7 @@ impl Cache {
             .flights
             .try_get_with(flight_key, async {
                 Err::<Never, _>(
-                    self.load(&ke, &full, ttl, &opts.tags, g0, stale, loader)
+                    self.load(ke, &full, ttl, &opts.tags, g0, stale, loader)
                         .await,
                 )
             })
@@ -476,11 +482,12 @@ impl Cache {
         if self.inner.gens.snapshot(full) != g0 {
             return;
         }
-        if let (Some(_), Some(payload), true) = (
-            self.inner.l2.as_ref(),
-            payload.as_ref(),
-            ke.cfg.tier_routing().l2(),
-        ) {
+        let l2 = self.inner.l2.as_ref().filter(|_| ke.cfg.tier_routing().l2());
+        if let Some(l2) = l2.filter(|l2| l2.breaker.is_rejecting()) {
+            // Breaker open: the write is dropped (and counted) before any encoding work.
+            l2.breaker.count_rejected();
+            KindStats::inc(&ke.stats.l2_skipped);
+        } else if let (Some(_), Some(payload)) = (l2, payload.as_ref()) {
             let header = Header {
                 created_at_ms: now_ms,
                 fresh_until_ms: now_ms.saturating_add(ttl.as_millis() as u64),
@@ -590,13 +597,13 @@ impl Cache {
             return;
         }
         let kind = kind.as_ref();
-        let ke = self.kind_entry(kind).clone();
+        let ke = self.kind_entry(kind);
         KindStats::inc(&ke.stats.sets);
         let full = key::full_key(&self.inner.prefix, kind, key);
         self.inner.gens.bump(&full);
         let g0 = self.inner.gens.snapshot(&full);
         let ttl = opts.ttl.unwrap_or_else(|| ke.cfg.ttl());
-        self.store(&ke, &full, Arc::new(value), ttl, &opts.tags, g0, false)
+        self.store(ke, &full, Arc::new(value), ttl, &opts.tags, g0, false)
             .await;
     }
 
@@ -604,14 +611,14 @@ impl Cache {
     /// (now stale) result.
     pub async fn invalidate(&self, kind: impl AsRef<str>, key: &str) {
         let kind = kind.as_ref();
-        let ke = self.kind_entry(kind).clone();
+        let ke = self.kind_entry(kind);
         KindStats::inc(&ke.stats.invalidations);
         let full = key::full_key(&self.inner.prefix, kind, key);
         self.inner.gens.bump(&full);
         self.inner.l1.invalidate(&full).await;
         if let (Some(l2), true) = (self.inner.l2.as_ref(), ke.cfg.tier_routing().l2()) {
             if let Err(e) = l2.unlink(&[full.as_str()]).await {
-                self.count_l2_error(&ke, &e);
+                self.count_l2_error(ke, &e);
                 tracing::warn!(
                     kind,
                     key,
