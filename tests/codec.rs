@@ -56,13 +56,14 @@ async fn undecodable_values_are_counted_misses_and_get_overwritten() {
     unknown_flags[3] = 0x80;
     let zeros = vec![0u8; 32 << 20];
     let bomb_body = zstd::bulk::compress(&zeros, 1).unwrap();
-    let mut bomb = valid[..32].to_vec();
+    // Header through the nonce (36 bytes), then the declared length, no tags, the zstd body.
+    let mut bomb = valid[..36].to_vec();
     bomb[3] = 1; // compressed
-    bomb[28..32].copy_from_slice(&(zeros.len() as u32).to_le_bytes());
+    bomb.extend_from_slice(&(zeros.len() as u32).to_le_bytes());
     bomb.extend_from_slice(&[0, 0]);
     bomb.extend_from_slice(&bomb_body);
     let mut lying_bomb = bomb.clone();
-    lying_bomb[28..32].copy_from_slice(&100u32.to_le_bytes());
+    lying_bomb[36..40].copy_from_slice(&100u32.to_le_bytes());
     // The right header for a `String`, with an `Answer` in it.
     let wrong_type = {
         let (cache, prefix) = setup(&server, 1 << 20).await;

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backplane::Backplane;
 use crate::breaker::BreakerConfig;
 use crate::cache::{Cache, Inner, KindEntry, KindMap};
 use crate::codec::CodecConfig;
@@ -14,6 +15,7 @@ use crate::kind::{Kind, KindConfig};
 use crate::l1::L1;
 use crate::l2::{L2Config, L2};
 use crate::stats::KindStats;
+use crate::tags::LocalTags;
 
 /// Builds a [`Cache`].
 ///
@@ -48,6 +50,9 @@ pub struct CacheBuilder {
     grace: Duration,
     unregistered_ttl: Duration,
     kinds: Vec<(Kind, KindConfig)>,
+    backplane: bool,
+    unsynced_l1_ttl: Duration,
+    tombstone_ttl: Duration,
 }
 
 impl Default for CacheBuilder {
@@ -116,6 +121,9 @@ impl CacheBuilder {
             grace: Duration::ZERO,
             unregistered_ttl: Duration::from_secs(300),
             kinds: Vec::new(),
+            backplane: true,
+            unsynced_l1_ttl: Duration::from_secs(5),
+            tombstone_ttl: Duration::from_secs(60),
         }
     }
 
@@ -262,6 +270,28 @@ impl CacheBuilder {
         self
     }
 
+    /// Cross-instance L1 invalidation over Redis pub/sub (channel `{prefix}:bp`). Turn it off only
+    /// for a single instance. Default: on when an L2 is configured.
+    pub fn backplane(mut self, on: bool) -> Self {
+        self.backplane = on;
+        self
+    }
+
+    /// While the backplane is not subscribed (other instances' invalidations cannot arrive), new
+    /// L1 entries live at most this long. Default: 5 s.
+    pub fn unsynced_l1_ttl(mut self, ttl: Duration) -> Self {
+        self.unsynced_l1_ttl = ttl;
+        self
+    }
+
+    /// How long the tombstone that `invalidate` leaves in L2 lives. It must outlast any load
+    /// (loads that began before the invalidation and end while the tombstone exists cannot store).
+    /// Default: 60 s.
+    pub fn invalidation_tombstone_ttl(mut self, ttl: Duration) -> Self {
+        self.tombstone_ttl = ttl;
+        self
+    }
+
     /// The TTL used for kinds that were never registered. Default: 300 s.
     pub fn unregistered_kind_ttl(mut self, ttl: Duration) -> Self {
         self.unregistered_ttl = ttl;
@@ -309,6 +339,11 @@ impl CacheBuilder {
                 return Err(Error::Config(format!("kind {:?} has a zero TTL", k.name())));
             }
         }
+        if self.tombstone_ttl.is_zero() || self.unsynced_l1_ttl.is_zero() {
+            return Err(Error::Config(
+                "the tombstone and unsynced L1 TTLs must be above 0".into(),
+            ));
+        }
         if self.unregistered_ttl.is_zero() {
             return Err(Error::Config(
                 "the unregistered kind TTL must be above 0".into(),
@@ -353,8 +388,14 @@ impl CacheBuilder {
             })?),
             None => None,
         };
+        let longest_ttl = kinds
+            .values()
+            .map(|k| k.cfg.ttl())
+            .chain([self.unregistered_ttl, Duration::from_secs(3600)])
+            .max()
+            .unwrap_or(Duration::from_secs(3600));
         let inner = Arc::new(Inner {
-            prefix: self.prefix,
+            prefix: self.prefix.clone(),
             enabled: self.enabled,
             l1: L1::new(self.l1_max_bytes),
             l2,
@@ -366,6 +407,11 @@ impl CacheBuilder {
             gens: Generations::new(),
             grace: self.grace,
             next_token: AtomicU64::new(0),
+            tombstone_ttl: self.tombstone_ttl,
+            local_tags: LocalTags::default(),
+            max_l1_lifetime: longest_ttl + self.grace,
+            backplane: (self.backplane && self.redis_url.is_some())
+                .then(|| Backplane::new(&self.prefix, self.unsynced_l1_ttl)),
         });
         let cache = Cache::from_inner(inner);
         if !self.enabled {

@@ -7,15 +7,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::backplane::{self, Backplane, Message};
 use crate::breaker::BreakerState;
-use crate::codec::{self, CodecConfig, CodecError, Header};
+use crate::codec::{self, CodecConfig, CodecError, Header, TagVersion};
 use crate::error::{Error, Result};
 use crate::generations::Generations;
 use crate::key;
 use crate::kind::KindConfig;
 use crate::l1::{L1Entry, L1};
 use crate::l2::{L2Error, L2};
-use crate::stats::{self, BreakerStats, KindStats, Stats};
+use crate::stats::{self, BackplaneStats, BreakerStats, KindStats, Stats};
+use crate::tags::{self, LocalTags};
 
 /// A two-tier cache: an in-process moka L1 in front of a shared Redis L2.
 ///
@@ -137,6 +139,12 @@ pub(crate) struct Inner {
     pub(crate) gens: Generations,
     pub(crate) grace: Duration,
     pub(crate) next_token: AtomicU64,
+    /// How long an invalidation tombstone stays in L2: longer than any load may take.
+    pub(crate) tombstone_ttl: Duration,
+    pub(crate) local_tags: LocalTags,
+    /// The longest an L1 entry with tags may live (and so how long tag invalidations are tracked).
+    pub(crate) max_l1_lifetime: Duration,
+    pub(crate) backplane: Option<Backplane>,
 }
 
 /// What a coalesced load produced, shared by every caller of the flight.
@@ -147,10 +155,23 @@ enum Outcome<T, E> {
 
 enum L2Read<T> {
     Fresh(Arc<T>),
-    Stale(Arc<T>),
-    Miss,
+    /// Past its freshness (fail-safe grace); with the identity of the write read.
+    Stale(Arc<T>, Vec<u8>),
+    /// Nothing usable: absent (`None`), or a tombstone, an undecodable value or an entry with
+    /// outdated tags, identified by its first bytes.
+    Miss(Option<Vec<u8>>),
     /// The read failed, timed out or was skipped by the breaker.
     Unavailable,
+}
+
+/// How a store writes to L2.
+enum L2Write {
+    /// Unconditionally (`set`).
+    Overwrite,
+    /// Only if L2 still holds what the load saw when it began (`None`: nothing).
+    IfUnchanged(Option<Vec<u8>>),
+    /// Not at all (L2 could not be read, so what it holds is unknown).
+    Skip,
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -233,6 +254,13 @@ impl Cache {
     ) -> (Option<Arc<T>>, Option<Arc<T>>) {
         if let Some(entry) = self.inner.l1.get(full).await {
             if let Some(v) = entry.downcast::<T>() {
+                let tag_invalidated = entry.tags().is_some_and(|(tags, loaded_at)| {
+                    self.inner.local_tags.invalidated_since(tags, loaded_at)
+                });
+                if tag_invalidated {
+                    KindStats::inc(&ke.stats.l1_misses);
+                    return (None, None);
+                }
                 // Without a grace period an entry's L1 lifetime is its freshness, and moka never
                 // returns an expired entry: no clock read needed.
                 if self.inner.grace.is_zero() || entry.is_fresh(Instant::now()) {
@@ -253,8 +281,8 @@ impl Cache {
     /// # Concurrent calls on the same key
     /// Concurrent callers of one missing key share one load: the loader runs once, the others wait
     /// for its result (stampede protection). A load that began before an `invalidate` or `set` of the
-    /// same key does not store its result, and callers arriving after the invalidation start a new
-    /// load.
+    /// same key (on this instance or any other sharing the Redis) does not store its result, and
+    /// callers arriving after the invalidation start a new load.
     ///
     /// # Errors
     /// The loader's error, shared by every caller of the failed load (as in moka's `try_get_with`).
@@ -276,7 +304,7 @@ impl Cache {
             .await
     }
 
-    /// [`get_or_load`](Self::get_or_load) with per-entry options (TTL).
+    /// [`get_or_load`](Self::get_or_load) with per-entry options (TTL, tags).
     ///
     /// # Errors
     /// As [`get_or_load`](Self::get_or_load).
@@ -318,15 +346,11 @@ impl Cache {
         // joins a load that began before it.
         let g0 = self.inner.gens.snapshot(&full);
         let flight_key = format!("{full}\u{0}{g0}");
-        let ttl = opts.ttl.unwrap_or_else(|| ke.cfg.ttl());
         let res = self
             .inner
             .flights
             .try_get_with(flight_key, async {
-                Err::<Never, _>(
-                    self.load(ke, &full, ttl, &opts.tags, g0, stale, loader)
-                        .await,
-                )
+                Err::<Never, _>(self.load(ke, &full, opts, g0, stale, loader).await)
             })
             .await;
         match res {
@@ -338,13 +362,11 @@ impl Cache {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn load<T, E, F, Fut>(
         &self,
         ke: &Arc<KindEntry>,
         full: &str,
-        ttl: Duration,
-        tags: &[String],
+        opts: &EntryOptions,
         g0: u64,
         mut stale: Option<Arc<T>>,
         loader: F,
@@ -354,20 +376,26 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<T, E>>,
     {
-        // When L2 just failed us, write the loaded value back in the background: the caller must not
-        // wait for a second L2 deadline on top of the read's.
-        let mut l2_unhealthy = false;
-        match self.read_l2::<T>(ke, full, g0).await {
+        let started = Instant::now();
+        // What the write-back may replace: exactly what L2 held when this load began. If L2 could
+        // not be read, nothing is written back (the read's deadline was the caller's only wait).
+        let write = match self.read_l2::<T>(ke, full, g0).await {
             L2Read::Fresh(v) => return Outcome::Value(v),
-            L2Read::Stale(v) => stale = stale.or(Some(v)),
-            L2Read::Miss => {}
-            L2Read::Unavailable => l2_unhealthy = true,
-        }
+            L2Read::Stale(v, seen) => {
+                stale = stale.or(Some(v));
+                L2Write::IfUnchanged(Some(seen))
+            }
+            L2Read::Miss(seen) => L2Write::IfUnchanged(seen),
+            L2Read::Unavailable => L2Write::Skip,
+        };
+        // Versions of the entry's tags as of now, before the loader runs.
+        let (tags, write) = self.tag_versions(ke, &opts.tags, write).await;
         KindStats::inc(&ke.stats.loader_calls);
         match loader().await {
             Ok(v) => {
                 let v = Arc::new(v);
-                self.store(ke, full, v.clone(), ttl, tags, g0, l2_unhealthy)
+                let ttl = opts.ttl.unwrap_or_else(|| ke.cfg.ttl());
+                self.store(ke, full, v.clone(), ttl, &tags, g0, started, write)
                     .await;
                 Outcome::Value(v)
             }
@@ -385,16 +413,50 @@ impl Cache {
         }
     }
 
-    /// Reads and decodes `full` from L2; a fresh value is copied into L1 (if the kind uses it).
+    /// Reads the current versions of `tags` from L2. Without them (no L2, or it failed) the entry
+    /// is not written to L2, since it could not be checked against later tag invalidations.
+    async fn tag_versions(
+        &self,
+        ke: &KindEntry,
+        tags: &[String],
+        write: L2Write,
+    ) -> (Vec<TagVersion>, L2Write) {
+        if tags.is_empty() {
+            return (Vec::new(), write);
+        }
+        let unversioned = || tags.iter().map(|t| (t.clone(), 0)).collect();
+        let Some(l2) = self
+            .inner
+            .l2
+            .as_ref()
+            .filter(|_| ke.cfg.tier_routing().l2() && !matches!(write, L2Write::Skip))
+        else {
+            return (unversioned(), L2Write::Skip);
+        };
+        let keys: Vec<String> = tags
+            .iter()
+            .map(|t| tags::version_key(&self.inner.prefix, t))
+            .collect();
+        match l2.get_versions(&keys).await {
+            Ok(v) => (tags.iter().cloned().zip(v).collect(), write),
+            Err(e) => {
+                self.count_l2_error(ke, &e);
+                (unversioned(), L2Write::Skip)
+            }
+        }
+    }
+
+    /// Reads and decodes `full` from L2, checking its tags' versions; a fresh value is copied into
+    /// L1 (if the kind uses it).
     async fn read_l2<T>(&self, ke: &KindEntry, full: &str, g0: u64) -> L2Read<T>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
         let Some(l2) = self.inner.l2.as_ref() else {
-            return L2Read::Miss;
+            return L2Read::Miss(None);
         };
         if !ke.cfg.tier_routing().l2() {
-            return L2Read::Miss;
+            return L2Read::Miss(None);
         }
         let started = Instant::now();
         let bytes = match l2.get(full).await {
@@ -402,7 +464,7 @@ impl Cache {
             Ok(None) => {
                 ke.stats.read_latency.record(started.elapsed());
                 KindStats::inc(&ke.stats.l2_misses);
-                return L2Read::Miss;
+                return L2Read::Miss(None);
             }
             Err(e) => {
                 self.count_l2_error(ke, &e);
@@ -411,25 +473,63 @@ impl Cache {
         };
         ke.stats.read_latency.record(started.elapsed());
         KindStats::add(&ke.stats.l2_bytes_read, bytes.len() as u64);
+        let seen = codec::identity(&bytes).to_vec();
         let decoded = match codec::decode::<T>(&self.inner.codec, &bytes) {
-            Ok(d) => d,
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                // A tombstone: invalidated recently.
+                KindStats::inc(&ke.stats.l2_misses);
+                return L2Read::Miss(Some(seen));
+            }
             Err(e) => {
                 self.count_decode_error(ke, full, &e);
                 KindStats::inc(&ke.stats.l2_misses);
-                return L2Read::Miss;
+                return L2Read::Miss(Some(seen));
             }
         };
+        if !decoded.tags.is_empty() {
+            let keys: Vec<String> = decoded
+                .tags
+                .iter()
+                .map(|(t, _)| tags::version_key(&self.inner.prefix, t))
+                .collect();
+            match l2.get_versions(&keys).await {
+                Ok(current) => {
+                    let outdated = decoded.tags.iter().zip(&current).any(|((_, v), c)| v != c);
+                    if outdated {
+                        KindStats::inc(&ke.stats.l2_misses);
+                        KindStats::inc(&ke.stats.tag_rejections);
+                        return L2Read::Miss(Some(seen));
+                    }
+                }
+                Err(e) => {
+                    // The entry cannot be checked against tag invalidations: do not serve it.
+                    self.count_l2_error(ke, &e);
+                    return L2Read::Unavailable;
+                }
+            }
+        }
         let now_ms = unix_ms();
         let value = Arc::new(decoded.value);
         if now_ms >= decoded.header.fresh_until_ms {
             KindStats::inc(&ke.stats.l2_misses);
-            return L2Read::Stale(value);
+            return L2Read::Stale(value, seen);
         }
         KindStats::inc(&ke.stats.l2_hits);
         if ke.cfg.tier_routing().l1() {
             let remaining = Duration::from_millis(decoded.header.fresh_until_ms - now_ms);
-            self.store_l1(ke, full, value.clone(), decoded.raw_len, remaining, g0)
-                .await;
+            let tag_names: Vec<String> = decoded.tags.into_iter().map(|(t, _)| t).collect();
+            self.store_l1(
+                ke,
+                full,
+                value.clone(),
+                decoded.raw_len,
+                remaining,
+                &tag_names,
+                g0,
+                started,
+            )
+            .await;
         }
         L2Read::Fresh(value)
     }
@@ -456,18 +556,18 @@ impl Cache {
     }
 
     /// Stores a value in the kind's tiers unless a newer write or an invalidation superseded the
-    /// load (`g0` is the key's generation captured before the load). With `l2_in_background` the
-    /// L2 write runs in a spawned task.
+    /// load (`g0` is the key's generation captured before the load, `loaded_at` its start).
     #[allow(clippy::too_many_arguments)]
     async fn store<T>(
         &self,
-        ke: &Arc<KindEntry>,
+        ke: &KindEntry,
         full: &str,
         value: Arc<T>,
         ttl: Duration,
-        tags: &[String],
+        tags: &[TagVersion],
         g0: u64,
-        l2_in_background: bool,
+        loaded_at: Instant,
+        write: L2Write,
     ) where
         T: Serialize + Send + Sync + 'static,
     {
@@ -479,31 +579,60 @@ impl Cache {
                 None
             }
         };
-        if self.inner.gens.snapshot(full) != g0 {
+        // Superseded by a newer write or an invalidation since the load began. A load's L2 write is
+        // a compare-and-set that decides for itself; everything else is dropped.
+        let superseded = self.inner.gens.snapshot(full) != g0;
+        if superseded && !matches!(write, L2Write::IfUnchanged(_)) {
             return;
         }
-        let l2 = self.inner.l2.as_ref().filter(|_| ke.cfg.tier_routing().l2());
-        if let Some(l2) = l2.filter(|l2| l2.breaker.is_rejecting()) {
+        let l2 = self
+            .inner
+            .l2
+            .as_ref()
+            .filter(|_| ke.cfg.tier_routing().l2());
+        if let (Some(l2), L2Write::Skip) = (l2, &write) {
+            let _ = l2;
+            KindStats::inc(&ke.stats.l2_skipped);
+        } else if let Some(l2) = l2.filter(|l2| l2.breaker.is_rejecting()) {
             // Breaker open: the write is dropped (and counted) before any encoding work.
             l2.breaker.count_rejected();
             KindStats::inc(&ke.stats.l2_skipped);
-        } else if let (Some(_), Some(payload)) = (l2, payload.as_ref()) {
+        } else if let (Some(l2), Some(payload)) = (l2, payload.as_ref()) {
             let header = Header {
                 created_at_ms: now_ms,
                 fresh_until_ms: now_ms.saturating_add(ttl.as_millis() as u64),
                 type_fp: codec::type_fingerprint::<T>(),
+                nonce: rand::random(),
             };
             match codec::seal(&self.inner.codec, &header, tags, payload) {
-                Ok(bytes) if l2_in_background => {
-                    let sizes = (payload.len(), codec::envelope_overhead(tags));
-                    let (cache, ke, full) = (self.clone(), ke.clone(), full.to_owned());
-                    tokio::spawn(async move {
-                        cache.write_l2(&ke, &full, &bytes, sizes, ttl, g0).await;
-                    });
-                }
                 Ok(bytes) => {
-                    let sizes = (payload.len(), codec::envelope_overhead(tags));
-                    self.write_l2(ke, full, &bytes, sizes, ttl, g0).await
+                    let started = Instant::now();
+                    let px = ttl + self.inner.grace;
+                    let res = match &write {
+                        L2Write::IfUnchanged(seen) => l2
+                            .set_if_unchanged(full, seen.as_deref(), &bytes, px)
+                            .await
+                            .inspect(|&written| {
+                                if !written {
+                                    KindStats::inc(&ke.stats.l2_write_conflicts);
+                                }
+                            }),
+                        _ => l2.set(full, &bytes, px).await.map(|()| true),
+                    };
+                    match res {
+                        Ok(true) => {
+                            ke.stats.write_latency.record(started.elapsed());
+                            KindStats::inc(&ke.stats.l2_writes);
+                            KindStats::add(&ke.stats.l2_bytes_written, bytes.len() as u64);
+                            KindStats::add(&ke.stats.l2_raw_bytes_written, payload.len() as u64);
+                            KindStats::add(
+                                &ke.stats.l2_payload_bytes_written,
+                                bytes.len().saturating_sub(codec::envelope_overhead(tags)) as u64,
+                            );
+                        }
+                        Ok(false) => {}
+                        Err(e) => self.count_l2_error(ke, &e),
+                    }
                 }
                 Err(CodecError::TooLarge { size, max }) => {
                     KindStats::inc(&ke.stats.oversized);
@@ -512,50 +641,15 @@ impl Cache {
                 Err(e) => tracing::warn!(kind = %ke.name, error = %e, "value cannot be encoded"),
             }
         }
-        if ke.cfg.tier_routing().l1() {
+        if ke.cfg.tier_routing().l1() && !superseded {
             let size = payload.as_ref().map_or(std::mem::size_of::<T>(), Vec::len);
-            self.store_l1(ke, full, value, size, ttl, g0).await;
+            let names: Vec<String> = tags.iter().map(|(t, _)| t.clone()).collect();
+            self.store_l1(ke, full, value, size, ttl, &names, g0, loaded_at)
+                .await;
         }
     }
 
-    /// SETs encoded bytes with the TTL plus the fail-safe grace, then undoes the write if an
-    /// invalidation raced with it. `(raw_len, overhead)`: the uncompressed payload size and the
-    /// envelope's own bytes, for the compression ratio.
-    async fn write_l2(
-        &self,
-        ke: &KindEntry,
-        full: &str,
-        bytes: &[u8],
-        (raw_len, overhead): (usize, usize),
-        ttl: Duration,
-        g0: u64,
-    ) {
-        let Some(l2) = self.inner.l2.as_ref() else {
-            return;
-        };
-        let started = Instant::now();
-        match l2.set(full, bytes, ttl + self.inner.grace).await {
-            Ok(()) => {
-                ke.stats.write_latency.record(started.elapsed());
-                KindStats::inc(&ke.stats.l2_writes);
-                KindStats::add(&ke.stats.l2_bytes_written, bytes.len() as u64);
-                KindStats::add(&ke.stats.l2_raw_bytes_written, raw_len as u64);
-                KindStats::add(
-                    &ke.stats.l2_payload_bytes_written,
-                    bytes.len().saturating_sub(overhead) as u64,
-                );
-            }
-            Err(e) => self.count_l2_error(ke, &e),
-        }
-        // An invalidation that ran while we wrote may have deleted the key before our SET landed:
-        // delete it again so the stale value does not outlive the invalidation.
-        if self.inner.gens.snapshot(full) != g0 {
-            if let Err(e) = l2.unlink(&[full]).await {
-                self.count_l2_error(ke, &e);
-            }
-        }
-    }
-
+    #[allow(clippy::too_many_arguments)]
     async fn store_l1<T>(
         &self,
         ke: &KindEntry,
@@ -563,13 +657,33 @@ impl Cache {
         value: Arc<T>,
         size: usize,
         ttl: Duration,
+        tags: &[String],
         g0: u64,
+        loaded_at: Instant,
     ) where
         T: Send + Sync + 'static,
     {
-        let fresh_for = ke.cfg.l1_ttl_cap().map_or(ttl, |cap| cap.min(ttl));
+        let mut fresh_for = ke.cfg.l1_ttl_cap().map_or(ttl, |cap| cap.min(ttl));
+        if let Some(bp) = self.inner.backplane.as_ref() {
+            if !bp.is_subscribed() {
+                // Invalidations from other instances cannot reach us now: keep L1 copies short.
+                fresh_for = fresh_for.min(bp.unsynced_l1_ttl);
+            }
+        }
+        if !tags.is_empty() {
+            // Tag invalidations are tracked for `max_l1_lifetime`: a tagged entry must not outlive it.
+            fresh_for = fresh_for.min(self.inner.max_l1_lifetime);
+        }
         let token = self.inner.next_token.fetch_add(1, Ordering::Relaxed);
-        let entry = L1Entry::new(value, size, fresh_for, self.inner.grace, token);
+        let entry = L1Entry::new(
+            value,
+            size,
+            fresh_for,
+            self.inner.grace,
+            token,
+            loaded_at,
+            tags,
+        );
         self.inner.l1.insert(full.to_owned(), entry).await;
         // An invalidation between our generation check and the insert: take our entry back out.
         if self.inner.gens.snapshot(full) != g0 {
@@ -577,7 +691,8 @@ impl Cache {
         }
     }
 
-    /// Stores `value` under `key` with the kind's TTL, in L1 and L2, superseding loads in flight.
+    /// Stores `value` under `key` with the kind's TTL, in L1 and L2, superseding loads in flight
+    /// here and on every other instance (their L1 copies are dropped through the backplane).
     ///
     /// An L2 failure is counted in the stats, not returned: the value is still in L1.
     pub async fn set<T>(&self, kind: impl AsRef<str>, key: &str, value: T)
@@ -588,7 +703,7 @@ impl Cache {
             .await;
     }
 
-    /// [`set`](Self::set) with per-entry options (TTL).
+    /// [`set`](Self::set) with per-entry options (TTL, tags).
     pub async fn set_with<T>(&self, kind: impl AsRef<str>, key: &str, value: T, opts: &EntryOptions)
     where
         T: Serialize + Send + Sync + 'static,
@@ -602,13 +717,17 @@ impl Cache {
         let full = key::full_key(&self.inner.prefix, kind, key);
         self.inner.gens.bump(&full);
         let g0 = self.inner.gens.snapshot(&full);
+        let started = Instant::now();
+        let (tags, write) = self.tag_versions(ke, &opts.tags, L2Write::Overwrite).await;
         let ttl = opts.ttl.unwrap_or_else(|| ke.cfg.ttl());
-        self.store(ke, &full, Arc::new(value), ttl, &opts.tags, g0, false)
+        self.store(ke, &full, Arc::new(value), ttl, &tags, g0, started, write)
             .await;
+        backplane::publish(&self.inner, Message::Key(&full)).await;
     }
 
-    /// Removes `key` of `kind` from L1 and L2. Loads of the key in flight will not store their
-    /// (now stale) result.
+    /// Removes `key` of `kind` from L1 and L2 on every instance. In L2 a short-lived tombstone
+    /// replaces the value, so that loads which began before this call (here or on other instances)
+    /// cannot store their now-stale result afterwards.
     pub async fn invalidate(&self, kind: impl AsRef<str>, key: &str) {
         let kind = kind.as_ref();
         let ke = self.kind_entry(kind);
@@ -617,7 +736,15 @@ impl Cache {
         self.inner.gens.bump(&full);
         self.inner.l1.invalidate(&full).await;
         if let (Some(l2), true) = (self.inner.l2.as_ref(), ke.cfg.tier_routing().l2()) {
-            if let Err(e) = l2.unlink(&[full.as_str()]).await {
+            let now_ms = unix_ms();
+            let header = Header {
+                created_at_ms: now_ms,
+                fresh_until_ms: now_ms,
+                type_fp: 0,
+                nonce: rand::random(),
+            };
+            let tombstone = codec::tombstone(&header);
+            if let Err(e) = l2.set(&full, &tombstone, self.inner.tombstone_ttl).await {
                 self.count_l2_error(ke, &e);
                 tracing::warn!(
                     kind,
@@ -625,6 +752,39 @@ impl Cache {
                     "invalidation could not reach L2: the entry stays in L2 until its TTL"
                 );
             }
+        }
+        backplane::publish(&self.inner, Message::Key(&full)).await;
+    }
+
+    /// Invalidates every entry carrying `tag`, in L1 and L2, on every instance sharing the Redis.
+    /// O(1) Redis commands whatever the number of entries (see the `tags` module).
+    pub async fn invalidate_tag(&self, tag: &str) {
+        self.invalidate_tags(&[tag]).await;
+    }
+
+    /// [`invalidate_tag`](Self::invalidate_tag) for several tags in one round trip.
+    pub async fn invalidate_tags(&self, tags: &[&str]) {
+        if tags.is_empty() {
+            return;
+        }
+        for t in tags {
+            self.inner.local_tags.mark(t);
+        }
+        if let Some(l2) = self.inner.l2.as_ref() {
+            let keys: Vec<String> = tags
+                .iter()
+                .map(|t| tags::version_key(&self.inner.prefix, t))
+                .collect();
+            if let Err(e) = l2.incr_versions(&keys, tags::TAG_VERSION_TTL).await {
+                self.count_l2_error(&self.inner.unregistered, &e);
+                tracing::warn!(
+                    ?tags,
+                    "tag invalidation could not reach L2: L2 entries stay until their TTL"
+                );
+            }
+        }
+        for t in tags {
+            backplane::publish(&self.inner, Message::Tag(t)).await;
         }
     }
 
@@ -636,16 +796,17 @@ impl Cache {
     pub async fn clear_kind(&self, kind: impl AsRef<str>) -> Result<u64> {
         let kind = kind.as_ref();
         self.inner.gens.bump_all();
-        self.inner
-            .l1
-            .invalidate_prefix(&key::kind_key_prefix(&self.inner.prefix, kind))
-            .await;
-        match &self.inner.l2 {
-            Some(l2) => Ok(l2
-                .unlink_matching(&key::kind_pattern(&self.inner.prefix, kind))
-                .await?),
-            None => Ok(0),
-        }
+        let l1_prefix = key::kind_key_prefix(&self.inner.prefix, kind);
+        self.inner.l1.invalidate_prefix(&l1_prefix).await;
+        let removed = match &self.inner.l2 {
+            Some(l2) => {
+                l2.unlink_matching(&key::kind_pattern(&self.inner.prefix, kind))
+                    .await?
+            }
+            None => 0,
+        };
+        backplane::publish(&self.inner, Message::Clear(&l1_prefix)).await;
+        Ok(removed)
     }
 
     /// Removes every entry of this cache (all kinds under its prefix) from L1 and L2. Keys of other
@@ -656,12 +817,15 @@ impl Cache {
     pub async fn clear_all(&self) -> Result<u64> {
         self.inner.gens.bump_all();
         self.inner.l1.invalidate_all();
-        match &self.inner.l2 {
-            Some(l2) => Ok(l2
-                .unlink_matching(&key::prefix_pattern(&self.inner.prefix))
-                .await?),
-            None => Ok(0),
-        }
+        let removed = match &self.inner.l2 {
+            Some(l2) => {
+                l2.unlink_matching(&key::prefix_pattern(&self.inner.prefix))
+                    .await?
+            }
+            None => 0,
+        };
+        backplane::publish(&self.inner, Message::Clear("")).await;
+        Ok(removed)
     }
 
     /// A snapshot of the counters, per tier and per kind.
@@ -688,6 +852,15 @@ impl Cache {
                 opens: l2.breaker.opens(),
                 rejected: l2.breaker.rejected(),
             }),
+            backplane: inner.backplane.as_ref().map(|bp| BackplaneStats {
+                subscribed: bp.is_subscribed(),
+                received: bp.received.load(Ordering::Relaxed),
+                published: bp.published.load(Ordering::Relaxed),
+                publish_failures: bp.publish_failures.load(Ordering::Relaxed),
+                disconnects: bp.disconnects.load(Ordering::Relaxed),
+                resyncs: bp.resyncs.load(Ordering::Relaxed),
+            }),
+            tracked_tag_invalidations: inner.local_tags.len() as u64,
             total,
             kinds,
         }
@@ -719,6 +892,14 @@ impl Cache {
     /// The key prefix of this cache.
     pub fn prefix(&self) -> &str {
         &self.inner.prefix
+    }
+
+    /// Whether the backplane subscription is up (`false` without an L2 or with the backplane off).
+    pub fn backplane_subscribed(&self) -> bool {
+        self.inner
+            .backplane
+            .as_ref()
+            .is_some_and(Backplane::is_subscribed)
     }
 }
 

@@ -8,7 +8,7 @@
 mod compress;
 mod envelope;
 
-pub(crate) use envelope::{Envelope, Header};
+pub(crate) use envelope::{Envelope, Header, TagVersion, IDENTITY_LEN};
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -90,7 +90,7 @@ pub(crate) fn from_msgpack<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Codec
 pub(crate) fn seal(
     cfg: &CodecConfig,
     header: &Header,
-    tags: &[String],
+    tags: &[TagVersion],
     payload: &[u8],
 ) -> Result<Vec<u8>, CodecError> {
     if payload.len() > cfg.max_value_bytes {
@@ -116,22 +116,19 @@ pub(crate) fn seal(
 }
 
 /// Bytes the envelope adds around a payload carrying `tags`.
-pub(crate) fn envelope_overhead(tags: &[String]) -> usize {
+pub(crate) fn envelope_overhead(tags: &[TagVersion]) -> usize {
     envelope::overhead(tags)
 }
 
-/// Parses wire bytes: checks the envelope and the type fingerprint, decompresses within the size cap.
-/// Returns the envelope (header, tags) and the MessagePack payload.
-pub(crate) fn open(
-    cfg: &CodecConfig,
-    bytes: &[u8],
-    expected_type: u64,
-) -> Result<Envelope, CodecError> {
-    let env = envelope::read(bytes, cfg.max_value_bytes)?;
-    if env.header.type_fp != expected_type {
-        return Err(CodecError::TypeMismatch);
-    }
-    Ok(env)
+/// The tombstone `invalidate` writes.
+pub(crate) fn tombstone(header: &Header) -> Vec<u8> {
+    envelope::tombstone(header)
+}
+
+/// What identifies the write that produced `bytes` (for the L2 compare-and-set): its first
+/// [`IDENTITY_LEN`] bytes, or all of them when shorter (garbage).
+pub(crate) fn identity(bytes: &[u8]) -> &[u8] {
+    &bytes[..bytes.len().min(IDENTITY_LEN)]
 }
 
 /// Returns the decompressed MessagePack payload of an opened envelope.
@@ -157,6 +154,7 @@ pub fn inspect(bytes: &[u8], max_value_bytes: usize) -> Result<Inspected, CodecE
         fresh_until_ms: env.header.fresh_until_ms,
         type_fingerprint: env.header.type_fp,
         compressed: env.compressed,
+        tombstone: env.tombstone,
         stored_bytes: bytes.len(),
         tags: env.tags,
         msgpack: payload,
@@ -175,10 +173,12 @@ pub struct Inspected {
     pub type_fingerprint: u64,
     /// Whether the payload was stored zstd-compressed.
     pub compressed: bool,
+    /// Whether this is an invalidation tombstone (no value).
+    pub tombstone: bool,
     /// Size of the bytes stored in Redis.
     pub stored_bytes: usize,
-    /// Tags carried by the entry.
-    pub tags: Vec<String>,
+    /// Tags carried by the entry, with the tag version its load saw.
+    pub tags: Vec<(String, u64)>,
     /// The decompressed MessagePack payload.
     pub msgpack: Vec<u8>,
 }
@@ -188,7 +188,7 @@ pub struct Inspected {
 pub(crate) fn encode<T: Serialize>(
     cfg: &CodecConfig,
     header: &Header,
-    tags: &[String],
+    tags: &[TagVersion],
     value: &T,
 ) -> Result<Vec<u8>, CodecError> {
     let payload = to_msgpack(value)?;
@@ -199,24 +199,32 @@ pub(crate) fn encode<T: Serialize>(
 #[derive(Debug)]
 pub(crate) struct Decoded<T> {
     pub(crate) header: Header,
+    pub(crate) tags: Vec<TagVersion>,
     /// Size of the MessagePack payload (after decompression).
     pub(crate) raw_len: usize,
     pub(crate) value: T,
 }
 
-/// Decodes wire bytes into a value of type `T`.
+/// Decodes wire bytes into a value of type `T`; `Ok(None)` for a tombstone.
 pub(crate) fn decode<T: DeserializeOwned + 'static>(
     cfg: &CodecConfig,
     bytes: &[u8],
-) -> Result<Decoded<T>, CodecError> {
-    let env = open(cfg, bytes, type_fingerprint::<T>())?;
+) -> Result<Option<Decoded<T>>, CodecError> {
+    let env = envelope::read(bytes, cfg.max_value_bytes)?;
+    if env.tombstone {
+        return Ok(None);
+    }
+    if env.header.type_fp != type_fingerprint::<T>() {
+        return Err(CodecError::TypeMismatch);
+    }
     let payload = payload(cfg, &env)?;
     let value = from_msgpack(&payload)?;
-    Ok(Decoded {
+    Ok(Some(Decoded {
         header: env.header,
+        tags: env.tags,
         raw_len: payload.len(),
         value,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -236,6 +244,7 @@ mod tests {
             created_at_ms: 1_700_000_000_000,
             fresh_until_ms: 1_700_000_300_000,
             type_fp: type_fingerprint::<T>(),
+            nonce: 42,
         }
     }
 
@@ -253,7 +262,7 @@ mod tests {
         let bytes = encode(&cfg, &header::<Profile>(), &[], &profile(10)).unwrap();
         let env = envelope::read(&bytes, cfg.max_value_bytes).unwrap();
         assert!(!env.compressed);
-        let d: Decoded<Profile> = decode(&cfg, &bytes).unwrap();
+        let d: Decoded<Profile> = decode(&cfg, &bytes).unwrap().unwrap();
         assert_eq!(d.value, profile(10));
         assert_eq!(d.header, header::<Profile>());
     }
@@ -261,13 +270,14 @@ mod tests {
     #[test]
     fn large_value_is_compressed_and_round_trips_with_tags() {
         let cfg = CodecConfig::default();
-        let tags = vec!["user:7".to_string(), "team:1".to_string()];
+        let tags = vec![("user:7".to_string(), 3), ("team:1".to_string(), 0)];
         let bytes = encode(&cfg, &header::<Profile>(), &tags, &profile(10_000)).unwrap();
         let env = envelope::read(&bytes, cfg.max_value_bytes).unwrap();
         assert!(env.compressed);
         assert!(bytes.len() < 2_000, "compressed size {}", bytes.len());
-        let d: Decoded<Profile> = decode(&cfg, &bytes).unwrap();
+        let d: Decoded<Profile> = decode(&cfg, &bytes).unwrap().unwrap();
         assert_eq!(d.value, profile(10_000));
+        assert_eq!(d.tags, tags);
         assert_eq!(inspect(&bytes, cfg.max_value_bytes).unwrap().tags, tags);
     }
 
@@ -290,7 +300,7 @@ mod tests {
     fn every_truncation_of_a_valid_envelope_is_an_error() {
         let cfg = CodecConfig::default();
         for value in [profile(10), profile(10_000)] {
-            let bytes = encode(&cfg, &header::<Profile>(), &["t".into()], &value).unwrap();
+            let bytes = encode(&cfg, &header::<Profile>(), &[("t".into(), 1)], &value).unwrap();
             for cut in 0..bytes.len() {
                 assert!(
                     decode::<Profile>(&cfg, &bytes[..cut]).is_err(),
@@ -303,7 +313,13 @@ mod tests {
     #[test]
     fn random_bit_flips_never_panic() {
         let cfg = CodecConfig::default();
-        let bytes = encode(&cfg, &header::<Profile>(), &["t".into()], &profile(5_000)).unwrap();
+        let bytes = encode(
+            &cfg,
+            &header::<Profile>(),
+            &[("t".into(), 1)],
+            &profile(5_000),
+        )
+        .unwrap();
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..2_000 {
             let mut b = bytes.clone();
@@ -314,6 +330,21 @@ mod tests {
             b[i] ^= 1 << (state % 8);
             let _ = decode::<Profile>(&cfg, &b);
         }
+    }
+
+    #[test]
+    fn tombstones_decode_as_none_and_carry_an_identity() {
+        let cfg = CodecConfig::default();
+        let t = tombstone(&header::<Profile>());
+        assert!(decode::<Profile>(&cfg, &t).unwrap().is_none());
+        assert_eq!(identity(&t).len(), IDENTITY_LEN);
+        let mut other = header::<Profile>();
+        other.nonce = 43;
+        assert_ne!(identity(&t), identity(&tombstone(&other)));
+        // A tombstone flag on an envelope with a payload is malformed.
+        let mut bad = encode(&cfg, &header::<Profile>(), &[], &profile(10)).unwrap();
+        bad[3] |= 0b10;
+        assert!(decode::<Profile>(&cfg, &bad).is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Startup connection check and the background task that brings L2 back after an outage.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::backplane;
 use crate::breaker::BreakerState;
 use crate::Cache;
 
@@ -21,26 +22,58 @@ pub(crate) async fn start(cache: &Cache) {
         tracing::info!(prefix = %inner.prefix, "no Redis URL configured: running L1-only");
         return;
     };
-    match l2.ping_unguarded().await {
-        Ok(()) => tracing::info!(redis = %l2.url_redacted, "connected to Redis: L1 + L2"),
+    let reachable = match l2.ping_unguarded().await {
+        Ok(()) => {
+            tracing::info!(redis = %l2.url_redacted, "connected to Redis: L1 + L2");
+            true
+        }
         Err(e) => {
             l2.breaker.trip(&format!(
                 "Redis at {} unreachable at startup ({e:?}): running L1-only, retrying in the background",
                 l2.url_redacted
             ));
+            false
         }
+    };
+    if let Some(bp) = inner.backplane.as_ref() {
+        // Subscribe before returning the cache, so it is in sync from its first call.
+        let initial = if reachable {
+            backplane::subscribe(&l2.client, &bp.channel, l2.connect_timeout() * 4).await
+        } else {
+            None
+        };
+        if initial.is_some() {
+            backplane::mark_subscribed(bp);
+        }
+        backplane::spawn_subscriber(
+            weak.clone(),
+            l2.client.clone(),
+            l2.connect_timeout(),
+            initial,
+        );
     }
     drop(inner);
     tokio::spawn(async move {
+        let mut last_heartbeat = Instant::now();
+        let mut last_prune = Instant::now();
         loop {
             tokio::time::sleep(PROBE_POLL).await;
             let Some(inner) = weak.upgrade() else {
                 return;
             };
-            if let Some(l2) = inner.l2.as_ref() {
-                if l2.breaker.state() == BreakerState::Open {
-                    l2.probe().await;
-                }
+            let Some(l2) = inner.l2.as_ref() else {
+                return;
+            };
+            if l2.breaker.state() == BreakerState::Open {
+                l2.probe().await;
+            }
+            if last_heartbeat.elapsed() >= backplane::HEARTBEAT_EVERY {
+                last_heartbeat = Instant::now();
+                backplane::publish(&inner, backplane::Message::Heartbeat).await;
+            }
+            if last_prune.elapsed() >= Duration::from_secs(60) {
+                last_prune = Instant::now();
+                inner.local_tags.prune(inner.max_l1_lifetime);
             }
         }
     });

@@ -21,6 +21,17 @@ pub(crate) fn full_key(prefix: &str, kind: &str, key: &str) -> String {
     out
 }
 
+/// `{prefix}:{space}:{part}` with the same hashing of long or brace-holding parts as entry keys.
+pub(crate) fn namespaced(prefix: &str, space: &str, part: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + space.len() + part.len().min(40) + 2);
+    out.push_str(prefix);
+    out.push(':');
+    out.push_str(space);
+    out.push(':');
+    push_key_part(&mut out, part);
+    out
+}
+
 /// Pattern matching every key of `kind` (for SCAN).
 pub(crate) fn kind_pattern(prefix: &str, kind: &str) -> String {
     format!("{}:v1:{}:*", glob_escape(prefix), glob_escape(kind))

@@ -26,6 +26,9 @@ struct EntryInner {
     fresh_until: Instant,
     lifetime: Duration,
     token: u64,
+    /// When the load that produced the value began (for tag invalidations heard later).
+    loaded_at: Instant,
+    tags: Option<Box<[String]>>,
 }
 
 impl L1Entry {
@@ -35,14 +38,24 @@ impl L1Entry {
         fresh_for: Duration,
         grace: Duration,
         token: u64,
+        loaded_at: Instant,
+        tags: &[String],
     ) -> Self {
+        let tags_bytes: usize = tags.iter().map(|t| t.len() + 24).sum();
         L1Entry(Arc::new(EntryInner {
             value,
-            weight: u32::try_from(payload_bytes + ENTRY_OVERHEAD).unwrap_or(u32::MAX),
+            weight: u32::try_from(payload_bytes + tags_bytes + ENTRY_OVERHEAD).unwrap_or(u32::MAX),
             fresh_until: Instant::now() + fresh_for,
             lifetime: fresh_for + grace,
             token,
+            loaded_at,
+            tags: (!tags.is_empty()).then(|| tags.to_vec().into_boxed_slice()),
         }))
+    }
+
+    /// The entry's tags and the instant its load began, if it has tags.
+    pub(crate) fn tags(&self) -> Option<(&[String], Instant)> {
+        self.0.tags.as_deref().map(|t| (t, self.0.loaded_at))
     }
 
     /// The value as `T`, or `None` when it was stored as another type.

@@ -57,10 +57,32 @@ impl From<L2Error> for Error {
 
 pub(crate) struct L2 {
     conn: ConnectionManager,
+    /// For the backplane's dedicated pub/sub connection.
+    pub(crate) client: redis::Client,
     pub(crate) breaker: Breaker,
     op_timeout: Duration,
+    connect_timeout: Duration,
     pub(crate) url_redacted: String,
 }
+
+/// Compare-and-set of a load's write-back: SET only if the key still holds the write the load
+/// saw when it began (identified by the first bytes of its envelope), or is still absent.
+/// ARGV: expected identity, whether a value was expected (0/1), new bytes, PX.
+static CAS_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local cur = redis.call('GET', KEYS[1])
+if ARGV[2] == '0' then
+  if cur then return 0 end
+else
+  if not cur or string.sub(cur, 1, string.len(ARGV[1])) ~= ARGV[1] then return 0 end
+  if string.len(cur) > string.len(ARGV[1]) and string.len(ARGV[1]) < 36 then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+return 1
+",
+    )
+});
 
 /// Replaces the password of a `redis://user:password@host` URL with `***`.
 pub(crate) fn redact_url(url: &str) -> String {
@@ -97,7 +119,16 @@ fn is_infra(e: &RedisError) -> bool {
 impl L2 {
     /// Creates the client; no connection is made until the first operation.
     pub(crate) fn new(cfg: &L2Config) -> Result<Self, Error> {
-        let client = redis::Client::open(cfg.url.as_str())
+        use redis::IntoConnectionInfo;
+        let info = cfg
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| Error::Config(format!("REDIS_URL is invalid: {e}")))?;
+        let tcp = info.tcp_settings().clone().set_nodelay(true);
+        // redis-rs leaves Nagle's algorithm on: pipelined requests on the multiplexed connection
+        // would then wait for delayed ACKs (up to ~40 ms) whenever the network has latency.
+        let client = redis::Client::open(info.set_tcp_settings(tcp))
             .map_err(|e| Error::Config(format!("REDIS_URL is invalid: {e}")))?;
         let mgr_cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.connect_timeout))
@@ -105,18 +136,24 @@ impl L2 {
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(20))
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, mgr_cfg)
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), mgr_cfg)
             .map_err(|e| Error::Config(format!("cannot create the Redis client: {e}")))?;
         Ok(Self {
             conn,
+            client,
             breaker: Breaker::new(cfg.breaker.clone()),
             op_timeout: cfg.op_timeout,
+            connect_timeout: cfg.connect_timeout,
             url_redacted: redact_url(&cfg.url),
         })
     }
 
     pub(crate) fn op_timeout(&self) -> Duration {
         self.op_timeout
+    }
+
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     /// Runs one operation under the breaker and the deadline.
@@ -163,6 +200,72 @@ impl L2 {
                 .arg(bytes)
                 .arg("PX")
                 .arg(px)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// SET `key` to `bytes` only if its current value is still the write identified by `expected`
+    /// (`None`: the key must be absent). Returns whether it was written.
+    pub(crate) async fn set_if_unchanged(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        bytes: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, L2Error> {
+        let px = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
+        let script = &*CAS_SCRIPT;
+        self.run(|mut c| async move {
+            let mut inv = script.key(key);
+            inv.arg(expected.map_or(&[][..], |e| e))
+                .arg(if expected.is_some() { 1 } else { 0 })
+                .arg(bytes)
+                .arg(px);
+            inv.invoke_async::<i64>(&mut c).await.map(|n| n == 1)
+        })
+        .await
+    }
+
+    /// MGET of tag version counters (absent counters read as 0).
+    pub(crate) async fn get_versions(&self, keys: &[String]) -> Result<Vec<u64>, L2Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let vals: Vec<Option<u64>> = self
+            .run(|mut c| async move { redis::cmd("MGET").arg(keys).query_async(&mut c).await })
+            .await?;
+        Ok(vals.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// INCRs tag version counters and refreshes their TTL, in one pipeline.
+    pub(crate) async fn incr_versions(
+        &self,
+        keys: &[String],
+        ttl: Duration,
+    ) -> Result<(), L2Error> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let px = ttl.as_millis() as u64;
+        self.run(|mut c| async move {
+            let mut p = redis::pipe();
+            for k in keys {
+                p.cmd("INCR").arg(k).ignore();
+                p.cmd("PEXPIRE").arg(k).arg(px).ignore();
+            }
+            p.query_async::<()>(&mut c).await
+        })
+        .await
+    }
+
+    /// PUBLISH on the backplane channel.
+    pub(crate) async fn publish(&self, channel: &str, msg: &str) -> Result<(), L2Error> {
+        self.run(|mut c| async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(msg)
                 .query_async::<()>(&mut c)
                 .await
         })

@@ -45,6 +45,7 @@
 //! [`Stats`] (snapshot), [`Error`].
 #![warn(missing_docs, unreachable_pub)]
 
+mod backplane;
 mod breaker;
 mod builder;
 mod cache;
@@ -58,6 +59,7 @@ mod l1;
 mod l2;
 mod macro_support;
 mod stats;
+mod tags;
 
 /// Items used by code that `#[cached]` generates. Not a stable API.
 #[doc(hidden)]
@@ -73,7 +75,9 @@ pub use error::{Error, Result};
 pub use key::MAX_KEY_PART;
 pub use kind::{Kind, KindConfig, Tiers};
 pub use macro_support::{install, installed};
-pub use stats::{BreakerStats, L1Stats, L2Stats, LatencyStats, LoaderStats, Stats, TierStats};
+pub use stats::{
+    BackplaneStats, BreakerStats, L1Stats, L2Stats, LatencyStats, LoaderStats, Stats, TierStats,
+};
 
 /// The README's code sample, compiled and run as a doctest.
 #[cfg(doctest)]

@@ -131,6 +131,8 @@ pub(crate) struct KindStats {
     pub(crate) l2_bytes_written: AtomicU64,
     pub(crate) l2_raw_bytes_written: AtomicU64,
     pub(crate) l2_payload_bytes_written: AtomicU64,
+    pub(crate) l2_write_conflicts: AtomicU64,
+    pub(crate) tag_rejections: AtomicU64,
     pub(crate) oversized: AtomicU64,
     pub(crate) decode_errors: AtomicU64,
     pub(crate) loader_calls: AtomicU64,
@@ -218,6 +220,11 @@ pub struct L2Stats {
     pub oversized: u64,
     /// Values that could not be decoded and were treated as misses.
     pub decode_errors: u64,
+    /// Write-backs of loads not stored because the key changed meanwhile (an invalidation or a
+    /// newer write won: the stale-set race, avoided).
+    pub write_conflicts: u64,
+    /// Entries read from L2 but rejected because one of their tags was invalidated since.
+    pub tag_rejections: u64,
     /// Read latency.
     pub read_latency: LatencyStats,
     /// Write latency.
@@ -266,6 +273,24 @@ pub struct BreakerStats {
     pub rejected: u64,
 }
 
+/// Backplane (cross-instance L1 invalidation) state and counters.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct BackplaneStats {
+    /// Whether the pub/sub subscription is up.
+    pub subscribed: bool,
+    /// Messages received (own echoes and heartbeats included).
+    pub received: u64,
+    /// Messages published.
+    pub published: u64,
+    /// Publishes that failed (L2 down or breaker open).
+    pub publish_failures: u64,
+    /// Times the subscription was lost.
+    pub disconnects: u64,
+    /// L1 flushes after (re)subscribing.
+    pub resyncs: u64,
+}
+
 /// A point-in-time snapshot of the cache's counters. Serializable with serde.
 ///
 /// ```
@@ -285,6 +310,10 @@ pub struct Stats {
     pub l2_configured: bool,
     /// The circuit breaker, when an L2 is configured.
     pub breaker: Option<BreakerStats>,
+    /// The backplane, when enabled.
+    pub backplane: Option<BackplaneStats>,
+    /// Tags whose recent invalidation this instance tracks for its L1.
+    pub tracked_tag_invalidations: u64,
     /// All kinds together.
     pub total: TierStats,
     /// Per kind, by name.
@@ -321,6 +350,8 @@ pub(crate) fn summarize<'a>(recorders: impl IntoIterator<Item = &'a KindStats>) 
         payload_written += r.l2_payload_bytes_written.load(Relaxed);
         t.l2.oversized += r.oversized.load(Relaxed);
         t.l2.decode_errors += r.decode_errors.load(Relaxed);
+        t.l2.write_conflicts += r.l2_write_conflicts.load(Relaxed);
+        t.l2.tag_rejections += r.tag_rejections.load(Relaxed);
         t.loader.calls += r.loader_calls.load(Relaxed);
         t.loader.errors += r.loader_errors.load(Relaxed);
         t.loader.stale_served += r.stale_served.load(Relaxed);

@@ -100,6 +100,9 @@ impl Shared {
 }
 
 async fn relay(s: Arc<Shared>, client: TcpStream, server: TcpStream) {
+    // Without this, Nagle's algorithm and delayed ACKs add ~40 ms stalls to small writes.
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
     let mut cut = s.cut.subscribe();
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
@@ -112,29 +115,40 @@ async fn relay(s: Arc<Shared>, client: TcpStream, server: TcpStream) {
     }
 }
 
+/// Forwards `from` to `to`. Delay is a delay line (each chunk is due `d` after it was read; chunks
+/// do not queue behind each other's delays), so pipelined traffic keeps its throughput.
 async fn pump(
     s: Arc<Shared>,
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
 ) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        loop {
-            match s.mode() {
-                ProxyMode::Blackhole => tokio::time::sleep(Duration::from_millis(10)).await,
-                ProxyMode::Delay(d) => {
-                    tokio::time::sleep(d).await;
-                    break;
-                }
-                ProxyMode::Pass | ProxyMode::Refuse => break,
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
             }
         }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
+    };
+    let reader = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let due = loop {
+                match s.mode() {
+                    ProxyMode::Blackhole => tokio::time::sleep(Duration::from_millis(10)).await,
+                    ProxyMode::Delay(d) => break tokio::time::Instant::now() + d,
+                    ProxyMode::Pass | ProxyMode::Refuse => break tokio::time::Instant::now(),
+                }
+            };
+            if tx.send((due, buf[..n].to_vec())).is_err() {
+                return;
+            }
         }
-    }
+    };
+    tokio::join!(reader, writer);
 }

@@ -1,0 +1,270 @@
+//! The backplane: cross-instance L1 coherence over Redis pub/sub.
+//!
+//! Every instance sharing a Redis and a prefix subscribes to `{prefix}:bp`. `set`, `invalidate`,
+//! `invalidate_tag` and the clears publish a message; the other instances drop their L1 copies on
+//! receipt (and supersede their own loads of that key in flight). Each message carries the sender's
+//! instance id so an instance ignores its own echoes.
+//!
+//! Pub/sub is fire-and-forget: messages sent while a subscription is down are lost. So:
+//! - every instance publishes a heartbeat each second; a subscription that hears nothing (not even
+//!   its own heartbeats) for [`SILENCE_LIMIT`] is presumed dead (a hung Redis keeps TCP open) and
+//!   replaced;
+//! - while not subscribed, new L1 entries live at most the "unsynced" L1 TTL (default 5 s);
+//! - on every (re)subscription L1 is flushed, since invalidations may have been missed meanwhile.
+//!
+//! The staleness of an L1 copy is therefore bounded by the message latency while subscribed, and by
+//! the time to notice and replace a broken subscription otherwise.
+
+use futures::StreamExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Weak;
+use std::time::Duration;
+
+use crate::cache::Inner;
+
+/// Interval of heartbeats.
+pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// Silence after which a subscription is presumed dead.
+pub(crate) const SILENCE_LIMIT: Duration = Duration::from_secs(3);
+
+/// A message on the backplane.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Message<'a> {
+    /// A key was overwritten or invalidated (its full Redis key).
+    Key(&'a str),
+    /// A tag was invalidated.
+    Tag(&'a str),
+    /// Entries whose full key starts with this prefix were cleared (empty: all).
+    Clear(&'a str),
+    /// Liveness only.
+    Heartbeat,
+}
+
+impl Message<'_> {
+    /// Wire form: `{type}\t{instance:016x}\t{payload}`.
+    pub(crate) fn encode(&self, instance: u64) -> String {
+        let (t, p) = match self {
+            Message::Key(k) => ('k', *k),
+            Message::Tag(t) => ('t', *t),
+            Message::Clear(c) => ('c', *c),
+            Message::Heartbeat => ('h', ""),
+        };
+        format!("{t}\t{instance:016x}\t{p}")
+    }
+
+    /// Parses the wire form; `None` for anything malformed (ignored).
+    pub(crate) fn decode(s: &str) -> Option<(u64, Message<'_>)> {
+        let mut parts = s.splitn(3, '\t');
+        let t = parts.next()?;
+        let instance = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let p = parts.next()?;
+        let m = match t {
+            "k" => Message::Key(p),
+            "t" => Message::Tag(p),
+            "c" => Message::Clear(p),
+            "h" => Message::Heartbeat,
+            _ => return None,
+        };
+        Some((instance, m))
+    }
+}
+
+/// Backplane state and counters.
+pub(crate) struct Backplane {
+    pub(crate) channel: String,
+    pub(crate) instance: u64,
+    pub(crate) unsynced_l1_ttl: Duration,
+    subscribed: AtomicBool,
+    pub(crate) received: AtomicU64,
+    pub(crate) published: AtomicU64,
+    pub(crate) publish_failures: AtomicU64,
+    pub(crate) disconnects: AtomicU64,
+    pub(crate) resyncs: AtomicU64,
+}
+
+impl Backplane {
+    pub(crate) fn new(prefix: &str, unsynced_l1_ttl: Duration) -> Self {
+        Self {
+            channel: format!("{prefix}:bp"),
+            instance: rand::random(),
+            unsynced_l1_ttl,
+            subscribed: AtomicBool::new(false),
+            received: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            publish_failures: AtomicU64::new(0),
+            disconnects: AtomicU64::new(0),
+            resyncs: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn is_subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire)
+    }
+}
+
+/// Publishes `msg` through L2 (breaker and deadline apply). Failures are counted, not returned.
+pub(crate) async fn publish(inner: &Inner, msg: Message<'_>) {
+    let (Some(bp), Some(l2)) = (inner.backplane.as_ref(), inner.l2.as_ref()) else {
+        return;
+    };
+    match l2.publish(&bp.channel, &msg.encode(bp.instance)).await {
+        Ok(()) => {
+            bp.published.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            bp.publish_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = ?e, "backplane publish failed");
+        }
+    }
+}
+
+async fn handle(inner: &Inner, bp: &Backplane, payload: &str) {
+    bp.received.fetch_add(1, Ordering::Relaxed);
+    let Some((from, msg)) = Message::decode(payload) else {
+        tracing::debug!("ignoring a malformed backplane message");
+        return;
+    };
+    if from == bp.instance {
+        return;
+    }
+    match msg {
+        Message::Key(full) => {
+            inner.gens.bump(full);
+            inner.l1.invalidate(full).await;
+        }
+        Message::Tag(tag) => inner.local_tags.mark(tag),
+        Message::Clear(prefix) => {
+            inner.gens.bump_all();
+            if prefix.is_empty() {
+                inner.l1.invalidate_all();
+            } else {
+                inner.l1.invalidate_prefix(prefix).await;
+            }
+        }
+        Message::Heartbeat => {}
+    }
+}
+
+/// Flushes L1 after a (re)subscription: invalidations may have been missed while unsubscribed.
+fn resync(inner: &Inner, bp: &Backplane) {
+    inner.gens.bump_all();
+    inner.l1.invalidate_all();
+    bp.resyncs.fetch_add(1, Ordering::Relaxed);
+    bp.subscribed.store(true, Ordering::Release);
+}
+
+/// Opens a pub/sub connection subscribed to `channel`, within `deadline`.
+pub(crate) async fn subscribe(
+    client: &redis::Client,
+    channel: &str,
+    deadline: Duration,
+) -> Option<redis::aio::PubSub> {
+    let sub = tokio::time::timeout(deadline, async {
+        let mut ps = client.get_async_pubsub().await?;
+        ps.subscribe(channel).await?;
+        Ok::<_, redis::RedisError>(ps)
+    })
+    .await;
+    match sub {
+        Ok(Ok(ps)) => Some(ps),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "backplane subscription failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Marks the backplane subscribed without flushing (at startup, before anything was cached).
+pub(crate) fn mark_subscribed(bp: &Backplane) {
+    bp.subscribed.store(true, Ordering::Release);
+}
+
+/// Spawns the subscriber task, starting with `initial` when `build()` already subscribed. It holds
+/// a weak reference and ends with the cache.
+pub(crate) fn spawn_subscriber(
+    weak: Weak<Inner>,
+    client: redis::Client,
+    connect_timeout: Duration,
+    mut initial: Option<redis::aio::PubSub>,
+) {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        let mut was_subscribed = initial.is_some();
+        loop {
+            let Some(channel) = weak
+                .upgrade()
+                .and_then(|i| i.backplane.as_ref().map(|bp| bp.channel.clone()))
+            else {
+                return;
+            };
+            let (ps, fresh_start) = match initial.take() {
+                Some(ps) => (Some(ps), true),
+                None => (
+                    subscribe(&client, &channel, connect_timeout * 4).await,
+                    false,
+                ),
+            };
+            let Some(ps) = ps else {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            };
+            backoff = Duration::from_millis(100);
+            if !fresh_start {
+                let Some(inner) = weak.upgrade() else { return };
+                let Some(bp) = inner.backplane.as_ref() else {
+                    return;
+                };
+                resync(&inner, bp);
+                if was_subscribed {
+                    tracing::info!(channel, "backplane resubscribed: L1 flushed");
+                }
+            }
+            was_subscribed = true;
+            let mut stream = ps.into_on_message();
+            // Ends when the connection closes, or after a silence (a hung Redis keeps it open).
+            while let Ok(Some(msg)) = tokio::time::timeout(SILENCE_LIMIT, stream.next()).await {
+                let Some(inner) = weak.upgrade() else { return };
+                let Some(bp) = inner.backplane.as_ref() else {
+                    return;
+                };
+                match msg.get_payload::<String>() {
+                    Ok(p) => handle(&inner, bp, &p).await,
+                    Err(_) => tracing::debug!("ignoring a non-text backplane message"),
+                }
+            }
+            let Some(inner) = weak.upgrade() else { return };
+            if let Some(bp) = inner.backplane.as_ref() {
+                bp.subscribed.store(false, Ordering::Release);
+                bp.disconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    channel,
+                    "backplane subscription lost: L1 entries now live at most {:?} until resubscribed",
+                    bp.unsynced_l1_ttl
+                );
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_garbage_is_ignored() {
+        for m in [
+            Message::Key("app:v1:k:a\tb"),
+            Message::Tag("user:1"),
+            Message::Clear(""),
+            Message::Heartbeat,
+        ] {
+            let wire = m.encode(0xabc);
+            assert_eq!(Message::decode(&wire), Some((0xabc, m)));
+        }
+        assert_eq!(Message::decode("x\t1\ty"), None);
+        assert_eq!(Message::decode("k\tnothex\ty"), None);
+        assert_eq!(Message::decode(""), None);
+    }
+}
