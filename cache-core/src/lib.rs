@@ -71,6 +71,8 @@ pub mod __private {
 pub use breaker::BreakerState;
 pub use builder::CacheBuilder;
 pub use cache::{Cache, EntryOptions};
+#[cfg(feature = "macros")]
+pub use cache_macros::cached;
 pub use error::{Error, Result};
 pub use key::MAX_KEY_PART;
 pub use kind::{Kind, KindConfig, Tiers};

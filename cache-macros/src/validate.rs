@@ -1,0 +1,310 @@
+//! Rules on the function's signature and between arguments. Every broken rule becomes a
+//! `syn::Error` at the offending token, saying how to fix it; all of them are reported together.
+
+use proc_macro2::Span;
+use syn::spanned::Spanned;
+use syn::{Error, FnArg, GenericArgument, GenericParam, Ident, ItemFn, Pat, PathArguments};
+use syn::{LitStr, Result, ReturnType, Type};
+
+use crate::args::{CachedArgs, BUILT_IN_KINDS};
+use crate::key::Template;
+
+/// What the function returns, which picks the runtime wrapper.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Returns {
+    /// Any `T`: `cached_value`.
+    Value,
+    /// `Option<T>`: `cached_option` (`None` cached only with `none_ttl`).
+    Option,
+    /// `Result<T, E>` (or an alias such as `io::Result<T>`): `cached_result` (`Err` never cached).
+    Result,
+}
+
+/// A function that passed every rule, with what the expansion needs to know about it.
+pub(crate) struct Plan {
+    pub(crate) kind: LitStr,
+    pub(crate) returns: Returns,
+    /// The declared return type.
+    pub(crate) ret_ty: Type,
+    /// The type of the cached value: `T` of `T`, `Option<T>` or `Result<T, E>` (what `unless`
+    /// sees as `result: &T`).
+    pub(crate) value_ty: Type,
+    /// The function takes `&self`.
+    pub(crate) has_receiver: bool,
+    /// The arguments hashed into the default key (all but the skipped ones, never `self`).
+    pub(crate) key_args: Vec<Ident>,
+    pub(crate) key: Option<Template>,
+    pub(crate) tags: Vec<Template>,
+}
+
+/// Collects errors so that every broken rule is reported at once.
+#[derive(Default)]
+struct Errors(Option<Error>);
+
+impl Errors {
+    fn push(&mut self, span: Span, msg: impl std::fmt::Display) {
+        self.add(Error::new(span, msg));
+    }
+
+    fn add(&mut self, e: Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(e),
+            None => self.0 = Some(e),
+        }
+    }
+}
+
+/// Checks the function and the arguments together.
+pub(crate) fn check(args: &CachedArgs, item: &ItemFn) -> Result<Plan> {
+    let mut errors = Errors::default();
+    let sig = &item.sig;
+
+    if sig.asyncness.is_none() {
+        errors.push(
+            sig.fn_token.span,
+            format!(
+                "`#[cached]` works on `async fn` only: add `async` (`async fn {}(...)`)",
+                sig.ident
+            ),
+        );
+    }
+
+    for param in &sig.generics.params {
+        match param {
+            GenericParam::Lifetime(_) => {}
+            GenericParam::Type(_) | GenericParam::Const(_) => errors.push(
+                param.span(),
+                "`#[cached]` does not support generic functions (the key would not tell the \
+                 instantiations apart): make this function non-generic, or call \
+                 `Cache::get_or_load` inside it",
+            ),
+        }
+    }
+
+    let mut has_receiver = false;
+    let mut arg_names: Vec<Ident> = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(r) => {
+                has_receiver = true;
+                check_receiver(r, &mut errors);
+            }
+            FnArg::Typed(pt) => {
+                if let Type::ImplTrait(it) = &*pt.ty {
+                    errors.push(
+                        it.impl_token.span,
+                        "`#[cached]` does not support `impl Trait` arguments (they make the \
+                         function generic): use a concrete type",
+                    );
+                }
+                match &*pt.pat {
+                    Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => {
+                        arg_names.push(pi.ident.clone());
+                    }
+                    other => errors.push(
+                        other.span(),
+                        "`#[cached]` refers to arguments by name: bind this argument to a plain \
+                         name (e.g. `point: (i32, i32)`) and destructure it in the body",
+                    ),
+                }
+            }
+        }
+    }
+
+    let (returns, ret_ty) = match &sig.output {
+        ReturnType::Default => {
+            errors.push(
+                sig.ident.span(),
+                format!(
+                    "`#[cached]` caches the return value, but `{}` returns `()`: give it a return \
+                     type (`-> T`, `-> Option<T>` or `-> Result<T, E>`)",
+                    sig.ident
+                ),
+            );
+            (Returns::Value, syn::parse_quote!(()))
+        }
+        ReturnType::Type(_, ty) => (classify(ty), (**ty).clone()),
+    };
+    let value_ty = match returns {
+        Returns::Value => ret_ty.clone(),
+        Returns::Option | Returns::Result => first_type_arg(&ret_ty).unwrap_or(ret_ty.clone()),
+    };
+
+    if args.kind.is_none() {
+        errors.push(
+            Span::call_site(),
+            format!(
+                "missing `kind = \"...\"`: e.g. `#[cached(kind = \"api_response\")]`; built-in \
+                 kinds: {} (other names work once registered with `CacheBuilder::kind`)",
+                BUILT_IN_KINDS.join(", ")
+            ),
+        );
+    }
+
+    if let Some((k, _)) = &args.none_ttl {
+        if returns != Returns::Option {
+            errors.push(
+                k.span,
+                "`none_ttl` caches `None` results, so it needs a function returning `Option<T>`: \
+                 remove `none_ttl`, or return `Option<T>`",
+            );
+        }
+    }
+
+    if let Some(w) = &args.warm {
+        if !sig.inputs.is_empty() {
+            let names: Vec<String> = sig
+                .inputs
+                .iter()
+                .map(|i| match i {
+                    FnArg::Receiver(_) => "`self`".to_owned(),
+                    FnArg::Typed(pt) => format!("`{}`", quote::ToTokens::to_token_stream(&pt.pat)),
+                })
+                .collect();
+            errors.push(
+                w.span,
+                format!(
+                    "`warm` needs a function without arguments (warm-up calls it with none), but \
+                     `{}` takes {}: remove `warm`, or write a zero-argument `#[cached(..., warm)]` \
+                     function for the values to preload",
+                    sig.ident,
+                    names.join(", ")
+                ),
+            );
+        }
+    }
+
+    let mut skipped: Vec<&Ident> = Vec::new();
+    if let Some((k, names)) = &args.skip {
+        if args.key.is_some() {
+            errors.push(
+                k.span,
+                "`skip(...)` has no effect with `key = \"...\"` (the template names the arguments \
+                 in the key): remove `skip(...)`",
+            );
+        }
+        for name in names {
+            if arg_names.contains(name) {
+                skipped.push(name);
+            } else {
+                errors.push(
+                    name.span(),
+                    format!(
+                        "`{name}` is not an argument of `{}`; {}",
+                        sig.ident,
+                        list_arguments(&arg_names)
+                    ),
+                );
+            }
+        }
+    }
+
+    let key = match &args.key {
+        Some(lit) => match Template::parse(lit, "key", &arg_names) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.add(e);
+                None
+            }
+        },
+        None => None,
+    };
+    let mut tags = Vec::new();
+    if let Some((_, lits)) = &args.tags {
+        for lit in lits {
+            match Template::parse(lit, "tags", &arg_names) {
+                Ok(t) => tags.push(t),
+                Err(e) => errors.add(e),
+            }
+        }
+    }
+
+    if let Some(e) = errors.0 {
+        return Err(e);
+    }
+    let Some(kind) = &args.kind else {
+        // Reported above with the list of kinds; unreachable, but no panic in a macro.
+        return Err(Error::new(Span::call_site(), "missing `kind = \"...\"`"));
+    };
+    Ok(Plan {
+        kind: kind.clone(),
+        returns,
+        ret_ty,
+        value_ty,
+        has_receiver,
+        key_args: arg_names
+            .into_iter()
+            .filter(|a| !skipped.contains(&a))
+            .collect(),
+        key,
+        tags,
+    })
+}
+
+fn check_receiver(r: &syn::Receiver, errors: &mut Errors) {
+    let by_shared_ref = match (&r.reference, &r.colon_token) {
+        (Some(_), _) => r.mutability.is_none(),
+        // `self: &Self` and the like.
+        (None, Some(_)) => matches!(&*r.ty, Type::Reference(t) if t.mutability.is_none()),
+        (None, None) => false,
+    };
+    if by_shared_ref {
+        return;
+    }
+    if let (Some(_), Some(m)) = (&r.reference, r.mutability) {
+        errors.push(
+            m.span,
+            "`#[cached]` methods take `&self`, not `&mut self` (a cache hit skips the body, so \
+             it must not mutate): remove `mut` and use interior mutability if needed",
+        );
+        return;
+    }
+    errors.push(
+        r.self_token.span,
+        "`#[cached]` methods take `&self`: the receiver is borrowed, not consumed (write `&self`)",
+    );
+}
+
+/// `Option<..>` / `Result<..>` by the last path segment; anything else is a plain value.
+fn classify(ty: &Type) -> Returns {
+    let Type::Path(tp) = ty else {
+        return Returns::Value;
+    };
+    let Some(last) = tp.path.segments.last() else {
+        return Returns::Value;
+    };
+    let PathArguments::AngleBracketed(ab) = &last.arguments else {
+        return Returns::Value;
+    };
+    let types = ab
+        .args
+        .iter()
+        .filter(|a| matches!(a, GenericArgument::Type(_)))
+        .count();
+    match last.ident.to_string().as_str() {
+        "Option" if types == 1 => Returns::Option,
+        "Result" if (1..=2).contains(&types) => Returns::Result,
+        _ => Returns::Value,
+    }
+}
+
+/// `T` of `Option<T>` / `Result<T, E>`.
+fn first_type_arg(ty: &Type) -> Option<Type> {
+    let Type::Path(tp) = ty else { return None };
+    let PathArguments::AngleBracketed(ab) = &tp.path.segments.last()?.arguments else {
+        return None;
+    };
+    ab.args.iter().find_map(|a| match a {
+        GenericArgument::Type(t) => Some(t.clone()),
+        _ => None,
+    })
+}
+
+fn list_arguments(names: &[Ident]) -> String {
+    if names.is_empty() {
+        "it has no arguments".to_owned()
+    } else {
+        let names: Vec<String> = names.iter().map(|a| format!("`{a}`")).collect();
+        format!("arguments: {}", names.join(", "))
+    }
+}
