@@ -132,22 +132,26 @@ fn check_placeholder(
 
 /// The default key: `default_key(<fn path>, &(&a, &b, ...))` over the non-skipped arguments.
 ///
-/// The path is the `type_name` of an item nested in the function (unique per function definition,
-/// including methods of different types and trait impls), with the concrete `Self` appended for
-/// methods of generic types.
+/// The path is the `type_name` of an item nested in the function, which is unique per function
+/// definition (it includes the type of a method, `<T as Trait>` for trait impls, and the enclosing
+/// function of a nested one), minus the `{{closure}}` segments that async bodies add. It is
+/// computed once per function. Methods of generic types also get the concrete `Self`, which the
+/// nested item's path shows as `Repo<_>`.
 pub(crate) fn default_key(args: &[Ident], has_receiver: bool) -> TokenStream {
     let path = quote! {
         {
-            fn __cache_fn() {}
-            let __cache_fn_path = ::core::any::type_name_of_val(&__cache_fn);
-            __cache_fn_path
-                .strip_suffix("::__cache_fn")
-                .unwrap_or(__cache_fn_path)
+            static __CACHE_FN_PATH: ::std::sync::OnceLock<::std::string::String> =
+                ::std::sync::OnceLock::new();
+            __CACHE_FN_PATH.get_or_init(|| {
+                fn __cache_fn() {}
+                let path = ::core::any::type_name_of_val(&__cache_fn);
+                path.strip_suffix("::__cache_fn")
+                    .unwrap_or(path)
+                    .replace("::{{closure}}", "")
+            })
         }
     };
     let path = if has_receiver {
-        // A method of a generic type: the nested item's path says `Repo<_>`, so add the concrete
-        // `Self` to keep `Repo<A>::get` and `Repo<B>::get` apart.
         quote! {
             {
                 let __cache_fn_path: &'static str = #path;
