@@ -200,8 +200,15 @@ async fn err_results_are_returned_and_not_cached() {
     for _ in 0..3 {
         assert_eq!(users.even_user(3).await, Err("3 is odd".to_string()));
     }
-    assert_eq!(users.calls(), 3, "every call with an Err result ran the body");
-    assert_eq!(keys_under(&server, users.cache.prefix()).await, Vec::<String>::new());
+    assert_eq!(
+        users.calls(),
+        3,
+        "every call with an Err result ran the body"
+    );
+    assert_eq!(
+        keys_under(&server, users.cache.prefix()).await,
+        Vec::<String>::new()
+    );
     // Ok results are cached as usual.
     assert_eq!(users.even_user(4).await.unwrap().id, 4);
     assert_eq!(users.even_user(4).await.unwrap().id, 4);
@@ -257,7 +264,7 @@ async fn a_key_template_gives_the_documented_redis_key() {
         "{expected} not in Redis; keys: {:?}",
         keys_under(&server, &prefix).await
     );
-    assert_eq!(keys_under(&server, &prefix).await, [expected.clone()]);
+    assert_eq!(keys_under(&server, &prefix).await, [expected]);
 
     // The value under that key is what `Cache::get` reads back, so hand-written code and
     // `#[cached]` functions share entries.
@@ -268,7 +275,10 @@ async fn a_key_template_gives_the_documented_redis_key() {
         .expect("entry written by the #[cached] method");
     assert_eq!(v.name, "user-42");
     // ... and invalidating it makes the next call run the body.
-    users.cache.invalidate(Kind::DATABASE_QUERY, "user:42").await;
+    users
+        .cache
+        .invalidate(Kind::DATABASE_QUERY, "user:42")
+        .await;
     users.user(42).await;
     assert_eq!(users.calls(), 2);
 }
@@ -358,7 +368,12 @@ async fn two_functions_with_the_same_arguments_do_not_collide() {
     let keys = keys_under(&server, cache.prefix()).await;
     assert_eq!(keys.len(), 6, "six functions, six keys: {keys:#?}");
     // The paths are readable (not hashed), and methods carry their type.
-    for part in ["::name_of:", "::email_of:", "::Teams::label:", "::Projects::label:"] {
+    for part in [
+        "::name_of:",
+        "::email_of:",
+        "::Teams::label:",
+        "::Projects::label:",
+    ] {
         assert!(keys.iter().any(|k| k.contains(part)), "{part} in {keys:#?}");
     }
 }

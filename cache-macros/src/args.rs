@@ -306,7 +306,7 @@ fn parse_skip(input: ParseStream<'_>, k: kw::skip) -> Result<Vec<Ident>> {
                 "`skip(...)` takes argument names, e.g. `skip(db, client)`",
             ));
         };
-        if names.iter().any(|n| *n == name) {
+        if names.contains(&name) {
             return Err(Error::new(
                 name.span(),
                 format!("`{name}` is skipped twice: list each argument once"),
