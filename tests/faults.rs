@@ -9,8 +9,9 @@
 use cache_core::{BreakerState, Cache, Kind, KindConfig};
 use cache_tests::{init_tracing, unique_prefix, FaultProxy, LoadReport, ProxyMode, RedisServer};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, MutexGuard};
 
 const OP_TIMEOUT: Duration = Duration::from_millis(100);
 const LOADER_TIME: Duration = Duration::from_millis(1);
@@ -19,9 +20,9 @@ const SLACK: Duration = Duration::from_millis(60);
 const KEYS: u64 = 400;
 const WORKERS: usize = 8;
 
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+async fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::const_new(());
+    LOCK.lock().await
 }
 
 /// A cache whose kind `fault` keeps entries in L1 for only 20 ms, so the load keeps using L2.
@@ -115,7 +116,7 @@ fn bound() -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_then_restart_gives_no_errors_and_l2_resumes() {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut server = RedisServer::start();
     let cache = cache_for(server.url()).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -158,7 +159,7 @@ async fn sigkill_under_load_then_restart_gives_no_errors_and_l2_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigstop_hang_under_load_is_bounded_by_the_l2_deadline_and_the_breaker_recovers() {
-    let _serial = serial();
+    let _serial = serial().await;
     let server = RedisServer::start();
     let cache = cache_for(server.url()).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -205,7 +206,7 @@ async fn sigstop_hang_under_load_is_bounded_by_the_l2_deadline_and_the_breaker_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn added_latency_below_the_deadline_does_not_trip_the_breaker() {
-    let _serial = serial();
+    let _serial = serial().await;
     let server = RedisServer::start();
     let proxy = FaultProxy::start(server.port()).await;
     let cache = cache_for(proxy.url()).await;
@@ -228,7 +229,7 @@ async fn added_latency_below_the_deadline_does_not_trip_the_breaker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_over_the_deadline_trips_the_breaker_and_latency_stays_bounded() {
-    let _serial = serial();
+    let _serial = serial().await;
     let server = RedisServer::start();
     let proxy = FaultProxy::start(server.port()).await;
     let cache = cache_for(proxy.url()).await;
@@ -255,7 +256,7 @@ async fn latency_over_the_deadline_trips_the_breaker_and_latency_stays_bounded()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blackholed_connection_is_bounded_and_recovers() {
-    let _serial = serial();
+    let _serial = serial().await;
     let server = RedisServer::start();
     let proxy = FaultProxy::start(server.port()).await;
     let cache = cache_for(proxy.url()).await;
@@ -282,7 +283,7 @@ async fn a_blackholed_connection_is_bounded_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_and_refused_connections_cause_no_errors_and_l2_comes_back() {
-    let _serial = serial();
+    let _serial = serial().await;
     let server = RedisServer::start();
     let proxy = FaultProxy::start(server.port()).await;
     let cache = cache_for(proxy.url()).await;

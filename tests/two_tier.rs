@@ -183,12 +183,14 @@ async fn invalidate_removes_the_key_from_l1_and_l2() {
     assert!(cache.get::<User>(Kind::SESSION_DATA, "s1").await.is_some());
     cache.invalidate(Kind::SESSION_DATA, "s1").await;
     assert!(cache.get::<User>(Kind::SESSION_DATA, "s1").await.is_none());
+    // In Redis the value is replaced by a short-lived tombstone that fences off older loads.
     let mut conn = server.conn().await;
-    let exists: bool = conn
-        .exists(format!("{prefix}:v1:session_data:s1"))
-        .await
-        .unwrap();
-    assert!(!exists);
+    let key = format!("{prefix}:v1:session_data:s1");
+    let raw: Vec<u8> = conn.get(&key).await.unwrap();
+    let inspected = cache_core::codec::inspect(&raw, 1 << 20).unwrap();
+    assert!(inspected.tombstone && inspected.msgpack.is_empty());
+    let pttl: i64 = conn.pttl(&key).await.unwrap();
+    assert!(pttl > 0 && pttl <= 60_000, "tombstone PTTL {pttl}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -642,9 +642,16 @@ impl Cache {
             }
         }
         if ke.cfg.tier_routing().l1() && !superseded {
+            let mut g = g0;
+            if matches!(write, L2Write::Overwrite) {
+                // A load on this instance that read L2 just before our write must not put the older
+                // value into L1 after ours: supersede it now that L2 holds the new value.
+                self.inner.gens.bump(full);
+                g = self.inner.gens.snapshot(full);
+            }
             let size = payload.as_ref().map_or(std::mem::size_of::<T>(), Vec::len);
             let names: Vec<String> = tags.iter().map(|(t, _)| t.clone()).collect();
-            self.store_l1(ke, full, value, size, ttl, &names, g0, loaded_at)
+            self.store_l1(ke, full, value, size, ttl, &names, g, loaded_at)
                 .await;
         }
     }
@@ -733,8 +740,8 @@ impl Cache {
         let ke = self.kind_entry(kind);
         KindStats::inc(&ke.stats.invalidations);
         let full = key::full_key(&self.inner.prefix, kind, key);
-        self.inner.gens.bump(&full);
-        self.inner.l1.invalidate(&full).await;
+        // Order matters: L2 first, then supersede local loads and drop L1. A load that read L2
+        // before the tombstone landed then always has its L1 insert undone.
         if let (Some(l2), true) = (self.inner.l2.as_ref(), ke.cfg.tier_routing().l2()) {
             let now_ms = unix_ms();
             let header = Header {
@@ -753,6 +760,8 @@ impl Cache {
                 );
             }
         }
+        self.inner.gens.bump(&full);
+        self.inner.l1.invalidate(&full).await;
         backplane::publish(&self.inner, Message::Key(&full)).await;
     }
 
@@ -795,16 +804,18 @@ impl Cache {
     /// An L2 error or timeout: L1 is cleared anyway, L2 may be partly cleared.
     pub async fn clear_kind(&self, kind: impl AsRef<str>) -> Result<u64> {
         let kind = kind.as_ref();
-        self.inner.gens.bump_all();
         let l1_prefix = key::kind_key_prefix(&self.inner.prefix, kind);
-        self.inner.l1.invalidate_prefix(&l1_prefix).await;
         let removed = match &self.inner.l2 {
-            Some(l2) => {
-                l2.unlink_matching(&key::kind_pattern(&self.inner.prefix, kind))
-                    .await?
-            }
-            None => 0,
+            Some(l2) => l2
+                .unlink_matching(&key::kind_pattern(&self.inner.prefix, kind))
+                .await
+                .map_err(Error::from),
+            None => Ok(0),
         };
+        // After L2, as in `invalidate`: loads that read L2 before the sweep lose their L1 insert.
+        self.inner.gens.bump_all();
+        self.inner.l1.invalidate_prefix(&l1_prefix).await;
+        let removed = removed?;
         backplane::publish(&self.inner, Message::Clear(&l1_prefix)).await;
         Ok(removed)
     }
@@ -815,15 +826,16 @@ impl Cache {
     /// # Errors
     /// An L2 error or timeout: L1 is cleared anyway, L2 may be partly cleared.
     pub async fn clear_all(&self) -> Result<u64> {
+        let removed = match &self.inner.l2 {
+            Some(l2) => l2
+                .unlink_matching(&key::prefix_pattern(&self.inner.prefix))
+                .await
+                .map_err(Error::from),
+            None => Ok(0),
+        };
         self.inner.gens.bump_all();
         self.inner.l1.invalidate_all();
-        let removed = match &self.inner.l2 {
-            Some(l2) => {
-                l2.unlink_matching(&key::prefix_pattern(&self.inner.prefix))
-                    .await?
-            }
-            None => 0,
-        };
+        let removed = removed?;
         backplane::publish(&self.inner, Message::Clear("")).await;
         Ok(removed)
     }
