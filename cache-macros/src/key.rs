@@ -30,9 +30,7 @@ impl Template {
                 '}' => {
                     return Err(Error::new(
                         lit.span(),
-                        format!(
-                            "unmatched `}}` in `{what}`: write `}}}}` for a literal brace"
-                        ),
+                        format!("unmatched `}}` in `{what}`: write `}}}}` for a literal brace"),
                     ))
                 }
                 '{' => {
