@@ -19,7 +19,10 @@ where
 {
     let t = Instant::now();
     while !f().await {
-        assert!(t.elapsed() < Duration::from_secs(5), "B never saw the change");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "B never saw the change"
+        );
         tokio::task::yield_now().await;
     }
     t.elapsed()
@@ -67,7 +70,9 @@ fn main() {
         }
         let s = summarize(&mut after_set);
         let i = summarize(&mut after_invalidate);
-        println!("stale window on instance B, {ROUNDS} rounds (backplane over redis pub/sub, loopback):");
+        println!(
+            "stale window on instance B, {ROUNDS} rounds (backplane over redis pub/sub, loopback):"
+        );
         println!(
             "after A.set returns:        p50 {:>9.1?}  p99 {:>9.1?}  mean {:>9.1?}",
             s.p50, s.p99, s.mean
