@@ -175,6 +175,21 @@ pub(crate) async fn subscribe(
     }
 }
 
+/// Subscribes through the first of `clients` that answers (on a cluster, classic pub/sub messages
+/// reach every node, so any node will do).
+pub(crate) async fn subscribe_any(
+    clients: &[redis::Client],
+    channel: &str,
+    deadline: Duration,
+) -> Option<redis::aio::PubSub> {
+    for c in clients {
+        if let Some(ps) = subscribe(c, channel, deadline).await {
+            return Some(ps);
+        }
+    }
+    None
+}
+
 /// Marks the backplane subscribed without flushing (at startup, before anything was cached).
 pub(crate) fn mark_subscribed(bp: &Backplane) {
     bp.subscribed.store(true, Ordering::Release);
@@ -184,7 +199,7 @@ pub(crate) fn mark_subscribed(bp: &Backplane) {
 /// a weak reference and ends with the cache.
 pub(crate) fn spawn_subscriber(
     weak: Weak<Inner>,
-    client: redis::Client,
+    clients: Vec<redis::Client>,
     connect_timeout: Duration,
     mut initial: Option<redis::aio::PubSub>,
 ) {
@@ -201,7 +216,7 @@ pub(crate) fn spawn_subscriber(
             let (ps, fresh_start) = match initial.take() {
                 Some(ps) => (Some(ps), true),
                 None => (
-                    subscribe(&client, &channel, connect_timeout * 4).await,
+                    subscribe_any(&clients, &channel, connect_timeout * 4).await,
                     false,
                 ),
             };

@@ -36,10 +36,12 @@ use crate::tags::LocalTags;
 /// # Ok::<_, cache_core::Error>(())
 /// # }).unwrap();
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct CacheBuilder {
-    redis_url: Option<String>,
+    /// One URL, or the seed nodes of a cluster; empty: L1-only.
+    l2_urls: Vec<String>,
+    cluster: bool,
     prefix: String,
     enabled: bool,
     l1_max_bytes: u64,
@@ -53,6 +55,7 @@ pub struct CacheBuilder {
     backplane: bool,
     unsynced_l1_ttl: Duration,
     tombstone_ttl: Duration,
+    stats_report_interval: Duration,
 }
 
 impl Default for CacheBuilder {
@@ -106,11 +109,37 @@ fn parse_bool(name: &str, v: &str) -> Result<bool> {
     }
 }
 
+impl std::fmt::Debug for CacheBuilder {
+    /// Passwords in the URLs are redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self
+            .l2_urls
+            .iter()
+            .map(|u| crate::l2::redact_url(u))
+            .collect();
+        f.debug_struct("CacheBuilder")
+            .field("l2_urls", &urls)
+            .field("cluster", &self.cluster)
+            .field("prefix", &self.prefix)
+            .field("enabled", &self.enabled)
+            .field("l1_max_bytes", &self.l1_max_bytes)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("op_timeout", &self.op_timeout)
+            .field("breaker", &self.breaker)
+            .field("codec", &self.codec)
+            .field("grace", &self.grace)
+            .field("kinds", &self.kinds)
+            .field("backplane", &self.backplane)
+            .finish_non_exhaustive()
+    }
+}
+
 impl CacheBuilder {
     /// A builder with every default.
     pub fn new() -> Self {
         Self {
-            redis_url: None,
+            l2_urls: Vec::new(),
+            cluster: false,
             prefix: "cache".into(),
             enabled: true,
             l1_max_bytes: 64 << 20,
@@ -124,6 +153,7 @@ impl CacheBuilder {
             backplane: true,
             unsynced_l1_ttl: Duration::from_secs(5),
             tombstone_ttl: Duration::from_secs(60),
+            stats_report_interval: Duration::from_secs(5),
         }
     }
 
@@ -132,6 +162,7 @@ impl CacheBuilder {
     /// | variable | meaning | default |
     /// |---|---|---|
     /// | `REDIS_URL` | `redis://[user:password@]host:port[/db]`; unset means L1-only | unset |
+    /// | `REDIS_CLUSTER_URLS` | comma-separated node URLs of a Redis Cluster (instead of `REDIS_URL`) | unset |
     /// | `CACHE_ENABLED` | `false` turns caching off (loaders always run) | `true` |
     /// | `CACHE_PREFIX` | key prefix (namespace) of this application | `cache` |
     /// | `CACHE_L1_MAX_BYTES` | L1 byte budget, e.g. `67108864` or `64M` | `64M` |
@@ -146,7 +177,11 @@ impl CacheBuilder {
     /// [`Error::Config`] naming the malformed variable.
     pub fn from_env() -> Result<Self> {
         let mut b = Self::new();
-        b.redis_url = env_var("REDIS_URL");
+        if let Some(nodes) = env_var("REDIS_CLUSTER_URLS") {
+            b = b.redis_cluster(nodes.split(',').map(str::trim).filter(|s| !s.is_empty()));
+        } else if let Some(url) = env_var("REDIS_URL") {
+            b = b.redis_url(url);
+        }
         if let Some(v) = env_var("CACHE_ENABLED") {
             b.enabled = parse_bool("CACHE_ENABLED", &v)?;
         }
@@ -178,15 +213,25 @@ impl CacheBuilder {
         Ok(b)
     }
 
-    /// The Redis URL of L2 (`redis://[user:password@]host:port[/db]`). Default: none (L1-only).
+    /// The Redis URL of L2 (`redis://[user:password@]host:port[/db]`, or `rediss://` with the
+    /// `tls` feature). Default: none (L1-only).
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
-        self.redis_url = Some(url.into());
+        self.l2_urls = vec![url.into()];
+        self.cluster = false;
+        self
+    }
+
+    /// A Redis Cluster as L2, from the URLs of some of its nodes (the client discovers the
+    /// others). Credentials come from the URLs. Default: none.
+    pub fn redis_cluster(mut self, nodes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.l2_urls = nodes.into_iter().map(Into::into).collect();
+        self.cluster = true;
         self
     }
 
     /// Runs without L2 even if a URL was set. Default: L2 when a URL is set.
     pub fn no_l2(mut self) -> Self {
-        self.redis_url = None;
+        self.l2_urls.clear();
         self
     }
 
@@ -292,6 +337,14 @@ impl CacheBuilder {
         self
     }
 
+    /// How often this instance publishes its stats snapshot to Redis (`{prefix}:stats:{instance}`,
+    /// expiring after three intervals), where `cachectl stats` and `cachectl health` read it.
+    /// `Duration::ZERO` turns publishing off. Default: 5 s.
+    pub fn stats_report_interval(mut self, every: Duration) -> Self {
+        self.stats_report_interval = every;
+        self
+    }
+
     /// The TTL used for kinds that were never registered. Default: 300 s.
     pub fn unregistered_kind_ttl(mut self, ttl: Duration) -> Self {
         self.unregistered_ttl = ttl;
@@ -379,14 +432,16 @@ impl CacheBuilder {
         for (k, cfg) in self.kinds {
             kinds.insert(k.name().to_owned(), entry(k.name(), cfg));
         }
-        let l2 = match &self.redis_url {
-            Some(url) => Some(L2::new(&L2Config {
-                url: url.clone(),
+        let l2 = if self.l2_urls.is_empty() {
+            None
+        } else {
+            Some(L2::new(&L2Config {
+                urls: self.l2_urls.clone(),
+                cluster: self.cluster,
                 connect_timeout: self.connect_timeout,
                 op_timeout: self.op_timeout,
                 breaker: self.breaker.clone(),
-            })?),
-            None => None,
+            })?)
         };
         let longest_ttl = kinds
             .values()
@@ -410,14 +465,15 @@ impl CacheBuilder {
             tombstone_ttl: self.tombstone_ttl,
             local_tags: LocalTags::default(),
             max_l1_lifetime: longest_ttl + self.grace,
-            backplane: (self.backplane && self.redis_url.is_some())
+            stats_report_interval: self.stats_report_interval,
+            backplane: (self.backplane && !self.l2_urls.is_empty())
                 .then(|| Backplane::new(&self.prefix, self.unsynced_l1_ttl)),
         });
         let cache = Cache::from_inner(inner);
         if !self.enabled {
             tracing::info!("caching is disabled (CACHE_ENABLED=false): loaders always run");
         }
-        crate::connect::start(&cache).await;
+        crate::connect::start(&cache).await?;
         Ok(cache)
     }
 }

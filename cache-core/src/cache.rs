@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
 
 use crate::backplane::{self, Backplane, Message};
 use crate::breaker::BreakerState;
@@ -145,6 +146,8 @@ pub(crate) struct Inner {
     /// The longest an L1 entry with tags may live (and so how long tag invalidations are tracked).
     pub(crate) max_l1_lifetime: Duration,
     pub(crate) backplane: Option<Backplane>,
+    /// How often the stats snapshot is published to Redis for `cachectl` (zero: never).
+    pub(crate) stats_report_interval: Duration,
 }
 
 /// What a coalesced load produced, shared by every caller of the flight.
@@ -437,7 +440,11 @@ impl Cache {
             .iter()
             .map(|t| tags::version_key(&self.inner.prefix, t))
             .collect();
-        match l2.get_versions(&keys).await {
+        match l2
+            .get_versions(&keys)
+            .instrument(tracing::debug_span!("l2.get_versions", kind = %ke.name, tags = keys.len()))
+            .await
+        {
             Ok(v) => (tags.iter().cloned().zip(v).collect(), write),
             Err(e) => {
                 self.count_l2_error(ke, &e);
@@ -459,7 +466,11 @@ impl Cache {
             return L2Read::Miss(None);
         }
         let started = Instant::now();
-        let bytes = match l2.get(full).await {
+        let bytes = match l2
+            .get(full)
+            .instrument(tracing::debug_span!("l2.get", kind = %ke.name))
+            .await
+        {
             Ok(Some(b)) => b,
             Ok(None) => {
                 ke.stats.read_latency.record(started.elapsed());
@@ -493,7 +504,13 @@ impl Cache {
                 .iter()
                 .map(|(t, _)| tags::version_key(&self.inner.prefix, t))
                 .collect();
-            match l2.get_versions(&keys).await {
+            match l2
+                .get_versions(&keys)
+                .instrument(
+                    tracing::debug_span!("l2.get_versions", kind = %ke.name, tags = keys.len()),
+                )
+                .await
+            {
                 Ok(current) => {
                     let outdated = decoded.tags.iter().zip(&current).any(|((_, v), c)| v != c);
                     if outdated {
@@ -611,13 +628,26 @@ impl Cache {
                     let res = match &write {
                         L2Write::IfUnchanged(seen) => l2
                             .set_if_unchanged(full, seen.as_deref(), &bytes, px)
+                            .instrument(tracing::debug_span!(
+                                "l2.set_if_unchanged",
+                                kind = %ke.name,
+                                bytes = bytes.len()
+                            ))
                             .await
                             .inspect(|&written| {
                                 if !written {
                                     KindStats::inc(&ke.stats.l2_write_conflicts);
                                 }
                             }),
-                        _ => l2.set(full, &bytes, px).await.map(|()| true),
+                        _ => l2
+                            .set(full, &bytes, px)
+                            .instrument(tracing::debug_span!(
+                                "l2.set",
+                                kind = %ke.name,
+                                bytes = bytes.len()
+                            ))
+                            .await
+                            .map(|()| true),
                     };
                     match res {
                         Ok(true) => {
@@ -751,7 +781,11 @@ impl Cache {
                 nonce: rand::random(),
             };
             let tombstone = codec::tombstone(&header);
-            if let Err(e) = l2.set(&full, &tombstone, self.inner.tombstone_ttl).await {
+            if let Err(e) = l2
+                .set(&full, &tombstone, self.inner.tombstone_ttl)
+                .instrument(tracing::debug_span!("l2.set", kind, tombstone = true))
+                .await
+            {
                 self.count_l2_error(ke, &e);
                 tracing::warn!(
                     kind,
@@ -784,7 +818,11 @@ impl Cache {
                 .iter()
                 .map(|t| tags::version_key(&self.inner.prefix, t))
                 .collect();
-            if let Err(e) = l2.incr_versions(&keys, tags::TAG_VERSION_TTL).await {
+            if let Err(e) = l2
+                .incr_versions(&keys, tags::TAG_VERSION_TTL)
+                .instrument(tracing::debug_span!("l2.incr_versions", tags = keys.len()))
+                .await
+            {
                 self.count_l2_error(&self.inner.unregistered, &e);
                 tracing::warn!(
                     ?tags,
@@ -808,6 +846,7 @@ impl Cache {
         let removed = match &self.inner.l2 {
             Some(l2) => l2
                 .unlink_matching(&key::kind_pattern(&self.inner.prefix, kind))
+                .instrument(tracing::debug_span!("l2.unlink_matching", kind))
                 .await
                 .map_err(Error::from),
             None => Ok(0),
@@ -829,6 +868,7 @@ impl Cache {
         let removed = match &self.inner.l2 {
             Some(l2) => l2
                 .unlink_matching(&key::prefix_pattern(&self.inner.prefix))
+                .instrument(tracing::debug_span!("l2.unlink_matching", kind = "*"))
                 .await
                 .map_err(Error::from),
             None => Ok(0),
@@ -895,10 +935,13 @@ impl Cache {
     /// [`Error::NoL2`] without an L2; otherwise the Redis error, timeout or open breaker.
     pub async fn ping_l2(&self) -> Result<Duration> {
         let l2 = self.inner.l2.as_ref().ok_or(Error::NoL2)?;
-        l2.ping().await.map_err(|e| match e {
-            L2Error::Timeout => Error::Timeout(l2.op_timeout()),
-            other => other.into(),
-        })
+        l2.ping()
+            .instrument(tracing::debug_span!("l2.ping"))
+            .await
+            .map_err(|e| match e {
+                L2Error::Timeout => Error::Timeout(l2.op_timeout()),
+                other => other.into(),
+            })
     }
 
     /// The key prefix of this cache.

@@ -4,6 +4,9 @@ use std::time::{Duration, Instant};
 
 use crate::backplane;
 use crate::breaker::BreakerState;
+use crate::error::Error;
+use crate::l2::L2Error;
+use crate::report;
 use crate::Cache;
 
 /// How often the background task looks at the breaker. A probe is only sent once the breaker's
@@ -13,19 +16,31 @@ const PROBE_POLL: Duration = Duration::from_millis(100);
 /// PINGs Redis once; on failure opens the breaker (L1-only) and says so once. Then spawns the task
 /// that probes Redis while the breaker is open, so L2 comes back even without traffic. The task
 /// holds only a weak reference and ends when the last `Cache` handle is dropped.
-pub(crate) async fn start(cache: &Cache) {
+///
+/// # Errors
+/// [`Error::Auth`] when Redis rejects the credentials: retrying would not help, so the cache is not
+/// built.
+pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
     let weak = cache.downgrade();
     let Some(inner) = weak.upgrade() else {
-        return;
+        return Ok(());
     };
     let Some(l2) = inner.l2.as_ref() else {
         tracing::info!(prefix = %inner.prefix, "no Redis URL configured: running L1-only");
-        return;
+        return Ok(());
     };
     let reachable = match l2.ping_unguarded().await {
         Ok(()) => {
-            tracing::info!(redis = %l2.url_redacted, "connected to Redis: L1 + L2");
+            tracing::info!(redis = %l2.url_redacted, cluster = l2.is_cluster(), "connected to Redis: L1 + L2");
+            l2.load_scripts().await;
             true
+        }
+        Err(L2Error::Redis(e)) if is_auth_error(&e) => {
+            return Err(Error::Auth(format!(
+                "Redis at {} rejected the credentials: {}",
+                l2.url_redacted,
+                e.detail().unwrap_or("authentication failed")
+            )));
         }
         Err(e) => {
             l2.breaker.trip(&format!(
@@ -38,7 +53,7 @@ pub(crate) async fn start(cache: &Cache) {
     if let Some(bp) = inner.backplane.as_ref() {
         // Subscribe before returning the cache, so it is in sync from its first call.
         let initial = if reachable {
-            backplane::subscribe(&l2.client, &bp.channel, l2.connect_timeout() * 4).await
+            backplane::subscribe_any(&l2.clients, &bp.channel, l2.connect_timeout() * 4).await
         } else {
             None
         };
@@ -47,7 +62,7 @@ pub(crate) async fn start(cache: &Cache) {
         }
         backplane::spawn_subscriber(
             weak.clone(),
-            l2.client.clone(),
+            l2.clients.clone(),
             l2.connect_timeout(),
             initial,
         );
@@ -56,6 +71,7 @@ pub(crate) async fn start(cache: &Cache) {
     tokio::spawn(async move {
         let mut last_heartbeat = Instant::now();
         let mut last_prune = Instant::now();
+        let mut last_report = Instant::now();
         loop {
             tokio::time::sleep(PROBE_POLL).await;
             let Some(inner) = weak.upgrade() else {
@@ -75,6 +91,18 @@ pub(crate) async fn start(cache: &Cache) {
                 last_prune = Instant::now();
                 inner.local_tags.prune(inner.max_l1_lifetime);
             }
+            if last_report.elapsed() >= inner.stats_report_interval {
+                last_report = Instant::now();
+                report::publish_stats(&inner).await;
+            }
         }
     });
+    Ok(())
+}
+
+/// Wrong password, unknown user, or a password missing: `WRONGPASS`, `NOAUTH`, or redis-rs'
+/// authentication error kind.
+fn is_auth_error(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
 }

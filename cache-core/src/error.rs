@@ -19,6 +19,10 @@ pub enum Error {
     /// password of the Redis URL.
     #[error("redis error: {0}")]
     Redis(String),
+    /// Redis rejected the credentials (wrong password, unknown ACL user, missing permissions). The
+    /// message never contains the password.
+    #[error("redis authentication failed: {0}")]
+    Auth(String),
     /// Redis did not answer within the L2 timeout.
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),

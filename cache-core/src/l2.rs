@@ -1,12 +1,15 @@
-//! L2: Redis through a self-reconnecting `ConnectionManager`, every operation behind the circuit
-//! breaker and our own deadline.
+//! L2: Redis (one node through a self-reconnecting `ConnectionManager`, or a Redis Cluster), every
+//! operation behind the circuit breaker and our own deadline.
 //!
 //! redis-rs makes callers wait on a shared reconnect future with no deadline of their own, and a
 //! response timeout does not trigger a reconnect; so each operation here is wrapped in
 //! `tokio::time::timeout(op_timeout)` and reports to the [`Breaker`], which fails fast while Redis is
 //! down or hung. Connection setup is lazy, so building a cache never blocks on an absent Redis.
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+mod conn;
+
+pub(crate) use conn::redact_url;
+use conn::Conn;
 use redis::{AsyncCommands, RedisError};
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -17,7 +20,9 @@ use crate::error::Error;
 /// L2 connection settings.
 #[derive(Clone)]
 pub(crate) struct L2Config {
-    pub(crate) url: String,
+    /// One URL, or the seed nodes of a cluster.
+    pub(crate) urls: Vec<String>,
+    pub(crate) cluster: bool,
     pub(crate) connect_timeout: Duration,
     pub(crate) op_timeout: Duration,
     pub(crate) breaker: BreakerConfig,
@@ -26,7 +31,11 @@ pub(crate) struct L2Config {
 impl std::fmt::Debug for L2Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("L2Config")
-            .field("url", &redact_url(&self.url))
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
+            )
+            .field("cluster", &self.cluster)
             .field("connect_timeout", &self.connect_timeout)
             .field("op_timeout", &self.op_timeout)
             .field("breaker", &self.breaker)
@@ -56,21 +65,30 @@ impl From<L2Error> for Error {
 }
 
 pub(crate) struct L2 {
-    conn: ConnectionManager,
-    /// For the backplane's dedicated pub/sub connection.
-    pub(crate) client: redis::Client,
+    conn: Conn,
+    /// One client per configured URL, for the backplane's dedicated pub/sub connection.
+    pub(crate) clients: Vec<redis::Client>,
     pub(crate) breaker: Breaker,
     op_timeout: Duration,
     connect_timeout: Duration,
     pub(crate) url_redacted: String,
+    cluster: bool,
 }
+
+/// INCR a tag version counter and refresh its expiry. ARGV: PX.
+const INCR_LUA: &str = r"
+local v = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return v
+";
+
+static INCR_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(INCR_LUA));
 
 /// Compare-and-set of a load's write-back: SET only if the key still holds the write the load
 /// saw when it began (identified by the first bytes of its envelope), or is still absent.
 /// ARGV: expected identity, whether a value was expected (0/1), new bytes, PX.
-static CAS_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r"
+const CAS_LUA: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if ARGV[2] == '0' then
   if cur then return 0 end
@@ -80,32 +98,10 @@ else
 end
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
 return 1
-",
-    )
-});
+";
 
-/// Replaces the password of a `redis://user:password@host` URL with `***`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let redacted = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_owned()
-            };
-            format!("{}{}@{}", &url[..scheme_end + 3], redacted, &rest[at + 1..])
-        }
-        None => url.to_owned(),
-    }
-}
+static CAS_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(CAS_LUA));
 
 /// Infrastructure failures count against the breaker; error replies (WRONGTYPE...) do not.
 fn is_infra(e: &RedisError) -> bool {
@@ -119,33 +115,25 @@ fn is_infra(e: &RedisError) -> bool {
 impl L2 {
     /// Creates the client; no connection is made until the first operation.
     pub(crate) fn new(cfg: &L2Config) -> Result<Self, Error> {
-        use redis::IntoConnectionInfo;
-        let info = cfg
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| Error::Config(format!("REDIS_URL is invalid: {e}")))?;
-        let tcp = info.tcp_settings().clone().set_nodelay(true);
-        // redis-rs leaves Nagle's algorithm on: pipelined requests on the multiplexed connection
-        // would then wait for delayed ACKs (up to ~40 ms) whenever the network has latency.
-        let client = redis::Client::open(info.set_tcp_settings(tcp))
-            .map_err(|e| Error::Config(format!("REDIS_URL is invalid: {e}")))?;
-        let mgr_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.connect_timeout))
-            .set_response_timeout(Some(cfg.op_timeout))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), mgr_cfg)
-            .map_err(|e| Error::Config(format!("cannot create the Redis client: {e}")))?;
         Ok(Self {
-            conn,
-            client,
+            conn: conn::connect(&cfg.urls, cfg.cluster, cfg.connect_timeout, cfg.op_timeout)?,
+            clients: conn::clients(&cfg.urls)?,
             breaker: Breaker::new(cfg.breaker.clone()),
             op_timeout: cfg.op_timeout,
             connect_timeout: cfg.connect_timeout,
-            url_redacted: redact_url(&cfg.url),
+            url_redacted: cfg
+                .urls
+                .iter()
+                .map(|u| redact_url(u))
+                .collect::<Vec<_>>()
+                .join(","),
+            cluster: cfg.cluster,
         })
+    }
+
+    /// Whether L2 is a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.cluster
     }
 
     pub(crate) fn op_timeout(&self) -> Duration {
@@ -159,7 +147,7 @@ impl L2 {
     /// Runs one operation under the breaker and the deadline.
     async fn run<T, F, Fut>(&self, op: F) -> Result<T, L2Error>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let permit = self.breaker.acquire().ok_or(L2Error::Skipped)?;
@@ -239,25 +227,22 @@ impl L2 {
         Ok(vals.into_iter().map(Option::unwrap_or_default).collect())
     }
 
-    /// INCRs tag version counters and refreshes their TTL, in one pipeline.
+    /// INCRs tag version counters and refreshes their TTL: one single-key script per tag (so each
+    /// goes to its own slot on a cluster), all in flight at once.
     pub(crate) async fn incr_versions(
         &self,
         keys: &[String],
         ttl: Duration,
     ) -> Result<(), L2Error> {
-        if keys.is_empty() {
-            return Ok(());
-        }
         let px = ttl.as_millis() as u64;
-        self.run(|mut c| async move {
-            let mut p = redis::pipe();
-            for k in keys {
-                p.cmd("INCR").arg(k).ignore();
-                p.cmd("PEXPIRE").arg(k).arg(px).ignore();
-            }
-            p.query_async::<()>(&mut c).await
-        })
-        .await
+        let script = &*INCR_SCRIPT;
+        let all = futures::future::join_all(keys.iter().map(|k| {
+            self.run(
+                move |mut c| async move { script.key(k).arg(px).invoke_async::<i64>(&mut c).await },
+            )
+        }))
+        .await;
+        all.into_iter().try_for_each(|r| r.map(drop))
     }
 
     /// PUBLISH on the backplane channel.
@@ -280,31 +265,67 @@ impl L2 {
             .await
     }
 
-    /// Deletes every key matching `pattern` with SCAN + UNLINK in batches (never KEYS). Each round
-    /// trip has the L2 deadline; the whole sweep does not.
+    /// Deletes every key matching `pattern` with SCAN + UNLINK in batches (never KEYS), on every
+    /// master of a cluster. Each round trip has the L2 deadline; the whole sweep does not.
     pub(crate) async fn unlink_matching(&self, pattern: &str) -> Result<u64, L2Error> {
-        let mut cursor: u64 = 0;
         let mut removed = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .run(|mut c| async move {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await?;
-            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-            removed += self.unlink(&refs).await?;
-            if next == 0 {
-                return Ok(removed);
+        for node in self.scan_targets().await? {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys) = self.scan_page(node.as_ref(), cursor, pattern, 1000).await?;
+                let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                removed += self.unlink(&refs).await?;
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
+        Ok(removed)
+    }
+
+    /// Where a SCAN must run: the one node, or every master of the cluster (`(host, port)`).
+    pub(crate) async fn scan_targets(&self) -> Result<Vec<Option<(String, u16)>>, L2Error> {
+        if !self.cluster {
+            return Ok(vec![None]);
+        }
+        let nodes: String = self
+            .run(
+                |mut c| async move { redis::cmd("CLUSTER").arg("NODES").query_async(&mut c).await },
+            )
+            .await?;
+        Ok(conn::masters(&nodes).into_iter().map(Some).collect())
+    }
+
+    /// One SCAN page on `node` (`None`: the single node).
+    pub(crate) async fn scan_page(
+        &self,
+        node: Option<&(String, u16)>,
+        cursor: u64,
+        pattern: &str,
+        count: usize,
+    ) -> Result<(u64, Vec<String>), L2Error> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count);
+        self.run(|c| async move {
+            match (c, node) {
+                (Conn::Cluster(mut cc), Some((host, port))) => {
+                    use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+                    let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                        host: host.clone(),
+                        port: *port,
+                    });
+                    let v = cc.route_command(cmd, routing).await?;
+                    redis::from_redis_value(v).map_err(RedisError::from)
+                }
+                (mut c, _) => cmd.query_async(&mut c).await,
+            }
+        })
+        .await
     }
 
     /// PING through the breaker; returns the round-trip time.
@@ -342,25 +363,127 @@ impl L2 {
         )
         .await
         {
-            Ok(Ok(())) => permit.success(),
+            Ok(Ok(())) => {
+                permit.success();
+                // A restarted Redis has an empty script cache.
+                self.load_scripts().await;
+            }
             _ => permit.failure(),
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
+    /// Loads the Lua scripts into Redis' script cache (on every master of a cluster: redis-rs
+    /// routes `SCRIPT LOAD` to all of them), so the first write-back or tag invalidation after a
+    /// (re)connection costs one round trip instead of three (EVALSHA, NOSCRIPT, SCRIPT LOAD,
+    /// EVALSHA). Best effort: on failure the scripts load themselves on first use.
+    pub(crate) async fn load_scripts(&self) {
+        for lua in [INCR_LUA, CAS_LUA] {
+            let mut c = self.conn.clone();
+            let res = tokio::time::timeout(
+                self.op_timeout,
+                redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(lua)
+                    .query_async::<redis::Value>(&mut c),
+            )
+            .await;
+            if !matches!(res, Ok(Ok(_))) {
+                tracing::debug!(
+                    "could not preload the cache's Lua scripts: they load on first use"
+                );
+                return;
+            }
+        }
+    }
 
-    #[test]
-    fn passwords_are_redacted_from_urls() {
-        assert_eq!(
-            redact_url("redis://user:s3cret@host:6379/0"),
-            "redis://user:***@host:6379/0"
-        );
-        assert_eq!(redact_url("rediss://:s3cret@host"), "rediss://:***@host");
-        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
-        assert_eq!(redact_url("redis://tok@host"), "redis://***@host");
-        assert!(!redact_url("redis://u:p@ss@host").contains("p@ss"));
+    // --- Batched reads and writes (warming, stats reports) ---
+
+    /// Most keys in one MGET or one pipeline of SETs (`get_many`, `set_many`).
+    pub(crate) const MANY_CHUNK_KEYS: usize = 128;
+    /// Most value bytes in one pipeline of SETs (`set_many`); a single larger value goes alone.
+    pub(crate) const MANY_CHUNK_BYTES: usize = 1 << 20;
+
+    /// MGET of `keys`, in chunks of [`Self::MANY_CHUNK_KEYS`] keys: one round trip per chunk, each under
+    /// the breaker and the L2 deadline. `None` for absent keys; the result is in the order of `keys`.
+    /// (On a cluster, redis-rs splits an MGET across the slots' nodes by itself.)
+    pub(crate) async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, L2Error> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(Self::MANY_CHUNK_KEYS) {
+            let vals: Vec<Option<Vec<u8>>> = self
+                .run(|mut c| async move { redis::cmd("MGET").arg(chunk).query_async(&mut c).await })
+                .await?;
+            if vals.len() != chunk.len() {
+                return Err(L2Error::Redis(RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "MGET returned a wrong number of values",
+                ))));
+            }
+            out.extend(vals);
+        }
+        Ok(out)
+    }
+
+    /// SETs `(key, bytes, ttl)` items with pipelines.
+    ///
+    /// Chunked rather than given a scaled deadline: a pipeline carries at most
+    /// [`Self::MANY_CHUNK_KEYS`] SETs or about [`Self::MANY_CHUNK_BYTES`] of values, and each chunk is one round
+    /// trip under the normal L2 deadline and one breaker permit, so a hung Redis costs one deadline
+    /// per call, not one scaled to the batch, and the breaker sees one failure per chunk. Chunks are
+    /// sent one after the other; the first failure stops the rest.
+    ///
+    /// A pipeline may not span slots on a Redis Cluster (redis-rs refuses it with `CROSSSLOT`): there
+    /// the chunk's SETs are sent as separate commands, all in flight at once, each routed to its slot.
+    pub(crate) async fn set_many(
+        &self,
+        items: &[(String, Vec<u8>, Duration)],
+    ) -> Result<(), L2Error> {
+        let mut start = 0;
+        while start < items.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < items.len()
+                && end - start < Self::MANY_CHUNK_KEYS
+                && (end == start || bytes + items[end].1.len() <= Self::MANY_CHUNK_BYTES)
+            {
+                bytes += items[end].1.len();
+                end += 1;
+            }
+            let chunk = &items[start..end];
+            self.run(|c| async move {
+                let px = |ttl: &Duration| ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
+                let mut p = redis::pipe();
+                for (key, value, ttl) in chunk {
+                    p.cmd("SET")
+                        .arg(key)
+                        .arg(value)
+                        .arg("PX")
+                        .arg(px(ttl))
+                        .ignore();
+                }
+                let mut pc = c.clone();
+                match p.query_async::<()>(&mut pc).await {
+                    Err(e) if e.code() == Some("CROSSSLOT") => {
+                        futures::future::try_join_all(chunk.iter().map(|(key, value, ttl)| {
+                            let mut c = c.clone();
+                            async move {
+                                redis::cmd("SET")
+                                    .arg(key)
+                                    .arg(value)
+                                    .arg("PX")
+                                    .arg(px(ttl))
+                                    .query_async::<()>(&mut c)
+                                    .await
+                            }
+                        }))
+                        .await
+                        .map(drop)
+                    }
+                    other => other,
+                }
+            })
+            .await?;
+            start = end;
+        }
+        Ok(())
     }
 }

@@ -43,7 +43,13 @@
 //! [`Cache`] (the handle), [`CacheBuilder`] (settings, `from_env`), [`Kind`] / [`KindConfig`] /
 //! [`Tiers`] (named kinds with default TTLs and tier routing), [`EntryOptions`] (per-call TTL),
 //! [`Stats`] (snapshot), [`Error`].
+//!
+//! Operations: [`Cache::warm`] / [`Cache::warm_with`] ([`WarmPlan`], [`WarmReport`]) fill the cache
+//! at startup; [`Cache::prometheus_text`] exports the stats for Prometheus; each instance publishes
+//! its stats to Redis for the `cachectl` admin tool; the `http` feature adds an axum router
+//! ([`http::router`]) with stats, warm, invalidate, health and metrics endpoints.
 #![warn(missing_docs, unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backplane;
 mod breaker;
@@ -58,8 +64,15 @@ mod kind;
 mod l1;
 mod l2;
 mod macro_support;
+mod metrics;
+mod report;
 mod stats;
 mod tags;
+mod warm;
+
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 
 /// Items used by code that `#[cached]` generates. Not a stable API.
 #[doc(hidden)]
@@ -77,8 +90,14 @@ pub use error::{Error, Result};
 pub use key::MAX_KEY_PART;
 pub use kind::{Kind, KindConfig, Tiers};
 pub use macro_support::{install, installed};
+pub use metrics::PROMETHEUS_CONTENT_TYPE;
+pub use report::{entry_key, redact_url, stats_key_pattern, InstanceReport};
 pub use stats::{
     BackplaneStats, BreakerStats, L1Stats, L2Stats, LatencyStats, LoaderStats, Stats, TierStats,
+};
+pub use warm::{
+    WarmFailure, WarmPlan, WarmReport, WarmerSummary, DEFAULT_WARM_CONCURRENCY,
+    DEFAULT_WARM_TIMEOUT,
 };
 
 /// The README's code sample, compiled and run as a doctest.

@@ -2,10 +2,13 @@
 //!
 //! A missing `redis-server` binary is a loud failure with instructions, never a skip.
 
+mod cluster;
+pub mod contract;
 mod load;
 mod proxy;
 mod server;
 
+pub use cluster::RedisCluster;
 pub use load::{LoadReport, Percentiles};
 pub use proxy::{FaultProxy, ProxyMode};
 pub use server::RedisServer;

@@ -43,12 +43,17 @@ impl RedisServer {
 
     /// Starts a server with extra `redis-server` arguments (e.g. `["--requirepass", "x"]`).
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_on(free_port, extra)
+    }
+
+    /// Starts a server on a port from `pick` (retried when the port turns out to be taken).
+    pub(crate) fn start_on(pick: fn() -> u16, extra: &[&str]) -> Self {
         check_binary();
         let mut last_err = String::new();
         for _ in 0..5 {
             let mut s = RedisServer {
                 child: None,
-                port: free_port(),
+                port: pick(),
                 dir: tempfile::tempdir().expect("temp dir"),
                 extra_args: extra.iter().map(|s| s.to_string()).collect(),
             };

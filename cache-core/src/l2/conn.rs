@@ -1,0 +1,230 @@
+//! Connection setup: one node through a `ConnectionManager`, or a Redis Cluster through the
+//! async cluster client; both behind [`Conn`], so every L2 operation is written once.
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// The L2 connection: single node or cluster. Cheap to clone (both sides multiplex).
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// A parsed URL with `TCP_NODELAY` on. redis-rs leaves Nagle's algorithm on: pipelined requests on
+/// a multiplexed connection would then wait for delayed ACKs (up to ~40 ms) whenever the network
+/// has latency.
+fn connection_info(url: &str) -> Result<redis::ConnectionInfo, Error> {
+    if url.contains("#insecure") {
+        return Err(Error::Config(format!(
+            "{}: the `#insecure` TLS fragment (no certificate verification) is refused",
+            redact_url(url)
+        )));
+    }
+    let info = url.into_connection_info().map_err(|e| {
+        Error::Config(format!(
+            "invalid Redis URL {}: {}",
+            redact_url(url),
+            kind_text(&e)
+        ))
+    })?;
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    Ok(info.set_tcp_settings(tcp))
+}
+
+/// The masters of a cluster, from `CLUSTER NODES` output: `(host, port)` of every line flagged
+/// `master` and not failed.
+pub(crate) fn masters(cluster_nodes: &str) -> Vec<(String, u16)> {
+    cluster_nodes
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let _id = f.next()?;
+            let addr = f.next()?;
+            let flags = f.next()?;
+            if !flags.split(',').any(|x| x == "master") || flags.contains("fail") {
+                return None;
+            }
+            // ip:port@cport[,hostname]
+            let hostport = addr.split('@').next()?;
+            let (host, port) = hostport.rsplit_once(':')?;
+            Some((host.to_string(), port.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A short description of a redis-rs error without its message, which for a malformed URL may
+/// echo the URL (and so the password).
+fn kind_text(e: &redis::RedisError) -> String {
+    format!("{:?}", e.kind())
+}
+
+/// A plain client per URL, for dedicated connections (the backplane's pub/sub).
+pub(crate) fn clients(urls: &[String]) -> Result<Vec<redis::Client>, Error> {
+    urls.iter()
+        .map(|u| {
+            redis::Client::open(connection_info(u)?).map_err(|e| {
+                Error::Config(format!(
+                    "invalid Redis URL {}: {}",
+                    redact_url(u),
+                    kind_text(&e)
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Creates the connection without waiting for Redis: the first operation connects.
+pub(crate) fn connect(
+    urls: &[String],
+    cluster: bool,
+    connect_timeout: Duration,
+    op_timeout: Duration,
+) -> Result<Conn, Error> {
+    if !cluster {
+        let [url] = urls else {
+            return Err(Error::Config(
+                "a single-node L2 takes exactly one URL; use the cluster setting for several"
+                    .into(),
+            ));
+        };
+        let client = redis::Client::open(connection_info(url)?).map_err(|e| {
+            Error::Config(format!(
+                "invalid Redis URL {}: {}",
+                redact_url(url),
+                kind_text(&e)
+            ))
+        })?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(op_timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, cfg).map_err(|e| {
+            Error::Config(format!("cannot create the Redis client: {}", kind_text(&e)))
+        })?;
+        return Ok(Conn::Single(conn));
+    }
+    if urls.is_empty() {
+        return Err(Error::Config(
+            "a Redis Cluster needs at least one node URL".into(),
+        ));
+    }
+    let infos = urls
+        .iter()
+        .map(|u| connection_info(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tcp = infos[0].tcp_settings().clone();
+    let client = ClusterClientBuilder::new(infos)
+        .connection_timeout(connect_timeout)
+        .response_timeout(op_timeout)
+        .retries(1)
+        .min_retry_wait(10)
+        .max_retry_wait(200)
+        // Without a bound, reconnects to a dead node never stop.
+        .max_connection_attempts(NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN))
+        .tcp_settings(tcp)
+        .build()
+        .map_err(|e| {
+            Error::Config(format!(
+                "cannot create the Redis Cluster client: {}",
+                kind_text(&e)
+            ))
+        })?;
+    let cfg = ClusterConfig::new()
+        .set_connection_timeout(connect_timeout)
+        .set_response_timeout(op_timeout);
+    Ok(Conn::Cluster(
+        client.get_pending_async_connection_with_config(cfg),
+    ))
+}
+
+/// Replaces the password of a `redis://user:password@host` URL with `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let redacted = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_owned()
+            };
+            format!("{}{}@{}", &url[..scheme_end + 3], redacted, &rest[at + 1..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{masters, redact_url};
+
+    #[test]
+    fn masters_are_parsed_from_cluster_nodes_output() {
+        let out = "07c3 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460\n\
+                   67ed 127.0.0.1:30002@40002 master - 0 1426238316232 2 connected 5461-10922\n\
+                   292f 127.0.0.1:30003@40003 master,fail - 0 1426238318243 3 connected\n\
+                   e7d1 127.0.0.1:30004@40004 slave 07c3 0 1426238317741 1 connected\n";
+        assert_eq!(
+            masters(out),
+            vec![
+                ("127.0.0.1".to_string(), 30001),
+                ("127.0.0.1".to_string(), 30002)
+            ]
+        );
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("redis://user:s3cret@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(redact_url("rediss://:s3cret@host"), "rediss://:***@host");
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+        assert_eq!(redact_url("redis://tok@host"), "redis://***@host");
+        assert!(!redact_url("redis://u:p@ss@host").contains("p@ss"));
+    }
+}

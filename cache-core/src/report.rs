@@ -1,0 +1,149 @@
+//! Stats reports for admin tools: each instance periodically stores its [`Stats`] snapshot in Redis
+//! under `{prefix}:stats:{instance}` (JSON, expiring after three report intervals, so instances
+//! that stopped disappear by themselves). `cachectl stats` and `cachectl health` read them.
+//!
+//! Also the small helpers admin tools share with the library so that they build the same keys and
+//! never print a password: [`entry_key`], [`stats_key_pattern`], [`redact_url`].
+
+use serde::Serialize;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::cache::{unix_ms, Inner};
+use crate::{Cache, Stats};
+
+/// What an instance publishes: its stats snapshot and who it is.
+///
+/// Admin tools read this as JSON; fields may be added, so readers should ignore unknown ones.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct InstanceReport {
+    /// The instance id (the backplane's, in hex), unique per `Cache` built.
+    pub instance: String,
+    /// The host name, as far as it could be found (`HOSTNAME`, then `/proc/sys/kernel/hostname`).
+    pub hostname: String,
+    /// The process id.
+    pub pid: u32,
+    /// When the snapshot was taken (Unix milliseconds).
+    pub timestamp_ms: u64,
+    /// How often the instance reports, in milliseconds (readers can tell a late report).
+    pub interval_ms: u64,
+    /// The snapshot.
+    pub stats: Stats,
+}
+
+/// The Redis key of `instance`'s report.
+pub(crate) fn stats_key(prefix: &str, instance: u64) -> String {
+    format!("{prefix}:stats:{instance:016x}")
+}
+
+/// The SCAN pattern matching every instance report of `prefix`.
+///
+/// ```
+/// assert_eq!(cache_core::stats_key_pattern("app"), "app:stats:*");
+/// ```
+pub fn stats_key_pattern(prefix: &str) -> String {
+    // Prefixes are validated to `[A-Za-z0-9_.-]`, which holds no glob character.
+    format!("{prefix}:stats:*")
+}
+
+/// The Redis key of `key` of `kind` under `prefix`, exactly as the cache builds it (long keys and
+/// keys with `{`/`}` are hashed).
+///
+/// ```
+/// assert_eq!(cache_core::entry_key("app", "api_response", "u:1"), "app:v1:api_response:u:1");
+/// ```
+pub fn entry_key(prefix: &str, kind: &str, key: &str) -> String {
+    crate::key::full_key(prefix, kind, key)
+}
+
+/// `redis://user:password@host` with the password replaced by `***`: what to print instead of a
+/// Redis URL.
+///
+/// ```
+/// assert_eq!(cache_core::redact_url("redis://app:s3cret@db:6379/0"), "redis://app:***@db:6379/0");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    crate::l2::redact_url(url)
+}
+
+/// This instance's id: the backplane's when there is one (so reports and backplane messages name
+/// the same instance), otherwise a random id per `Inner`, derived from its address and a
+/// per-process random salt.
+fn instance_id(inner: &Inner) -> u64 {
+    if let Some(bp) = inner.backplane.as_ref() {
+        return bp.instance;
+    }
+    static SALT: OnceLock<u64> = OnceLock::new();
+    let salt = *SALT.get_or_init(rand::random);
+    let addr = inner as *const Inner as usize as u64;
+    xxhash_rust::xxh3::xxh3_64_with_seed(&addr.to_le_bytes(), salt)
+}
+
+fn hostname() -> String {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| {
+        std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unknown".to_owned())
+    })
+    .clone()
+}
+
+/// Builds this instance's report now.
+pub(crate) fn build(inner: &Arc<Inner>) -> InstanceReport {
+    InstanceReport {
+        instance: format!("{:016x}", instance_id(inner)),
+        hostname: hostname(),
+        pid: std::process::id(),
+        timestamp_ms: unix_ms(),
+        interval_ms: inner.stats_report_interval.as_millis() as u64,
+        stats: Cache::from_inner(inner.clone()).stats(),
+    }
+}
+
+/// Stores this instance's report in Redis (through the breaker and the L2 deadline; a failure is
+/// logged at debug level and otherwise ignored: the next report will try again). Does nothing
+/// without an L2 or with reports turned off.
+pub(crate) async fn publish_stats(inner: &Arc<Inner>) {
+    let Some(l2) = inner.l2.as_ref() else {
+        return;
+    };
+    let every = inner.stats_report_interval;
+    if every.is_zero() {
+        return;
+    }
+    let report = build(inner);
+    let json = match serde_json::to_vec(&report) {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::debug!(error = %e, "stats report cannot be serialized");
+            return;
+        }
+    };
+    let key = stats_key(&inner.prefix, instance_id(inner));
+    let ttl = (every * 3).max(Duration::from_secs(1));
+    if let Err(e) = l2.set_many(&[(key, json, ttl)]).await {
+        tracing::debug!(error = ?e, "stats report not published");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_match_their_pattern_and_entry_keys_hash_like_the_cache() {
+        assert_eq!(stats_key("app", 255), "app:stats:00000000000000ff");
+        assert!(stats_key("app", 1).starts_with(&stats_key_pattern("app")[..10]));
+        let long = "k".repeat(500);
+        assert_eq!(
+            entry_key("p", "kind", &long),
+            crate::key::full_key("p", "kind", &long)
+        );
+        assert!(!redact_url("redis://:pw@h").contains("pw"));
+    }
+}

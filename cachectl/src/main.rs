@@ -1,0 +1,3 @@
+//! `cachectl`: admin tool for tiered-cache.
+
+fn main() {}

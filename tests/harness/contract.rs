@@ -1,0 +1,357 @@
+//! Contracts every L2 backend must keep, written once and run against a single redis-server
+//! (`tests/contract_single.rs`) and a 3-master Redis Cluster (`tests/cluster.rs`).
+
+use cache_core::{Cache, CacheBuilder, EntryOptions, Kind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::{init_tracing, unique_prefix, RedisCluster, RedisServer};
+
+type Res<T> = Result<T, std::io::Error>;
+
+/// The Redis deployment under test.
+#[derive(Clone, Copy)]
+pub enum Backend<'a> {
+    /// One node.
+    Single(&'a RedisServer),
+    /// A cluster.
+    Cluster(&'a RedisCluster),
+}
+
+impl Backend<'_> {
+    /// A builder pointed at this backend.
+    pub fn builder(&self, prefix: &str) -> CacheBuilder {
+        init_tracing();
+        let b = Cache::builder().prefix(prefix);
+        match self {
+            Backend::Single(s) => b.redis_url(s.url()),
+            Backend::Cluster(c) => b.redis_cluster(c.urls()),
+        }
+    }
+
+    /// A built cache (asserting it connected and subscribed).
+    pub async fn cache(&self, prefix: &str) -> Cache {
+        let c = self.builder(prefix).build().await.expect("build");
+        assert_eq!(c.breaker_state(), Some(cache_core::BreakerState::Closed));
+        assert!(c.backplane_subscribed());
+        c
+    }
+
+    /// Keys matching `pattern`, over every node.
+    pub async fn count_keys(&self, pattern: &str) -> usize {
+        match self {
+            Backend::Single(s) => {
+                let mut c = s.conn().await;
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(pattern)
+                    .query_async(&mut c)
+                    .await
+                    .expect("KEYS");
+                keys.len()
+            }
+            Backend::Cluster(c) => c.keys(pattern).await.iter().map(Vec::len).sum(),
+        }
+    }
+
+    /// How many nodes hold at least one key matching `pattern`.
+    pub async fn nodes_holding(&self, pattern: &str) -> usize {
+        match self {
+            Backend::Single(_) => usize::from(self.count_keys(pattern).await > 0),
+            Backend::Cluster(c) => c
+                .keys(pattern)
+                .await
+                .iter()
+                .filter(|k| !k.is_empty())
+                .count(),
+        }
+    }
+
+    async fn reset_stats(&self) {
+        match self {
+            Backend::Single(s) => {
+                let mut c = s.conn().await;
+                let _: () = redis::cmd("CONFIG")
+                    .arg("RESETSTAT")
+                    .query_async(&mut c)
+                    .await
+                    .expect("RESETSTAT");
+            }
+            Backend::Cluster(c) => c.reset_stats().await,
+        }
+    }
+
+    async fn command_breakdown(&self) -> String {
+        let servers: Vec<&RedisServer> = match self {
+            Backend::Single(s) => vec![*s],
+            Backend::Cluster(c) => c.nodes().iter().collect(),
+        };
+        let mut out = String::new();
+        for s in servers {
+            let mut c = s.conn().await;
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(&mut c)
+                .await
+                .expect("INFO");
+            for l in info.lines().filter(|l| l.starts_with("cmdstat_")) {
+                out.push_str(&format!("{}: {l}\n", s.port()));
+            }
+        }
+        out
+    }
+
+    async fn calls(&self) -> u64 {
+        match self {
+            Backend::Single(s) => {
+                let mut c = s.conn().await;
+                let info: String = redis::cmd("INFO")
+                    .arg("commandstats")
+                    .query_async(&mut c)
+                    .await
+                    .expect("INFO");
+                info.lines()
+                    .filter(|l| l.starts_with("cmdstat_"))
+                    .filter_map(|l| {
+                        l.split("calls=")
+                            .nth(1)?
+                            .split(',')
+                            .next()?
+                            .parse::<u64>()
+                            .ok()
+                    })
+                    .sum()
+            }
+            Backend::Cluster(c) => c.total_calls(None).await,
+        }
+    }
+}
+
+/// Values loaded on one instance are read from L2 by another; 200 keys spread over every node.
+pub async fn read_through_is_shared_between_instances(b: Backend<'_>) {
+    let prefix = unique_prefix("shared");
+    let (x, y) = (b.cache(&prefix).await, b.cache(&prefix).await);
+    let calls = AtomicUsize::new(0);
+    for i in 0..200u32 {
+        let v = x
+            .get_or_load(Kind::API_RESPONSE, &format!("k{i}"), || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Res::Ok(i)
+            })
+            .await
+            .unwrap();
+        assert_eq!(*v, i);
+    }
+    for i in 0..200u32 {
+        let v = y
+            .get_or_load(Kind::API_RESPONSE, &format!("k{i}"), || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Res::Ok(u32::MAX)
+            })
+            .await
+            .unwrap();
+        assert_eq!(*v, i, "instance y must read x's value from L2");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 200);
+    assert_eq!(y.stats().total.l2.hits, 200);
+    let expected_nodes = if matches!(b, Backend::Cluster(_)) {
+        3
+    } else {
+        1
+    };
+    assert_eq!(
+        b.nodes_holding(&format!("{prefix}:*")).await,
+        expected_nodes
+    );
+}
+
+/// 200 concurrent callers of a cold key: one loader call.
+pub async fn concurrent_misses_run_one_loader(b: Backend<'_>) {
+    let cache = b.cache(&unique_prefix("stampede")).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tokio::spawn(async move {
+                *cache
+                    .get_or_load(Kind::API_RESPONSE, "hot", || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                        Res::Ok(7u8)
+                    })
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 7);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// A load that began before an invalidation on another instance does not store its result.
+pub async fn an_invalidation_fences_off_a_load_in_flight_elsewhere(b: Backend<'_>) {
+    let prefix = unique_prefix("fence");
+    let (x, y) = (b.cache(&prefix).await, b.cache(&prefix).await);
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let xc = x.clone();
+    let load = tokio::spawn(async move {
+        *xc.get_or_load(Kind::DATABASE_QUERY, "row", || async move {
+            let _ = started_tx.send(());
+            let _ = go_rx.await;
+            Res::Ok(1u32) // read before the update
+        })
+        .await
+        .unwrap()
+    });
+    started_rx.await.unwrap();
+    y.invalidate(Kind::DATABASE_QUERY, "row").await;
+    go_tx.send(()).unwrap();
+    assert_eq!(load.await.unwrap(), 1);
+    let fresh = b.cache(&prefix).await;
+    assert!(
+        fresh
+            .get::<u32>(Kind::DATABASE_QUERY, "row")
+            .await
+            .is_none(),
+        "the stale load was stored in L2 after the invalidation"
+    );
+    assert!(x.stats().total.l2.write_conflicts >= 1);
+}
+
+/// Tags whose entries live on every node are invalidated in O(1) commands, on every instance.
+pub async fn tags_invalidate_everywhere_in_constant_commands(b: Backend<'_>) {
+    let prefix = unique_prefix("tags");
+    let (x, y) = (b.cache(&prefix).await, b.cache(&prefix).await);
+    let opts = EntryOptions::new().tags(["tenant:7"]);
+    for i in 0..2_000u32 {
+        x.set_with(Kind::DATABASE_QUERY, &format!("row:{i}"), i, &opts)
+            .await;
+    }
+    x.set(Kind::DATABASE_QUERY, "untagged", 1u32).await;
+    for i in [0u32, 999, 1_999] {
+        assert_eq!(
+            *y.get::<u32>(Kind::DATABASE_QUERY, &format!("row:{i}"))
+                .await
+                .unwrap(),
+            i
+        );
+    }
+    b.reset_stats().await;
+    x.invalidate_tag("tenant:7").await;
+    let calls = b.calls().await;
+    // INCR script (+ a script load on a node that had not seen it), PUBLISH, and the background
+    // heartbeats and cluster-topology checks of the two instances: a handful, whatever the number
+    // of tagged entries (2,000 here).
+    assert!(
+        calls <= 20,
+        "{calls} commands for one tag invalidation:\n{}",
+        b.command_breakdown().await
+    );
+    let t = Instant::now();
+    for i in [0u32, 999, 1_999] {
+        while y
+            .get::<u32>(Kind::DATABASE_QUERY, &format!("row:{i}"))
+            .await
+            .is_some()
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(1),
+                "instance y still serves row:{i}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(b
+            .cache(&prefix)
+            .await
+            .get::<u32>(Kind::DATABASE_QUERY, &format!("row:{i}"))
+            .await
+            .is_none());
+    }
+    assert_eq!(
+        *y.get::<u32>(Kind::DATABASE_QUERY, "untagged")
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+/// A `set` on one instance replaces another instance's L1 copy.
+pub async fn the_backplane_reaches_other_instances(b: Backend<'_>) {
+    let prefix = unique_prefix("bp");
+    let (x, y) = (b.cache(&prefix).await, b.cache(&prefix).await);
+    x.set(Kind::API_RESPONSE, "k", 1u32).await;
+    assert_eq!(*y.get::<u32>(Kind::API_RESPONSE, "k").await.unwrap(), 1);
+    x.set(Kind::API_RESPONSE, "k", 2u32).await;
+    let t = Instant::now();
+    while *y.get::<u32>(Kind::API_RESPONSE, "k").await.unwrap() != 2 {
+        assert!(t.elapsed() < Duration::from_secs(1), "y kept its L1 copy");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Clears sweep every node and stay within their kind and prefix.
+pub async fn clears_cover_every_node_within_kind_and_prefix(b: Backend<'_>) {
+    let prefix = unique_prefix("clear");
+    let other = unique_prefix("clear-other");
+    let (x, o) = (b.cache(&prefix).await, b.cache(&other).await);
+    for i in 0..300u32 {
+        x.set(Kind::API_RESPONSE, &format!("a{i}"), i).await;
+        x.set(Kind::STATIC_DATA, &format!("s{i}"), i).await;
+        o.set(Kind::API_RESPONSE, &format!("a{i}"), i).await;
+    }
+    assert_eq!(x.clear_kind(Kind::API_RESPONSE).await.unwrap(), 300);
+    assert_eq!(
+        b.count_keys(&format!("{prefix}:v1:api_response:*")).await,
+        0
+    );
+    assert_eq!(
+        b.count_keys(&format!("{prefix}:v1:static_data:*")).await,
+        300
+    );
+    assert_eq!(x.clear_all().await.unwrap(), 300);
+    assert_eq!(b.count_keys(&format!("{prefix}:v1:*")).await, 0);
+    assert_eq!(
+        b.count_keys(&format!("{other}:v1:*")).await,
+        300,
+        "another prefix was cleared"
+    );
+}
+
+/// Two prefixes on one Redis never read, clear or invalidate each other's entries (keys, tags,
+/// backplane messages).
+pub async fn prefixes_are_isolated(b: Backend<'_>) {
+    let (pa, pb) = (unique_prefix("iso-a"), unique_prefix("iso-b"));
+    let (a, bb) = (b.cache(&pa).await, b.cache(&pb).await);
+    let tagged = EntryOptions::new().tags(["shared-tag"]);
+    a.set_with(Kind::API_RESPONSE, "k", "from-a".to_string(), &tagged)
+        .await;
+    bb.set_with(Kind::API_RESPONSE, "k", "from-b".to_string(), &tagged)
+        .await;
+    assert_eq!(
+        *a.get::<String>(Kind::API_RESPONSE, "k").await.unwrap(),
+        "from-a"
+    );
+    assert_eq!(
+        *bb.get::<String>(Kind::API_RESPONSE, "k").await.unwrap(),
+        "from-b"
+    );
+    a.invalidate(Kind::API_RESPONSE, "k").await;
+    a.invalidate_tag("shared-tag").await;
+    a.clear_all().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await; // let any (wrong) message arrive
+    assert_eq!(
+        *bb.get::<String>(Kind::API_RESPONSE, "k").await.unwrap(),
+        "from-b"
+    );
+    let fresh_b = b.cache(&pb).await;
+    assert_eq!(
+        *fresh_b
+            .get::<String>(Kind::API_RESPONSE, "k")
+            .await
+            .unwrap(),
+        "from-b"
+    );
+}
