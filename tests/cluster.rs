@@ -23,4 +23,5 @@ contract_tests!(
     the_backplane_reaches_other_instances,
     clears_cover_every_node_within_kind_and_prefix,
     prefixes_are_isolated,
+    warming_pipelines_entries_to_every_node,
 );

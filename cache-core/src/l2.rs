@@ -426,64 +426,125 @@ impl L2 {
     /// SETs `(key, bytes, ttl)` items with pipelines.
     ///
     /// Chunked rather than given a scaled deadline: a pipeline carries at most
-    /// [`Self::MANY_CHUNK_KEYS`] SETs or about [`Self::MANY_CHUNK_BYTES`] of values, and each chunk is one round
-    /// trip under the normal L2 deadline and one breaker permit, so a hung Redis costs one deadline
-    /// per call, not one scaled to the batch, and the breaker sees one failure per chunk. Chunks are
-    /// sent one after the other; the first failure stops the rest.
+    /// [`Self::MANY_CHUNK_KEYS`] SETs or about [`Self::MANY_CHUNK_BYTES`] of values, and each chunk is
+    /// one round trip under the normal L2 deadline and one breaker permit, so a hung Redis costs one
+    /// deadline per call, not one scaled to the batch, and the breaker sees one failure per chunk.
+    /// The first failure stops the rest.
     ///
-    /// A pipeline may not span slots on a Redis Cluster (redis-rs refuses it with `CROSSSLOT`): there
-    /// the chunk's SETs are sent as separate commands, all in flight at once, each routed to its slot.
+    /// On a Redis Cluster a pipeline must go to the master that serves its keys: the items are
+    /// grouped by master (slot table from one `CLUSTER NODES`), and each master gets its own
+    /// pipelines, all masters in parallel. A group whose pipeline fails (a slot moved meanwhile) is
+    /// sent again as single SETs, which redis-rs routes and redirects by itself.
     pub(crate) async fn set_many(
         &self,
         items: &[(String, Vec<u8>, Duration)],
     ) -> Result<(), L2Error> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        if !self.cluster {
+            let all: Vec<usize> = (0..items.len()).collect();
+            return self.set_group(items, &all, None).await;
+        }
+        let nodes: String = self
+            .run(
+                |mut c| async move { redis::cmd("CLUSTER").arg("NODES").query_async(&mut c).await },
+            )
+            .await?;
+        let (masters, owners) = conn::slot_owners(&nodes);
+        let groups = conn::group_by_master(items.iter().map(|(k, _, _)| k.as_bytes()), &owners);
+        futures::future::try_join_all(groups.iter().map(|(owner, members)| {
+            self.set_group(items, members, owner.and_then(|o| masters.get(o)))
+        }))
+        .await
+        .map(drop)
+    }
+
+    /// Pipelines of SETs of `items[members]`, chunk after chunk, to `node` (cluster) or the node.
+    async fn set_group(
+        &self,
+        items: &[(String, Vec<u8>, Duration)],
+        members: &[usize],
+        node: Option<&(String, u16)>,
+    ) -> Result<(), L2Error> {
         let mut start = 0;
-        while start < items.len() {
+        while start < members.len() {
             let mut end = start;
             let mut bytes = 0;
-            while end < items.len()
+            while end < members.len()
                 && end - start < Self::MANY_CHUNK_KEYS
-                && (end == start || bytes + items[end].1.len() <= Self::MANY_CHUNK_BYTES)
+                && (end == start || bytes + items[members[end]].1.len() <= Self::MANY_CHUNK_BYTES)
             {
-                bytes += items[end].1.len();
+                bytes += items[members[end]].1.len();
                 end += 1;
             }
-            let chunk = &items[start..end];
-            self.run(|c| async move {
-                let px = |ttl: &Duration| ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
-                let mut p = redis::pipe();
-                for (key, value, ttl) in chunk {
-                    p.cmd("SET")
-                        .arg(key)
-                        .arg(value)
-                        .arg("PX")
-                        .arg(px(ttl))
-                        .ignore();
-                }
-                let mut pc = c.clone();
-                match p.query_async::<()>(&mut pc).await {
-                    Err(e) if e.code() == Some("CROSSSLOT") => {
-                        futures::future::try_join_all(chunk.iter().map(|(key, value, ttl)| {
-                            let mut c = c.clone();
-                            async move {
-                                redis::cmd("SET")
-                                    .arg(key)
-                                    .arg(value)
-                                    .arg("PX")
-                                    .arg(px(ttl))
-                                    .query_async::<()>(&mut c)
-                                    .await
-                            }
-                        }))
-                        .await
-                        .map(drop)
-                    }
-                    other => other,
-                }
-            })
-            .await?;
+            let chunk: Vec<&(String, Vec<u8>, Duration)> =
+                members[start..end].iter().map(|&i| &items[i]).collect();
+            self.run(|c| set_chunk(c, chunk, node)).await?;
             start = end;
         }
         Ok(())
     }
+}
+
+/// PX argument of a TTL: whole milliseconds, at least 1.
+fn px(ttl: &Duration) -> u64 {
+    ttl.as_millis().clamp(1, u64::MAX as u128) as u64
+}
+
+/// One pipeline of SETs: to the single node, or to `node` of a cluster (falling back to single SETs
+/// routed by redis-rs when the pipeline fails or no master is known for the keys' slots).
+async fn set_chunk(
+    c: Conn,
+    chunk: Vec<&(String, Vec<u8>, Duration)>,
+    node: Option<&(String, u16)>,
+) -> Result<(), RedisError> {
+    let mut p = redis::pipe();
+    for (key, value, ttl) in &chunk {
+        p.cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(px(ttl))
+            .ignore();
+    }
+    let cc = match (c, node) {
+        (Conn::Single(mut sc), _) => return p.query_async::<()>(&mut sc).await,
+        (Conn::Cluster(cc), Some((host, port))) => {
+            use redis::cluster_routing::SingleNodeRoutingInfo;
+            let route = SingleNodeRoutingInfo::ByAddress {
+                host: host.clone(),
+                port: *port,
+            };
+            let mut pc = cc.clone();
+            let count = chunk.len();
+            match pc.route_pipeline(p, 0, count, route).await {
+                Ok(replies) => match replies.into_iter().find_map(|v| v.extract_error().err()) {
+                    None => return Ok(()),
+                    Some(e) => {
+                        tracing::debug!(error = %e, "pipeline to a cluster master failed: sending the SETs one by one");
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(error = %e, "pipeline to a cluster master failed: sending the SETs one by one");
+                }
+            }
+            cc
+        }
+        (Conn::Cluster(cc), None) => cc,
+    };
+    futures::future::try_join_all(chunk.iter().map(|(key, value, ttl)| {
+        let mut c = cc.clone();
+        async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(px(ttl))
+                .query_async::<()>(&mut c)
+                .await
+        }
+    }))
+    .await?;
+    Ok(())
 }

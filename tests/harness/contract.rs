@@ -355,3 +355,96 @@ pub async fn prefixes_are_isolated(b: Backend<'_>) {
         "from-b"
     );
 }
+
+/// `warm_with` writes its entries with pipelines (one per master on a cluster): every node gets
+/// its share of the SETs in far fewer socket reads than SETs; a second warm-up finds everything
+/// hot and calls no loader; another instance reads the values from L2.
+pub async fn warming_pipelines_entries_to_every_node(b: Backend<'_>) {
+    const N: u32 = 2_000;
+    let prefix = unique_prefix("warm");
+    // What is checked is where the writes go, not latency: a generous deadline keeps a loaded CI
+    // machine from tripping the breaker.
+    let build = || async {
+        b.builder(&prefix)
+            .l2_timeout(Duration::from_secs(2))
+            .build()
+            .await
+            .expect("build")
+    };
+    let (x, y) = (build().await, build().await);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let plan = |calls: Arc<AtomicUsize>| {
+        cache_core::WarmPlan::new().registered(false).entries(
+            Kind::STATIC_DATA,
+            (0..N).map(move |i| {
+                let calls = calls.clone();
+                (format!("row:{i}"), move || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Res::Ok(i * 3)
+                })
+            }),
+        )
+    };
+    let servers: Vec<&RedisServer> = match b {
+        Backend::Single(s) => vec![s],
+        Backend::Cluster(c) => c.nodes().iter().collect(),
+    };
+    b.reset_stats().await;
+    let report = x.warm_with(plan(calls.clone())).await;
+    assert_eq!(report.warmed, u64::from(N), "{report:?}");
+    assert!(
+        report.failed.is_empty() && report.l2_write_errors == 0,
+        "{report:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), N as usize);
+    let mut sets_total = 0;
+    for s in &servers {
+        let sets = info_field(s, "commandstats", "cmdstat_set:", "calls=").await;
+        let reads = info_field(s, "stats", "total_reads_processed:", "").await;
+        assert!(sets > 0, "node {} got no SET", s.port());
+        assert!(
+            reads * 4 < sets,
+            "node {}: {sets} SETs in {reads} socket reads: not pipelined",
+            s.port()
+        );
+        sets_total += sets;
+    }
+    assert_eq!(sets_total, u64::from(N));
+    let again = y.warm_with(plan(calls.clone())).await;
+    assert_eq!(again.already_hot, u64::from(N), "{again:?}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        N as usize,
+        "a hot entry was loaded again"
+    );
+    for i in [0, N / 2, N - 1] {
+        assert_eq!(
+            *y.get::<u32>(Kind::STATIC_DATA, &format!("row:{i}"))
+                .await
+                .unwrap(),
+            i * 3
+        );
+    }
+}
+
+/// A numeric field of `INFO section`: the value after `field` on the line starting with `line`.
+async fn info_field(s: &RedisServer, section: &str, line: &str, field: &str) -> u64 {
+    let mut c = s.conn().await;
+    let info: String = redis::cmd("INFO")
+        .arg(section)
+        .query_async(&mut c)
+        .await
+        .expect("INFO");
+    info.lines()
+        .find(|l| l.starts_with(line))
+        .and_then(|l| {
+            let rest = &l[line.len()..];
+            let rest = if field.is_empty() {
+                rest
+            } else {
+                rest.split(field).nth(1)?
+            };
+            rest.split(',').next()?.trim().parse().ok()
+        })
+        .unwrap_or(0)
+}

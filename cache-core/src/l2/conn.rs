@@ -87,6 +87,73 @@ pub(crate) fn masters(cluster_nodes: &str) -> Vec<(String, u16)> {
         .collect()
 }
 
+/// Number of hash slots of a Redis Cluster.
+pub(crate) const SLOTS: usize = 16_384;
+
+/// The hash slot of `key`, as Redis computes it: CRC16 (XMODEM) of the key, or of its `{hash tag}`
+/// when it has a non-empty one, modulo 16384.
+pub(crate) fn key_slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16::State::<crc16::XMODEM>::calculate(hashed) % SLOTS as u16
+}
+
+/// Which master serves each slot, from `CLUSTER NODES` output: the masters (as [`masters`] lists
+/// them) and, per slot, the index of its master (`None` for a slot no healthy master claims, or
+/// one being imported).
+pub(crate) fn slot_owners(cluster_nodes: &str) -> (Vec<(String, u16)>, Vec<Option<usize>>) {
+    let mut owners = vec![None; SLOTS];
+    let mut nodes = Vec::new();
+    for line in cluster_nodes.lines() {
+        let Some(node) = masters(line).pop() else {
+            continue;
+        };
+        let idx = nodes.len();
+        nodes.push(node);
+        // id addr flags master ping pong epoch link slot...
+        for range in line.split_whitespace().skip(8) {
+            if range.starts_with('[') {
+                continue; // a slot migrating or importing
+            }
+            let (lo, hi) = match range.split_once('-') {
+                Some((a, b)) => (a.parse::<usize>(), b.parse::<usize>()),
+                None => (range.parse::<usize>(), range.parse::<usize>()),
+            };
+            if let (Ok(lo), Ok(hi)) = (lo, hi) {
+                for owner in owners.iter_mut().take(hi.min(SLOTS - 1) + 1).skip(lo) {
+                    *owner = Some(idx);
+                }
+            }
+        }
+    }
+    (nodes, owners)
+}
+
+/// Groups item indices by the master that serves their key (`keys[i]`), in first-seen order;
+/// keys of slots with no known master go to a last group of their own (`None`).
+pub(crate) fn group_by_master<'k>(
+    keys: impl IntoIterator<Item = &'k [u8]>,
+    owners: &[Option<usize>],
+) -> Vec<(Option<usize>, Vec<usize>)> {
+    let mut groups: Vec<(Option<usize>, Vec<usize>)> = Vec::new();
+    for (i, key) in keys.into_iter().enumerate() {
+        let owner = owners.get(key_slot(key) as usize).copied().flatten();
+        match groups.iter_mut().find(|(o, _)| *o == owner) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((owner, vec![i])),
+        }
+    }
+    groups.sort_by_key(|(o, _)| o.is_none());
+    groups
+}
+
 /// A short description of a redis-rs error without its message, which for a malformed URL may
 /// echo the URL (and so the password).
 fn kind_text(e: &redis::RedisError) -> String {
@@ -199,7 +266,7 @@ pub(crate) fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{masters, redact_url};
+    use super::{group_by_master, key_slot, masters, redact_url, slot_owners};
 
     #[test]
     fn masters_are_parsed_from_cluster_nodes_output() {
@@ -226,5 +293,39 @@ mod tests {
         assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
         assert_eq!(redact_url("redis://tok@host"), "redis://***@host");
         assert!(!redact_url("redis://u:p@ss@host").contains("p@ss"));
+    }
+
+    #[test]
+    fn key_slots_match_redis() {
+        // Values from `CLUSTER KEYSLOT` and the cluster specification.
+        assert_eq!(key_slot(b"123456789"), 0x31C3);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"bar"), 5061);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        // An empty hash tag does not count: the whole key is hashed.
+        assert_eq!(key_slot(b"foo{}{bar}"), 8363);
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
+    }
+
+    #[test]
+    fn keys_are_grouped_by_the_master_serving_their_slot() {
+        let out = "07c3 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460\n\
+                   67ed 127.0.0.1:30002@40002 master - 0 0 2 connected 5461-10922 [5500->-292f]\n\
+                   292f 127.0.0.1:30003@40003 master - 0 0 3 connected 10923-16383\n\
+                   e7d1 127.0.0.1:30004@40004 slave 07c3 0 0 1 connected\n";
+        let (nodes, owners) = slot_owners(out);
+        assert_eq!(nodes.len(), 3);
+        assert_eq!(owners[0], Some(0));
+        assert_eq!(owners[5461], Some(1));
+        assert_eq!(owners[16383], Some(2));
+        // foo: 12182 (third), bar: 5061 (first), 123456789: 12739 (third).
+        let keys: [&[u8]; 3] = [b"foo", b"bar", b"123456789"];
+        let groups = group_by_master(keys, &owners);
+        assert_eq!(groups, vec![(Some(2), vec![0, 2]), (Some(0), vec![1])]);
+        // A slot nobody serves goes to the `None` group, last.
+        let mut partial = owners.clone();
+        partial[5061] = None;
+        let groups = group_by_master(keys, &partial);
+        assert_eq!(groups, vec![(Some(2), vec![0, 2]), (None, vec![1])]);
     }
 }
