@@ -42,6 +42,8 @@ pub struct CacheBuilder {
     /// One URL, or the seed nodes of a cluster; empty: L1-only.
     l2_urls: Vec<String>,
     cluster: bool,
+    /// PEM of the CA that signed the Redis server's certificate (`rediss://`); none: system roots.
+    tls_root_cert: Option<Vec<u8>>,
     prefix: String,
     enabled: bool,
     l1_max_bytes: u64,
@@ -120,6 +122,10 @@ impl std::fmt::Debug for CacheBuilder {
         f.debug_struct("CacheBuilder")
             .field("l2_urls", &urls)
             .field("cluster", &self.cluster)
+            .field(
+                "tls_root_cert",
+                &self.tls_root_cert.as_ref().map(|_| "<PEM>"),
+            )
             .field("prefix", &self.prefix)
             .field("enabled", &self.enabled)
             .field("l1_max_bytes", &self.l1_max_bytes)
@@ -140,6 +146,7 @@ impl CacheBuilder {
         Self {
             l2_urls: Vec::new(),
             cluster: false,
+            tls_root_cert: None,
             prefix: "cache".into(),
             enabled: true,
             l1_max_bytes: 64 << 20,
@@ -163,6 +170,7 @@ impl CacheBuilder {
     /// |---|---|---|
     /// | `REDIS_URL` | `redis://[user:password@]host:port[/db]`; unset means L1-only | unset |
     /// | `REDIS_CLUSTER_URLS` | comma-separated node URLs of a Redis Cluster (instead of `REDIS_URL`) | unset |
+    /// | `REDIS_TLS_CA_FILE` | PEM file of the CA trusted for `rediss://` (default: system roots) | unset |
     /// | `CACHE_ENABLED` | `false` turns caching off (loaders always run) | `true` |
     /// | `CACHE_PREFIX` | key prefix (namespace) of this application | `cache` |
     /// | `CACHE_L1_MAX_BYTES` | L1 byte budget, e.g. `67108864` or `64M` | `64M` |
@@ -181,6 +189,12 @@ impl CacheBuilder {
             b = b.redis_cluster(nodes.split(',').map(str::trim).filter(|s| !s.is_empty()));
         } else if let Some(url) = env_var("REDIS_URL") {
             b = b.redis_url(url);
+        }
+        if let Some(path) = env_var("REDIS_TLS_CA_FILE") {
+            let pem = std::fs::read(&path).map_err(|e| {
+                Error::Config(format!("REDIS_TLS_CA_FILE: cannot read {path}: {e}"))
+            })?;
+            b = b.redis_tls_root_cert(pem);
         }
         if let Some(v) = env_var("CACHE_ENABLED") {
             b.enabled = parse_bool("CACHE_ENABLED", &v)?;
@@ -226,6 +240,14 @@ impl CacheBuilder {
     pub fn redis_cluster(mut self, nodes: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.l2_urls = nodes.into_iter().map(Into::into).collect();
         self.cluster = true;
+        self
+    }
+
+    /// Trusts this CA (PEM) for `rediss://` connections instead of the system's root certificates:
+    /// for a Redis whose certificate is signed by a private CA. Needs the `tls` feature to take
+    /// effect. Default: the system roots.
+    pub fn redis_tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_cert = Some(pem.into());
         self
     }
 
@@ -438,6 +460,7 @@ impl CacheBuilder {
             Some(L2::new(&L2Config {
                 urls: self.l2_urls.clone(),
                 cluster: self.cluster,
+                tls_root_cert: self.tls_root_cert.clone(),
                 connect_timeout: self.connect_timeout,
                 op_timeout: self.op_timeout,
                 breaker: self.breaker.clone(),

@@ -23,6 +23,8 @@ pub(crate) struct L2Config {
     /// One URL, or the seed nodes of a cluster.
     pub(crate) urls: Vec<String>,
     pub(crate) cluster: bool,
+    /// CA (PEM) trusted for `rediss://`; none: the system roots.
+    pub(crate) tls_root_cert: Option<Vec<u8>>,
     pub(crate) connect_timeout: Duration,
     pub(crate) op_timeout: Duration,
     pub(crate) breaker: BreakerConfig,
@@ -36,6 +38,10 @@ impl std::fmt::Debug for L2Config {
                 &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
             )
             .field("cluster", &self.cluster)
+            .field(
+                "tls_root_cert",
+                &self.tls_root_cert.as_ref().map(|_| "<PEM>"),
+            )
             .field("connect_timeout", &self.connect_timeout)
             .field("op_timeout", &self.op_timeout)
             .field("breaker", &self.breaker)
@@ -116,8 +122,8 @@ impl L2 {
     /// Creates the client; no connection is made until the first operation.
     pub(crate) fn new(cfg: &L2Config) -> Result<Self, Error> {
         Ok(Self {
-            conn: conn::connect(&cfg.urls, cfg.cluster, cfg.connect_timeout, cfg.op_timeout)?,
-            clients: conn::clients(&cfg.urls)?,
+            conn: conn::connect(cfg)?,
+            clients: conn::clients(&cfg.urls, cfg.tls_root_cert.as_deref())?,
             breaker: Breaker::new(cfg.breaker.clone()),
             op_timeout: cfg.op_timeout,
             connect_timeout: cfg.connect_timeout,

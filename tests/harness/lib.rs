@@ -7,11 +7,13 @@ pub mod contract;
 mod load;
 mod proxy;
 mod server;
+mod tls;
 
 pub use cluster::RedisCluster;
 pub use load::{LoadReport, Percentiles};
 pub use proxy::{FaultProxy, ProxyMode};
 pub use server::RedisServer;
+pub use tls::TlsRedis;
 
 use std::sync::Once;
 

@@ -14,7 +14,7 @@ pub struct RedisServer {
     extra_args: Vec<String>,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
     l.local_addr().expect("local addr").port()
 }

@@ -8,6 +8,7 @@ use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use super::L2Config;
 use crate::error::Error;
 
 /// The L2 connection: single node or cluster. Cheap to clone (both sides multiplex).
@@ -52,6 +53,12 @@ fn connection_info(url: &str) -> Result<redis::ConnectionInfo, Error> {
     if url.contains("#insecure") {
         return Err(Error::Config(format!(
             "{}: the `#insecure` TLS fragment (no certificate verification) is refused",
+            redact_url(url)
+        )));
+    }
+    if url.starts_with("rediss://") && !cfg!(feature = "tls") {
+        return Err(Error::Config(format!(
+            "{}: a `rediss://` (TLS) URL needs cache-core's `tls` feature",
             redact_url(url)
         )));
     }
@@ -161,41 +168,63 @@ fn kind_text(e: &redis::RedisError) -> String {
 }
 
 /// A plain client per URL, for dedicated connections (the backplane's pub/sub).
-pub(crate) fn clients(urls: &[String]) -> Result<Vec<redis::Client>, Error> {
-    urls.iter()
-        .map(|u| {
-            redis::Client::open(connection_info(u)?).map_err(|e| {
-                Error::Config(format!(
-                    "invalid Redis URL {}: {}",
-                    redact_url(u),
-                    kind_text(&e)
-                ))
-            })
-        })
-        .collect()
+pub(crate) fn clients(
+    urls: &[String],
+    root_cert: Option<&[u8]>,
+) -> Result<Vec<redis::Client>, Error> {
+    urls.iter().map(|u| client(u, root_cert)).collect()
+}
+
+/// A client for `url`; a `rediss://` one trusts `root_cert` (PEM) when given, else the system roots.
+fn client(url: &str, root_cert: Option<&[u8]>) -> Result<redis::Client, Error> {
+    let info = connection_info(url)?;
+    let invalid = |e: redis::RedisError| {
+        Error::Config(format!(
+            "invalid Redis URL {}: {}",
+            redact_url(url),
+            kind_text(&e)
+        ))
+    };
+    #[cfg(feature = "tls")]
+    if let (Some(pem), true) = (root_cert, url.starts_with("rediss://")) {
+        install_crypto_provider();
+        return redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        )
+        .map_err(invalid);
+    }
+    #[cfg(feature = "tls")]
+    if url.starts_with("rediss://") {
+        install_crypto_provider();
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = root_cert;
+    redis::Client::open(info).map_err(invalid)
+}
+
+/// rustls needs a process-wide crypto provider; install *ring* unless the application installed
+/// one already (then this does nothing).
+#[cfg(feature = "tls")]
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Creates the connection without waiting for Redis: the first operation connects.
-pub(crate) fn connect(
-    urls: &[String],
-    cluster: bool,
-    connect_timeout: Duration,
-    op_timeout: Duration,
-) -> Result<Conn, Error> {
-    if !cluster {
+pub(crate) fn connect(cfg: &L2Config) -> Result<Conn, Error> {
+    let (urls, connect_timeout, op_timeout) = (&cfg.urls[..], cfg.connect_timeout, cfg.op_timeout);
+    let root_cert = cfg.tls_root_cert.as_deref();
+    if !cfg.cluster {
         let [url] = urls else {
             return Err(Error::Config(
                 "a single-node L2 takes exactly one URL; use the cluster setting for several"
                     .into(),
             ));
         };
-        let client = redis::Client::open(connection_info(url)?).map_err(|e| {
-            Error::Config(format!(
-                "invalid Redis URL {}: {}",
-                redact_url(url),
-                kind_text(&e)
-            ))
-        })?;
+        let client = client(url, root_cert)?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(op_timeout))
@@ -217,7 +246,22 @@ pub(crate) fn connect(
         .map(|u| connection_info(u))
         .collect::<Result<Vec<_>, _>>()?;
     let tcp = infos[0].tcp_settings().clone();
-    let client = ClusterClientBuilder::new(infos)
+    #[cfg(feature = "tls")]
+    if urls.iter().any(|u| u.starts_with("rediss://")) {
+        install_crypto_provider();
+    }
+    let builder = ClusterClientBuilder::new(infos);
+    #[cfg(feature = "tls")]
+    let builder = match root_cert {
+        Some(pem) => builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.to_vec()),
+        }),
+        None => builder,
+    };
+    #[cfg(not(feature = "tls"))]
+    let _ = root_cert;
+    let client = builder
         .connection_timeout(connect_timeout)
         .response_timeout(op_timeout)
         .retries(1)
