@@ -161,7 +161,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut timings = Timings::default();
     for i in 0..600u64 {
         let path = match i % 6 {
-            0 | 1 | 2 => format!("/users/{}", 1 + (i * 37) % 200),
+            0..=2 => format!("/users/{}", 1 + (i * 37) % 200),
             3 => ["/rates/GBP", "/rates/JPY", "/rates/XXX"][(i as usize / 6) % 3].to_string(),
             4 => "/countries".to_string(),
             _ => "/flags".to_string(),

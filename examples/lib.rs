@@ -31,7 +31,10 @@ pub async fn connect_with(
         .await?;
     match cache.ping_l2().await {
         Ok(rtt) => println!("L2: Redis reachable (PING {rtt:.1?}): running L1 + L2"),
-        Err(e) => println!("L2: Redis not reachable ({e}): running L1 only"),
+        Err(e) => println!(
+            "L2: Redis not reachable ({e}): running L1 only. Until Redis is back, L1 entries live \
+             at most 5 s (`unsynced_l1_ttl`): invalidations from other instances cannot arrive."
+        ),
     }
     // Start from a clean slate so first reads are real misses.
     let _ = cache.clear_all().await;
