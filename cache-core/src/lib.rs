@@ -58,13 +58,19 @@ mod cache;
 pub mod codec;
 mod connect;
 mod error;
+mod freshness;
 mod generations;
+mod jitter;
 mod key;
 mod kind;
 mod l1;
 mod l2;
+mod loader;
+mod lock;
 mod macro_support;
 mod metrics;
+mod pending;
+mod refresh;
 mod report;
 mod stats;
 mod tags;
@@ -86,14 +92,15 @@ pub use builder::CacheBuilder;
 pub use cache::{Cache, EntryOptions};
 #[cfg(feature = "macros")]
 pub use cache_macros::cached;
-pub use error::{Error, Result};
+pub use error::{Error, LoadError, Result};
 pub use key::MAX_KEY_PART;
 pub use kind::{Kind, KindConfig, Tiers};
 pub use macro_support::{install, installed};
 pub use metrics::PROMETHEUS_CONTENT_TYPE;
 pub use report::{entry_key, redact_url, stats_key_pattern, InstanceReport};
 pub use stats::{
-    BackplaneStats, BreakerStats, L1Stats, L2Stats, LatencyStats, LoaderStats, Stats, TierStats,
+    BackplaneStats, BreakerStats, L1Stats, L2Stats, LatencyStats, LoaderStats, LockStats,
+    PendingInvalidationStats, Stats, TierStats,
 };
 pub use warm::{
     WarmFailure, WarmPlan, WarmReport, WarmerSummary, DEFAULT_WARM_CONCURRENCY,
