@@ -270,6 +270,24 @@ pub(crate) fn flight_key(full: &str, g0: u64) -> String {
     format!("{full}\u{0}{g0}")
 }
 
+/// The single-flight key of a background refresh of `full`: distinct from a caller's load, since
+/// a refresh may start from inside one (an L2 read late in the entry's life) and must not join it.
+/// Callers that miss while the key is being refreshed use it to join the refresh.
+pub(crate) fn refresh_flight_key(full: &str, g0: u64) -> String {
+    format!("{full}\u{0}{g0}\u{0}r")
+}
+
+impl Cache {
+    /// The flight a caller that missed joins: the running refresh of the key, if any.
+    fn miss_flight_key(&self, full: &str, g0: u64) -> String {
+        if self.inner.refreshing.is_claimed(full) {
+            refresh_flight_key(full, g0)
+        } else {
+            flight_key(full, g0)
+        }
+    }
+}
+
 /// The bytes `invalidate` leaves in L2 in place of a value.
 pub(crate) fn tombstone() -> Vec<u8> {
     let now_ms = unix_ms();
@@ -467,7 +485,7 @@ impl Cache {
         let res = self
             .inner
             .flights
-            .try_get_with(flight_key(&full, g0), async {
+            .try_get_with(self.miss_flight_key(&full, g0), async {
                 Err::<Never, _>(
                     self.load(ke, &full, opts, g0, stale, InPlace(loader), LoadMode::Miss)
                         .await,
@@ -594,7 +612,7 @@ impl Cache {
         let res = self
             .inner
             .flights
-            .try_get_with(flight_key(&full, g0), async {
+            .try_get_with(self.miss_flight_key(&full, g0), async {
                 Err::<Never, _>(
                     self.load(ke, &full, opts, g0, stale, loader, LoadMode::Miss)
                         .await,
@@ -684,7 +702,10 @@ impl Cache {
             L2Read::Unavailable => L2Write::Skip,
         };
         let mut lock = None;
-        if policy.lock && !matches!(write, L2Write::Skip) {
+        if policy.lock && matches!(write, L2Write::Skip) {
+            // L2 could not be read (unreachable, breaker open): no lock to take, load locally.
+            KindStats::inc(&ke.stats.lock_fallbacks);
+        } else if policy.lock {
             // A refresh does not wait: if another instance holds the lock, it is refreshing.
             match self
                 .lock_for_load::<T>(ke, full, g0, refreshed_from.is_none())

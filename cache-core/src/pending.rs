@@ -12,8 +12,8 @@
 //!   stay in L2 until their TTL, as before this queue existed.
 //! - **Replayed before writes resume**: while anything is queued, L2 writes of this instance are
 //!   skipped and reads of a queued key (or of an entry carrying a queued tag) do not use L2. The
-//!   background task replays the queue (tombstones and tag version bumps, in the order queued) as
-//!   soon as the breaker is closed, publishes each on the backplane so that other instances drop
+//!   background task replays the queue (tombstones and tag version bumps, oldest first, in
+//!   concurrent batches: invalidations commute) as soon as the breaker is closed, publishes each on the backplane so that other instances drop
 //!   their L1 copies, and only then does traffic use L2 again.
 //!
 //! [`CacheBuilder::max_pending_invalidations`]: crate::CacheBuilder::max_pending_invalidations
@@ -169,10 +169,7 @@ pub(crate) async fn replay(inner: &Inner) {
         return;
     }
     let ops = pending.snapshot();
-    tracing::info!(
-        count = ops.len(),
-        "L2 reachable again: replaying the invalidations queued during the outage"
-    );
+    tracing::debug!(count = ops.len(), "replaying queued invalidations");
     let mut done = 0;
     'batches: for batch in ops.chunks(REPLAY_BATCH) {
         let results = futures::future::join_all(batch.iter().map(|(op, _)| async move {
@@ -188,7 +185,9 @@ pub(crate) async fn replay(inner: &Inner) {
         .await;
         for ((op, seq), res) in batch.iter().zip(results) {
             if let Err(e) = res {
-                tracing::warn!(error = ?e, replayed = done,
+                // Expected while L2 is still failing: the breaker opens and the next attempt
+                // follows its probe.
+                tracing::debug!(error = ?e, replayed = done,
                     "replaying queued invalidations failed: the rest stays queued");
                 break 'batches;
             }
@@ -201,6 +200,13 @@ pub(crate) async fn replay(inner: &Inner) {
             };
             backplane::publish(inner, msg).await;
         }
+    }
+    if done > 0 {
+        tracing::info!(
+            replayed = done,
+            left = pending.len(),
+            "invalidations queued during the L2 outage replayed"
+        );
     }
     pending.replaying.store(false, Ordering::Release);
 }

@@ -7,8 +7,9 @@
 //!   `now + delta * beta * -ln(rand()) >= expiry`, where `delta` is the kind's recent loader time
 //!   (an exponentially weighted average; the envelope does not carry each entry's compute time).
 //! - **Once**: a key being refreshed is *claimed* in a per-cache set; other readers see the claim
-//!   and do not start another refresh. The refresh itself runs as an ordinary load through the
-//!   single-flight map, so callers whose copy expires meanwhile join it instead of loading again.
+//!   and do not start another refresh. The refresh itself runs as a load through the single-flight
+//!   map (under its own flight key, since it may start from inside a caller's load), and callers
+//!   that miss while the key is claimed join it instead of loading again.
 //! - **Safely**: the refresh captures the key's generation and writes back with the same
 //!   compare-and-set as any load, so an invalidation or `set` made while it runs wins.
 //!
@@ -24,7 +25,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::cache::{flight_key, unix_ms, EntryOptions, KindEntry, Never};
+use crate::cache::{refresh_flight_key, unix_ms, EntryOptions, KindEntry, Never};
 use crate::freshness::Resolved;
 use crate::loader::{LoadMode, OwnedLoader};
 use crate::stats::KindStats;
@@ -167,7 +168,7 @@ impl Cache {
             let _ = cache
                 .inner
                 .flights
-                .try_get_with(flight_key(&full, g0), async {
+                .try_get_with(refresh_flight_key(&full, g0), async {
                     Err::<Never, _>(cache.load(&ke, &full, &opts, g0, None, loader, mode).await)
                 })
                 .await;
