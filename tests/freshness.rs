@@ -136,10 +136,7 @@ async fn eager_refresh_runs_once_in_the_background_and_no_caller_waits_for_it() 
         "the cold load and exactly one refresh"
     );
     assert_eq!(s.loader.refreshes, 1);
-    assert!(
-        values.iter().all(|v| v == "v1" || v == "v2"),
-        "{values:?}"
-    );
+    assert!(values.iter().all(|v| v == "v1" || v == "v2"), "{values:?}");
     assert!(
         values.iter().any(|v| v == "v2"),
         "the refreshed value was served"
@@ -186,9 +183,11 @@ async fn eager_refresh_also_applies_to_entries_read_from_l2() {
     );
     let took = t.elapsed();
     assert!(took < LOADER / 2, "{took:?}");
-    within(Duration::from_secs(5), "the refreshed value in L2", || async {
-        cache.get::<String>("l2only", "k").await.as_deref() == Some(&"v2".to_string())
-    })
+    within(
+        Duration::from_secs(5),
+        "the refreshed value in L2",
+        || async { cache.get::<String>("l2only", "k").await.as_deref() == Some(&"v2".to_string()) },
+    )
     .await;
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(cache.stats().total.loader.refreshes, 1);
@@ -303,7 +302,11 @@ async fn xfetch_refreshes_hot_keys_before_they_expire() {
     );
     assert!(s.refreshes >= 1, "no early refresh");
     assert_eq!(calls.load(Ordering::SeqCst) as u64, 1 + s.refreshes);
-    assert!(s.refreshes <= 5, "refreshing on most reads: {}", s.refreshes);
+    assert!(
+        s.refreshes <= 5,
+        "refreshing on most reads: {}",
+        s.refreshes
+    );
     assert!(
         slowest < LOADER / 2,
         "a reader waited for a load: {slowest:?}"
@@ -355,9 +358,11 @@ async fn a_soft_timeout_serves_the_stale_value_and_the_load_completes_in_the_bac
         .expect("stale again");
     let second = t2.elapsed();
     assert_eq!(*again, "v1");
-    let updated = within(Duration::from_secs(5), "the background load lands", || async {
-        cache.get::<String>("slow", "k").await.as_deref() == Some(&"v2".to_string())
-    })
+    let updated = within(
+        Duration::from_secs(5),
+        "the background load lands",
+        || async { cache.get::<String>("slow", "k").await.as_deref() == Some(&"v2".to_string()) },
+    )
     .await;
     let s = cache.stats().total.loader;
     println!(
@@ -402,7 +407,11 @@ async fn without_a_stale_value_the_soft_timeout_does_not_cut_the_load_short() {
         .await
         .expect("value");
     assert_eq!(*v, "v1");
-    assert!(t.elapsed() >= Duration::from_millis(290), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(290),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(cache.stats().total.loader.soft_timeouts, 0);
 }
 
@@ -488,7 +497,12 @@ async fn a_per_call_hard_timeout_with_a_stale_value_serves_the_stale_value() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = Instant::now();
     let v = cache
-        .get_or_load_owned("origin", "k", &opts, versioned(&calls, Duration::from_secs(3)))
+        .get_or_load_owned(
+            "origin",
+            "k",
+            &opts,
+            versioned(&calls, Duration::from_secs(3)),
+        )
         .await
         .expect("stale value");
     assert_eq!(*v, "v1");
@@ -837,13 +851,17 @@ async fn invalidations_during_sigstop(hang: Duration) {
     .await;
     // B drops its L1 copies when the replay's backplane messages arrive (or when its
     // subscription, silent during the hang, is replaced and L1 flushed).
-    let b_synced = within(Duration::from_secs(5), "B serves the new values", || async {
-        let mut all = true;
-        for k in keys {
-            all &= read(&b, &origin, k).await == "new";
-        }
-        all
-    })
+    let b_synced = within(
+        Duration::from_secs(5),
+        "B serves the new values",
+        || async {
+            let mut all = true;
+            for k in keys {
+                all &= read(&b, &origin, k).await == "new";
+            }
+            all
+        },
+    )
     .await;
     let c = mk().await;
     for round in 0..100 {

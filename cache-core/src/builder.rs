@@ -603,7 +603,10 @@ mod tests {
         assert!(CacheBuilder::new().ttl_jitter(-0.1).validate().is_err());
         assert!(CacheBuilder::new()
             .ttl_jitter(0.1)
-            .kind(Kind::new("k"), KindConfig::new(ttl).eager_refresh(0.8).xfetch(1.0))
+            .kind(
+                Kind::new("k"),
+                KindConfig::new(ttl).eager_refresh(0.8).xfetch(1.0)
+            )
             .validate()
             .is_ok());
         assert!(CacheBuilder::new().validate().is_ok());

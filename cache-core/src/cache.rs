@@ -462,11 +462,6 @@ impl Cache {
                 Arc::new(e)
             });
         }
-        if opts.freshness.resolve(ke.cfg.freshness()).needs_owned_loader()
-            && !ke.warned_in_place.swap(true, Ordering::Relaxed)
-        {
-            tracing::warn!(kind, "eager refresh and loader timeouts need an owned loader: they apply to get_or_load_owned, not to get_or_load/get_or_load_with");
-        }
         let full = key::full_key(&self.inner.prefix, kind, key);
         let mut stale = None;
         if ke.cfg.tier_routing().l1() {
@@ -475,6 +470,15 @@ impl Cache {
                 return Ok(v);
             }
             stale = s;
+        }
+        if !ke.warned_in_place.load(Ordering::Relaxed)
+            && opts
+                .freshness
+                .resolve(ke.cfg.freshness())
+                .needs_owned_loader()
+            && !ke.warned_in_place.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(kind, "eager refresh and loader timeouts need an owned loader: they apply to get_or_load_owned, not to get_or_load/get_or_load_with");
         }
         // Single-flight through moka's `try_get_with` on a cache that never stores anything: the init
         // future always returns `Err(outcome)`, which moka hands to every waiter without inserting.

@@ -150,7 +150,9 @@ mod tests {
         assert_eq!(off.refresh_at, None, "1.0 turns eager refresh off");
         assert_eq!(off.xfetch_beta, None);
         assert_eq!(off.soft_timeout, None, "a soft timeout past the hard one");
-        assert!(!Freshness::default().resolve(&Freshness::default()).refreshes());
+        assert!(!Freshness::default()
+            .resolve(&Freshness::default())
+            .refreshes());
     }
 
     #[test]

@@ -189,7 +189,14 @@ impl Cache {
     {
         refresh::record_loader_time(&job.ke.stats, job.loader_started.elapsed());
         self.store(
-            &job.ke, &job.full, value, job.ttl, &job.tags, job.g0, job.started, job.write,
+            &job.ke,
+            &job.full,
+            value,
+            job.ttl,
+            &job.tags,
+            job.g0,
+            job.started,
+            job.write,
         )
         .await;
         if let Some(lock) = job.lock {

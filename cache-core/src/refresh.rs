@@ -21,7 +21,8 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashSet;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,8 +81,15 @@ pub(crate) fn is_due(policy: &Resolved, age: Age, now_ms: u64, delta: Duration) 
 }
 
 /// Keys with a load running in the background (an eager refresh, or a load past its soft timeout).
+/// `len` lets the miss path skip the lock when nothing is claimed (the usual case).
 #[derive(Clone, Default)]
-pub(crate) struct Claims(Arc<Mutex<HashSet<String>>>);
+pub(crate) struct Claims(Arc<ClaimSet>);
+
+#[derive(Default)]
+pub(crate) struct ClaimSet {
+    keys: Mutex<HashSet<String>>,
+    len: AtomicUsize,
+}
 
 /// A claim on a key; released when dropped.
 pub(crate) struct Claim {
@@ -92,11 +100,11 @@ pub(crate) struct Claim {
 impl Claims {
     /// Claims `key`, or `None` when it is claimed already.
     pub(crate) fn claim(&self, key: &str) -> Option<Claim> {
-        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if set.contains(key) {
+        let mut set = self.0.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(key.to_owned()) {
             return None;
         }
-        set.insert(key.to_owned());
+        self.0.len.store(set.len(), Release);
         Some(Claim {
             set: self.clone(),
             key: key.to_owned(),
@@ -104,17 +112,21 @@ impl Claims {
     }
 
     pub(crate) fn is_claimed(&self, key: &str) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(key)
+        self.0.len.load(Acquire) > 0
+            && self
+                .0
+                .keys
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(key)
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let mut set = self.set.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut set = self.set.0.keys.lock().unwrap_or_else(|p| p.into_inner());
         set.remove(&self.key);
+        self.set.0.len.store(set.len(), Release);
     }
 }
 
@@ -208,12 +220,8 @@ mod tests {
     fn xfetch_refreshes_more_often_as_expiry_nears() {
         let p = policy(None, Some(1.0));
         let delta = Duration::from_millis(500);
-        let rate = |now| {
-            (0..10_000)
-                .filter(|_| is_due(&p, AGE, now, delta))
-                .count() as f64
-                / 10_000.0
-        };
+        let rate =
+            |now| (0..10_000).filter(|_| is_due(&p, AGE, now, delta)).count() as f64 / 10_000.0;
         // P(due) = exp(-remaining / (delta * beta)).
         let (early, mid, late) = (rate(1_001_000), rate(1_009_000), rate(1_009_900));
         assert!(early < 0.001, "{early}");

@@ -551,7 +551,12 @@ where
             loader: Some(loader),
         });
     }
-    let l2 = inner.l2.as_ref().filter(|_| routing.l2());
+    // Not while invalidations made during an outage wait for replay: L2 may still hold what they
+    // invalidated, and writes resume only after them.
+    let l2 = inner
+        .l2
+        .as_ref()
+        .filter(|_| routing.l2() && inner.pending.is_empty());
     // Whether L2 may be written: only after it could be read (as in a load's write-back).
     let mut write_l2 = l2.is_some();
     if let (Some(l2), false) = (l2, cold.is_empty()) {
