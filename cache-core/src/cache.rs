@@ -11,7 +11,7 @@ use tracing::Instrument;
 use crate::backplane::{self, Backplane, Message};
 use crate::breaker::BreakerState;
 use crate::codec::{self, CodecConfig, CodecError, Header, TagVersion};
-use crate::error::{Error, LoadError, Result};
+use crate::error::{Error, Result};
 use crate::freshness::Freshness;
 use crate::generations::Generations;
 use crate::jitter;
@@ -19,7 +19,7 @@ use crate::key;
 use crate::kind::KindConfig;
 use crate::l1::{L1Entry, L1};
 use crate::l2::{L2Error, L2};
-use crate::loader::{owned, InPlace, LoadJob, LoadMode, Loader, Run, Timeouts};
+use crate::loader::{InPlace, LoadJob, LoadMode, Loader, Run, Timeouts};
 use crate::lock::{LockOutcome, LockWaiters};
 use crate::pending::{PendingInvalidations, PendingOp};
 use crate::refresh::{self, Age, Claims};
@@ -136,48 +136,6 @@ impl EntryOptions {
     pub fn tag_list(&self) -> &[String] {
         &self.tags
     }
-
-    /// Eager refresh for this call (see [`KindConfig::eager_refresh`]): read after this fraction
-    /// of its TTL, the entry is refreshed once in the background. A value outside `(0, 1)` (for
-    /// example `1.0`) turns it off for this call. Only [`Cache::get_or_load_owned`] refreshes.
-    /// Default: the kind's setting.
-    #[must_use]
-    pub fn eager_refresh(mut self, fraction: f64) -> Self {
-        self.freshness.refresh_at = Some(fraction);
-        self
-    }
-
-    /// XFetch probabilistic early refresh for this call (see [`KindConfig::xfetch`]). A beta that
-    /// is not finite and above 0 turns it off. Default: the kind's setting.
-    #[must_use]
-    pub fn xfetch(mut self, beta: f64) -> Self {
-        self.freshness.xfetch_beta = Some(beta);
-        self
-    }
-
-    /// Soft loader timeout for this call (see [`KindConfig::soft_timeout`]); ignored when not
-    /// shorter than the hard timeout. Default: the kind's setting.
-    #[must_use]
-    pub fn soft_timeout(mut self, timeout: Duration) -> Self {
-        self.freshness.soft_timeout = Some(timeout);
-        self
-    }
-
-    /// Hard loader timeout for this call (see [`KindConfig::hard_timeout`]); zero means none.
-    /// Default: the kind's setting.
-    #[must_use]
-    pub fn hard_timeout(mut self, timeout: Duration) -> Self {
-        self.freshness.hard_timeout = Some(timeout);
-        self
-    }
-
-    /// Distributed single-flight for this call (see [`KindConfig::distributed_lock`]); `false`
-    /// turns it off for a kind that has it. Default: the kind's setting.
-    #[must_use]
-    pub fn distributed_lock(mut self, on: bool) -> Self {
-        self.freshness.lock = Some(on);
-        self
-    }
 }
 
 /// Kinds by name; xxh3 instead of SipHash since this lookup is on every call's hot path and the
@@ -270,24 +228,6 @@ pub(crate) fn flight_key(full: &str, g0: u64) -> String {
     format!("{full}\u{0}{g0}")
 }
 
-/// The single-flight key of a background refresh of `full`: distinct from a caller's load, since
-/// a refresh may start from inside one (an L2 read late in the entry's life) and must not join it.
-/// Callers that miss while the key is being refreshed use it to join the refresh.
-pub(crate) fn refresh_flight_key(full: &str, g0: u64) -> String {
-    format!("{full}\u{0}{g0}\u{0}r")
-}
-
-impl Cache {
-    /// The flight a caller that missed joins: the running refresh of the key, if any.
-    fn miss_flight_key(&self, full: &str, g0: u64) -> String {
-        if self.inner.refreshing.is_claimed(full) {
-            refresh_flight_key(full, g0)
-        } else {
-            flight_key(full, g0)
-        }
-    }
-}
-
 /// The bytes `invalidate` leaves in L2 in place of a value.
 pub(crate) fn tombstone() -> Vec<u8> {
     let now_ms = unix_ms();
@@ -330,7 +270,7 @@ impl Cache {
         crate::CacheBuilder::from_env()?.build().await
     }
 
-    fn kind_entry(&self, kind: &str) -> &Arc<KindEntry> {
+    pub(crate) fn kind_entry(&self, kind: &str) -> &Arc<KindEntry> {
         match self.inner.kinds.get(kind) {
             Some(k) => k,
             None => {
@@ -372,7 +312,7 @@ impl Cache {
     }
 
     /// L1 lookup: `(fresh value, stale value, age of the fresh value)`. Counts the hit or miss.
-    async fn l1_lookup<T: Send + Sync + 'static>(
+    pub(crate) async fn l1_lookup<T: Send + Sync + 'static>(
         &self,
         ke: &KindEntry,
         full: &str,
@@ -501,133 +441,6 @@ impl Cache {
                 Outcome::Value(v) => Ok(v.clone()),
                 Outcome::Failed(e) => Err(e.clone()),
                 Outcome::TimedOut(never) => match *never {},
-            },
-            Ok(never) => match never {},
-        }
-    }
-
-    /// [`get_or_load_with`](Self::get_or_load_with) for an owned loader (`Send + 'static`), which
-    /// can outlive the call: this is the method that honours every freshness option.
-    ///
-    /// - **Eager refresh / XFetch** ([`KindConfig::eager_refresh`], [`KindConfig::xfetch`]): a
-    ///   read late in an entry's life returns the current value at once and hands `loader` to a
-    ///   background refresh (one per key at a time, whatever the number of readers).
-    /// - **Soft timeout** ([`KindConfig::soft_timeout`]): with a stale value at hand, callers get it
-    ///   once the loader has run this long; the loader goes on in the background and updates the
-    ///   cache.
-    /// - **Hard timeout** ([`KindConfig::hard_timeout`]): the loader is abandoned; callers get a
-    ///   stale value if there is one, else [`LoadError::Cache`]`(`[`Error::LoaderTimeout`]`)`.
-    ///
-    /// Each can also be set per call in `opts`. Background work obeys the same guards as any
-    /// load: a refresh or a late completion never overwrites an invalidation or a newer `set`.
-    ///
-    /// ```
-    /// use cache_core::{Cache, EntryOptions, Kind, KindConfig, LoadError};
-    /// use std::time::Duration;
-    ///
-    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// let cache = Cache::builder()
-    ///     .kind(Kind::new("quote"), KindConfig::new(Duration::from_secs(60)).eager_refresh(0.8))
-    ///     .build()
-    ///     .await?;
-    /// let symbol = "ACME".to_string(); // moved into the loader: it must own what it uses
-    /// let price = cache
-    ///     .get_or_load_owned("quote", "ACME", &EntryOptions::new(), move || async move {
-    ///         Ok::<_, std::io::Error>(format!("{symbol}: 42.0"))
-    ///     })
-    ///     .await
-    ///     .unwrap();
-    /// assert_eq!(*price, "ACME: 42.0");
-    ///
-    /// // A hard timeout and no stale value: the cache's own error.
-    /// let opts = EntryOptions::new().hard_timeout(Duration::from_millis(10));
-    /// let slow = cache
-    ///     .get_or_load_owned("quote", "SLOW", &opts, || async {
-    ///         tokio::time::sleep(Duration::from_secs(5)).await;
-    ///         Ok::<_, std::io::Error>("late".to_string())
-    ///     })
-    ///     .await;
-    /// assert!(matches!(slow, Err(LoadError::Cache(cache_core::Error::LoaderTimeout(_)))));
-    /// # Ok::<_, cache_core::Error>(())
-    /// # }).unwrap();
-    /// ```
-    ///
-    /// # Errors
-    /// [`LoadError::Loader`] with the loader's error (shared by every caller of the failed load,
-    /// never cached), or [`LoadError::Cache`] with [`Error::LoaderTimeout`]. With a stale value at
-    /// hand (fail-safe grace), it is returned instead of either. L2 problems are never returned.
-    pub async fn get_or_load_owned<T, E, F, Fut>(
-        &self,
-        kind: impl AsRef<str>,
-        key: &str,
-        opts: &EntryOptions,
-        loader: F,
-    ) -> std::result::Result<Arc<T>, LoadError<E>>
-    where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
-        E: Send + Sync + 'static,
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
-    {
-        let kind = kind.as_ref();
-        let ke = self.kind_entry(kind);
-        let policy = opts.freshness.resolve(ke.cfg.freshness());
-        let loader = owned(loader);
-        if !self.inner.enabled {
-            KindStats::inc(&ke.stats.loader_calls);
-            let res = match policy.hard_timeout {
-                Some(hard) => match tokio::time::timeout(hard, loader.call()).await {
-                    Ok(res) => res,
-                    Err(_) => {
-                        KindStats::inc(&ke.stats.hard_timeouts);
-                        return Err(LoadError::Cache(Error::LoaderTimeout(hard)));
-                    }
-                },
-                None => loader.call().await,
-            };
-            return res.map(Arc::new).map_err(|e| {
-                KindStats::inc(&ke.stats.loader_errors);
-                LoadError::Loader(Arc::new(e))
-            });
-        }
-        let full = key::full_key(&self.inner.prefix, kind, key);
-        let mut stale = None;
-        if ke.cfg.tier_routing().l1() {
-            let (fresh, s, age) = self.l1_lookup::<T>(ke, &full).await;
-            if let Some(v) = fresh {
-                let due = |a: &Age| {
-                    refresh::is_due(&policy, *a, unix_ms(), refresh::loader_time(&ke.stats))
-                };
-                if let Some(age) = age.filter(|a| policy.refreshes() && due(a)) {
-                    self.spawn_refresh(ke, &full, opts, v.clone(), age.created_ms, loader);
-                }
-                return Ok(v);
-            }
-            if let (Some(s), Some(_)) = (&s, policy.soft_timeout) {
-                if self.inner.refreshing.is_claimed(&full) {
-                    // A load of this key is finishing in the background after its soft timeout.
-                    KindStats::inc(&ke.stats.soft_timeouts);
-                    return Ok(s.clone());
-                }
-            }
-            stale = s;
-        }
-        let g0 = self.inner.gens.snapshot(&full);
-        let res = self
-            .inner
-            .flights
-            .try_get_with(self.miss_flight_key(&full, g0), async {
-                Err::<Never, _>(
-                    self.load(ke, &full, opts, g0, stale, loader, LoadMode::Miss)
-                        .await,
-                )
-            })
-            .await;
-        match res {
-            Err(outcome) => match &*outcome {
-                Outcome::Value(v) => Ok(v.clone()),
-                Outcome::Failed(e) => Err(LoadError::Loader(e.clone())),
-                Outcome::TimedOut(d) => Err(LoadError::Cache(Error::LoaderTimeout(*d))),
             },
             Ok(never) => match never {},
         }

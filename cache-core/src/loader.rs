@@ -13,18 +13,20 @@
 //! compare-and-set) and the release of a distributed lock are the same on every path.
 
 use futures::future::BoxFuture;
-use serde::Serialize;
+use serde::{de::DeserializeOwned, Serialize};
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cache::{KindEntry, L2Write};
+use crate::cache::{unix_ms, KindEntry, L2Write, Never, Outcome};
 use crate::codec::TagVersion;
+use crate::error::{Error, LoadError};
+use crate::key;
 use crate::lock::LockGuard;
-use crate::refresh::{self, Claim};
+use crate::refresh::{self, Age, Claim};
 use crate::stats::KindStats;
-use crate::Cache;
+use crate::{Cache, EntryOptions};
 
 /// A loader that can move into a spawned task.
 ///
@@ -182,6 +184,133 @@ where
 }
 
 impl Cache {
+    /// [`get_or_load_with`](Self::get_or_load_with) for an owned loader (`Send + 'static`), which
+    /// can outlive the call: this is the method that honours every freshness option.
+    ///
+    /// - **Eager refresh / XFetch** ([`KindConfig::eager_refresh`](crate::KindConfig::eager_refresh), [`KindConfig::xfetch`](crate::KindConfig::xfetch)): a
+    ///   read late in an entry's life returns the current value at once and hands `loader` to a
+    ///   background refresh (one per key at a time, whatever the number of readers).
+    /// - **Soft timeout** ([`KindConfig::soft_timeout`](crate::KindConfig::soft_timeout)): with a stale value at hand, callers get it
+    ///   once the loader has run this long; the loader goes on in the background and updates the
+    ///   cache.
+    /// - **Hard timeout** ([`KindConfig::hard_timeout`](crate::KindConfig::hard_timeout)): the loader is abandoned; callers get a
+    ///   stale value if there is one, else [`LoadError::Cache`]`(`[`Error::LoaderTimeout`]`)`.
+    ///
+    /// Each can also be set per call in `opts`. Background work obeys the same guards as any
+    /// load: a refresh or a late completion never overwrites an invalidation or a newer `set`.
+    ///
+    /// ```
+    /// use cache_core::{Cache, EntryOptions, Kind, KindConfig, LoadError};
+    /// use std::time::Duration;
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let cache = Cache::builder()
+    ///     .kind(Kind::new("quote"), KindConfig::new(Duration::from_secs(60)).eager_refresh(0.8))
+    ///     .build()
+    ///     .await?;
+    /// let symbol = "ACME".to_string(); // moved into the loader: it must own what it uses
+    /// let price = cache
+    ///     .get_or_load_owned("quote", "ACME", &EntryOptions::new(), move || async move {
+    ///         Ok::<_, std::io::Error>(format!("{symbol}: 42.0"))
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(*price, "ACME: 42.0");
+    ///
+    /// // A hard timeout and no stale value: the cache's own error.
+    /// let opts = EntryOptions::new().hard_timeout(Duration::from_millis(10));
+    /// let slow = cache
+    ///     .get_or_load_owned("quote", "SLOW", &opts, || async {
+    ///         tokio::time::sleep(Duration::from_secs(5)).await;
+    ///         Ok::<_, std::io::Error>("late".to_string())
+    ///     })
+    ///     .await;
+    /// assert!(matches!(slow, Err(LoadError::Cache(cache_core::Error::LoaderTimeout(_)))));
+    /// # Ok::<_, cache_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`LoadError::Loader`] with the loader's error (shared by every caller of the failed load,
+    /// never cached), or [`LoadError::Cache`] with [`Error::LoaderTimeout`]. With a stale value at
+    /// hand (fail-safe grace), it is returned instead of either. L2 problems are never returned.
+    pub async fn get_or_load_owned<T, E, F, Fut>(
+        &self,
+        kind: impl AsRef<str>,
+        key: &str,
+        opts: &EntryOptions,
+        loader: F,
+    ) -> std::result::Result<Arc<T>, LoadError<E>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+    {
+        let kind = kind.as_ref();
+        let ke = self.kind_entry(kind);
+        let policy = opts.freshness.resolve(ke.cfg.freshness());
+        let loader = owned(loader);
+        if !self.inner.enabled {
+            KindStats::inc(&ke.stats.loader_calls);
+            let res = match policy.hard_timeout {
+                Some(hard) => match tokio::time::timeout(hard, loader.call()).await {
+                    Ok(res) => res,
+                    Err(_) => {
+                        KindStats::inc(&ke.stats.hard_timeouts);
+                        return Err(LoadError::Cache(Error::LoaderTimeout(hard)));
+                    }
+                },
+                None => loader.call().await,
+            };
+            return res.map(Arc::new).map_err(|e| {
+                KindStats::inc(&ke.stats.loader_errors);
+                LoadError::Loader(Arc::new(e))
+            });
+        }
+        let full = key::full_key(&self.inner.prefix, kind, key);
+        let mut stale = None;
+        if ke.cfg.tier_routing().l1() {
+            let (fresh, s, age) = self.l1_lookup::<T>(ke, &full).await;
+            if let Some(v) = fresh {
+                let due = |a: &Age| {
+                    refresh::is_due(&policy, *a, unix_ms(), refresh::loader_time(&ke.stats))
+                };
+                if let Some(age) = age.filter(|a| policy.refreshes() && due(a)) {
+                    self.spawn_refresh(ke, &full, opts, v.clone(), age.created_ms, loader);
+                }
+                return Ok(v);
+            }
+            if let (Some(s), Some(_)) = (&s, policy.soft_timeout) {
+                if self.inner.refreshing.is_claimed(&full) {
+                    // A load of this key is finishing in the background after its soft timeout.
+                    KindStats::inc(&ke.stats.soft_timeouts);
+                    return Ok(s.clone());
+                }
+            }
+            stale = s;
+        }
+        let g0 = self.inner.gens.snapshot(&full);
+        let res = self
+            .inner
+            .flights
+            .try_get_with(self.miss_flight_key(&full, g0), async {
+                Err::<Never, _>(
+                    self.load(ke, &full, opts, g0, stale, loader, LoadMode::Miss)
+                        .await,
+                )
+            })
+            .await;
+        match res {
+            Err(outcome) => match &*outcome {
+                Outcome::Value(v) => Ok(v.clone()),
+                Outcome::Failed(e) => Err(LoadError::Loader(e.clone())),
+                Outcome::TimedOut(d) => Err(LoadError::Cache(Error::LoaderTimeout(*d))),
+            },
+            Ok(never) => match never {},
+        }
+    }
+
     /// Stores a loaded value (under the load's guards) and releases the load's lock.
     pub(crate) async fn finish_ok<T>(&self, job: LoadJob, value: Arc<T>)
     where

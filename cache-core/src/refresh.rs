@@ -26,7 +26,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::cache::{refresh_flight_key, unix_ms, EntryOptions, KindEntry, Never};
+use crate::cache::{flight_key, unix_ms, EntryOptions, KindEntry, Never};
 use crate::freshness::Resolved;
 use crate::loader::{LoadMode, OwnedLoader};
 use crate::stats::KindStats;
@@ -148,7 +148,23 @@ pub(crate) fn loader_time(stats: &KindStats) -> Duration {
     Duration::from_micros(stats.loader_time_us.load(Relaxed))
 }
 
+/// The single-flight key of a background refresh of `full`: distinct from a caller's load, since
+/// a refresh may start from inside one (an L2 read late in the entry's life) and must not join it.
+/// Callers that miss while the key is being refreshed use it to join the refresh.
+pub(crate) fn refresh_flight_key(full: &str, g0: u64) -> String {
+    format!("{full}\u{0}{g0}\u{0}r")
+}
+
 impl Cache {
+    /// The flight a caller that missed joins: the running refresh of the key, if any.
+    pub(crate) fn miss_flight_key(&self, full: &str, g0: u64) -> String {
+        if self.inner.refreshing.is_claimed(full) {
+            refresh_flight_key(full, g0)
+        } else {
+            flight_key(full, g0)
+        }
+    }
+
     /// Starts a background refresh of `full` unless one is running already. `current` is the value
     /// being served (the refresh's stale fallback) and `created_ms` when it was written.
     pub(crate) fn spawn_refresh<T, E>(
