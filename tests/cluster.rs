@@ -18,6 +18,7 @@ macro_rules! contract_tests {
 contract_tests!(
     read_through_is_shared_between_instances,
     concurrent_misses_run_one_loader,
+    the_distributed_lock_runs_one_loader_across_instances,
     an_invalidation_fences_off_a_load_in_flight_elsewhere,
     tags_invalidate_everywhere_in_constant_commands,
     the_backplane_reaches_other_instances,

@@ -36,6 +36,9 @@ pub(crate) enum Message<'a> {
     Tag(&'a str),
     /// Entries whose full key starts with this prefix were cleared (empty: all).
     Clear(&'a str),
+    /// A distributed-lock holder stored the key's value in L2 (its full Redis key): instances
+    /// waiting for that lock read it now instead of at their next poll.
+    Loaded(&'a str),
     /// Liveness only.
     Heartbeat,
 }
@@ -47,6 +50,7 @@ impl Message<'_> {
             Message::Key(k) => ('k', *k),
             Message::Tag(t) => ('t', *t),
             Message::Clear(c) => ('c', *c),
+            Message::Loaded(k) => ('l', *k),
             Message::Heartbeat => ('h', ""),
         };
         format!("{t}\t{instance:016x}\t{p}")
@@ -62,6 +66,7 @@ impl Message<'_> {
             "k" => Message::Key(p),
             "t" => Message::Tag(p),
             "c" => Message::Clear(p),
+            "l" => Message::Loaded(p),
             "h" => Message::Heartbeat,
             _ => return None,
         };
@@ -141,6 +146,7 @@ async fn handle(inner: &Inner, bp: &Backplane, payload: &str) {
                 inner.l1.invalidate_prefix(prefix).await;
             }
         }
+        Message::Loaded(full) => inner.lock_waiters.wake(full),
         Message::Heartbeat => {}
     }
 }
@@ -273,6 +279,7 @@ mod tests {
             Message::Key("app:v1:k:a\tb"),
             Message::Tag("user:1"),
             Message::Clear(""),
+            Message::Loaded("app:v1:k:a"),
             Message::Heartbeat,
         ] {
             let wire = m.encode(0xabc);

@@ -9,11 +9,15 @@ use crate::breaker::BreakerConfig;
 use crate::cache::{Cache, Inner, KindEntry, KindMap};
 use crate::codec::CodecConfig;
 use crate::error::{Error, Result};
+use crate::freshness;
 use crate::generations::Generations;
 use crate::key;
 use crate::kind::{Kind, KindConfig};
 use crate::l1::L1;
 use crate::l2::{L2Config, L2};
+use crate::lock::LockWaiters;
+use crate::pending::PendingInvalidations;
+use crate::refresh::Claims;
 use crate::stats::KindStats;
 use crate::tags::LocalTags;
 
@@ -58,6 +62,11 @@ pub struct CacheBuilder {
     unsynced_l1_ttl: Duration,
     tombstone_ttl: Duration,
     stats_report_interval: Duration,
+    ttl_jitter: f64,
+    breaker_open_l1_ttl: Duration,
+    lock_ttl: Duration,
+    lock_wait: Duration,
+    max_pending_invalidations: usize,
 }
 
 impl Default for CacheBuilder {
@@ -161,6 +170,11 @@ impl CacheBuilder {
             unsynced_l1_ttl: Duration::from_secs(5),
             tombstone_ttl: Duration::from_secs(60),
             stats_report_interval: Duration::from_secs(5),
+            ttl_jitter: 0.0,
+            breaker_open_l1_ttl: Duration::from_secs(5),
+            lock_ttl: Duration::from_secs(10),
+            lock_wait: Duration::from_secs(10),
+            max_pending_invalidations: 10_000,
         }
     }
 
@@ -367,6 +381,58 @@ impl CacheBuilder {
         self
     }
 
+    /// TTL jitter for every kind without its own
+    /// ([`KindConfig::ttl_jitter`](crate::KindConfig::ttl_jitter)): each TTL, in L1 and L2, is cut
+    /// by a uniform random 0 to `fraction` of itself (never lengthened), so entries written
+    /// together do not expire together. `build()` rejects values outside `[0, 1)`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// // A 600 s TTL becomes 540-600 s.
+    /// let cache = cache_core::Cache::builder().ttl_jitter(0.1).build().await?;
+    /// # let _ = cache;
+    /// # Ok::<_, cache_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// Default: 0 (off).
+    pub fn ttl_jitter(mut self, fraction: f64) -> Self {
+        self.ttl_jitter = fraction;
+        self
+    }
+
+    /// While the circuit breaker is open (L2 skipped), entries stored in L1 live at most this long:
+    /// invalidations made by other instances cannot reach this one meanwhile. Default: 5 s.
+    pub fn breaker_open_l1_ttl(mut self, ttl: Duration) -> Self {
+        self.breaker_open_l1_ttl = ttl;
+        self
+    }
+
+    /// How long a distributed lock (see
+    /// [`KindConfig::distributed_lock`](crate::KindConfig::distributed_lock)) lives unless
+    /// released: the time after which other instances stop waiting on a holder that died. Set it
+    /// above your loaders' usual time (a load that outlives its lock may be duplicated). Default:
+    /// 10 s.
+    pub fn distributed_lock_ttl(mut self, ttl: Duration) -> Self {
+        self.lock_ttl = ttl;
+        self
+    }
+
+    /// The longest a load waits for another instance's distributed lock before calling its own
+    /// loader. Default: 10 s.
+    pub fn distributed_lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// How many invalidations (one per key or tag) are kept while L2 is unreachable, to replay
+    /// when it is back; further ones are dropped and counted in
+    /// [`Stats::pending_invalidations`](crate::Stats::pending_invalidations). Default: 10 000.
+    pub fn max_pending_invalidations(mut self, max: usize) -> Self {
+        self.max_pending_invalidations = max;
+        self
+    }
+
     /// The TTL used for kinds that were never registered. Default: 300 s.
     pub fn unregistered_kind_ttl(mut self, ttl: Duration) -> Self {
         self.unregistered_ttl = ttl;
@@ -413,6 +479,16 @@ impl CacheBuilder {
             if cfg.ttl().is_zero() {
                 return Err(Error::Config(format!("kind {:?} has a zero TTL", k.name())));
             }
+            cfg.freshness()
+                .validate()
+                .and_then(|()| cfg.jitter().map_or(Ok(()), freshness::validate_jitter))
+                .map_err(|e| Error::Config(format!("kind {:?}: {e}", k.name())))?;
+        }
+        freshness::validate_jitter(self.ttl_jitter).map_err(Error::Config)?;
+        if self.breaker_open_l1_ttl.is_zero() || self.lock_ttl.is_zero() {
+            return Err(Error::Config(
+                "the breaker-open L1 TTL and the distributed lock TTL must be above 0".into(),
+            ));
         }
         if self.tombstone_ttl.is_zero() || self.unsynced_l1_ttl.is_zero() {
             return Err(Error::Config(
@@ -443,6 +519,7 @@ impl CacheBuilder {
                 name: name.to_owned(),
                 cfg,
                 stats: KindStats::default(),
+                warned_in_place: AtomicBool::new(false),
             })
         };
         for (k, secs) in Kind::BUILT_IN {
@@ -491,6 +568,13 @@ impl CacheBuilder {
             stats_report_interval: self.stats_report_interval,
             backplane: (self.backplane && !self.l2_urls.is_empty())
                 .then(|| Backplane::new(&self.prefix, self.unsynced_l1_ttl)),
+            refreshing: Claims::default(),
+            lock_waiters: LockWaiters::default(),
+            lock_ttl: self.lock_ttl,
+            lock_wait: self.lock_wait,
+            pending: PendingInvalidations::new(self.max_pending_invalidations),
+            ttl_jitter: self.ttl_jitter,
+            breaker_open_l1_ttl: self.breaker_open_l1_ttl,
         });
         let cache = Cache::from_inner(inner);
         if !self.enabled {
@@ -522,6 +606,32 @@ mod tests {
             .kind(Kind::new("ok"), KindConfig::new(Duration::ZERO))
             .validate()
             .is_err());
+        let ttl = Duration::from_secs(1);
+        for bad in [
+            KindConfig::new(ttl).eager_refresh(1.5),
+            KindConfig::new(ttl).xfetch(0.0),
+            KindConfig::new(ttl)
+                .soft_timeout(Duration::from_secs(2))
+                .hard_timeout(Duration::from_secs(1)),
+            KindConfig::new(ttl).ttl_jitter(1.0),
+        ] {
+            assert!(
+                CacheBuilder::new()
+                    .kind(Kind::new("k"), bad.clone())
+                    .validate()
+                    .is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(CacheBuilder::new().ttl_jitter(-0.1).validate().is_err());
+        assert!(CacheBuilder::new()
+            .ttl_jitter(0.1)
+            .kind(
+                Kind::new("k"),
+                KindConfig::new(ttl).eager_refresh(0.8).xfetch(1.0)
+            )
+            .validate()
+            .is_ok());
         assert!(CacheBuilder::new().validate().is_ok());
     }
 }

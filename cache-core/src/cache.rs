@@ -12,12 +12,20 @@ use crate::backplane::{self, Backplane, Message};
 use crate::breaker::BreakerState;
 use crate::codec::{self, CodecConfig, CodecError, Header, TagVersion};
 use crate::error::{Error, Result};
+use crate::freshness::Freshness;
 use crate::generations::Generations;
+use crate::jitter;
 use crate::key;
 use crate::kind::KindConfig;
 use crate::l1::{L1Entry, L1};
 use crate::l2::{L2Error, L2};
-use crate::stats::{self, BackplaneStats, BreakerStats, KindStats, Stats};
+use crate::loader::{InPlace, LoadJob, LoadMode, Loader, Run, Timeouts};
+use crate::lock::{LockOutcome, LockWaiters};
+use crate::pending::{PendingInvalidations, PendingOp};
+use crate::refresh::{self, Age, Claims};
+use crate::stats::{
+    self, BackplaneStats, BreakerStats, KindStats, PendingInvalidationStats, Stats,
+};
 use crate::tags::{self, LocalTags};
 
 /// A two-tier cache: an in-process moka L1 in front of a shared Redis L2.
@@ -57,7 +65,7 @@ use crate::tags::{self, LocalTags};
 /// ```
 #[derive(Clone)]
 pub struct Cache {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -78,10 +86,25 @@ impl std::fmt::Debug for Cache {
 /// let opts = EntryOptions::new().ttl(Duration::from_secs(30));
 /// assert_eq!(opts.ttl_override(), Some(Duration::from_secs(30)));
 /// ```
+///
+/// The freshness settings of a kind ([`KindConfig`]) can be overridden per call; a per-call value
+/// wins over the kind's:
+///
+/// ```
+/// use cache_core::EntryOptions;
+/// use std::time::Duration;
+/// let opts = EntryOptions::new()
+///     .eager_refresh(0.8)
+///     .soft_timeout(Duration::from_millis(100))
+///     .hard_timeout(Duration::from_secs(2))
+///     .distributed_lock(true);
+/// # let _ = opts;
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct EntryOptions {
     ttl: Option<Duration>,
     tags: Vec<String>,
+    pub(crate) freshness: Freshness,
 }
 
 impl EntryOptions {
@@ -123,6 +146,8 @@ pub(crate) struct KindEntry {
     pub(crate) name: String,
     pub(crate) cfg: KindConfig,
     pub(crate) stats: KindStats,
+    /// Whether the "needs `get_or_load_owned`" warning was logged for this kind.
+    pub(crate) warned_in_place: AtomicBool,
 }
 
 pub(crate) struct Inner {
@@ -148,16 +173,37 @@ pub(crate) struct Inner {
     pub(crate) backplane: Option<Backplane>,
     /// How often the stats snapshot is published to Redis for `cachectl` (zero: never).
     pub(crate) stats_report_interval: Duration,
+    /// Keys with a load running in the background (eager refresh, past a soft timeout).
+    pub(crate) refreshing: Claims,
+    /// Loads waiting for another instance's distributed lock.
+    pub(crate) lock_waiters: LockWaiters,
+    pub(crate) lock_ttl: Duration,
+    pub(crate) lock_wait: Duration,
+    /// Invalidations that could not reach L2, replayed when it is back.
+    pub(crate) pending: PendingInvalidations,
+    /// The TTL jitter fraction of kinds without their own.
+    pub(crate) ttl_jitter: f64,
+    /// The longest L1 lifetime of entries stored while the breaker is open.
+    pub(crate) breaker_open_l1_ttl: Duration,
 }
 
-/// What a coalesced load produced, shared by every caller of the flight.
-enum Outcome<T, E> {
+/// What a coalesced load produced, shared by every caller of the flight. `X` is what a hard
+/// timeout reports (uninhabited for borrowed loaders, which have none).
+pub(crate) enum Outcome<T, E, X> {
     Value(Arc<T>),
     Failed(Arc<E>),
+    TimedOut(X),
 }
 
-enum L2Read<T> {
-    Fresh(Arc<T>),
+/// What an L2 read saw of a fresh entry.
+pub(crate) struct Written {
+    pub(crate) age: Age,
+    /// The identity of the write (for a compare-and-set against it).
+    pub(crate) seen: Vec<u8>,
+}
+
+pub(crate) enum L2Read<T> {
+    Fresh(Arc<T>, Written),
     /// Past its freshness (fail-safe grace); with the identity of the write read.
     Stale(Arc<T>, Vec<u8>),
     /// Nothing usable: absent (`None`), or a tombstone, an undecodable value or an entry with
@@ -168,13 +214,29 @@ enum L2Read<T> {
 }
 
 /// How a store writes to L2.
-enum L2Write {
+pub(crate) enum L2Write {
     /// Unconditionally (`set`).
     Overwrite,
     /// Only if L2 still holds what the load saw when it began (`None`: nothing).
     IfUnchanged(Option<Vec<u8>>),
     /// Not at all (L2 could not be read, so what it holds is unknown).
     Skip,
+}
+
+/// The single-flight key of a load of `full` begun at generation `g0`.
+pub(crate) fn flight_key(full: &str, g0: u64) -> String {
+    format!("{full}\u{0}{g0}")
+}
+
+/// The bytes `invalidate` leaves in L2 in place of a value.
+pub(crate) fn tombstone() -> Vec<u8> {
+    let now_ms = unix_ms();
+    codec::tombstone(&Header {
+        created_at_ms: now_ms,
+        fresh_until_ms: now_ms,
+        type_fp: 0,
+        nonce: rand::random(),
+    })
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -208,7 +270,7 @@ impl Cache {
         crate::CacheBuilder::from_env()?.build().await
     }
 
-    fn kind_entry(&self, kind: &str) -> &Arc<KindEntry> {
+    pub(crate) fn kind_entry(&self, kind: &str) -> &Arc<KindEntry> {
         match self.inner.kinds.get(kind) {
             Some(k) => k,
             None => {
@@ -244,17 +306,17 @@ impl Cache {
         }
         let g0 = self.inner.gens.snapshot(&full);
         match self.read_l2::<T>(ke, &full, g0).await {
-            L2Read::Fresh(v) => Some(v),
+            L2Read::Fresh(v, _) => Some(v),
             _ => None,
         }
     }
 
-    /// L1 lookup: `(fresh value, stale value)`. Counts the hit or miss.
-    async fn l1_lookup<T: Send + Sync + 'static>(
+    /// L1 lookup: `(fresh value, stale value, age of the fresh value)`. Counts the hit or miss.
+    pub(crate) async fn l1_lookup<T: Send + Sync + 'static>(
         &self,
         ke: &KindEntry,
         full: &str,
-    ) -> (Option<Arc<T>>, Option<Arc<T>>) {
+    ) -> (Option<Arc<T>>, Option<Arc<T>>, Option<Age>) {
         if let Some(entry) = self.inner.l1.get(full).await {
             if let Some(v) = entry.downcast::<T>() {
                 let tag_invalidated = entry.tags().is_some_and(|(tags, loaded_at)| {
@@ -262,20 +324,20 @@ impl Cache {
                 });
                 if tag_invalidated {
                     KindStats::inc(&ke.stats.l1_misses);
-                    return (None, None);
+                    return (None, None, None);
                 }
                 // Without a grace period an entry's L1 lifetime is its freshness, and moka never
                 // returns an expired entry: no clock read needed.
                 if self.inner.grace.is_zero() || entry.is_fresh(Instant::now()) {
                     KindStats::inc(&ke.stats.l1_hits);
-                    return (Some(v), None);
+                    return (Some(v), None, Some(entry.age()));
                 }
                 KindStats::inc(&ke.stats.l1_misses);
-                return (None, Some(v));
+                return (None, Some(v), None);
             }
         }
         KindStats::inc(&ke.stats.l1_misses);
-        (None, None)
+        (None, None, None)
     }
 
     /// Returns the cached value of `key`, or runs `loader` once to produce it, caches it with the
@@ -307,7 +369,14 @@ impl Cache {
             .await
     }
 
-    /// [`get_or_load`](Self::get_or_load) with per-entry options (TTL, tags).
+    /// [`get_or_load`](Self::get_or_load) with per-entry options (TTL, tags, freshness).
+    ///
+    /// # Freshness options
+    /// The loader is borrowed (it may capture references), so it cannot run after this call
+    /// returns: eager refresh, XFetch and the soft and hard timeouts, which need that (or need an
+    /// error of the cache's own), do not apply here; use
+    /// [`get_or_load_owned`](Self::get_or_load_owned) for them. The distributed lock and TTL
+    /// jitter do apply.
     ///
     /// # Errors
     /// As [`get_or_load`](Self::get_or_load).
@@ -336,11 +405,20 @@ impl Cache {
         let full = key::full_key(&self.inner.prefix, kind, key);
         let mut stale = None;
         if ke.cfg.tier_routing().l1() {
-            let (fresh, s) = self.l1_lookup::<T>(ke, &full).await;
+            let (fresh, s, _) = self.l1_lookup::<T>(ke, &full).await;
             if let Some(v) = fresh {
                 return Ok(v);
             }
             stale = s;
+        }
+        if !ke.warned_in_place.load(Ordering::Relaxed)
+            && opts
+                .freshness
+                .resolve(ke.cfg.freshness())
+                .needs_owned_loader()
+            && !ke.warned_in_place.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(kind, "eager refresh and loader timeouts need an owned loader: they apply to get_or_load_owned, not to get_or_load/get_or_load_with");
         }
         // Single-flight through moka's `try_get_with` on a cache that never stores anything: the init
         // future always returns `Err(outcome)`, which moka hands to every waiter without inserting.
@@ -348,42 +426,91 @@ impl Cache {
         // The generation is part of the flight key, so a caller arriving after an invalidation never
         // joins a load that began before it.
         let g0 = self.inner.gens.snapshot(&full);
-        let flight_key = format!("{full}\u{0}{g0}");
         let res = self
             .inner
             .flights
-            .try_get_with(flight_key, async {
-                Err::<Never, _>(self.load(ke, &full, opts, g0, stale, loader).await)
+            .try_get_with(self.miss_flight_key(&full, g0), async {
+                Err::<Never, _>(
+                    self.load(ke, &full, opts, g0, stale, InPlace(loader), LoadMode::Miss)
+                        .await,
+                )
             })
             .await;
         match res {
             Err(outcome) => match &*outcome {
                 Outcome::Value(v) => Ok(v.clone()),
                 Outcome::Failed(e) => Err(e.clone()),
+                Outcome::TimedOut(never) => match *never {},
             },
             Ok(never) => match never {},
         }
     }
 
-    async fn load<T, E, F, Fut>(
+    /// One load of `full` (inside its flight): L2, then the distributed lock if enabled, then the
+    /// loader, then the guarded write-back. `stale` is a fail-safe fallback found in L1.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn load<T, E, L>(
         &self,
         ke: &Arc<KindEntry>,
         full: &str,
         opts: &EntryOptions,
         g0: u64,
         mut stale: Option<Arc<T>>,
-        loader: F,
-    ) -> Outcome<T, E>
+        loader: L,
+        mode: LoadMode<T>,
+    ) -> Outcome<T, E, L::TimedOut>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<T, E>>,
+        E: Send + Sync + 'static,
+        L: Loader<T, E>,
     {
         let started = Instant::now();
+        let policy = opts.freshness.resolve(ke.cfg.freshness());
+        // A refresh serves the current value to callers that join it past its soft timeout, and
+        // also after a failure when fail-safe is on.
+        let (current, refreshed_from, claim) = match mode {
+            LoadMode::Miss => (None, None, None),
+            LoadMode::Refresh {
+                current,
+                created_ms,
+                claim,
+            } => {
+                if !self.inner.grace.is_zero() {
+                    stale = stale.or_else(|| Some(current.clone()));
+                }
+                (Some(current), Some(created_ms), Some(claim))
+            }
+        };
         // What the write-back may replace: exactly what L2 held when this load began. If L2 could
         // not be read, nothing is written back (the read's deadline was the caller's only wait).
         let write = match self.read_l2::<T>(ke, full, g0).await {
-            L2Read::Fresh(v) => return Outcome::Value(v),
+            L2Read::Fresh(v, written) => match refreshed_from {
+                None => {
+                    let due = policy.refreshes()
+                        && refresh::is_due(
+                            &policy,
+                            written.age,
+                            unix_ms(),
+                            refresh::loader_time(&ke.stats),
+                        );
+                    if due {
+                        if let Ok(owned) = loader.into_owned() {
+                            self.spawn_refresh(
+                                ke,
+                                full,
+                                opts,
+                                v.clone(),
+                                written.age.created_ms,
+                                owned,
+                            );
+                        }
+                    }
+                    return Outcome::Value(v);
+                }
+                // Refreshed already (by another instance, or a load since).
+                Some(created) if written.age.created_ms > created => return Outcome::Value(v),
+                Some(_) => L2Write::IfUnchanged(Some(written.seen)),
+            },
             L2Read::Stale(v, seen) => {
                 stale = stale.or(Some(v));
                 L2Write::IfUnchanged(Some(seen))
@@ -391,28 +518,80 @@ impl Cache {
             L2Read::Miss(seen) => L2Write::IfUnchanged(seen),
             L2Read::Unavailable => L2Write::Skip,
         };
+        let mut lock = None;
+        if policy.lock && matches!(write, L2Write::Skip) {
+            // L2 could not be read (unreachable, breaker open): no lock to take, load locally.
+            KindStats::inc(&ke.stats.lock_fallbacks);
+        } else if policy.lock {
+            // A refresh does not wait: if another instance holds the lock, it is refreshing.
+            match self
+                .lock_for_load::<T>(ke, full, g0, refreshed_from.is_none())
+                .await
+            {
+                LockOutcome::Acquired(guard) => lock = Some(guard),
+                LockOutcome::Filled(v) => return Outcome::Value(v),
+                LockOutcome::Busy => {
+                    if let Some(cur) = current {
+                        return Outcome::Value(cur);
+                    }
+                }
+                LockOutcome::Fallback => {}
+            }
+        }
         // Versions of the entry's tags as of now, before the loader runs.
         let (tags, write) = self.tag_versions(ke, &opts.tags, write).await;
+        let ttl = jitter::jittered(
+            opts.ttl.unwrap_or_else(|| ke.cfg.ttl()),
+            ke.cfg.jitter().unwrap_or(self.inner.ttl_jitter),
+        );
         KindStats::inc(&ke.stats.loader_calls);
-        match loader().await {
-            Ok(v) => {
+        let job = LoadJob {
+            ke: ke.clone(),
+            full: full.to_owned(),
+            ttl,
+            tags,
+            g0,
+            started,
+            loader_started: Instant::now(),
+            write,
+            lock,
+            claim,
+            refresh: refreshed_from.is_some(),
+        };
+        let fallback = stale.clone().or(current);
+        let timeouts = Timeouts {
+            soft: policy.soft_timeout.zip(fallback),
+            hard: policy.hard_timeout,
+        };
+        match loader.run(self, job, timeouts).await {
+            Run::Done(job, Ok(v)) => {
                 let v = Arc::new(v);
-                let ttl = opts.ttl.unwrap_or_else(|| ke.cfg.ttl());
-                self.store(ke, full, v.clone(), ttl, &tags, g0, started, write)
-                    .await;
+                self.finish_ok(job, v.clone()).await;
                 Outcome::Value(v)
             }
-            Err(e) => {
-                KindStats::inc(&ke.stats.loader_errors);
+            Run::Done(job, Err(e)) => {
+                let name = job.ke.name.clone();
+                self.finish_failed(job, false).await;
                 match stale {
                     Some(s) => {
                         KindStats::inc(&ke.stats.stale_served);
-                        tracing::debug!(kind = %ke.name, "loader failed: serving the stale value (fail-safe)");
+                        tracing::debug!(kind = %name, "loader failed: serving the stale value (fail-safe)");
                         Outcome::Value(s)
                     }
                     None => Outcome::Failed(Arc::new(e)),
                 }
             }
+            Run::TimedOut(job, x) => {
+                self.finish_failed(job, true).await;
+                match stale {
+                    Some(s) => {
+                        KindStats::inc(&ke.stats.stale_served);
+                        Outcome::Value(s)
+                    }
+                    None => Outcome::TimedOut(x),
+                }
+            }
+            Run::Detached(s) => Outcome::Value(s),
         }
     }
 
@@ -455,7 +634,10 @@ impl Cache {
 
     /// Reads and decodes `full` from L2, checking its tags' versions; a fresh value is copied into
     /// L1 (if the kind uses it).
-    async fn read_l2<T>(&self, ke: &KindEntry, full: &str, g0: u64) -> L2Read<T>
+    ///
+    /// An entry whose invalidation (or one of whose tags' invalidation) is queued for replay reads
+    /// as `Unavailable`: L2 may still hold what was invalidated.
+    pub(crate) async fn read_l2<T>(&self, ke: &KindEntry, full: &str, g0: u64) -> L2Read<T>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
@@ -464,6 +646,10 @@ impl Cache {
         };
         if !ke.cfg.tier_routing().l2() {
             return L2Read::Miss(None);
+        }
+        if self.inner.pending.has_key(full) {
+            KindStats::inc(&ke.stats.l2_skipped);
+            return L2Read::Unavailable;
         }
         let started = Instant::now();
         let bytes = match l2
@@ -499,6 +685,14 @@ impl Cache {
             }
         };
         if !decoded.tags.is_empty() {
+            if self
+                .inner
+                .pending
+                .has_any_tag(decoded.tags.iter().map(|(t, _)| t.as_str()))
+            {
+                KindStats::inc(&ke.stats.l2_skipped);
+                return L2Read::Unavailable;
+            }
             let keys: Vec<String> = decoded
                 .tags
                 .iter()
@@ -533,6 +727,10 @@ impl Cache {
             return L2Read::Stale(value, seen);
         }
         KindStats::inc(&ke.stats.l2_hits);
+        let age = Age {
+            created_ms: decoded.header.created_at_ms,
+            fresh_until_ms: decoded.header.fresh_until_ms,
+        };
         if ke.cfg.tier_routing().l1() {
             let remaining = Duration::from_millis(decoded.header.fresh_until_ms - now_ms);
             let tag_names: Vec<String> = decoded.tags.into_iter().map(|(t, _)| t).collect();
@@ -545,13 +743,14 @@ impl Cache {
                 &tag_names,
                 g0,
                 started,
+                age,
             )
             .await;
         }
-        L2Read::Fresh(value)
+        L2Read::Fresh(value, Written { age, seen })
     }
 
-    fn count_l2_error(&self, ke: &KindEntry, e: &L2Error) {
+    pub(crate) fn count_l2_error(&self, ke: &KindEntry, e: &L2Error) {
         match e {
             L2Error::Skipped => KindStats::inc(&ke.stats.l2_skipped),
             L2Error::Timeout => KindStats::inc(&ke.stats.l2_timeouts),
@@ -575,7 +774,7 @@ impl Cache {
     /// Stores a value in the kind's tiers unless a newer write or an invalidation superseded the
     /// load (`g0` is the key's generation captured before the load, `loaded_at` its start).
     #[allow(clippy::too_many_arguments)]
-    async fn store<T>(
+    pub(crate) async fn store<T>(
         &self,
         ke: &KindEntry,
         full: &str,
@@ -607,6 +806,15 @@ impl Cache {
             .l2
             .as_ref()
             .filter(|_| ke.cfg.tier_routing().l2());
+        // A `set` whose value does not reach L2 leaves the older value there for other
+        // instances: queue an invalidation of it (a timed-out write may still land: the
+        // tombstone then removes it, a miss either way).
+        let overwrite = matches!(write, L2Write::Overwrite);
+        let unwritten = |cache: &Self| {
+            if overwrite {
+                cache.queue_invalidation(PendingOp::Key(full.to_owned()));
+            }
+        };
         if let (Some(l2), L2Write::Skip) = (l2, &write) {
             let _ = l2;
             KindStats::inc(&ke.stats.l2_skipped);
@@ -614,6 +822,11 @@ impl Cache {
             // Breaker open: the write is dropped (and counted) before any encoding work.
             l2.breaker.count_rejected();
             KindStats::inc(&ke.stats.l2_skipped);
+            unwritten(self);
+        } else if l2.is_some() && !self.inner.pending.is_empty() {
+            // Invalidations made during an outage are replayed before writes resume.
+            KindStats::inc(&ke.stats.l2_skipped);
+            unwritten(self);
         } else if let (Some(l2), Some(payload)) = (l2, payload.as_ref()) {
             let header = Header {
                 created_at_ms: now_ms,
@@ -661,7 +874,10 @@ impl Cache {
                             );
                         }
                         Ok(false) => {}
-                        Err(e) => self.count_l2_error(ke, &e),
+                        Err(e) => {
+                            self.count_l2_error(ke, &e);
+                            unwritten(self);
+                        }
                     }
                 }
                 Err(CodecError::TooLarge { size, max }) => {
@@ -681,7 +897,11 @@ impl Cache {
             }
             let size = payload.as_ref().map_or(std::mem::size_of::<T>(), Vec::len);
             let names: Vec<String> = tags.iter().map(|(t, _)| t.clone()).collect();
-            self.store_l1(ke, full, value, size, ttl, &names, g, loaded_at)
+            let age = Age {
+                created_ms: now_ms,
+                fresh_until_ms: now_ms.saturating_add(ttl.as_millis() as u64),
+            };
+            self.store_l1(ke, full, value, size, ttl, &names, g, loaded_at, age)
                 .await;
         }
     }
@@ -697,6 +917,7 @@ impl Cache {
         tags: &[String],
         g0: u64,
         loaded_at: Instant,
+        age: Age,
     ) where
         T: Send + Sync + 'static,
     {
@@ -706,6 +927,15 @@ impl Cache {
                 // Invalidations from other instances cannot reach us now: keep L1 copies short.
                 fresh_for = fresh_for.min(bp.unsynced_l1_ttl);
             }
+        }
+        if self
+            .inner
+            .l2
+            .as_ref()
+            .is_some_and(|l2| l2.breaker.is_rejecting())
+        {
+            // Nor while L2 is skipped: other instances' invalidations are not reaching Redis.
+            fresh_for = fresh_for.min(self.inner.breaker_open_l1_ttl);
         }
         if !tags.is_empty() {
             // Tag invalidations are tracked for `max_l1_lifetime`: a tagged entry must not outlive it.
@@ -720,6 +950,7 @@ impl Cache {
             token,
             loaded_at,
             tags,
+            age,
         );
         self.inner.l1.insert(full.to_owned(), entry).await;
         // An invalidation between our generation check and the insert: take our entry back out.
@@ -756,7 +987,10 @@ impl Cache {
         let g0 = self.inner.gens.snapshot(&full);
         let started = Instant::now();
         let (tags, write) = self.tag_versions(ke, &opts.tags, L2Write::Overwrite).await;
-        let ttl = opts.ttl.unwrap_or_else(|| ke.cfg.ttl());
+        let ttl = jitter::jittered(
+            opts.ttl.unwrap_or_else(|| ke.cfg.ttl()),
+            ke.cfg.jitter().unwrap_or(self.inner.ttl_jitter),
+        );
         self.store(ke, &full, Arc::new(value), ttl, &tags, g0, started, write)
             .await;
         backplane::publish(&self.inner, Message::Key(&full)).await;
@@ -773,16 +1007,8 @@ impl Cache {
         // Order matters: L2 first, then supersede local loads and drop L1. A load that read L2
         // before the tombstone landed then always has its L1 insert undone.
         if let (Some(l2), true) = (self.inner.l2.as_ref(), ke.cfg.tier_routing().l2()) {
-            let now_ms = unix_ms();
-            let header = Header {
-                created_at_ms: now_ms,
-                fresh_until_ms: now_ms,
-                type_fp: 0,
-                nonce: rand::random(),
-            };
-            let tombstone = codec::tombstone(&header);
             if let Err(e) = l2
-                .set(&full, &tombstone, self.inner.tombstone_ttl)
+                .set(&full, &tombstone(), self.inner.tombstone_ttl)
                 .instrument(tracing::debug_span!("l2.set", kind, tombstone = true))
                 .await
             {
@@ -790,8 +1016,9 @@ impl Cache {
                 tracing::warn!(
                     kind,
                     key,
-                    "invalidation could not reach L2: the entry stays in L2 until its TTL"
+                    "invalidation could not reach L2: queued, replayed when L2 is back"
                 );
+                self.queue_invalidation(PendingOp::Key(full.clone()));
             }
         }
         self.inner.gens.bump(&full);
@@ -826,8 +1053,11 @@ impl Cache {
                 self.count_l2_error(&self.inner.unregistered, &e);
                 tracing::warn!(
                     ?tags,
-                    "tag invalidation could not reach L2: L2 entries stay until their TTL"
+                    "tag invalidation could not reach L2: queued, replayed when L2 is back"
                 );
+                for t in tags {
+                    self.queue_invalidation(PendingOp::Tag((*t).to_owned()));
+                }
             }
         }
         for t in tags {
@@ -913,6 +1143,12 @@ impl Cache {
                 resyncs: bp.resyncs.load(Ordering::Relaxed),
             }),
             tracked_tag_invalidations: inner.local_tags.len() as u64,
+            pending_invalidations: PendingInvalidationStats {
+                pending: inner.pending.len() as u64,
+                queued: inner.pending.queued.load(Ordering::Relaxed),
+                replayed: inner.pending.replayed.load(Ordering::Relaxed),
+                dropped: inner.pending.dropped.load(Ordering::Relaxed),
+            },
             total,
             kinds,
         }
@@ -942,6 +1178,11 @@ impl Cache {
                 L2Error::Timeout => Error::Timeout(l2.op_timeout()),
                 other => other.into(),
             })
+    }
+
+    /// Queues an invalidation that could not reach L2, for replay when it is back.
+    fn queue_invalidation(&self, op: PendingOp) {
+        self.inner.pending.push(op);
     }
 
     /// The key prefix of this cache.

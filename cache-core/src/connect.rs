@@ -6,6 +6,7 @@ use crate::backplane;
 use crate::breaker::BreakerState;
 use crate::error::Error;
 use crate::l2::L2Error;
+use crate::pending;
 use crate::report;
 use crate::Cache;
 
@@ -82,6 +83,11 @@ pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
             };
             if l2.breaker.state() == BreakerState::Open {
                 l2.probe().await;
+            }
+            // Right after the probe closed the breaker: invalidations made during the outage
+            // reach L2 before this instance's writes do (they are held back until then).
+            if !inner.pending.is_empty() {
+                pending::replay(&inner).await;
             }
             if last_heartbeat.elapsed() >= backplane::HEARTBEAT_EVERY {
                 last_heartbeat = Instant::now();

@@ -35,6 +35,10 @@ pub enum Error {
     /// A value could not be encoded or decoded.
     #[error(transparent)]
     Codec(#[from] crate::codec::CodecError),
+    /// A loader ran past its hard timeout and no stale value was at hand: the load was abandoned.
+    /// Retry later, or raise the kind's [`hard_timeout`](crate::KindConfig::hard_timeout).
+    #[error("the loader did not finish within its hard timeout of {0:?}")]
+    LoaderTimeout(Duration),
 }
 
 impl Error {
@@ -43,12 +47,70 @@ impl Error {
         matches!(self, Error::Timeout(_))
     }
 
+    /// True when a loader was abandoned at its hard timeout.
+    pub fn is_loader_timeout(&self) -> bool {
+        matches!(self, Error::LoaderTimeout(_))
+    }
+
     /// True when the error comes from L2 being unreachable, hung or skipped.
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
             Error::Redis(_) | Error::Timeout(_) | Error::CircuitOpen | Error::NoL2
         )
+    }
+}
+
+/// Why [`Cache::get_or_load_owned`](crate::Cache::get_or_load_owned) returned no value: the
+/// loader's own error, or one made by the cache (a hard timeout).
+///
+/// ```
+/// use cache_core::{Error, LoadError};
+/// use std::time::Duration;
+/// let e: LoadError<std::io::Error> = LoadError::Cache(Error::LoaderTimeout(Duration::from_secs(2)));
+/// assert!(e.is_timeout());
+/// assert_eq!(e.to_string(), "the loader did not finish within its hard timeout of 2s");
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LoadError<E> {
+    /// The loader returned this error (shared by every caller of the same load; never cached).
+    Loader(std::sync::Arc<E>),
+    /// The cache gave up on the load: [`Error::LoaderTimeout`].
+    Cache(Error),
+}
+
+impl<E> LoadError<E> {
+    /// True when the load was abandoned at its hard timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, LoadError::Cache(e) if e.is_loader_timeout())
+    }
+
+    /// The loader's error, if that is what this is.
+    pub fn loader_error(&self) -> Option<&std::sync::Arc<E>> {
+        match self {
+            LoadError::Loader(e) => Some(e),
+            LoadError::Cache(_) => None,
+        }
+    }
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for LoadError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Loader(e) => write!(f, "{e}"),
+            LoadError::Cache(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Transparent: the message and source are those of the wrapped error.
+impl<E: std::error::Error + 'static> std::error::Error for LoadError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Loader(e) => e.source(),
+            LoadError::Cache(e) => std::error::Error::source(e),
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::{borrow::Cow, fmt, time::Duration};
 
+use crate::freshness::Freshness;
+
 /// A named kind of cached data (`api_response`, `session_data`, ...). The kind is part of the Redis
 /// key, picks the default TTL and the tiers used, and has its own stats.
 ///
@@ -123,11 +125,29 @@ impl Tiers {
 ///     .l1_ttl(Duration::from_secs(10));
 /// assert_eq!(cfg.ttl(), Duration::from_secs(60));
 /// ```
+///
+/// # Freshness and origin protection
+/// A kind can also refresh hot entries before they expire, bound its loaders' time, share one
+/// load between instances and spread its expiries:
+///
+/// ```
+/// use cache_core::KindConfig;
+/// use std::time::Duration;
+/// let cfg = KindConfig::new(Duration::from_secs(600))
+///     .eager_refresh(0.8) // read after 480 s: refreshed in the background
+///     .soft_timeout(Duration::from_millis(200)) // stale value after 200 ms if there is one
+///     .hard_timeout(Duration::from_secs(5)) // Error::LoaderTimeout after 5 s
+///     .distributed_lock(true) // one loader call per cold key across instances
+///     .ttl_jitter(0.1); // TTLs cut by 0-10% at random
+/// assert_eq!(cfg.eager_refresh_fraction(), Some(0.8));
+/// ```
 #[derive(Debug, Clone)]
 pub struct KindConfig {
     ttl: Duration,
     l1_ttl: Option<Duration>,
     tiers: Tiers,
+    freshness: Freshness,
+    ttl_jitter: Option<f64>,
 }
 
 impl KindConfig {
@@ -137,7 +157,105 @@ impl KindConfig {
             ttl,
             l1_ttl: None,
             tiers: Tiers::Both,
+            freshness: Freshness::default(),
+            ttl_jitter: None,
         }
+    }
+
+    /// Eager refresh: when an entry is read after this fraction of its TTL has passed (for
+    /// example `0.8`: after 80%), the read returns the current value at once and the loader runs
+    /// once in the background (one refresh per key at a time, however many readers) to replace
+    /// it. The refresh obeys the same guards as a load: if the key is invalidated or set while it
+    /// runs, its result is not stored.
+    ///
+    /// Applies to [`Cache::get_or_load_owned`](crate::Cache::get_or_load_owned), whose loader can
+    /// outlive the call; `get_or_load`/`get_or_load_with` borrow their loader and cannot refresh in
+    /// the background. `build()` rejects a fraction outside `(0, 1)`. Default: off.
+    #[must_use]
+    pub fn eager_refresh(mut self, fraction: f64) -> Self {
+        self.freshness.refresh_at = Some(fraction);
+        self
+    }
+
+    /// Probabilistic early refresh (XFetch, Vattani et al., VLDB 2015): each read refreshes in the
+    /// background with a probability that grows as expiry nears, scaled by `beta` (1.0 is the
+    /// paper's default; above 1 favours earlier refreshes) and by the kind's recent loader time.
+    /// Readers of a hot key thus refresh it shortly before it expires, and rarely at the same
+    /// time. Combined with [`eager_refresh`](Self::eager_refresh), whichever fires first wins.
+    ///
+    /// As eager refresh, it needs [`Cache::get_or_load_owned`](crate::Cache::get_or_load_owned).
+    /// `build()` rejects a beta that is not finite and above 0. Default: off.
+    #[must_use]
+    pub fn xfetch(mut self, beta: f64) -> Self {
+        self.freshness.xfetch_beta = Some(beta);
+        self
+    }
+
+    /// Soft loader timeout: when a load takes longer than this and a stale value is at hand (kept
+    /// by [`fail_safe_grace`](crate::CacheBuilder::fail_safe_grace), or the current value of an
+    /// entry being refreshed), callers get the stale value and the load goes on in the background,
+    /// updating the cache when it completes (still bounded by the hard timeout). Without a stale
+    /// value it has no effect. Counted from the loader's start.
+    ///
+    /// Needs [`Cache::get_or_load_owned`](crate::Cache::get_or_load_owned). `build()` rejects a
+    /// soft timeout not shorter than the hard one. Default: none.
+    #[must_use]
+    pub fn soft_timeout(mut self, timeout: Duration) -> Self {
+        self.freshness.soft_timeout = Some(timeout);
+        self
+    }
+
+    /// Hard loader timeout: a load still running after this long is abandoned; its callers get a
+    /// stale value if one is at hand (fail-safe), otherwise
+    /// [`Error::LoaderTimeout`](crate::Error::LoaderTimeout) (as
+    /// [`LoadError::Cache`](crate::LoadError::Cache)). Counted from the loader's start.
+    ///
+    /// Needs [`Cache::get_or_load_owned`](crate::Cache::get_or_load_owned) (the error type of
+    /// `get_or_load` is the loader's own). Default: none.
+    #[must_use]
+    pub fn hard_timeout(mut self, timeout: Duration) -> Self {
+        self.freshness.hard_timeout = Some(timeout);
+        self
+    }
+
+    /// Distributed single-flight: on a miss in both tiers, an instance takes a short Redis lock
+    /// (`SET {prefix}:lock:... NX PX`) before calling the loader, so instances sharing the Redis
+    /// make one loader call per key between them. The others wait (woken by a backplane notice,
+    /// polling L2 meanwhile) at most
+    /// [`distributed_lock_wait`](crate::CacheBuilder::distributed_lock_wait), then read the value
+    /// from L2; if the holder dies (its lock expires after
+    /// [`distributed_lock_ttl`](crate::CacheBuilder::distributed_lock_ttl)), or Redis is
+    /// unreachable, they load locally.
+    ///
+    /// Costs one more Redis round trip per load; worth it for costly origins. Applies to every
+    /// loading method. Default: off.
+    #[must_use]
+    pub fn distributed_lock(mut self, on: bool) -> Self {
+        self.freshness.lock = Some(on);
+        self
+    }
+
+    /// TTL jitter for this kind: every TTL (L1 and L2) is cut by a random 0 to `fraction` of
+    /// itself, so entries written together (warming, a burst of misses) do not all expire
+    /// together. `build()` rejects values outside `[0, 1)`. Default: the builder's
+    /// [`ttl_jitter`](crate::CacheBuilder::ttl_jitter).
+    #[must_use]
+    pub fn ttl_jitter(mut self, fraction: f64) -> Self {
+        self.ttl_jitter = Some(fraction);
+        self
+    }
+
+    /// The eager refresh fraction, if set.
+    pub fn eager_refresh_fraction(&self) -> Option<f64> {
+        self.freshness.refresh_at
+    }
+
+    pub(crate) fn freshness(&self) -> &Freshness {
+        &self.freshness
+    }
+
+    pub(crate) fn jitter(&self) -> Option<f64> {
+        self.ttl_jitter
     }
 
     /// Which tiers the kind uses. Default: [`Tiers::Both`].

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::refresh::Age;
+
 /// Per-entry bookkeeping counted into the weight on top of the key and payload sizes.
 const ENTRY_OVERHEAD: usize = 96;
 
@@ -29,9 +31,13 @@ struct EntryInner {
     /// When the load that produced the value began (for tag invalidations heard later).
     loaded_at: Instant,
     tags: Option<Box<[String]>>,
+    /// When the value was written and until when it is fresh, as in its L2 envelope (the L1
+    /// lifetime may be shorter): what eager refresh measures.
+    age: Age,
 }
 
 impl L1Entry {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         value: AnyValue,
         payload_bytes: usize,
@@ -40,6 +46,7 @@ impl L1Entry {
         token: u64,
         loaded_at: Instant,
         tags: &[String],
+        age: Age,
     ) -> Self {
         let tags_bytes: usize = tags.iter().map(|t| t.len() + 24).sum();
         L1Entry(Arc::new(EntryInner {
@@ -50,7 +57,13 @@ impl L1Entry {
             token,
             loaded_at,
             tags: (!tags.is_empty()).then(|| tags.to_vec().into_boxed_slice()),
+            age,
         }))
+    }
+
+    /// When the value was written and until when it is fresh.
+    pub(crate) fn age(&self) -> Age {
+        self.0.age
     }
 
     /// The entry's tags and the instant its load began, if it has tags.

@@ -109,6 +109,18 @@ return 1
 static CAS_SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(CAS_LUA));
 
+/// Deletes a distributed lock only if it still holds our token (it may have expired and been taken
+/// by another instance). ARGV: token.
+const UNLOCK_LUA: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+static UNLOCK_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(UNLOCK_LUA));
+
 /// Infrastructure failures count against the breaker; error replies (WRONGTYPE...) do not.
 fn is_infra(e: &RedisError) -> bool {
     e.is_io_error()
@@ -218,6 +230,43 @@ impl L2 {
                 .arg(bytes)
                 .arg(px);
             inv.invoke_async::<i64>(&mut c).await.map(|n| n == 1)
+        })
+        .await
+    }
+
+    /// `SET key token NX PX ttl`: takes a distributed lock. Returns whether it was taken.
+    pub(crate) async fn try_lock(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, L2Error> {
+        let px = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
+        self.run(|mut c| async move {
+            let reply: redis::Value = redis::cmd("SET")
+                .arg(key)
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(px)
+                .query_async(&mut c)
+                .await?;
+            Ok(!matches!(reply, redis::Value::Nil))
+        })
+        .await
+    }
+
+    /// Releases a distributed lock if it still holds `token` (Lua compare-and-delete). Returns
+    /// whether it was deleted.
+    pub(crate) async fn unlock(&self, key: &str, token: &str) -> Result<bool, L2Error> {
+        let script = &*UNLOCK_SCRIPT;
+        self.run(|mut c| async move {
+            script
+                .key(key)
+                .arg(token)
+                .invoke_async::<i64>(&mut c)
+                .await
+                .map(|n| n == 1)
         })
         .await
     }
@@ -383,7 +432,7 @@ impl L2 {
     /// (re)connection costs one round trip instead of three (EVALSHA, NOSCRIPT, SCRIPT LOAD,
     /// EVALSHA). Best effort: on failure the scripts load themselves on first use.
     pub(crate) async fn load_scripts(&self) {
-        for lua in [INCR_LUA, CAS_LUA] {
+        for lua in [INCR_LUA, CAS_LUA, UNLOCK_LUA] {
             let mut c = self.conn.clone();
             let res = tokio::time::timeout(
                 self.op_timeout,

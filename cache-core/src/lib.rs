@@ -11,7 +11,10 @@
 //!
 //! - **Degradation**: each Redis operation has a deadline (default 100 ms) and a circuit breaker
 //!   skips Redis while it fails; the cache serves from L1 and loaders and never returns an L2 error.
-//! - **Stampede protection**: concurrent callers of a cold key share one loader call.
+//! - **Stampede protection**: concurrent callers of a cold key share one loader call; opt-in, so do
+//!   instances sharing Redis (a short Redis lock), and TTL jitter spreads expiries.
+//! - **Freshness**: eager (or XFetch) refresh in the background, soft and hard loader timeouts
+//!   ([`Cache::get_or_load_owned`]), and invalidations that survive a Redis outage.
 //! - **Race safety**: a load that began before an invalidation does not store its stale result.
 //! - **Untrusted bytes**: anything undecodable in Redis is a counted miss, never a panic.
 //! - **Stats**: per tier and per kind, serializable.
@@ -41,8 +44,8 @@
 //!
 //! ## Components
 //! [`Cache`] (the handle), [`CacheBuilder`] (settings, `from_env`), [`Kind`] / [`KindConfig`] /
-//! [`Tiers`] (named kinds with default TTLs and tier routing), [`EntryOptions`] (per-call TTL),
-//! [`Stats`] (snapshot), [`Error`].
+//! [`Tiers`] (named kinds with default TTLs, tier routing and freshness settings), [`EntryOptions`]
+//! (per-call TTL, tags and freshness), [`Stats`] (snapshot), [`Error`], [`LoadError`].
 //!
 //! Operations: [`Cache::warm`] / [`Cache::warm_with`] ([`WarmPlan`], [`WarmReport`]) fill the cache
 //! at startup; [`Cache::prometheus_text`] exports the stats for Prometheus; each instance publishes
@@ -58,13 +61,19 @@ mod cache;
 pub mod codec;
 mod connect;
 mod error;
+mod freshness;
 mod generations;
+mod jitter;
 mod key;
 mod kind;
 mod l1;
 mod l2;
+mod loader;
+mod lock;
 mod macro_support;
 mod metrics;
+mod pending;
+mod refresh;
 mod report;
 mod stats;
 mod tags;
@@ -86,14 +95,15 @@ pub use builder::CacheBuilder;
 pub use cache::{Cache, EntryOptions};
 #[cfg(feature = "macros")]
 pub use cache_macros::cached;
-pub use error::{Error, Result};
+pub use error::{Error, LoadError, Result};
 pub use key::MAX_KEY_PART;
 pub use kind::{Kind, KindConfig, Tiers};
 pub use macro_support::{install, installed};
 pub use metrics::PROMETHEUS_CONTENT_TYPE;
 pub use report::{entry_key, redact_url, stats_key_pattern, InstanceReport};
 pub use stats::{
-    BackplaneStats, BreakerStats, L1Stats, L2Stats, LatencyStats, LoaderStats, Stats, TierStats,
+    BackplaneStats, BreakerStats, L1Stats, L2Stats, LatencyStats, LoaderStats, LockStats,
+    PendingInvalidationStats, Stats, TierStats,
 };
 pub use warm::{
     WarmFailure, WarmPlan, WarmReport, WarmerSummary, DEFAULT_WARM_CONCURRENCY,

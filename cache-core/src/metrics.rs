@@ -16,11 +16,13 @@
 //! | `cache_errors_total`, `cache_timeouts_total`, `cache_skipped_total`, `cache_writes_total`, `cache_read_bytes_total`, `cache_written_bytes_total`, `cache_decode_errors_total`, `cache_oversized_total`, `cache_write_conflicts_total`, `cache_tag_rejections_total` | counter | `tier` (`l2`), `kind` |
 //! | `cache_compression_ratio` | gauge | `tier` (`l2`), `kind` |
 //! | `cache_loader_calls_total`, `cache_loader_errors_total`, `cache_stale_served_total`, `cache_sets_total`, `cache_invalidations_total` | counter | `kind` |
+//! | `cache_refreshes_total`, `cache_refresh_failures_total`, `cache_soft_timeouts_total`, `cache_hard_timeouts_total`, `cache_lock_acquired_total`, `cache_lock_waits_total`, `cache_lock_fallbacks_total` | counter | `kind` |
 //! | `cache_entries`, `cache_bytes`, `cache_max_bytes` | gauge | `tier` (`l1`) |
 //! | `cache_evictions_total` | counter | `tier` (`l1`) |
 //! | `cache_l2_latency_seconds` | summary (quantiles 0.5, 0.99) | `op` (`read`, `write`), `kind` |
 //! | `cache_l2_latency_max_seconds` | gauge | `op`, `kind` |
-//! | `cache_l2_configured`, `cache_tracked_tag_invalidations` | gauge | |
+//! | `cache_l2_configured`, `cache_tracked_tag_invalidations`, `cache_pending_invalidations` | gauge | |
+//! | `cache_pending_invalidations_queued_total`, `cache_pending_invalidations_replayed_total`, `cache_pending_invalidations_dropped_total` | counter | |
 //! | `cache_breaker_state` | gauge (1 for the current state) | `state` (`closed`, `open`, `half_open`) |
 //! | `cache_breaker_opens_total`, `cache_breaker_rejected_total` | counter | |
 //! | `cache_backplane_subscribed` | gauge | |
@@ -238,7 +240,7 @@ pub(crate) fn render(stats: &Stats) -> String {
         |t| Value::Float(t.l2.compression_ratio),
     );
 
-    let kind_counters: [Counter; 5] = [
+    let kind_counters: [Counter; 12] = [
         (
             "cache_loader_calls_total",
             "Loader calls (one per key among concurrent callers).",
@@ -259,6 +261,41 @@ pub(crate) fn render(stats: &Stats) -> String {
             "cache_invalidations_total",
             "Explicit invalidations of a key.",
             |t| t.invalidations,
+        ),
+        (
+            "cache_refreshes_total",
+            "Eager refreshes started (at most one per key at a time).",
+            |t| t.loader.refreshes,
+        ),
+        (
+            "cache_refresh_failures_total",
+            "Eager refreshes whose loader failed or timed out.",
+            |t| t.loader.refresh_failures,
+        ),
+        (
+            "cache_soft_timeouts_total",
+            "Stale values served because a load passed its soft timeout.",
+            |t| t.loader.soft_timeouts,
+        ),
+        (
+            "cache_hard_timeouts_total",
+            "Loads abandoned at their hard timeout.",
+            |t| t.loader.hard_timeouts,
+        ),
+        (
+            "cache_lock_acquired_total",
+            "Loads that took the distributed lock.",
+            |t| t.lock.acquired,
+        ),
+        (
+            "cache_lock_waits_total",
+            "Loads that waited for another instance's distributed lock.",
+            |t| t.lock.waits,
+        ),
+        (
+            "cache_lock_fallbacks_total",
+            "Loads that called their loader without the lock (Redis unreachable, wait bound passed).",
+            |t| t.lock.fallbacks,
         ),
     ];
     for (name, help, get) in kind_counters {
@@ -355,6 +392,33 @@ pub(crate) fn render(stats: &Stats) -> String {
         &[],
         int(s.tracked_tag_invalidations),
     );
+    let p = &s.pending_invalidations;
+    w.family(
+        "cache_pending_invalidations",
+        "gauge",
+        "Invalidations made while L2 was unreachable, waiting to be replayed.",
+    );
+    w.sample("cache_pending_invalidations", &[], int(p.pending));
+    for (name, help, v) in [
+        (
+            "cache_pending_invalidations_queued_total",
+            "Invalidations queued while L2 was unreachable.",
+            p.queued,
+        ),
+        (
+            "cache_pending_invalidations_replayed_total",
+            "Queued invalidations applied to L2 once it was back.",
+            p.replayed,
+        ),
+        (
+            "cache_pending_invalidations_dropped_total",
+            "Invalidations dropped because the queue was full.",
+            p.dropped,
+        ),
+    ] {
+        w.family(name, "counter", help);
+        w.sample(name, &[], int(v));
+    }
 
     if let Some(b) = &s.breaker {
         w.family(

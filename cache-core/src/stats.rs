@@ -140,6 +140,15 @@ pub(crate) struct KindStats {
     pub(crate) stale_served: AtomicU64,
     pub(crate) sets: AtomicU64,
     pub(crate) invalidations: AtomicU64,
+    pub(crate) refreshes: AtomicU64,
+    pub(crate) refresh_failures: AtomicU64,
+    pub(crate) soft_timeouts: AtomicU64,
+    pub(crate) hard_timeouts: AtomicU64,
+    pub(crate) lock_acquired: AtomicU64,
+    pub(crate) lock_waits: AtomicU64,
+    pub(crate) lock_fallbacks: AtomicU64,
+    /// Moving average of the loader's duration in µs (XFetch's `delta`); not a counter.
+    pub(crate) loader_time_us: AtomicU64,
     pub(crate) read_latency: Histogram,
     pub(crate) write_latency: Histogram,
     /// Whether a decode error was logged at WARN already (later ones go to DEBUG).
@@ -241,6 +250,43 @@ pub struct LoaderStats {
     pub errors: u64,
     /// Failed loads answered with a stale value (fail-safe).
     pub stale_served: u64,
+    /// Eager refreshes started (at most one per key at a time).
+    pub refreshes: u64,
+    /// Eager refreshes whose loader failed or timed out (the current value stays until its TTL).
+    pub refresh_failures: u64,
+    /// Stale values served because a load passed its soft timeout: once per such load (its
+    /// callers all get the stale value), plus once per later caller served while that load went
+    /// on in the background.
+    pub soft_timeouts: u64,
+    /// Loads abandoned at their hard timeout.
+    pub hard_timeouts: u64,
+}
+
+/// Distributed single-flight counters.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct LockStats {
+    /// Loads that took the Redis lock (and so called the loader for every instance).
+    pub acquired: u64,
+    /// Loads that found the lock held by another load and waited.
+    pub waits: u64,
+    /// Loads that called their loader without the lock: Redis unreachable, breaker open, or the
+    /// wait bound passed (the holder died or is slow).
+    pub fallbacks: u64,
+}
+
+/// Invalidations queued while L2 was unreachable, replayed when it is back.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct PendingInvalidationStats {
+    /// Invalidations waiting for L2 now (one per key or tag).
+    pub pending: u64,
+    /// Invalidations queued (a key or tag queued again counts again).
+    pub queued: u64,
+    /// Invalidations applied to L2 by a replay.
+    pub replayed: u64,
+    /// Invalidations dropped because the queue was full.
+    pub dropped: u64,
 }
 
 /// Counters of one kind (or of the whole cache).
@@ -253,6 +299,8 @@ pub struct TierStats {
     pub l2: L2Stats,
     /// Loader counters.
     pub loader: LoaderStats,
+    /// Distributed single-flight counters.
+    pub lock: LockStats,
     /// Explicit `set` calls.
     pub sets: u64,
     /// Explicit invalidations.
@@ -314,6 +362,8 @@ pub struct Stats {
     pub backplane: Option<BackplaneStats>,
     /// Tags whose recent invalidation this instance tracks for its L1.
     pub tracked_tag_invalidations: u64,
+    /// Invalidations made while L2 was unreachable, and their replay.
+    pub pending_invalidations: PendingInvalidationStats,
     /// All kinds together.
     pub total: TierStats,
     /// Per kind, by name.
@@ -355,6 +405,13 @@ pub(crate) fn summarize<'a>(recorders: impl IntoIterator<Item = &'a KindStats>) 
         t.loader.calls += r.loader_calls.load(Relaxed);
         t.loader.errors += r.loader_errors.load(Relaxed);
         t.loader.stale_served += r.stale_served.load(Relaxed);
+        t.loader.refreshes += r.refreshes.load(Relaxed);
+        t.loader.refresh_failures += r.refresh_failures.load(Relaxed);
+        t.loader.soft_timeouts += r.soft_timeouts.load(Relaxed);
+        t.loader.hard_timeouts += r.hard_timeouts.load(Relaxed);
+        t.lock.acquired += r.lock_acquired.load(Relaxed);
+        t.lock.waits += r.lock_waits.load(Relaxed);
+        t.lock.fallbacks += r.lock_fallbacks.load(Relaxed);
         t.sets += r.sets.load(Relaxed);
         t.invalidations += r.invalidations.load(Relaxed);
         r.read_latency.merge_into(&mut rl);

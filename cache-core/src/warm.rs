@@ -27,8 +27,10 @@ use tracing::Instrument;
 
 use crate::cache::{unix_ms, Inner, KindEntry};
 use crate::codec::{self, CodecError, Header, TagVersion};
+use crate::jitter;
 use crate::l1::L1Entry;
 use crate::l2::{L2Error, L2};
+use crate::refresh::Age;
 use crate::stats::KindStats;
 use crate::{key, tags, Cache, EntryOptions};
 
@@ -549,7 +551,12 @@ where
             loader: Some(loader),
         });
     }
-    let l2 = inner.l2.as_ref().filter(|_| routing.l2());
+    // Not while invalidations made during an outage wait for replay: L2 may still hold what they
+    // invalidated, and writes resume only after them.
+    let l2 = inner
+        .l2
+        .as_ref()
+        .filter(|_| routing.l2() && inner.pending.is_empty());
     // Whether L2 may be written: only after it could be read (as in a load's write-back).
     let mut write_l2 = l2.is_some();
     if let (Some(l2), false) = (l2, cold.is_empty()) {
@@ -610,8 +617,9 @@ where
     let loads: Vec<_> = in_flight.collect().await;
 
     // Encode what was loaded; drop what an invalidation superseded meanwhile.
-    let ttl = opts.ttl_override().unwrap_or_else(|| ke.cfg.ttl());
-    let mut loaded: Vec<(usize, Instant, Arc<T>, usize)> = Vec::new();
+    let base_ttl = opts.ttl_override().unwrap_or_else(|| ke.cfg.ttl());
+    let jitter = ke.cfg.jitter().unwrap_or(inner.ttl_jitter);
+    let mut loaded: Vec<(usize, Instant, Arc<T>, usize, Duration)> = Vec::new();
     let mut writes: Vec<(String, Vec<u8>, Duration)> = Vec::new();
     let mut write_sizes: Vec<(usize, usize)> = Vec::new();
     for (i, loaded_at, res) in loads {
@@ -631,6 +639,8 @@ where
             }
         };
         out.warmed += 1;
+        // Warming writes many entries at once: the jitter keeps them from expiring at once.
+        let ttl = jitter::jittered(base_ttl, jitter);
         if inner.gens.snapshot(&p.full) != p.g0 {
             // Invalidated (or set) while loading: the value may be stale; keep neither copy.
             continue;
@@ -663,7 +673,7 @@ where
                 Err(e) => tracing::warn!(kind = %ke.name, error = %e, "value cannot be encoded"),
             }
         }
-        loaded.push((i, loaded_at, value, size));
+        loaded.push((i, loaded_at, value, size, ttl));
     }
 
     // One pipeline (per 128 keys / 1 MiB) for the batch.
@@ -693,10 +703,19 @@ where
     }
     if routing.l1() {
         let tag_names: Vec<String> = opts.tag_list().to_vec();
-        for (i, loaded_at, value, size) in loaded {
+        for (i, loaded_at, value, size, ttl) in loaded {
             let p = &cold[i];
             store_l1(
-                inner, ke, &p.full, value, size, ttl, &tag_names, p.g0, loaded_at,
+                inner,
+                ke,
+                &p.full,
+                value,
+                size,
+                ttl,
+                &tag_names,
+                p.g0,
+                loaded_at,
+                Age::starting_now(ttl),
             )
             .await;
         }
@@ -846,6 +865,10 @@ where
                 &names,
                 p.g0,
                 read_at,
+                Age {
+                    created_ms: d.header.created_at_ms,
+                    fresh_until_ms: d.header.fresh_until_ms,
+                },
             )
             .await;
         }
@@ -866,6 +889,7 @@ async fn store_l1<T: Send + Sync + 'static>(
     tags: &[String],
     g0: u64,
     loaded_at: Instant,
+    age: Age,
 ) {
     if inner.gens.snapshot(full) != g0 {
         return;
@@ -876,11 +900,27 @@ async fn store_l1<T: Send + Sync + 'static>(
             fresh_for = fresh_for.min(bp.unsynced_l1_ttl);
         }
     }
+    if inner
+        .l2
+        .as_ref()
+        .is_some_and(|l2| l2.breaker.is_rejecting())
+    {
+        fresh_for = fresh_for.min(inner.breaker_open_l1_ttl);
+    }
     if !tags.is_empty() {
         fresh_for = fresh_for.min(inner.max_l1_lifetime);
     }
     let token = inner.next_token.fetch_add(1, Ordering::Relaxed);
-    let entry = L1Entry::new(value, size, fresh_for, inner.grace, token, loaded_at, tags);
+    let entry = L1Entry::new(
+        value,
+        size,
+        fresh_for,
+        inner.grace,
+        token,
+        loaded_at,
+        tags,
+        age,
+    );
     inner.l1.insert(full.to_owned(), entry).await;
     if inner.gens.snapshot(full) != g0 {
         inner.l1.remove_if_token(full, token).await;

@@ -190,6 +190,49 @@ pub async fn concurrent_misses_run_one_loader(b: Backend<'_>) {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+/// Two instances with the distributed lock, 50 callers each on one cold key: one loader call in
+/// all, and the lock (one key, so any node of a cluster) is released afterwards.
+pub async fn the_distributed_lock_runs_one_loader_across_instances(b: Backend<'_>) {
+    let prefix = unique_prefix("dlock");
+    let kind = cache_core::KindConfig::new(Duration::from_secs(60)).distributed_lock(true);
+    let mut caches = Vec::new();
+    for _ in 0..2 {
+        caches.push(
+            b.builder(&prefix)
+                .kind(Kind::new("origin"), kind.clone())
+                .build()
+                .await
+                .expect("build"),
+        );
+    }
+    let calls = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(tokio::sync::Barrier::new(100));
+    let mut tasks = Vec::new();
+    for cache in &caches {
+        for _ in 0..50 {
+            let (cache, calls, barrier) = (cache.clone(), calls.clone(), barrier.clone());
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                *cache
+                    .get_or_load("origin", "cold", || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        Res::Ok(42u32)
+                    })
+                    .await
+                    .unwrap()
+            }));
+        }
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 42);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let lock = |c: &Cache| c.stats().total.lock;
+    assert_eq!(lock(&caches[0]).acquired + lock(&caches[1]).acquired, 1);
+    assert_eq!(b.count_keys(&format!("{prefix}:lock:*")).await, 0);
+}
+
 /// A load that began before an invalidation on another instance does not store its result.
 pub async fn an_invalidation_fences_off_a_load_in_flight_elsewhere(b: Backend<'_>) {
     let prefix = unique_prefix("fence");
