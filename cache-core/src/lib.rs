@@ -90,7 +90,7 @@ pub use error::{Error, Result};
 pub use key::MAX_KEY_PART;
 pub use kind::{Kind, KindConfig, Tiers};
 pub use macro_support::{install, installed};
-pub use metrics::PROMETHEUS_CONTENT_TYPE;
+pub use metrics::{CacheCollector, PROMETHEUS_CONTENT_TYPE};
 pub use report::{entry_key, redact_url, stats_key_pattern, InstanceReport};
 pub use stats::{
     BackplaneStats, BreakerStats, L1Stats, L2Stats, LatencyStats, LoaderStats, Stats, TierStats,
