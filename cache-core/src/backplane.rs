@@ -15,6 +15,7 @@
 //! The staleness of an L1 copy is therefore bounded by the message latency while subscribed, and by
 //! the time to notice and replace a broken subscription otherwise.
 
+use tracing::Instrument;
 use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Weak;
@@ -107,7 +108,11 @@ pub(crate) async fn publish(inner: &Inner, msg: Message<'_>) {
     let (Some(bp), Some(l2)) = (inner.backplane.as_ref(), inner.l2.as_ref()) else {
         return;
     };
-    match l2.publish(&bp.channel, &msg.encode(bp.instance)).await {
+    match l2
+        .publish(&bp.channel, &msg.encode(bp.instance))
+        .instrument(tracing::debug_span!("l2.publish", channel = %bp.channel))
+        .await
+    {
         Ok(()) => {
             bp.published.fetch_add(1, Ordering::Relaxed);
         }

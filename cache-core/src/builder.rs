@@ -140,7 +140,7 @@ impl CacheBuilder {
         Self {
             l2_urls: Vec::new(),
             cluster: false,
-            prefix: "cache".into(),
+            prefix: crate::DEFAULT_PREFIX.into(),
             enabled: true,
             l1_max_bytes: 64 << 20,
             connect_timeout: Duration::from_millis(250),

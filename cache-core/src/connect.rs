@@ -1,6 +1,7 @@
 //! Startup connection check and the background task that brings L2 back after an outage.
 
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use crate::backplane;
 use crate::breaker::BreakerState;
@@ -29,7 +30,11 @@ pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
         tracing::info!(prefix = %inner.prefix, "no Redis URL configured: running L1-only");
         return Ok(());
     };
-    let reachable = match l2.ping_unguarded().await {
+    let reachable = match l2
+        .ping_unguarded()
+        .instrument(tracing::debug_span!("l2.ping", startup = true))
+        .await
+    {
         Ok(()) => {
             tracing::info!(redis = %l2.url_redacted, cluster = l2.is_cluster(), "connected to Redis: L1 + L2");
             l2.load_scripts().await;
@@ -71,7 +76,8 @@ pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
     tokio::spawn(async move {
         let mut last_heartbeat = Instant::now();
         let mut last_prune = Instant::now();
-        let mut last_report = Instant::now();
+        // The first report goes out on the first tick, so admin tools see a new instance at once.
+        let mut last_report: Option<Instant> = None;
         loop {
             tokio::time::sleep(PROBE_POLL).await;
             let Some(inner) = weak.upgrade() else {
@@ -81,7 +87,9 @@ pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
                 return;
             };
             if l2.breaker.state() == BreakerState::Open {
-                l2.probe().await;
+                l2.probe()
+                    .instrument(tracing::debug_span!("l2.probe"))
+                    .await;
             }
             if last_heartbeat.elapsed() >= backplane::HEARTBEAT_EVERY {
                 last_heartbeat = Instant::now();
@@ -91,8 +99,8 @@ pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
                 last_prune = Instant::now();
                 inner.local_tags.prune(inner.max_l1_lifetime);
             }
-            if last_report.elapsed() >= inner.stats_report_interval {
-                last_report = Instant::now();
+            if last_report.is_none_or(|t| t.elapsed() >= inner.stats_report_interval) {
+                last_report = Some(Instant::now());
                 report::publish_stats(&inner).await;
             }
         }

@@ -100,6 +100,9 @@ pub use warm::{
     DEFAULT_WARM_TIMEOUT,
 };
 
+/// The key prefix of a cache built without [`CacheBuilder::prefix`] or `CACHE_PREFIX`.
+pub const DEFAULT_PREFIX: &str = "cache";
+
 /// The README's code sample, compiled and run as a doctest.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

@@ -4,7 +4,7 @@
 //! Each kind has its own recorder; tier totals are summed when a snapshot is taken, so a hit costs a
 //! single atomic increment.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -156,7 +156,8 @@ impl KindStats {
 }
 
 /// Latency summary in microseconds (p50/p99 from a log-bucketed histogram, ~19% resolution).
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct LatencyStats {
     /// Number of operations measured.
@@ -172,7 +173,8 @@ pub struct LatencyStats {
 }
 
 /// L1 (in-process) counters.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct L1Stats {
     /// Lookups served by L1.
@@ -192,7 +194,8 @@ pub struct L1Stats {
 }
 
 /// L2 (Redis) counters.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct L2Stats {
     /// Reads that found a fresh value.
@@ -232,7 +235,8 @@ pub struct L2Stats {
 }
 
 /// Loader counters.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct LoaderStats {
     /// Loader calls (one per key among concurrent callers).
@@ -244,7 +248,8 @@ pub struct LoaderStats {
 }
 
 /// Counters of one kind (or of the whole cache).
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct TierStats {
     /// L1 counters.
@@ -262,7 +267,7 @@ pub struct TierStats {
 }
 
 /// Circuit breaker state and counters.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[non_exhaustive]
 pub struct BreakerStats {
     /// Current state.
@@ -274,7 +279,7 @@ pub struct BreakerStats {
 }
 
 /// Backplane (cross-instance L1 invalidation) state and counters.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[non_exhaustive]
 pub struct BackplaneStats {
     /// Whether the pub/sub subscription is up.
@@ -301,7 +306,7 @@ pub struct BackplaneStats {
 /// println!("{}", serde_json::to_string_pretty(&stats).unwrap());
 /// # });
 /// ```
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[non_exhaustive]
 pub struct Stats {
     /// The cache's key prefix.
