@@ -128,10 +128,11 @@ impl EncodeLabelValue for Escaped<'_> {
     }
 }
 
-/// A sample value: counters are `u64`, gauges `i64` or `f64`.
+/// A sample value: counters are `u64` or `f64` (sums of seconds), gauges `i64` or `f64`.
 #[derive(Debug, Clone, Copy)]
 enum Value {
     Counter(u64),
+    FloatCounter(f64),
     Gauge(i64),
     Float(f64),
 }
@@ -144,6 +145,7 @@ impl Value {
     fn write(self, m: &mut MetricEncoder<'_>) -> Result<(), FmtError> {
         match self {
             Value::Counter(n) => m.encode_counter::<NoLabelSet, u64, u64>(&n, None),
+            Value::FloatCounter(x) => m.encode_counter::<NoLabelSet, f64, f64>(&x, None),
             Value::Gauge(n) => m.encode_gauge(&n),
             Value::Float(x) => m.encode_gauge(&x),
         }
@@ -151,7 +153,7 @@ impl Value {
 
     fn metric_type(self) -> MetricType {
         match self {
-            Value::Counter(_) => MetricType::Counter,
+            Value::Counter(_) | Value::FloatCounter(_) => MetricType::Counter,
             Value::Gauge(_) | Value::Float(_) => MetricType::Gauge,
         }
     }
@@ -386,7 +388,7 @@ fn encode_stats(s: &Stats, enc: &mut DescriptorEncoder<'_>) -> Result<(), FmtErr
         MetricType::Counter,
         per_op(|l| {
             let sum = l.mean_us * l.count as f64 / 1e6;
-            vec![(None, Value::Float(sum))]
+            vec![(None, Value::FloatCounter(sum))]
         }),
     )?;
     w.family(
