@@ -105,7 +105,9 @@ async fn stats_endpoint_answers_the_snapshot_as_json() {
     let r = request(addr, "GET", "/cache/stats", "").await;
 
     assert_eq!(r.status, 200);
-    assert!(r.header("content-type").is_some_and(|c| c.starts_with("application/json")));
+    assert!(r
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("application/json")));
     let j = r.json();
     assert_eq!(j["prefix"], cache.prefix());
     assert_eq!(j["l2_configured"], true);

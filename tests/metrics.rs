@@ -42,7 +42,9 @@ fn parse_labels(s: &str) -> Result<(BTreeMap<String, String>, &str), String> {
         if !is_name(name, &[]) {
             return Err(format!("bad label name {name:?}"));
         }
-        rest = rest[eq + 1..].strip_prefix('"').ok_or("label value not quoted")?;
+        rest = rest[eq + 1..]
+            .strip_prefix('"')
+            .ok_or("label value not quoted")?;
         let mut value = String::new();
         let mut chars = rest.char_indices();
         let end = loop {
@@ -71,7 +73,9 @@ fn parse_value(s: &str) -> Result<f64, String> {
         "NaN" => Ok(f64::NAN),
         "+Inf" => Ok(f64::INFINITY),
         "-Inf" => Ok(f64::NEG_INFINITY),
-        _ => s.parse::<f64>().map_err(|e| format!("bad value {s:?}: {e}")),
+        _ => s
+            .parse::<f64>()
+            .map_err(|e| format!("bad value {s:?}: {e}")),
     }
 }
 
@@ -104,8 +108,15 @@ fn parse_openmetrics(text: &str) -> Result<BTreeMap<String, Family>, String> {
                 "HELP" => fam.help = true,
                 "TYPE" => {
                     let ty = parts.next().unwrap_or("");
-                    if !["counter", "gauge", "histogram", "summary", "info", "unknown"]
-                        .contains(&ty)
+                    if ![
+                        "counter",
+                        "gauge",
+                        "histogram",
+                        "summary",
+                        "info",
+                        "unknown",
+                    ]
+                    .contains(&ty)
                     {
                         return Err(at(format!("unknown type {ty:?}")));
                     }
@@ -115,7 +126,9 @@ fn parse_openmetrics(text: &str) -> Result<BTreeMap<String, Family>, String> {
             }
             continue;
         }
-        let fam_name = current.clone().ok_or_else(|| at("sample before any TYPE".into()))?;
+        let fam_name = current
+            .clone()
+            .ok_or_else(|| at("sample before any TYPE".into()))?;
         let name_end = line.find(['{', ' ']).ok_or_else(|| at("no value".into()))?;
         let name = &line[..name_end];
         let (labels, rest) = if line[name_end..].starts_with('{') {
@@ -123,8 +136,11 @@ fn parse_openmetrics(text: &str) -> Result<BTreeMap<String, Family>, String> {
         } else {
             (BTreeMap::new(), &line[name_end..])
         };
-        let value = parse_value(rest.strip_prefix(' ').ok_or_else(|| at("no value".into()))?)
-            .map_err(at)?;
+        let value = parse_value(
+            rest.strip_prefix(' ')
+                .ok_or_else(|| at("no value".into()))?,
+        )
+        .map_err(at)?;
         let fam = families.get_mut(&fam_name).ok_or("family vanished")?;
         let allowed: &[&str] = match fam.ty.as_str() {
             "counter" => &["_total", "_created"],
@@ -133,7 +149,10 @@ fn parse_openmetrics(text: &str) -> Result<BTreeMap<String, Family>, String> {
             _ => &["", "_sum", "_count", "_bucket", "_created"],
         };
         if !allowed.iter().any(|s| format!("{fam_name}{s}") == name) {
-            return Err(at(format!("sample {name} does not belong to {} family {fam_name}", fam.ty)));
+            return Err(at(format!(
+                "sample {name} does not belong to {} family {fam_name}",
+                fam.ty
+            )));
         }
         if fam.ty == "counter" && name.ends_with("_total") && !(value >= 0.0) {
             return Err(at("negative or NaN counter".into()));
@@ -169,13 +188,13 @@ fn the_strict_parser_rejects_malformed_expositions() {
     let ok = "# HELP a_x h\n# TYPE a_x counter\na_x_total{k=\"v\\\"\"} 1\n# EOF\n";
     assert!(parse_openmetrics(ok).is_ok());
     for bad in [
-        "# TYPE a counter\na_total 1\n",                            // no EOF
-        "# TYPE a counter\na 1\n# EOF\n",                           // counter sample without _total
-        "a 1\n# EOF\n",                                              // sample before TYPE
-        "# TYPE a gauge\na{k=\"v} 1\n# EOF\n",                       // unterminated label
-        "# TYPE a gauge\na 1\na 2\n# EOF\n",                         // repeated series
+        "# TYPE a counter\na_total 1\n",       // no EOF
+        "# TYPE a counter\na 1\n# EOF\n",      // counter sample without _total
+        "a 1\n# EOF\n",                        // sample before TYPE
+        "# TYPE a gauge\na{k=\"v} 1\n# EOF\n", // unterminated label
+        "# TYPE a gauge\na 1\na 2\n# EOF\n",   // repeated series
         "# TYPE a gauge\na 1\n# TYPE b gauge\nb 1\n# TYPE a gauge\n# EOF\n", // family twice
-        "# TYPE a gauge\na one\n# EOF\n",                            // bad value
+        "# TYPE a gauge\na one\n# EOF\n",      // bad value
     ] {
         assert!(parse_openmetrics(bad).is_err(), "accepted {bad:?}");
     }
@@ -232,8 +251,16 @@ async fn exposition_is_valid_openmetrics_and_hits_and_misses_match_stats_per_tie
                 ("l2", t.l2.hits, t.l2.misses),
             ] {
                 let labels = [("tier", tier), ("kind", kind.as_str())];
-                assert_eq!(value_of(&fams, "cache_hits", &labels), hits as f64, "{labels:?}");
-                assert_eq!(value_of(&fams, "cache_misses", &labels), misses as f64, "{labels:?}");
+                assert_eq!(
+                    value_of(&fams, "cache_hits", &labels),
+                    hits as f64,
+                    "{labels:?}"
+                );
+                assert_eq!(
+                    value_of(&fams, "cache_misses", &labels),
+                    misses as f64,
+                    "{labels:?}"
+                );
             }
         }
         assert_eq!(
@@ -254,7 +281,13 @@ async fn exposition_is_valid_openmetrics_and_hits_and_misses_match_stats_per_tie
     let db_l2 = [("tier", "l2"), ("kind", "database_query")];
     assert_eq!(value_of(&fams, "cache_hits", &db_l2), 3.0);
     assert_eq!(value_of(&fams, "cache_misses", &db_l2), 1.0);
-    assert!(value_of(&fams, "cache_l2_operations", &[("op", "read"), ("kind", "database_query")]) >= 4.0);
+    assert!(
+        value_of(
+            &fams,
+            "cache_l2_operations",
+            &[("op", "read"), ("kind", "database_query")]
+        ) >= 4.0
+    );
     assert_eq!(
         PROMETHEUS_CONTENT_TYPE,
         "application/openmetrics-text; version=1.0.0; charset=utf-8"

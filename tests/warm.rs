@@ -91,8 +91,12 @@ async fn entries_already_fresh_in_l2_are_pulled_into_l1_without_calling_their_lo
     // Instance A fills L2 with keys 0..10.
     let a = cache_on(&server, &prefix).await;
     for i in 0..10u64 {
-        a.set(Kind::DATABASE_QUERY, &format!("user:{i}"), format!("from A {i}"))
-            .await;
+        a.set(
+            Kind::DATABASE_QUERY,
+            &format!("user:{i}"),
+            format!("from A {i}"),
+        )
+        .await;
     }
     // Instance B starts cold and warms keys 0..15: 10 hot in L2, 5 to load.
     let b = cache_on(&server, &prefix).await;
@@ -122,7 +126,10 @@ async fn entries_already_fresh_in_l2_are_pulled_into_l1_without_calling_their_lo
     for i in 0..15u64 {
         let v: Option<Arc<String>> = b.get(Kind::DATABASE_QUERY, &format!("user:{i}")).await;
         let want = if i < 10 { "from A" } else { "from B" };
-        assert_eq!(v.as_deref().map(String::as_str), Some(format!("{want} {i}").as_str()));
+        assert_eq!(
+            v.as_deref().map(String::as_str),
+            Some(format!("{want} {i}").as_str())
+        );
     }
     let after = b.stats().total;
     assert_eq!(after.l1.hits - before.l1.hits, 15);
@@ -280,7 +287,10 @@ async fn warming_reads_with_one_mget_per_batch_and_writes_one_set_per_entry_with
     assert_eq!(calls(&server, "mget").await, 3);
     assert_eq!(calls(&server, "get").await, 0);
     assert_eq!(calls(&server, "set").await, n);
-    assert_eq!(calls(&server, "evalsha").await + calls(&server, "eval").await, 0);
+    assert_eq!(
+        calls(&server, "evalsha").await + calls(&server, "eval").await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,7 +316,11 @@ async fn warm_writes_are_pipelined_so_round_trips_do_not_grow_with_the_entries()
         .await;
     let took = started.elapsed();
 
-    assert_eq!((report.warmed, report.l2_write_errors), (n, 0), "{report:?}");
+    assert_eq!(
+        (report.warmed, report.l2_write_errors),
+        (n, 0),
+        "{report:?}"
+    );
     // Two batches, each one MGET and one pipeline of SETs: a few round trips (~0.2-0.5 s).
     // One round trip per entry would take 256 x 100 ms = 25 s.
     assert!(took < Duration::from_secs(3), "warming took {took:?}");

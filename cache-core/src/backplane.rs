@@ -15,11 +15,11 @@
 //! The staleness of an L1 copy is therefore bounded by the message latency while subscribed, and by
 //! the time to notice and replace a broken subscription otherwise.
 
-use tracing::Instrument;
 use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Weak;
 use std::time::Duration;
+use tracing::Instrument;
 
 use crate::cache::Inner;
 

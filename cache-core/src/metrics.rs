@@ -342,7 +342,11 @@ fn encode_stats(s: &Stats, enc: &mut DescriptorEncoder<'_>) -> Result<(), FmtErr
             "Weighted size held, in bytes.",
             Value::gauge(l1.bytes),
         ),
-        ("cache_max_bytes", "The byte budget.", Value::gauge(l1.max_bytes)),
+        (
+            "cache_max_bytes",
+            "The byte budget.",
+            Value::gauge(l1.max_bytes),
+        ),
         (
             "cache_evictions",
             "Entries evicted to stay within the byte budget.",
@@ -546,7 +550,9 @@ mod tests {
         assert!(out.contains("# TYPE cache_hits counter\n"), "{out}");
         assert!(out.contains("cache_hits_total{tier=\"l2\",kind=\"k\"} 0\n"));
         assert!(out.contains("cache_entries{tier=\"l1\"} 0\n"));
-        assert!(out.contains("cache_l2_latency_quantile_seconds{op=\"read\",kind=\"k\",quantile=\"0.99\"} NaN\n"));
+        assert!(out.contains(
+            "cache_l2_latency_quantile_seconds{op=\"read\",kind=\"k\",quantile=\"0.99\"} NaN\n"
+        ));
         assert!(!out.contains("cache_breaker"));
         assert!(out.ends_with("# EOF\n"));
     }

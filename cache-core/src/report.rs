@@ -6,9 +6,9 @@
 //! never print a password: [`entry_key`], [`stats_key_pattern`], [`redact_url`].
 
 use serde::{Deserialize, Serialize};
-use tracing::Instrument;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tracing::Instrument;
 
 use crate::cache::{unix_ms, Inner};
 use crate::{Cache, Stats};

@@ -24,7 +24,10 @@ async fn admin_cache(g: &Global, t: &Target) -> Result<Cache> {
     } else {
         b.redis_url(t.urls().first().cloned().unwrap_or_default())
     };
-    let cache = b.build().await.map_err(|e| CliError::Cache(e.to_string()))?;
+    let cache = b
+        .build()
+        .await
+        .map_err(|e| CliError::Cache(e.to_string()))?;
     // The library degrades silently when Redis is down; an admin command must not.
     cache
         .ping_l2()
@@ -88,9 +91,8 @@ pub(crate) async fn invalidate(
     })
 }
 
-/// Asks `question` on stderr and reads the answer from `input`: only `y` or `yes` confirm.
-fn confirm(question: &str, input: &mut impl BufRead) -> Result<bool> {
-    let mut err = std::io::stderr().lock();
+/// Asks `question` on `prompt` and reads the answer from `input`: only `y` or `yes` confirm.
+fn confirm(question: &str, input: &mut impl BufRead, err: &mut impl Write) -> Result<bool> {
     write!(err, "{question} [y/N] ")?;
     err.flush()?;
     let mut line = String::new();
@@ -98,7 +100,10 @@ fn confirm(question: &str, input: &mut impl BufRead) -> Result<bool> {
     if n == 0 {
         writeln!(err)?;
     }
-    Ok(matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 /// Runs `cachectl clear --kind K | --all`.
@@ -113,17 +118,24 @@ pub(crate) async fn clear(g: &Global, t: &Target, a: &ClearArgs) -> Result<Repor
                 "kind {k:?} must be 1-64 ASCII letters, digits, '_', '-' or '.'"
             )))
         }
-        (None, true) => (
-            "every entry".to_owned(),
-            serde_json::json!({ "all": true }),
-        ),
-        _ => return Err(CliError::Usage("give exactly one of --kind KIND or --all".into())),
+        (None, true) => ("every entry".to_owned(), serde_json::json!({ "all": true })),
+        _ => {
+            return Err(CliError::Usage(
+                "give exactly one of --kind KIND or --all".into(),
+            ))
+        }
     };
     let question = format!(
         "Delete {scope} under prefix {:?} on {}, on every instance?",
         g.prefix, t.display
     );
-    if !a.yes && !confirm(&question, &mut std::io::stdin().lock())? {
+    if !a.yes
+        && !confirm(
+            &question,
+            &mut std::io::stdin().lock(),
+            &mut std::io::stderr(),
+        )?
+    {
         return Err(CliError::Aborted);
     }
     let cache = admin_cache(g, t).await?;
@@ -153,8 +165,20 @@ mod tests {
 
     #[test]
     fn only_yes_confirms() {
-        for (answer, ok) in [("y\n", true), ("YES\n", true), ("n\n", false), ("", false), ("yep\n", false)] {
-            assert_eq!(confirm("?", &mut answer.as_bytes()).unwrap(), ok, "{answer:?}");
+        for (answer, ok) in [
+            ("y\n", true),
+            ("YES\n", true),
+            ("n\n", false),
+            ("", false),
+            ("yep\n", false),
+        ] {
+            let mut prompt = Vec::new();
+            assert_eq!(
+                confirm("Sure?", &mut answer.as_bytes(), &mut prompt).unwrap(),
+                ok,
+                "{answer:?}"
+            );
+            assert!(prompt.starts_with(b"Sure? [y/N] "));
         }
     }
 }

@@ -103,7 +103,8 @@ pub(crate) async fn get(t: &Target, prefix: &str, arg: &str) -> Result<Report> {
         key: e.full.clone(),
         reason,
     };
-    let ins = codec::inspect(&bytes, MAX_VALUE_BYTES).map_err(|err| undecodable(err.to_string()))?;
+    let ins =
+        codec::inspect(&bytes, MAX_VALUE_BYTES).map_err(|err| undecodable(err.to_string()))?;
     let value = if ins.tombstone {
         None
     } else {
@@ -129,7 +130,10 @@ pub(crate) async fn get(t: &Target, prefix: &str, arg: &str) -> Result<Report> {
         tags: ins
             .tags
             .iter()
-            .map(|(tag, version)| TagJson { tag, version: *version })
+            .map(|(tag, version)| TagJson {
+                tag,
+                version: *version,
+            })
             .collect(),
         value,
     };
@@ -166,12 +170,24 @@ pub(crate) async fn get(t: &Target, prefix: &str, arg: &str) -> Result<Report> {
         "size         {} stored, {} payload{}\n",
         output::bytes(j.stored_bytes as u64),
         output::bytes(j.payload_bytes as u64),
-        if j.compressed { ", zstd-compressed" } else { "" }
+        if j.compressed {
+            ", zstd-compressed"
+        } else {
+            ""
+        }
     ));
-    let tags: Vec<String> = j.tags.iter().map(|t| format!("{} (v{})", t.tag, t.version)).collect();
+    let tags: Vec<String> = j
+        .tags
+        .iter()
+        .map(|t| format!("{} (v{})", t.tag, t.version))
+        .collect();
     human.push_str(&format!(
         "tags         {}\n",
-        if tags.is_empty() { "-".into() } else { tags.join(", ") }
+        if tags.is_empty() {
+            "-".into()
+        } else {
+            tags.join(", ")
+        }
     ));
     if let Some(v) = &j.value {
         human.push_str("value\n");
@@ -243,7 +259,11 @@ pub(crate) async fn keys(
         human.push_str(&format!(
             "{} key(s){}\n",
             rows.len(),
-            if rows.len() >= limit { " (limit reached; use --limit)" } else { "" }
+            if rows.len() >= limit {
+                " (limit reached; use --limit)"
+            } else {
+                ""
+            }
         ));
     }
     Ok(Report {
@@ -260,7 +280,10 @@ mod tests {
     fn entries_are_named_by_kind_and_key_or_by_full_key() {
         let short = parse_entry("app", "api_response:user:42").unwrap();
         assert_eq!(short.full, "app:v1:api_response:user:42");
-        assert_eq!((short.kind.as_str(), short.key.as_str()), ("api_response", "user:42"));
+        assert_eq!(
+            (short.kind.as_str(), short.key.as_str()),
+            ("api_response", "user:42")
+        );
         let full = parse_entry("app", "app:v1:api_response:user:42").unwrap();
         assert_eq!(full, short);
         assert!(parse_entry("app", "nokind").is_err());
@@ -270,7 +293,10 @@ mod tests {
 
     #[test]
     fn kinds_are_read_from_full_keys() {
-        assert_eq!(kind_of("app", "app:v1:static_data:x:y"), Some("static_data"));
+        assert_eq!(
+            kind_of("app", "app:v1:static_data:x:y"),
+            Some("static_data")
+        );
         assert_eq!(kind_of("app", "other:v1:k:x"), None);
     }
 }

@@ -201,7 +201,14 @@ pub(crate) async fn run(t: &Target, prefix: &str) -> Result<Report> {
             "\nInstances under prefix \"{prefix}\" ({}):\n",
             instances.len()
         ));
-        let mut table = Table::new(&["INSTANCE", "HOST", "PID", "BREAKER", "BACKPLANE", "REPORTED"]);
+        let mut table = Table::new(&[
+            "INSTANCE",
+            "HOST",
+            "PID",
+            "BREAKER",
+            "BACKPLANE",
+            "REPORTED",
+        ]);
         for i in &instances {
             table.row(vec![
                 i.instance.clone(),
@@ -236,10 +243,7 @@ pub(crate) async fn run(t: &Target, prefix: &str) -> Result<Report> {
         warnings,
     })
     .unwrap_or_default();
-    Ok(Report {
-        human,
-        json,
-    })
+    Ok(Report { human, json })
 }
 
 #[cfg(test)]
@@ -248,7 +252,13 @@ mod tests {
 
     #[test]
     fn eviction_policies_that_suit_a_cache() {
-        for p in ["allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-ttl"] {
+        for p in [
+            "allkeys-lru",
+            "allkeys-lfu",
+            "allkeys-random",
+            "volatile-lru",
+            "volatile-ttl",
+        ] {
             assert!(policy_suits_a_cache(p), "{p}");
         }
         assert!(!policy_suits_a_cache("noeviction"));

@@ -96,9 +96,15 @@ pub(crate) fn human_duration(d: Duration) -> String {
 /// `at` relative to `now`: `in 4m2s` or `3.0s ago`.
 pub(crate) fn relative(at_ms: u64, now_ms: u64) -> String {
     if at_ms >= now_ms {
-        format!("in {}", human_duration(Duration::from_millis(at_ms - now_ms)))
+        format!(
+            "in {}",
+            human_duration(Duration::from_millis(at_ms - now_ms))
+        )
     } else {
-        format!("{} ago", human_duration(Duration::from_millis(now_ms - at_ms)))
+        format!(
+            "{} ago",
+            human_duration(Duration::from_millis(now_ms - at_ms))
+        )
     }
 }
 

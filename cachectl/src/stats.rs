@@ -36,7 +36,8 @@ pub(crate) async fn read_reports(
             }
         }
     }
-    reports.sort_by(|a, b| (&a.hostname, a.pid, &a.instance).cmp(&(&b.hostname, b.pid, &b.instance)));
+    reports
+        .sort_by(|a, b| (&a.hostname, a.pid, &a.instance).cmp(&(&b.hostname, b.pid, &b.instance)));
     Ok((reports, unreadable))
 }
 
@@ -146,8 +147,19 @@ pub(crate) async fn run(t: &Target, prefix: &str) -> Result<Report> {
             t.display
         ));
         let mut table = Table::new(&[
-            "INSTANCE", "HOST", "PID", "REPORTED", "LOOKUPS", "L1 HIT", "L2 HIT", "HIT RATE",
-            "LOADS", "L2 ERR/TMO", "L1 ENTRIES", "L1 SIZE", "BREAKER",
+            "INSTANCE",
+            "HOST",
+            "PID",
+            "REPORTED",
+            "LOOKUPS",
+            "L1 HIT",
+            "L2 HIT",
+            "HIT RATE",
+            "LOADS",
+            "L2 ERR/TMO",
+            "L1 ENTRIES",
+            "L1 SIZE",
+            "BREAKER",
         ]);
         for r in &reports {
             let s = Totals::of(&r.stats.total);
@@ -189,7 +201,14 @@ pub(crate) async fn run(t: &Target, prefix: &str) -> Result<Report> {
         if !kinds.is_empty() {
             human.push_str("\nBy kind (all instances):\n");
             let mut table = Table::new(&[
-                "KIND", "LOOKUPS", "L1 HIT", "L2 HIT", "HIT RATE", "LOADS", "LOAD ERR", "SETS",
+                "KIND",
+                "LOOKUPS",
+                "L1 HIT",
+                "L2 HIT",
+                "HIT RATE",
+                "LOADS",
+                "LOAD ERR",
+                "SETS",
                 "INVALIDATIONS",
             ]);
             for (k, s) in &kinds {
@@ -223,10 +242,7 @@ pub(crate) async fn run(t: &Target, prefix: &str) -> Result<Report> {
         unreadable_reports: unreadable,
     })
     .unwrap_or_default();
-    Ok(Report {
-        human,
-        json,
-    })
+    Ok(Report { human, json })
 }
 
 pub(crate) fn breaker_text(s: cache_core::BreakerState) -> String {
