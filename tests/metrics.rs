@@ -154,7 +154,7 @@ fn parse_openmetrics(text: &str) -> Result<BTreeMap<String, Family>, String> {
                 fam.ty
             )));
         }
-        if fam.ty == "counter" && name.ends_with("_total") && !(value >= 0.0) {
+        if fam.ty == "counter" && name.ends_with("_total") && (value.is_nan() || value < 0.0) {
             return Err(at("negative or NaN counter".into()));
         }
         if !series.insert(format!("{name}{labels:?}")) {

@@ -367,7 +367,9 @@ fn encode_stats(s: &Stats, enc: &mut DescriptorEncoder<'_>) -> Result<(), FmtErr
         ("read", |t| &t.l2.read_latency),
         ("write", |t| &t.l2.write_latency),
     ];
-    let per_op = |f: fn(&LatencyStats) -> Vec<(Option<&'static str>, Value)>| {
+    // Samples of one latency family: `(quantile label, value)` pairs from a kind's latency.
+    type LatencySamples = fn(&LatencyStats) -> Vec<(Option<&'static str>, Value)>;
+    let per_op = |f: LatencySamples| {
         ops.iter().flat_map(move |&(op, get)| {
             s.kinds.iter().flat_map(move |(k, t)| {
                 f(get(t)).into_iter().map(move |(q, v)| {
