@@ -76,8 +76,7 @@ pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
     tokio::spawn(async move {
         let mut last_heartbeat = Instant::now();
         let mut last_prune = Instant::now();
-        // The first report goes out on the first tick, so admin tools see a new instance at once.
-        let mut last_report: Option<Instant> = None;
+        let mut last_report = Instant::now();
         loop {
             tokio::time::sleep(PROBE_POLL).await;
             let Some(inner) = weak.upgrade() else {
@@ -99,8 +98,8 @@ pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
                 last_prune = Instant::now();
                 inner.local_tags.prune(inner.max_l1_lifetime);
             }
-            if last_report.is_none_or(|t| t.elapsed() >= inner.stats_report_interval) {
-                last_report = Some(Instant::now());
+            if last_report.elapsed() >= inner.stats_report_interval {
+                last_report = Instant::now();
                 report::publish_stats(&inner).await;
             }
         }
