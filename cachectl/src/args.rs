@@ -44,7 +44,8 @@ pub(crate) struct Global {
 pub(crate) enum Command {
     /// Stats published by every live instance, per instance and summed.
     Stats,
-    /// List entry keys (SCAN, never KEYS; every master of a cluster).
+    /// List entry keys (SCAN, never KEYS; every master of a cluster). Without --tag, the
+    /// tombstones of entries invalidated in the last minute are listed too (`get` shows them).
     Keys(KeysArgs),
     /// Decode one entry and print its value as JSON with its metadata.
     Get(GetArgs),
