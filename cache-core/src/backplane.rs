@@ -19,6 +19,7 @@ use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Weak;
 use std::time::Duration;
+use tracing::Instrument;
 
 use crate::cache::Inner;
 
@@ -112,7 +113,11 @@ pub(crate) async fn publish(inner: &Inner, msg: Message<'_>) {
     let (Some(bp), Some(l2)) = (inner.backplane.as_ref(), inner.l2.as_ref()) else {
         return;
     };
-    match l2.publish(&bp.channel, &msg.encode(bp.instance)).await {
+    match l2
+        .publish(&bp.channel, &msg.encode(bp.instance))
+        .instrument(tracing::debug_span!("l2.publish", channel = %bp.channel))
+        .await
+    {
         Ok(()) => {
             bp.published.fetch_add(1, Ordering::Relaxed);
         }

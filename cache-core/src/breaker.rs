@@ -40,7 +40,7 @@ impl Default for BreakerConfig {
 }
 
 /// The breaker's state as reported in stats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     /// L2 is used normally.

@@ -156,7 +156,7 @@ impl CacheBuilder {
             l2_urls: Vec::new(),
             cluster: false,
             tls_root_cert: None,
-            prefix: "cache".into(),
+            prefix: crate::DEFAULT_PREFIX.into(),
             enabled: true,
             l1_max_bytes: 64 << 20,
             connect_timeout: Duration::from_millis(250),

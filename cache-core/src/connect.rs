@@ -1,6 +1,7 @@
 //! Startup connection check and the background task that brings L2 back after an outage.
 
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use crate::backplane;
 use crate::breaker::BreakerState;
@@ -30,7 +31,11 @@ pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
         tracing::info!(prefix = %inner.prefix, "no Redis URL configured: running L1-only");
         return Ok(());
     };
-    let reachable = match l2.ping_unguarded().await {
+    let reachable = match l2
+        .ping_unguarded()
+        .instrument(tracing::debug_span!("l2.ping", startup = true))
+        .await
+    {
         Ok(()) => {
             tracing::info!(redis = %l2.url_redacted, cluster = l2.is_cluster(), "connected to Redis: L1 + L2");
             l2.load_scripts().await;
@@ -82,7 +87,9 @@ pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
                 return;
             };
             if l2.breaker.state() == BreakerState::Open {
-                l2.probe().await;
+                l2.probe()
+                    .instrument(tracing::debug_span!("l2.probe"))
+                    .await;
             }
             // Right after the probe closed the breaker: invalidations made during the outage
             // reach L2 before this instance's writes do (they are held back until then).

@@ -99,7 +99,7 @@ pub use error::{Error, LoadError, Result};
 pub use key::MAX_KEY_PART;
 pub use kind::{Kind, KindConfig, Tiers};
 pub use macro_support::{install, installed};
-pub use metrics::PROMETHEUS_CONTENT_TYPE;
+pub use metrics::{CacheCollector, PROMETHEUS_CONTENT_TYPE};
 pub use report::{entry_key, redact_url, stats_key_pattern, InstanceReport};
 pub use stats::{
     BackplaneStats, BreakerStats, L1Stats, L2Stats, LatencyStats, LoaderStats, LockStats,
@@ -109,6 +109,9 @@ pub use warm::{
     WarmFailure, WarmPlan, WarmReport, WarmerSummary, DEFAULT_WARM_CONCURRENCY,
     DEFAULT_WARM_TIMEOUT,
 };
+
+/// The key prefix of a cache built without [`CacheBuilder::prefix`] or `CACHE_PREFIX`.
+pub const DEFAULT_PREFIX: &str = "cache";
 
 /// The README's code sample, compiled and run as a doctest.
 #[cfg(doctest)]

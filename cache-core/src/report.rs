@@ -5,17 +5,19 @@
 //! Also the small helpers admin tools share with the library so that they build the same keys and
 //! never print a password: [`entry_key`], [`stats_key_pattern`], [`redact_url`].
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tracing::Instrument;
 
 use crate::cache::{unix_ms, Inner};
 use crate::{Cache, Stats};
 
 /// What an instance publishes: its stats snapshot and who it is.
 ///
-/// Admin tools read this as JSON; fields may be added, so readers should ignore unknown ones.
-#[derive(Debug, Clone, Serialize)]
+/// Admin tools read this as JSON (`serde_json::from_slice::<InstanceReport>`); fields may be
+/// added, and unknown fields are ignored when reading.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct InstanceReport {
     /// The instance id (the backplane's, in hex), unique per `Cache` built.
@@ -126,7 +128,11 @@ pub(crate) async fn publish_stats(inner: &Arc<Inner>) {
     };
     let key = stats_key(&inner.prefix, instance_id(inner));
     let ttl = (every * 3).max(Duration::from_secs(1));
-    if let Err(e) = l2.set_many(&[(key, json, ttl)]).await {
+    if let Err(e) = l2
+        .set_many(&[(key, json, ttl)])
+        .instrument(tracing::debug_span!("l2.set", op = "stats_report"))
+        .await
+    {
         tracing::debug!(error = ?e, "stats report not published");
     }
 }

@@ -4,7 +4,7 @@
 //! Each kind has its own recorder; tier totals are summed when a snapshot is taken, so a hit costs a
 //! single atomic increment.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -165,7 +165,8 @@ impl KindStats {
 }
 
 /// Latency summary in microseconds (p50/p99 from a log-bucketed histogram, ~19% resolution).
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct LatencyStats {
     /// Number of operations measured.
@@ -181,7 +182,8 @@ pub struct LatencyStats {
 }
 
 /// L1 (in-process) counters.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct L1Stats {
     /// Lookups served by L1.
@@ -201,7 +203,8 @@ pub struct L1Stats {
 }
 
 /// L2 (Redis) counters.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct L2Stats {
     /// Reads that found a fresh value.
@@ -241,7 +244,8 @@ pub struct L2Stats {
 }
 
 /// Loader counters.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct LoaderStats {
     /// Loader calls (one per key among concurrent callers).
@@ -263,7 +267,8 @@ pub struct LoaderStats {
 }
 
 /// Distributed single-flight counters.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct LockStats {
     /// Loads that took the Redis lock (and so called the loader for every instance).
@@ -276,7 +281,8 @@ pub struct LockStats {
 }
 
 /// Invalidations queued while L2 was unreachable, replayed when it is back.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct PendingInvalidationStats {
     /// Invalidations waiting for L2 now (one per key or tag).
@@ -290,7 +296,8 @@ pub struct PendingInvalidationStats {
 }
 
 /// Counters of one kind (or of the whole cache).
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct TierStats {
     /// L1 counters.
@@ -310,7 +317,7 @@ pub struct TierStats {
 }
 
 /// Circuit breaker state and counters.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[non_exhaustive]
 pub struct BreakerStats {
     /// Current state.
@@ -322,7 +329,7 @@ pub struct BreakerStats {
 }
 
 /// Backplane (cross-instance L1 invalidation) state and counters.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[non_exhaustive]
 pub struct BackplaneStats {
     /// Whether the pub/sub subscription is up.
@@ -349,7 +356,7 @@ pub struct BackplaneStats {
 /// println!("{}", serde_json::to_string_pretty(&stats).unwrap());
 /// # });
 /// ```
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[non_exhaustive]
 pub struct Stats {
     /// The cache's key prefix.

@@ -1,3 +1,109 @@
 //! `cachectl`: admin tool for tiered-cache.
+//!
+//! Works against the Redis behind the caches (`--redis-url` / `REDIS_URL`, or `--cluster-nodes` /
+//! `REDIS_CLUSTER_URLS`) and their key prefix (`--prefix` / `CACHE_PREFIX`):
+//!
+//! | command | what it does |
+//! |---|---|
+//! | `stats` | the stats each live instance publishes, per instance and summed |
+//! | `keys [--kind K] [--tag T] [--limit N]` | entry keys (SCAN on every master) |
+//! | `get KIND:KEY` | one entry decoded: value as JSON, created, fresh until, tags, sizes, TTL |
+//! | `invalidate --key KIND:KEY \| --tag T` | what `Cache::invalidate` / `invalidate_tag` do, on every instance |
+//! | `clear --kind K \| --all [--yes]` | delete entries (asks for confirmation) |
+//! | `health` | PING latency, memory, eviction policy, breaker states of the instances |
+//!
+//! Text by default, `--json` for scripts. Exit status: 0 on success, 1 on error (the message on
+//! stderr never contains the Redis password), 2 on a usage error.
 
-fn main() {}
+mod admin;
+mod args;
+mod entry;
+mod error;
+mod health;
+mod output;
+mod stats;
+mod target;
+
+use clap::Parser;
+use std::io::Write;
+use std::process::ExitCode;
+
+use args::{Cli, Command};
+use error::{CliError, Result};
+use target::Target;
+
+/// What a command prints: text for people, JSON for scripts.
+pub(crate) struct Report {
+    pub(crate) human: String,
+    pub(crate) json: serde_json::Value,
+}
+
+async fn run(cli: &Cli) -> Result<Report> {
+    let g = &cli.global;
+    if !entry::valid_name(&g.prefix) {
+        return Err(CliError::Usage(format!(
+            "prefix {:?} must be 1-64 ASCII letters, digits, '_', '-' or '.'",
+            g.prefix
+        )));
+    }
+    let t = Target::connect(g).await?;
+    match &cli.command {
+        Command::Stats => stats::run(&t, &g.prefix).await,
+        Command::Keys(a) => {
+            entry::keys(&t, &g.prefix, a.kind.as_deref(), a.tag.as_deref(), a.limit).await
+        }
+        Command::Get(a) => entry::get(&t, &g.prefix, &a.key).await,
+        Command::Invalidate(a) => {
+            admin::invalidate(g, &t, a.key.as_deref(), a.tag.as_deref()).await
+        }
+        Command::Clear(a) => admin::clear(g, &t, a).await,
+        Command::Health => health::run(&t, &g.prefix).await,
+    }
+}
+
+fn print(report: &Report, json: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &report.json)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(report.human.as_bytes())?;
+    }
+    out.flush()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Logs go to stderr; the library's own warnings are quiet unless RUST_LOG asks for them.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,cache_core=error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cachectl: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = runtime.block_on(run(&cli));
+    let code = match res.and_then(|r| print(&r, cli.global.json).map_err(CliError::from)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Usage(msg)) => {
+            eprintln!("cachectl: error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("cachectl: error: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    // Background tasks of an admin `Cache` end with the runtime.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    code
+}
