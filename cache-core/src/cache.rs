@@ -17,6 +17,7 @@ use crate::key;
 use crate::kind::KindConfig;
 use crate::l1::{L1Entry, L1};
 use crate::l2::{L2Error, L2};
+use crate::provenance::{self, Source};
 use crate::stats::{self, BackplaneStats, BreakerStats, KindStats, Stats};
 use crate::tags::{self, LocalTags};
 
@@ -82,6 +83,17 @@ impl std::fmt::Debug for Cache {
 pub struct EntryOptions {
     ttl: Option<Duration>,
     tags: Vec<String>,
+    ttl_fn: Option<TtlFn>,
+}
+
+/// A TTL computed from the value to store; `None` when the value is of another type.
+#[derive(Clone)]
+struct TtlFn(Arc<dyn Fn(&dyn std::any::Any) -> Option<Duration> + Send + Sync>);
+
+impl std::fmt::Debug for TtlFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TtlFn(..)")
+    }
 }
 
 impl EntryOptions {
@@ -112,6 +124,57 @@ impl EntryOptions {
     /// The entry's tags.
     pub fn tag_list(&self) -> &[String] {
         &self.tags
+    }
+
+    /// The TTL computed from the value being stored, for values of type `T` (what a load returns,
+    /// or what [`Cache::set_with`] stores): for instance a short TTL for an empty result, or the
+    /// `max-age` an API response carries. Takes precedence over [`ttl`](Self::ttl) for values of
+    /// type `T`; values of other types get the fixed TTL. A zero duration is stored for 1 ms.
+    /// Default: none.
+    ///
+    /// ```
+    /// use cache_core::{Cache, EntryOptions, Kind};
+    /// use std::time::Duration;
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let cache = Cache::builder().prefix("docs-ttl-with").build().await?;
+    /// // Empty results are kept for 5 s only, others for the kind's TTL.
+    /// let opts = EntryOptions::new().ttl_with(|hits: &Vec<String>| {
+    ///     if hits.is_empty() { Duration::from_secs(5) } else { Duration::from_secs(300) }
+    /// });
+    /// let hits = cache
+    ///     .get_or_load_with(Kind::API_RESPONSE, "search:rust", &opts, || async {
+    ///         Ok::<_, std::io::Error>(vec!["tokio".to_string()])
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(hits.len(), 1);
+    /// # Ok::<_, cache_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    #[must_use]
+    pub fn ttl_with<T: 'static>(
+        self,
+        ttl: impl Fn(&T) -> Duration + Send + Sync + 'static,
+    ) -> Self {
+        self.ttl_with_opt(move |v: &T| Some(ttl(v)))
+    }
+
+    /// [`ttl_with`](Self::ttl_with) where `None` falls back to the fixed or the kind's TTL.
+    #[must_use]
+    pub(crate) fn ttl_with_opt<T: 'static>(
+        mut self,
+        ttl: impl Fn(&T) -> Option<Duration> + Send + Sync + 'static,
+    ) -> Self {
+        self.ttl_fn = Some(TtlFn(Arc::new(move |v: &dyn std::any::Any| {
+            v.downcast_ref::<T>().and_then(&ttl)
+        })));
+        self
+    }
+
+    /// The TTL for `value`: computed, else fixed; `None`: the kind's TTL.
+    pub(crate) fn ttl_for<T: 'static>(&self, value: &T) -> Option<Duration> {
+        self.ttl_fn.as_ref().and_then(|f| (f.0)(value)).or(self.ttl)
     }
 }
 
@@ -268,9 +331,11 @@ impl Cache {
                 // returns an expired entry: no clock read needed.
                 if self.inner.grace.is_zero() || entry.is_fresh(Instant::now()) {
                     KindStats::inc(&ke.stats.l1_hits);
+                    provenance::note(Source::L1, entry.created_ms());
                     return (Some(v), None);
                 }
                 KindStats::inc(&ke.stats.l1_misses);
+                provenance::note_stale_candidate(entry.created_ms());
                 return (None, Some(v));
             }
         }
@@ -353,13 +418,18 @@ impl Cache {
             .inner
             .flights
             .try_get_with(flight_key, async {
-                Err::<Never, _>(self.load(ke, &full, opts, g0, stale, loader).await)
+                // What the load found travels with its outcome to every caller of the flight.
+                let led = provenance::capture(self.load(ke, &full, opts, g0, stale, loader)).await;
+                Err::<Never, _>(led)
             })
             .await;
         match res {
-            Err(outcome) => match &*outcome {
-                Outcome::Value(v) => Ok(v.clone()),
-                Outcome::Failed(e) => Err(e.clone()),
+            Err(led) => match &*led {
+                (Outcome::Value(v), trace) => {
+                    provenance::joined(*trace);
+                    Ok(v.clone())
+                }
+                (Outcome::Failed(e), _) => Err(e.clone()),
             },
             Ok(never) => match never {},
         }
@@ -396,8 +466,9 @@ impl Cache {
         KindStats::inc(&ke.stats.loader_calls);
         match loader().await {
             Ok(v) => {
+                provenance::note_loaded();
+                let ttl = opts.ttl_for(&v).unwrap_or_else(|| ke.cfg.ttl());
                 let v = Arc::new(v);
-                let ttl = opts.ttl.unwrap_or_else(|| ke.cfg.ttl());
                 self.store(ke, full, v.clone(), ttl, &tags, g0, started, write)
                     .await;
                 Outcome::Value(v)
@@ -407,6 +478,7 @@ impl Cache {
                 match stale {
                     Some(s) => {
                         KindStats::inc(&ke.stats.stale_served);
+                        provenance::note_stale_served();
                         tracing::debug!(kind = %ke.name, "loader failed: serving the stale value (fail-safe)");
                         Outcome::Value(s)
                     }
@@ -530,9 +602,11 @@ impl Cache {
         let value = Arc::new(decoded.value);
         if now_ms >= decoded.header.fresh_until_ms {
             KindStats::inc(&ke.stats.l2_misses);
+            provenance::note_stale_candidate(decoded.header.created_at_ms);
             return L2Read::Stale(value, seen);
         }
         KindStats::inc(&ke.stats.l2_hits);
+        provenance::note(Source::L2, decoded.header.created_at_ms);
         if ke.cfg.tier_routing().l1() {
             let remaining = Duration::from_millis(decoded.header.fresh_until_ms - now_ms);
             let tag_names: Vec<String> = decoded.tags.into_iter().map(|(t, _)| t).collect();
@@ -545,6 +619,7 @@ impl Cache {
                 &tag_names,
                 g0,
                 started,
+                decoded.header.created_at_ms,
             )
             .await;
         }
@@ -681,7 +756,7 @@ impl Cache {
             }
             let size = payload.as_ref().map_or(std::mem::size_of::<T>(), Vec::len);
             let names: Vec<String> = tags.iter().map(|(t, _)| t.clone()).collect();
-            self.store_l1(ke, full, value, size, ttl, &names, g, loaded_at)
+            self.store_l1(ke, full, value, size, ttl, &names, g, loaded_at, now_ms)
                 .await;
         }
     }
@@ -697,6 +772,7 @@ impl Cache {
         tags: &[String],
         g0: u64,
         loaded_at: Instant,
+        created_ms: u64,
     ) where
         T: Send + Sync + 'static,
     {
@@ -720,7 +796,8 @@ impl Cache {
             token,
             loaded_at,
             tags,
-        );
+        )
+        .with_created_ms(created_ms);
         self.inner.l1.insert(full.to_owned(), entry).await;
         // An invalidation between our generation check and the insert: take our entry back out.
         if self.inner.gens.snapshot(full) != g0 {
@@ -756,7 +833,7 @@ impl Cache {
         let g0 = self.inner.gens.snapshot(&full);
         let started = Instant::now();
         let (tags, write) = self.tag_versions(ke, &opts.tags, L2Write::Overwrite).await;
-        let ttl = opts.ttl.unwrap_or_else(|| ke.cfg.ttl());
+        let ttl = opts.ttl_for(&value).unwrap_or_else(|| ke.cfg.ttl());
         self.store(ke, &full, Arc::new(value), ttl, &tags, g0, started, write)
             .await;
         backplane::publish(&self.inner, Message::Key(&full)).await;

@@ -28,6 +28,9 @@ struct EntryInner {
     token: u64,
     /// When the load that produced the value began (for tag invalidations heard later).
     loaded_at: Instant,
+    /// When the value was produced (Unix ms): by a loader here, or by the writer of the L2 copy
+    /// it came from. For provenance (`Lookup::age`).
+    created_ms: u64,
     tags: Option<Box<[String]>>,
 }
 
@@ -49,8 +52,24 @@ impl L1Entry {
             lifetime: fresh_for + grace,
             token,
             loaded_at,
+            created_ms: crate::cache::unix_ms(),
             tags: (!tags.is_empty()).then(|| tags.to_vec().into_boxed_slice()),
         }))
+    }
+
+    /// Sets when the value was produced (default: now), for a value read from L2.
+    #[must_use]
+    pub(crate) fn with_created_ms(mut self, created_ms: u64) -> Self {
+        // The entry was just built, so nobody else holds it yet.
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.created_ms = created_ms;
+        }
+        self
+    }
+
+    /// When the value was produced, Unix ms.
+    pub(crate) fn created_ms(&self) -> u64 {
+        self.0.created_ms
     }
 
     /// The entry's tags and the instant its load began, if it has tags.

@@ -41,8 +41,16 @@
 //!
 //! ## Components
 //! [`Cache`] (the handle), [`CacheBuilder`] (settings, `from_env`), [`Kind`] / [`KindConfig`] /
-//! [`Tiers`] (named kinds with default TTLs and tier routing), [`EntryOptions`] (per-call TTL),
-//! [`Stats`] (snapshot), [`Error`].
+//! [`Tiers`] (named kinds with default TTLs and tier routing), [`EntryOptions`] (per-call TTL,
+//! fixed or computed from the value, and tags), [`Stats`] (snapshot), [`Error`].
+//!
+//! Per call: [`Cache::get_or_load_traced`] returns a [`Lookup`] telling where the value came from
+//! ([`Source`]: L1, L2, the loader, a stale fallback) and its age; [`bypass`] and [`refresh`] scope
+//! how the `#[cached]` functions called inside a future use the cache.
+//!
+//! Attribute macros (feature `macros`, on by default): `#[cached]` reads through the cache;
+//! `#[cache_put]` stores what a function returns and `#[cache_invalidate]` drops entries after it
+//! succeeds, on every instance.
 //!
 //! Operations: [`Cache::warm`] / [`Cache::warm_with`] ([`WarmPlan`], [`WarmReport`]) fill the cache
 //! at startup; [`Cache::prometheus_text`] exports the stats for Prometheus; each instance publishes
@@ -54,6 +62,7 @@
 mod backplane;
 mod breaker;
 mod builder;
+mod bypass;
 mod cache;
 pub mod codec;
 mod connect;
@@ -65,6 +74,7 @@ mod l1;
 mod l2;
 mod macro_support;
 mod metrics;
+mod provenance;
 mod report;
 mod stats;
 mod tags;
@@ -83,14 +93,16 @@ pub mod __private {
 
 pub use breaker::BreakerState;
 pub use builder::CacheBuilder;
+pub use bypass::{bypass, refresh};
 pub use cache::{Cache, EntryOptions};
 #[cfg(feature = "macros")]
-pub use cache_macros::cached;
+pub use cache_macros::{cache_invalidate, cache_put, cached};
 pub use error::{Error, Result};
 pub use key::MAX_KEY_PART;
 pub use kind::{Kind, KindConfig, Tiers};
 pub use macro_support::{install, installed};
 pub use metrics::PROMETHEUS_CONTENT_TYPE;
+pub use provenance::{Lookup, Source};
 pub use report::{entry_key, redact_url, stats_key_pattern, InstanceReport};
 pub use stats::{
     BackplaneStats, BreakerStats, L1Stats, L2Stats, LatencyStats, LoaderStats, Stats, TierStats,

@@ -696,7 +696,7 @@ where
         for (i, loaded_at, value, size) in loaded {
             let p = &cold[i];
             store_l1(
-                inner, ke, &p.full, value, size, ttl, &tag_names, p.g0, loaded_at,
+                inner, ke, &p.full, value, size, ttl, &tag_names, p.g0, loaded_at, None,
             )
             .await;
         }
@@ -846,6 +846,7 @@ where
                 &names,
                 p.g0,
                 read_at,
+                Some(d.header.created_at_ms),
             )
             .await;
         }
@@ -866,6 +867,7 @@ async fn store_l1<T: Send + Sync + 'static>(
     tags: &[String],
     g0: u64,
     loaded_at: Instant,
+    created_ms: Option<u64>,
 ) {
     if inner.gens.snapshot(full) != g0 {
         return;
@@ -880,7 +882,10 @@ async fn store_l1<T: Send + Sync + 'static>(
         fresh_for = fresh_for.min(inner.max_l1_lifetime);
     }
     let token = inner.next_token.fetch_add(1, Ordering::Relaxed);
-    let entry = L1Entry::new(value, size, fresh_for, inner.grace, token, loaded_at, tags);
+    let mut entry = L1Entry::new(value, size, fresh_for, inner.grace, token, loaded_at, tags);
+    if let Some(created_ms) = created_ms {
+        entry = entry.with_created_ms(created_ms);
+    }
     inner.l1.insert(full.to_owned(), entry).await;
     if inner.gens.snapshot(full) != g0 {
         inner.l1.remove_if_token(full, token).await;
