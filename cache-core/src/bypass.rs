@@ -61,16 +61,15 @@ tokio::task_local! {
 /// assert_eq!(CALLS.load(Ordering::SeqCst), 2);
 /// # });
 /// ```
-pub async fn bypass<F: Future>(fut: F) -> F::Output {
-    POLICY
-        .scope(
-            Policy {
-                mode: Mode::Bypass,
-                refresh_next: false,
-            },
-            fut,
-        )
-        .await
+pub fn bypass<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    // Not an `async fn`, which would hold `fut` twice (see `provenance::capture`).
+    POLICY.scope(
+        Policy {
+            mode: Mode::Bypass,
+            refresh_next: false,
+        },
+        fut,
+    )
 }
 
 /// Runs `fut` with every `#[cached]` function it calls reloading: their bodies run and their
@@ -106,30 +105,27 @@ pub async fn bypass<F: Future>(fut: F) -> F::Output {
 /// assert_eq!(config_version().await, 2);
 /// # });
 /// ```
-pub async fn refresh<F: Future>(fut: F) -> F::Output {
-    POLICY
-        .scope(
-            Policy {
-                mode: Mode::Refresh,
-                refresh_next: false,
-            },
-            fut,
-        )
-        .await
+pub fn refresh<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    POLICY.scope(
+        Policy {
+            mode: Mode::Refresh,
+            refresh_next: false,
+        },
+        fut,
+    )
 }
 
 /// Runs `fut` so that the first `#[cached]` call it makes refreshes (the `_refresh` companions).
-pub(crate) async fn refresh_next<F: Future>(fut: F) -> F::Output {
+pub(crate) fn refresh_next<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    // Read when the companion is called, which is where its caller's scope applies.
     let current = POLICY.try_with(|p| *p).unwrap_or_default();
-    POLICY
-        .scope(
-            Policy {
-                refresh_next: true,
-                ..current
-            },
-            fut,
-        )
-        .await
+    POLICY.scope(
+        Policy {
+            refresh_next: true,
+            ..current
+        },
+        fut,
+    )
 }
 
 /// Called by a `#[cached]` call as it starts: how it uses the cache, and the policy its body
@@ -151,8 +147,8 @@ pub(crate) fn enter() -> (Mode, Policy) {
 }
 
 /// Runs a `#[cached]` function's body under `policy` (from [`enter`]).
-pub(crate) async fn within<F: Future>(policy: Policy, fut: F) -> F::Output {
-    POLICY.scope(policy, fut).await
+pub(crate) fn within<F: Future>(policy: Policy, fut: F) -> impl Future<Output = F::Output> {
+    POLICY.scope(policy, fut)
 }
 
 #[cfg(test)]

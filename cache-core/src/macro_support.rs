@@ -5,6 +5,7 @@
 //!
 //! Exposed as `cache_core::__private`; not a stable API for direct use.
 
+use futures::FutureExt as _;
 use serde::{de::DeserializeOwned, Serialize};
 use std::future::Future;
 use std::pin::Pin;
@@ -179,16 +180,20 @@ impl<T: 'static> Ready<'_, T> {
     }
 }
 
+// The helpers that wrap a body's future are plain functions returning combinators: an `async fn`
+// would hold the future twice (see `provenance::capture`).
+
 /// The body of a call, run under the call's policy and with its own provenance slot.
-async fn guarded<Fut: Future>(policy: Policy, fut: Fut) -> Fut::Output {
-    bypass::within(policy, provenance::isolate(fut)).await
+fn guarded<Fut: Future>(policy: Policy, fut: Fut) -> impl Future<Output = Fut::Output> {
+    bypass::within(policy, provenance::isolate(fut))
 }
 
 /// Runs the body without the cache (bypassed, refreshed, uncached).
-async fn direct<Fut: Future>(fut: Fut) -> Fut::Output {
-    let out = fut.await;
-    provenance::note_loaded();
-    out
+fn direct<Fut: Future>(fut: Fut) -> impl Future<Output = Fut::Output> {
+    fut.map(|out| {
+        provenance::note_loaded();
+        out
+    })
 }
 
 /// `unless` said no: the value is returned but not cached (shared with every waiter of the load).
@@ -250,8 +255,12 @@ where
     }
 }
 
-/// `#[cached]` on `async fn -> Option<T>`. `None` is cached (as a negative entry) only when
-/// `none_ttl` is given.
+/// `#[cached]` on `async fn -> Option<T>`.
+///
+/// Without `none_ttl`, a `Some` value is stored as `T`, like the value of a function returning
+/// `T` or `Result<T, E>` (so such functions and `#[cache_put]` share entries with this one), and
+/// `None` is not cached. With `none_ttl`, entries are `Option<T>`, so that `None` can be cached
+/// (as a negative entry) too.
 #[doc(hidden)]
 pub async fn cached_option<T, F, Fut, U>(
     call: Call<'_, T>,
@@ -270,15 +279,18 @@ where
     let Some(r) = call.ready() else {
         return direct(body()).await;
     };
-    let negative = |ttl: Duration| r.opts.clone().ttl(ttl);
+    let Some(none_ttl) = none_ttl else {
+        return option_as_value(r, mode, unless, body).await;
+    };
+    let negative = r.opts.clone().ttl(none_ttl);
     match mode {
         Mode::Bypass => direct(body()).await,
         Mode::Refresh => {
             let v = direct(body()).await;
-            match (&v, none_ttl) {
-                (Some(x), _) if !unless(x) => r.set(Some(x.clone()), &r.option_opts()).await,
-                (Some(_), _) | (None, None) => r.invalidate().await,
-                (None, Some(ttl)) => r.set(None::<T>, &negative(ttl)).await,
+            match &v {
+                Some(x) if !unless(x) => r.set(Some(x.clone()), &r.option_opts()).await,
+                Some(_) => r.invalidate().await,
+                None => r.set(None::<T>, &negative).await,
             }
             v
         }
@@ -305,11 +317,53 @@ where
                     match &*e {
                         NotStored::Unless(v) => Some(v.clone()),
                         NotStored::Nothing => {
-                            if let Some(ttl) = none_ttl {
-                                r.set(None::<T>, &negative(ttl)).await;
-                            }
+                            r.set(None::<T>, &negative).await;
                             None
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `cached_option` without `none_ttl`: entries are `T`.
+async fn option_as_value<T, F, Fut, U>(r: Ready<'_, T>, mode: Mode, unless: U, body: F) -> Option<T>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Option<T>>,
+    U: FnOnce(&T) -> bool,
+{
+    match mode {
+        Mode::Bypass => direct(body()).await,
+        Mode::Refresh => {
+            let v = direct(body()).await;
+            match &v {
+                Some(x) if !unless(x) => r.set(x.clone(), &r.value_opts()).await,
+                // The fresh answer is not cacheable: the old one must go.
+                _ => r.invalidate().await,
+            }
+            v
+        }
+        Mode::Normal => {
+            let res = r
+                .cache
+                .get_or_load_with::<T, NotStored<T>, _, _>(r.kind, &r.key, &r.value_opts(), || async {
+                    match body().await {
+                        Some(v) if unless(&v) => Err(NotStored::Unless(v)),
+                        Some(v) => Ok(v),
+                        None => Err(NotStored::Nothing),
+                    }
+                })
+                .await;
+            match res {
+                Ok(v) => Some(Arc::unwrap_or_clone(v)),
+                Err(e) => {
+                    provenance::note_loaded();
+                    match &*e {
+                        NotStored::Unless(v) => Some(v.clone()),
+                        NotStored::Nothing => None,
                     }
                 }
             }
@@ -479,15 +533,15 @@ where
 
 /// The `{name}_traced` companion: runs one call of the function, returning its provenance.
 #[doc(hidden)]
-pub async fn traced<F: Future>(call: F) -> Lookup<F::Output> {
-    provenance::traced(call).await
+pub fn traced<F: Future>(call: F) -> impl Future<Output = Lookup<F::Output>> {
+    provenance::traced(call)
 }
 
 /// The `{name}_refresh` companion: runs one call of the function in refresh mode (not the calls
 /// its body makes).
 #[doc(hidden)]
-pub async fn refresh_one<F: Future>(call: F) -> F::Output {
-    bypass::refresh_next(call).await
+pub fn refresh_one<F: Future>(call: F) -> impl Future<Output = F::Output> {
+    bypass::refresh_next(call)
 }
 
 /// The cache of a `#[cache_put]` / `#[cache_invalidate]` call, cloned before the body runs (so
@@ -547,21 +601,15 @@ pub fn put_plain<T: PutValue>(
     (Some(out.clone()), opts)
 }
 
-/// `#[cache_put]` on `-> Option<T>`: `Some` only, stored as `Option<T>`.
+/// `#[cache_put]` on `-> Option<T>`: `Some` only, stored as `T`.
 #[doc(hidden)]
 pub fn put_some<T: PutValue>(
     out: &Option<T>,
     ttl_fn: Option<TtlFn<T>>,
     opts: EntryOptions,
-) -> (Option<Option<T>>, EntryOptions) {
+) -> (Option<T>, EntryOptions) {
     match out {
-        Some(v) => {
-            let opts = match ttl_fn {
-                Some(f) => opts.ttl(f(v)),
-                None => opts,
-            };
-            (Some(out.clone()), opts)
-        }
+        Some(v) => put_plain(v, ttl_fn, opts),
         None => (None, opts),
     }
 }

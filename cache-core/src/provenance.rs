@@ -7,6 +7,7 @@
 //! callers (single-flight) records into its own slot, whose result travels with the load's outcome
 //! to every caller of the flight.
 
+use futures::FutureExt as _;
 use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
@@ -205,24 +206,28 @@ pub(crate) fn joined(led: Trace) {
     });
 }
 
+// These wrappers are plain functions returning combinators rather than `async fn`s: an `async fn`
+// keeps its future argument twice in its state (rust-lang/rust#62958), and they nest once per
+// `#[cached]` call, so the futures of cached functions calling cached functions would grow
+// exponentially (and overflow the stack in debug builds).
+
 /// Runs `fut` with a slot of its own and returns what it recorded.
-pub(crate) async fn capture<F: Future>(fut: F) -> (F::Output, Trace) {
-    SLOT.scope(Cell::new(Trace::default()), async {
-        let out = fut.await;
-        (out, SLOT.try_with(Cell::get).unwrap_or_default())
-    })
-    .await
+pub(crate) fn capture<F: Future>(fut: F) -> impl Future<Output = (F::Output, Trace)> {
+    // The closure runs inside the scope, as the last poll of `fut` returns.
+    SLOT.scope(
+        Cell::new(Trace::default()),
+        fut.map(|out| (out, SLOT.try_with(Cell::get).unwrap_or_default())),
+    )
 }
 
 /// Runs `fut` so that what it records is discarded (a loader's own cache calls).
-pub(crate) async fn isolate<F: Future>(fut: F) -> F::Output {
-    SLOT.scope(Cell::new(Trace::default()), fut).await
+pub(crate) fn isolate<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    SLOT.scope(Cell::new(Trace::default()), fut)
 }
 
 /// Runs `fut` (one cached call) and returns its output with its provenance.
-pub(crate) async fn traced<F: Future>(fut: F) -> Lookup<F::Output> {
-    let (out, trace) = capture(fut).await;
-    trace.lookup(out)
+pub(crate) fn traced<F: Future>(fut: F) -> impl Future<Output = Lookup<F::Output>> {
+    capture(fut).map(|(out, trace)| trace.lookup(out))
 }
 
 #[cfg(test)]

@@ -55,7 +55,11 @@ mod validate;
 ///   - `T`: the value.
 ///   - `Option<T>`: `Some` values; `None` only with [`none_ttl`](#none_ttl).
 ///   - `Result<T, E>` (also aliases named `Result`, such as `io::Result<T>`): `Ok` values; an
-///     `Err` is never cached and is returned unchanged.
+///     `Err` is returned unchanged and not cached (unless [`cache_errors`](#cache_errors)).
+///
+///   Entries are stored as `T` in all three cases, so functions of any of these shapes with the
+///   same `kind` and `key`, `#[cache_put]` and `Cache::get::<T>` share them; `none_ttl` and
+///   `cache_errors` store `Option<T>` and `Result<T, E>` instead.
 ///
 ///   `T` must be `Serialize + DeserializeOwned + Clone + Send + Sync + 'static`; the caller gets a
 ///   clone. A type alias named otherwise (e.g. `type Lookup = Option<User>`) is cached as a plain
@@ -153,7 +157,8 @@ mod validate;
 /// # `none_ttl`
 /// `none_ttl = 60` (seconds, or a `Duration` expression as for `ttl`): only on functions returning
 /// `Option<T>`. Caches `None` for that long (negative caching), so repeated lookups of a missing
-/// item do not reach the origin. Default: `None` is not cached.
+/// item do not reach the origin. Entries are then `Option<T>` rather than `T`. Default: `None` is
+/// not cached.
 ///
 /// # `cache_errors`
 /// `cache_errors = 60` (seconds, or a `Duration` expression as for `ttl`): only on functions
@@ -330,16 +335,13 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 ///
 /// # What is stored
-/// By the return type (as for `#[cached]`, whose entries these are):
-/// - `T`: the value, stored as `T`.
-/// - `Result<T, E>`: the `Ok` value, stored as `T`; nothing on `Err`.
-/// - `Option<T>`: the `Some` value, stored as `Option<T>` (the layout of a `#[cached]` function
-///   returning `Option<T>`); nothing on `None`.
-///
-/// The reader must use the same layout: a function returning `T` or `Result<T, E>` reads what a
-/// put returning `T` or `Result<T, E>` stored; one returning `Option<T>` reads what a put
-/// returning `Option<T>` stored. (A mismatch is a miss, never a wrong value.) The stored value
-/// must be `Serialize + Clone`; the caller gets it back unchanged.
+/// By the return type: `T` for `-> T`, the `Ok` value for `-> Result<T, E>` (nothing on `Err`),
+/// the `Some` value for `-> Option<T>` (nothing on `None`). It is stored as a `T`, which is what
+/// `#[cached]` functions returning `T`, `Result<T, E>` or `Option<T>` read, and what
+/// `Cache::get::<T>` returns. The exceptions are `#[cached]` functions that also cache absence or
+/// failure (`none_ttl`, `cache_errors`): their entries are `Option<T>` / `Result<T, E>`, which a
+/// put does not write; pair them with `#[cache_invalidate]` instead. (A mismatch is a miss, never
+/// a wrong value.) The value must be `Serialize + Clone`; the caller gets it back unchanged.
 ///
 /// The write goes through `Cache::set_with`: both tiers, loads in flight superseded, other
 /// instances' L1 copies dropped through the backplane.
