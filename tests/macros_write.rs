@@ -307,7 +307,11 @@ async fn a_put_is_read_by_cached_functions_of_the_same_kind_and_key_without_runn
     assert_eq!(a.user(1).await, Ok(stored.clone()));
     assert_eq!(b.user(1).await, Ok(stored.clone()));
     assert_eq!(b.user_plain(1).await, stored);
-    assert_eq!(a.queries() + b.queries(), 0, "no reader queried the database");
+    assert_eq!(
+        a.queries() + b.queries(),
+        0,
+        "no reader queried the database"
+    );
 
     // `Option<T>` puts store `Some` in the layout of `-> Option<T>` readers.
     a.set_nick(1, Some("ace".into())).await;
@@ -352,7 +356,11 @@ async fn a_put_replaces_the_value_other_instances_hold_in_l1() {
         eventually(async || b.user(1).await.is_ok_and(|u| u.name == "Grace")).await,
         "b still serves the old name"
     );
-    assert_eq!(b.queries(), 1, "b read the new name from L2, not the database");
+    assert_eq!(
+        b.queries(),
+        1,
+        "b read the new name from L2, not the database"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,7 +383,11 @@ async fn invalidate_acts_after_the_function_succeeds_and_not_after_err() {
     );
     assert!(!repo.cached_user(1).await);
     assert_eq!(repo.user(1).await, Err(DbError::NotFound(1)));
-    assert_eq!(repo.queries(), 2, "the read after the delete queried the database");
+    assert_eq!(
+        repo.queries(),
+        2,
+        "the read after the delete queried the database"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -485,7 +497,11 @@ async fn a_cached_error_is_served_without_the_body_then_expires() {
     assert_eq!(a.schema("missing".into()).await, Err(err.clone()));
     assert_eq!(a.schema("missing".into()).await, Err(err.clone()));
     assert_eq!(b.schema("missing".into()).await, Err(err.clone()));
-    assert_eq!(a.calls() + b.calls(), 1, "the error was served from L1 and L2");
+    assert_eq!(
+        a.calls() + b.calls(),
+        1,
+        "the error was served from L1 and L2"
+    );
     // Its own TTL (`cache_errors = 1`), not `ttl = 300`.
     let left = pttl(&server, &a.cache, "static_data", "schema:missing").await;
     assert!((1..=1_000).contains(&left), "PTTL {left}");
@@ -719,5 +735,8 @@ async fn a_cached_function_calling_cached_functions_keeps_a_small_future() {
     let repo = one_instance(&server, "future-size").await;
     let one = std::mem::size_of_val(&repo.version());
     let nested = std::mem::size_of_val(&repo.summary()); // calls `version` and `user`
-    assert!(nested < 4 * one, "summary: {nested} bytes, version: {one} bytes");
+    assert!(
+        nested < 4 * one,
+        "summary: {nested} bytes, version: {one} bytes"
+    );
 }

@@ -16,17 +16,12 @@ pub(crate) enum Mode {
     Refresh,
 }
 
-/// The task-local policy.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Policy {
-    mode: Mode,
-    /// The next `#[cached]` call (only it, not the calls its body makes) refreshes: set by the
-    /// `_refresh` companions.
-    refresh_next: bool,
-}
-
 tokio::task_local! {
-    static POLICY: Policy;
+    /// Set by [`bypass`] and [`refresh`].
+    static MODE: Mode;
+    /// Set by the `_refresh` companions: the next `#[cached]` call (only it, not the calls its
+    /// body makes) refreshes.
+    static REFRESH_NEXT: bool;
 }
 
 /// Runs `fut` with the cache bypassed by every `#[cached]` function it calls: their bodies run,
@@ -63,13 +58,7 @@ tokio::task_local! {
 /// ```
 pub fn bypass<F: Future>(fut: F) -> impl Future<Output = F::Output> {
     // Not an `async fn`, which would hold `fut` twice (see `provenance::capture`).
-    POLICY.scope(
-        Policy {
-            mode: Mode::Bypass,
-            refresh_next: false,
-        },
-        fut,
-    )
+    MODE.scope(Mode::Bypass, fut)
 }
 
 /// Runs `fut` with every `#[cached]` function it calls reloading: their bodies run and their
@@ -106,49 +95,27 @@ pub fn bypass<F: Future>(fut: F) -> impl Future<Output = F::Output> {
 /// # });
 /// ```
 pub fn refresh<F: Future>(fut: F) -> impl Future<Output = F::Output> {
-    POLICY.scope(
-        Policy {
-            mode: Mode::Refresh,
-            refresh_next: false,
-        },
-        fut,
-    )
+    MODE.scope(Mode::Refresh, fut)
 }
 
 /// Runs `fut` so that the first `#[cached]` call it makes refreshes (the `_refresh` companions).
 pub(crate) fn refresh_next<F: Future>(fut: F) -> impl Future<Output = F::Output> {
-    // Read when the companion is called, which is where its caller's scope applies.
-    let current = POLICY.try_with(|p| *p).unwrap_or_default();
-    POLICY.scope(
-        Policy {
-            refresh_next: true,
-            ..current
-        },
-        fut,
-    )
+    REFRESH_NEXT.scope(true, fut)
 }
 
-/// Called by a `#[cached]` call as it starts: how it uses the cache, and the policy its body
-/// runs under (the one-call refresh of a companion does not reach the body's own calls).
-pub(crate) fn enter() -> (Mode, Policy) {
-    let current = POLICY.try_with(|p| *p).unwrap_or_default();
-    let mode = if current.refresh_next {
+/// Called by a `#[cached]` call as it starts: how it uses the cache.
+pub(crate) fn enter() -> Mode {
+    if REFRESH_NEXT.try_with(|r| *r).unwrap_or(false) {
         Mode::Refresh
     } else {
-        current.mode
-    };
-    (
-        mode,
-        Policy {
-            refresh_next: false,
-            ..current
-        },
-    )
+        MODE.try_with(|m| *m).unwrap_or_default()
+    }
 }
 
-/// Runs a `#[cached]` function's body under `policy` (from [`enter`]).
-pub(crate) fn within<F: Future>(policy: Policy, fut: F) -> impl Future<Output = F::Output> {
-    POLICY.scope(policy, fut)
+/// Runs a `#[cached]` function's body: the one-call refresh of a companion does not reach the
+/// calls the body makes (a [`bypass`] or [`refresh`] scope does).
+pub(crate) fn within<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    REFRESH_NEXT.scope(false, fut)
 }
 
 #[cfg(test)]
@@ -157,22 +124,22 @@ mod tests {
 
     #[tokio::test]
     async fn outside_any_scope_calls_read_through() {
-        assert_eq!(enter().0, Mode::Normal);
+        assert_eq!(enter(), Mode::Normal);
     }
 
     #[tokio::test]
     async fn the_innermost_scope_wins() {
-        let mode = bypass(refresh(async { enter().0 })).await;
+        let mode = bypass(refresh(async { enter() })).await;
         assert_eq!(mode, Mode::Refresh);
-        let mode = refresh(bypass(async { enter().0 })).await;
+        let mode = refresh(bypass(async { enter() })).await;
         assert_eq!(mode, Mode::Bypass);
     }
 
     #[tokio::test]
     async fn refresh_next_reaches_the_first_call_but_not_its_body() {
         let (first, nested) = bypass(refresh_next(async {
-            let (mode, body_policy) = enter();
-            let nested = within(body_policy, async { enter().0 }).await;
+            let mode = enter();
+            let nested = within(async { enter() }).await;
             (mode, nested)
         }))
         .await;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::bypass::{self, Mode, Policy};
+use crate::bypass::{self, Mode};
 use crate::provenance::{self, Lookup};
 use crate::{Cache, EntryOptions};
 
@@ -183,9 +183,9 @@ impl<T: 'static> Ready<'_, T> {
 // The helpers that wrap a body's future are plain functions returning combinators: an `async fn`
 // would hold the future twice (see `provenance::capture`).
 
-/// The body of a call, run under the call's policy and with its own provenance slot.
-fn guarded<Fut: Future>(policy: Policy, fut: Fut) -> impl Future<Output = Fut::Output> {
-    bypass::within(policy, provenance::isolate(fut))
+/// The body of a call: with its own provenance slot, and out of reach of a companion's refresh.
+fn guarded<Fut: Future>(fut: Fut) -> impl Future<Output = Fut::Output> {
+    bypass::within(provenance::isolate(fut))
 }
 
 /// Runs the body without the cache (bypassed, refreshed, uncached).
@@ -216,8 +216,8 @@ where
     Fut: Future<Output = T>,
     U: FnOnce(&T) -> bool,
 {
-    let (mode, policy) = bypass::enter();
-    let body = move || guarded(policy, body());
+    let mode = bypass::enter();
+    let body = move || guarded(body());
     let Some(r) = call.ready() else {
         return direct(body()).await;
     };
@@ -274,8 +274,8 @@ where
     Fut: Future<Output = Option<T>>,
     U: FnOnce(&T) -> bool,
 {
-    let (mode, policy) = bypass::enter();
-    let body = move || guarded(policy, body());
+    let mode = bypass::enter();
+    let body = move || guarded(body());
     let Some(r) = call.ready() else {
         return direct(body()).await;
     };
@@ -349,13 +349,18 @@ where
         Mode::Normal => {
             let res = r
                 .cache
-                .get_or_load_with::<T, NotStored<T>, _, _>(r.kind, &r.key, &r.value_opts(), || async {
-                    match body().await {
-                        Some(v) if unless(&v) => Err(NotStored::Unless(v)),
-                        Some(v) => Ok(v),
-                        None => Err(NotStored::Nothing),
-                    }
-                })
+                .get_or_load_with::<T, NotStored<T>, _, _>(
+                    r.kind,
+                    &r.key,
+                    &r.value_opts(),
+                    || async {
+                        match body().await {
+                            Some(v) if unless(&v) => Err(NotStored::Unless(v)),
+                            Some(v) => Ok(v),
+                            None => Err(NotStored::Nothing),
+                        }
+                    },
+                )
                 .await;
             match res {
                 Ok(v) => Some(Arc::unwrap_or_clone(v)),
@@ -382,8 +387,8 @@ where
     Fut: Future<Output = Result<T, E>>,
     U: FnOnce(&T) -> bool,
 {
-    let (mode, policy) = bypass::enter();
-    let body = move || guarded(policy, body());
+    let mode = bypass::enter();
+    let body = move || guarded(body());
     let Some(r) = call.ready() else {
         return direct(body()).await;
     };
@@ -477,8 +482,8 @@ where
     Fut: Future<Output = Result<T, E>>,
     U: FnOnce(&T) -> bool,
 {
-    let (mode, policy) = bypass::enter();
-    let body = move || guarded(policy, body());
+    let mode = bypass::enter();
+    let body = move || guarded(body());
     let Some(r) = call.ready() else {
         return direct(body()).await;
     };
