@@ -88,7 +88,9 @@ pub struct EntryOptions {
 
 /// A TTL computed from the value to store; `None` when the value is of another type.
 #[derive(Clone)]
-struct TtlFn(Arc<dyn Fn(&dyn std::any::Any) -> Option<Duration> + Send + Sync>);
+struct TtlFn(Arc<AnyTtl>);
+
+type AnyTtl = dyn Fn(&dyn std::any::Any) -> Option<Duration> + Send + Sync;
 
 impl std::fmt::Debug for TtlFn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
