@@ -64,7 +64,8 @@ pub struct Lookup<V> {
     /// Where it came from.
     pub source: Source,
     /// How long ago it was produced by a loader (on any instance), per the wall clocks of the
-    /// instance that produced it and of this one. Zero when the loader ran for this call.
+    /// instance that produced it and of this one. About zero when the loader ran for this call
+    /// (the time since it returned).
     pub age: Duration,
 }
 

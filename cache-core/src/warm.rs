@@ -610,8 +610,7 @@ where
     let loads: Vec<_> = in_flight.collect().await;
 
     // Encode what was loaded; drop what an invalidation superseded meanwhile.
-    let ttl = opts.ttl_override().unwrap_or_else(|| ke.cfg.ttl());
-    let mut loaded: Vec<(usize, Instant, Arc<T>, usize)> = Vec::new();
+    let mut loaded: Vec<(usize, Instant, Arc<T>, usize, Duration)> = Vec::new();
     let mut writes: Vec<(String, Vec<u8>, Duration)> = Vec::new();
     let mut write_sizes: Vec<(usize, usize)> = Vec::new();
     for (i, loaded_at, res) in loads {
@@ -631,6 +630,7 @@ where
             }
         };
         out.warmed += 1;
+        let ttl = opts.ttl_for(&*value).unwrap_or_else(|| ke.cfg.ttl());
         if inner.gens.snapshot(&p.full) != p.g0 {
             // Invalidated (or set) while loading: the value may be stale; keep neither copy.
             continue;
@@ -663,7 +663,7 @@ where
                 Err(e) => tracing::warn!(kind = %ke.name, error = %e, "value cannot be encoded"),
             }
         }
-        loaded.push((i, loaded_at, value, size));
+        loaded.push((i, loaded_at, value, size, ttl));
     }
 
     // One pipeline (per 128 keys / 1 MiB) for the batch.
@@ -693,7 +693,7 @@ where
     }
     if routing.l1() {
         let tag_names: Vec<String> = opts.tag_list().to_vec();
-        for (i, loaded_at, value, size) in loaded {
+        for (i, loaded_at, value, size, ttl) in loaded {
             let p = &cold[i];
             store_l1(
                 inner, ke, &p.full, value, size, ttl, &tag_names, p.g0, loaded_at, None,
