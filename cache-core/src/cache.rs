@@ -22,6 +22,7 @@ use crate::l2::{L2Error, L2};
 use crate::loader::{InPlace, LoadJob, LoadMode, Loader, Run, Timeouts};
 use crate::lock::{LockOutcome, LockWaiters};
 use crate::pending::{PendingInvalidations, PendingOp};
+use crate::provenance::{self, Source};
 use crate::refresh::{self, Age, Claims};
 use crate::stats::{
     self, BackplaneStats, BreakerStats, KindStats, PendingInvalidationStats, Stats,
@@ -105,6 +106,26 @@ pub struct EntryOptions {
     ttl: Option<Duration>,
     tags: Vec<String>,
     pub(crate) freshness: Freshness,
+    ttl_fn: Option<TtlFn>,
+}
+
+/// A TTL computed from the value to store; `None` when the value is of another type.
+#[derive(Clone)]
+pub(crate) struct TtlFn(Arc<AnyTtl>);
+
+type AnyTtl = dyn Fn(&dyn std::any::Any) -> Option<Duration> + Send + Sync;
+
+impl TtlFn {
+    /// The TTL for `value`; `None` when the function is for another type.
+    pub(crate) fn ttl_of<T: 'static>(&self, value: &T) -> Option<Duration> {
+        (self.0)(value)
+    }
+}
+
+impl std::fmt::Debug for TtlFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TtlFn(..)")
+    }
 }
 
 impl EntryOptions {
@@ -135,6 +156,60 @@ impl EntryOptions {
     /// The entry's tags.
     pub fn tag_list(&self) -> &[String] {
         &self.tags
+    }
+
+    /// The TTL computed from the value being stored, for values of type `T` (what a load returns,
+    /// or what [`Cache::set_with`] stores): for instance a short TTL for an empty result, or the
+    /// `max-age` an API response carries. Takes precedence over [`ttl`](Self::ttl) for values of
+    /// type `T`; values of other types get the fixed TTL. A zero duration is stored for 1 ms.
+    /// Default: none.
+    ///
+    /// ```
+    /// use cache_core::{Cache, EntryOptions, Kind};
+    /// use std::time::Duration;
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let cache = Cache::builder().prefix("docs-ttl-with").build().await?;
+    /// // Empty results are kept for 5 s only, others for the kind's TTL.
+    /// let opts = EntryOptions::new().ttl_with(|hits: &Vec<String>| {
+    ///     if hits.is_empty() { Duration::from_secs(5) } else { Duration::from_secs(300) }
+    /// });
+    /// let hits = cache
+    ///     .get_or_load_with(Kind::API_RESPONSE, "search:rust", &opts, || async {
+    ///         Ok::<_, std::io::Error>(vec!["tokio".to_string()])
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(hits.len(), 1);
+    /// # Ok::<_, cache_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    #[must_use]
+    pub fn ttl_with<T: 'static>(
+        self,
+        ttl: impl Fn(&T) -> Duration + Send + Sync + 'static,
+    ) -> Self {
+        self.ttl_with_opt(move |v: &T| Some(ttl(v)))
+    }
+
+    /// [`ttl_with`](Self::ttl_with) where `None` falls back to the fixed or the kind's TTL.
+    #[must_use]
+    pub(crate) fn ttl_with_opt<T: 'static>(
+        mut self,
+        ttl: impl Fn(&T) -> Option<Duration> + Send + Sync + 'static,
+    ) -> Self {
+        self.ttl_fn = Some(TtlFn(Arc::new(move |v: &dyn std::any::Any| {
+            v.downcast_ref::<T>().and_then(&ttl)
+        })));
+        self
+    }
+
+    /// The TTL for `value`: computed, else fixed; `None`: the kind's TTL.
+    pub(crate) fn ttl_for<T: 'static>(&self, value: &T) -> Option<Duration> {
+        self.ttl_fn
+            .as_ref()
+            .and_then(|f| f.ttl_of(value))
+            .or(self.ttl)
     }
 }
 
@@ -330,9 +405,11 @@ impl Cache {
                 // returns an expired entry: no clock read needed.
                 if self.inner.grace.is_zero() || entry.is_fresh(Instant::now()) {
                     KindStats::inc(&ke.stats.l1_hits);
+                    provenance::note(Source::L1, entry.created_ms());
                     return (Some(v), None, Some(entry.age()));
                 }
                 KindStats::inc(&ke.stats.l1_misses);
+                provenance::note_stale_candidate(entry.created_ms());
                 return (None, Some(v), None);
             }
         }
@@ -430,17 +507,28 @@ impl Cache {
             .inner
             .flights
             .try_get_with(self.miss_flight_key(&full, g0), async {
-                Err::<Never, _>(
-                    self.load(ke, &full, opts, g0, stale, InPlace(loader), LoadMode::Miss)
-                        .await,
-                )
+                // What the load found travels with its outcome to every caller of the flight.
+                let led = provenance::capture(self.load(
+                    ke,
+                    &full,
+                    opts,
+                    g0,
+                    stale,
+                    InPlace(loader),
+                    LoadMode::Miss,
+                ))
+                .await;
+                Err::<Never, _>(led)
             })
             .await;
         match res {
-            Err(outcome) => match &*outcome {
-                Outcome::Value(v) => Ok(v.clone()),
-                Outcome::Failed(e) => Err(e.clone()),
-                Outcome::TimedOut(never) => match *never {},
+            Err(led) => match &*led {
+                (Outcome::Value(v), trace) => {
+                    provenance::joined(*trace);
+                    Ok(v.clone())
+                }
+                (Outcome::Failed(e), _) => Err(e.clone()),
+                (Outcome::TimedOut(never), _) => match *never {},
             },
             Ok(never) => match never {},
         }
@@ -549,6 +637,8 @@ impl Cache {
             ke: ke.clone(),
             full: full.to_owned(),
             ttl,
+            ttl_fn: opts.ttl_fn.clone(),
+            jitter: ke.cfg.jitter().unwrap_or(self.inner.ttl_jitter),
             tags,
             g0,
             started,
@@ -565,6 +655,7 @@ impl Cache {
         };
         match loader.run(self, job, timeouts).await {
             Run::Done(job, Ok(v)) => {
+                provenance::note_loaded();
                 let v = Arc::new(v);
                 self.finish_ok(job, v.clone()).await;
                 Outcome::Value(v)
@@ -575,6 +666,7 @@ impl Cache {
                 match stale {
                     Some(s) => {
                         KindStats::inc(&ke.stats.stale_served);
+                        provenance::note_stale_served();
                         tracing::debug!(kind = %name, "loader failed: serving the stale value (fail-safe)");
                         Outcome::Value(s)
                     }
@@ -724,9 +816,11 @@ impl Cache {
         let value = Arc::new(decoded.value);
         if now_ms >= decoded.header.fresh_until_ms {
             KindStats::inc(&ke.stats.l2_misses);
+            provenance::note_stale_candidate(decoded.header.created_at_ms);
             return L2Read::Stale(value, seen);
         }
         KindStats::inc(&ke.stats.l2_hits);
+        provenance::note(Source::L2, decoded.header.created_at_ms);
         let age = Age {
             created_ms: decoded.header.created_at_ms,
             fresh_until_ms: decoded.header.fresh_until_ms,
@@ -988,7 +1082,7 @@ impl Cache {
         let started = Instant::now();
         let (tags, write) = self.tag_versions(ke, &opts.tags, L2Write::Overwrite).await;
         let ttl = jitter::jittered(
-            opts.ttl.unwrap_or_else(|| ke.cfg.ttl()),
+            opts.ttl_for(&value).unwrap_or_else(|| ke.cfg.ttl()),
             ke.cfg.jitter().unwrap_or(self.inner.ttl_jitter),
         );
         self.store(ke, &full, Arc::new(value), ttl, &tags, g0, started, write)

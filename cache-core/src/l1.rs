@@ -32,7 +32,8 @@ struct EntryInner {
     loaded_at: Instant,
     tags: Option<Box<[String]>>,
     /// When the value was written and until when it is fresh, as in its L2 envelope (the L1
-    /// lifetime may be shorter): what eager refresh measures.
+    /// lifetime may be shorter): what eager refresh measures, and the age provenance reports
+    /// (`Lookup::age`).
     age: Age,
 }
 
@@ -64,6 +65,11 @@ impl L1Entry {
     /// When the value was written and until when it is fresh.
     pub(crate) fn age(&self) -> Age {
         self.0.age
+    }
+
+    /// When the value was produced, Unix ms (for a value read from L2: when it was written there).
+    pub(crate) fn created_ms(&self) -> u64 {
+        self.0.age.created_ms
     }
 
     /// The entry's tags and the instant its load began, if it has tags.

@@ -45,7 +45,16 @@
 //! ## Components
 //! [`Cache`] (the handle), [`CacheBuilder`] (settings, `from_env`), [`Kind`] / [`KindConfig`] /
 //! [`Tiers`] (named kinds with default TTLs, tier routing and freshness settings), [`EntryOptions`]
-//! (per-call TTL, tags and freshness), [`Stats`] (snapshot), [`Error`], [`LoadError`].
+//! (per-call TTL, fixed or computed from the value, tags and freshness), [`Stats`] (snapshot),
+//! [`Error`], [`LoadError`].
+//!
+//! Per call: [`Cache::get_or_load_traced`] returns a [`Lookup`] telling where the value came from
+//! ([`Source`]: L1, L2, the loader, a stale fallback) and its age; [`bypass`] and [`refresh`] scope
+//! how the `#[cached]` functions called inside a future use the cache.
+//!
+//! Attribute macros (feature `macros`, on by default): `#[cached]` reads through the cache;
+//! `#[cache_put]` stores what a function returns and `#[cache_invalidate]` drops entries after it
+//! succeeds, on every instance.
 //!
 //! Operations: [`Cache::warm`] / [`Cache::warm_with`] ([`WarmPlan`], [`WarmReport`]) fill the cache
 //! at startup; [`Cache::prometheus_text`] exports the stats for Prometheus; each instance publishes
@@ -57,6 +66,7 @@
 mod backplane;
 mod breaker;
 mod builder;
+mod bypass;
 mod cache;
 pub mod codec;
 mod connect;
@@ -73,6 +83,7 @@ mod lock;
 mod macro_support;
 mod metrics;
 mod pending;
+mod provenance;
 mod refresh;
 mod report;
 mod stats;
@@ -92,14 +103,16 @@ pub mod __private {
 
 pub use breaker::BreakerState;
 pub use builder::CacheBuilder;
+pub use bypass::{bypass, refresh};
 pub use cache::{Cache, EntryOptions};
 #[cfg(feature = "macros")]
-pub use cache_macros::cached;
+pub use cache_macros::{cache_invalidate, cache_put, cached};
 pub use error::{Error, LoadError, Result};
 pub use key::MAX_KEY_PART;
 pub use kind::{Kind, KindConfig, Tiers};
 pub use macro_support::{install, installed};
 pub use metrics::{CacheCollector, PROMETHEUS_CONTENT_TYPE};
+pub use provenance::{Lookup, Source};
 pub use report::{entry_key, redact_url, stats_key_pattern, InstanceReport};
 pub use stats::{
     BackplaneStats, BreakerStats, L1Stats, L2Stats, LatencyStats, LoaderStats, LockStats,

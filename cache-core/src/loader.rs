@@ -70,8 +70,12 @@ pub(crate) enum LoadMode<T> {
 pub(crate) struct LoadJob {
     pub(crate) ke: Arc<KindEntry>,
     pub(crate) full: String,
-    /// The entry's TTL (jitter applied).
+    /// The entry's TTL (jitter applied), unless `ttl_fn` gives one for the loaded value.
     pub(crate) ttl: Duration,
+    /// A TTL computed from the loaded value (`EntryOptions::ttl_with`, the macro's `ttl_fn`).
+    pub(crate) ttl_fn: Option<crate::cache::TtlFn>,
+    /// The jitter fraction applied to a TTL from `ttl_fn`.
+    pub(crate) jitter: f64,
     pub(crate) tags: Vec<TagVersion>,
     /// The key's generation when the load began.
     pub(crate) g0: u64,
@@ -317,11 +321,16 @@ impl Cache {
         T: Serialize + Send + Sync + 'static,
     {
         refresh::record_loader_time(&job.ke.stats, job.loader_started.elapsed());
+        let ttl = job
+            .ttl_fn
+            .as_ref()
+            .and_then(|f| f.ttl_of(&*value))
+            .map_or(job.ttl, |t| crate::jitter::jittered(t, job.jitter));
         self.store(
             &job.ke,
             &job.full,
             value,
-            job.ttl,
+            ttl,
             &job.tags,
             job.g0,
             job.started,

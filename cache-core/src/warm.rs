@@ -617,7 +617,6 @@ where
     let loads: Vec<_> = in_flight.collect().await;
 
     // Encode what was loaded; drop what an invalidation superseded meanwhile.
-    let base_ttl = opts.ttl_override().unwrap_or_else(|| ke.cfg.ttl());
     let jitter = ke.cfg.jitter().unwrap_or(inner.ttl_jitter);
     let mut loaded: Vec<(usize, Instant, Arc<T>, usize, Duration)> = Vec::new();
     let mut writes: Vec<(String, Vec<u8>, Duration)> = Vec::new();
@@ -640,7 +639,10 @@ where
         };
         out.warmed += 1;
         // Warming writes many entries at once: the jitter keeps them from expiring at once.
-        let ttl = jitter::jittered(base_ttl, jitter);
+        let ttl = jitter::jittered(
+            opts.ttl_for(&*value).unwrap_or_else(|| ke.cfg.ttl()),
+            jitter,
+        );
         if inner.gens.snapshot(&p.full) != p.g0 {
             // Invalidated (or set) while loading: the value may be stale; keep neither copy.
             continue;

@@ -1,32 +1,71 @@
-//! Parsing of `#[cached(...)]` arguments into [`CachedArgs`].
+//! Parsing of the arguments of `#[cached(...)]`, `#[cache_put(...)]` and
+//! `#[cache_invalidate(...)]` into [`Args`].
 //!
-//! Each argument is a keyword, checked here for its value's form (a string literal, an integer
-//! literal, an expression, a list of names) and for being given once. Rules that involve the
-//! function's signature or several arguments live in `validate.rs`.
+//! Each argument is a name, checked here for being one of the attribute's, for its value's form
+//! (a string literal, an integer literal, an expression, a list) and for being given once. Rules
+//! that involve the function's signature or several arguments live in `validate.rs`.
 
 use proc_macro2::Span;
-use syn::parse::{Parse, ParseStream};
+use syn::parse::ParseStream;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{bracketed, parenthesized, Error, Expr, Ident, Lit, LitStr, Result, Token};
 
-/// The custom keywords of `#[cached(...)]`.
-pub(crate) mod kw {
-    syn::custom_keyword!(kind);
-    syn::custom_keyword!(ttl);
-    syn::custom_keyword!(key);
-    syn::custom_keyword!(tags);
-    syn::custom_keyword!(unless);
-    syn::custom_keyword!(none_ttl);
-    syn::custom_keyword!(skip);
-    syn::custom_keyword!(cache);
-    syn::custom_keyword!(warm);
+/// Which attribute is being parsed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Attr {
+    /// `#[cached]`: read-through.
+    Cached,
+    /// `#[cache_put]`: store the returned value.
+    Put,
+    /// `#[cache_invalidate]`: drop keys and tags.
+    Invalidate,
 }
 
-/// Every argument name, in the order the docs present them.
-pub(crate) const ARGUMENTS: [&str; 9] = [
-    "kind", "ttl", "key", "tags", "unless", "none_ttl", "skip", "cache", "warm",
-];
+impl Attr {
+    /// The attribute's name, as written by users.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Attr::Cached => "cached",
+            Attr::Put => "cache_put",
+            Attr::Invalidate => "cache_invalidate",
+        }
+    }
+
+    /// The attribute's arguments, in the order the docs present them.
+    pub(crate) fn arguments(self) -> &'static [&'static str] {
+        match self {
+            Attr::Cached => &[
+                "kind",
+                "ttl",
+                "ttl_fn",
+                "key",
+                "tags",
+                "condition",
+                "unless",
+                "none_ttl",
+                "cache_errors",
+                "skip",
+                "cache",
+                "warm",
+                "companions",
+            ],
+            Attr::Put => &["kind", "key", "tags", "ttl", "ttl_fn", "cache"],
+            Attr::Invalidate => &["kind", "key", "tags", "before", "cache"],
+        }
+    }
+
+    /// A well-formed example, for error messages.
+    fn example(self) -> &'static str {
+        match self {
+            Attr::Cached => "#[cached(kind = \"api_response\", ttl = 60)]",
+            Attr::Put => "#[cache_put(kind = \"database_query\", key = \"user:{id}\")]",
+            Attr::Invalidate => {
+                "#[cache_invalidate(kind = \"database_query\", key = \"user:{id}\")]"
+            }
+        }
+    }
+}
 
 /// The built-in kinds (see `cache_core::Kind::BUILT_IN`).
 pub(crate) const BUILT_IN_KINDS: [&str; 6] = [
@@ -38,27 +77,47 @@ pub(crate) const BUILT_IN_KINDS: [&str; 6] = [
     "static_data",
 ];
 
-/// The parsed arguments of one `#[cached(...)]`.
-#[derive(Default)]
-pub(crate) struct CachedArgs {
-    /// `kind = "..."`: required (checked in `validate`, so the error combines with others).
-    pub(crate) kind: Option<LitStr>,
+/// The parsed arguments of one attribute. Each argument keeps its name's identifier, so that
+/// errors about it point at it.
+pub(crate) struct Args {
+    pub(crate) attr: Attr,
+    /// `kind = "..."`.
+    pub(crate) kind: Option<(Ident, LitStr)>,
     /// `ttl = 300` or `ttl = <Duration expr>`.
-    pub(crate) ttl: Option<Ttl>,
-    /// `key = "user:{id}"`.
-    pub(crate) key: Option<LitStr>,
+    pub(crate) ttl: Option<(Ident, Ttl)>,
+    /// `ttl_fn = <fn(&T) -> Duration>`.
+    pub(crate) ttl_fn: Option<(Ident, Expr)>,
+    /// `key = "user:{id}"`, or a list of them (`#[cache_put]`, `#[cache_invalidate]`).
+    pub(crate) key: Option<(Ident, Vec<LitStr>)>,
     /// `tags = ["user:{id}", ...]`.
-    pub(crate) tags: Option<(kw::tags, Vec<LitStr>)>,
+    pub(crate) tags: Option<(Ident, Vec<LitStr>)>,
+    /// `condition = <bool expr over the arguments>`.
+    pub(crate) condition: Option<Expr>,
     /// `unless = <bool expr over result>`.
     pub(crate) unless: Option<Expr>,
-    /// `none_ttl = 60` or `none_ttl = <Duration expr>`, with its keyword for error spans.
-    pub(crate) none_ttl: Option<(kw::none_ttl, Ttl)>,
-    /// `skip(a, b)`, with its keyword for error spans.
-    pub(crate) skip: Option<(kw::skip, Vec<Ident>)>,
+    /// `none_ttl = 60` or `none_ttl = <Duration expr>`.
+    pub(crate) none_ttl: Option<(Ident, Ttl)>,
+    /// `cache_errors = 60` or `cache_errors = <Duration expr>`.
+    pub(crate) cache_errors: Option<(Ident, Ttl)>,
+    /// `skip(a, b)`.
+    pub(crate) skip: Option<(Ident, Vec<Ident>)>,
     /// `cache = <expr>`.
     pub(crate) cache: Option<Expr>,
     /// `warm`.
-    pub(crate) warm: Option<kw::warm>,
+    pub(crate) warm: Option<Ident>,
+    /// `companions(traced, refresh)`.
+    pub(crate) companions: Option<(Ident, Companions)>,
+    /// `before` or `before = true`.
+    pub(crate) before: Option<(Ident, bool)>,
+}
+
+/// The companion functions `#[cached]` generates next to the function.
+#[derive(Default)]
+pub(crate) struct Companions {
+    /// `{name}_traced`.
+    pub(crate) traced: Option<Ident>,
+    /// `{name}_refresh`.
+    pub(crate) refresh: Option<Ident>,
 }
 
 /// A TTL: whole seconds as an integer literal, or an expression of type `Duration`.
@@ -69,79 +128,119 @@ pub(crate) enum Ttl {
     Expr(Box<Expr>),
 }
 
-impl Parse for CachedArgs {
-    fn parse(input: ParseStream<'_>) -> Result<Self> {
-        let mut args = CachedArgs::default();
-        while !input.is_empty() {
-            let la = input.lookahead1();
-            if la.peek(kw::kind) {
-                let k: kw::kind = input.parse()?;
+impl Args {
+    fn new(attr: Attr) -> Self {
+        Args {
+            attr,
+            kind: None,
+            ttl: None,
+            ttl_fn: None,
+            key: None,
+            tags: None,
+            condition: None,
+            unless: None,
+            none_ttl: None,
+            cache_errors: None,
+            skip: None,
+            cache: None,
+            warm: None,
+            companions: None,
+            before: None,
+        }
+    }
+}
+
+/// Parses the arguments of `attr`.
+pub(crate) fn parse(attr: Attr, input: ParseStream<'_>) -> Result<Args> {
+    let mut args = Args::new(attr);
+    while !input.is_empty() {
+        if !input.peek(Ident) {
+            return Err(Error::new(
+                input.span(),
+                format!(
+                    "expected an argument name, as in `{}`; valid arguments: {}",
+                    attr.example(),
+                    attr.arguments().join(", ")
+                ),
+            ));
+        }
+        let name: Ident = input.parse()?;
+        let n = name.to_string();
+        if !attr.arguments().contains(&n.as_str()) {
+            return Err(unknown_argument(attr, &name));
+        }
+        match n.as_str() {
+            "kind" => {
                 let value = parse_value(input, "kind")?;
                 let lit = string_literal(&value, "kind", "kind = \"api_response\"")?;
                 check_kind_name(&lit)?;
-                set_once(&mut args.kind, lit, k.span, "kind")?;
-            } else if la.peek(kw::ttl) {
-                let k: kw::ttl = input.parse()?;
+                set_once(&mut args.kind, (name, lit))?;
+            }
+            "ttl" => {
                 let ttl = parse_ttl(input, "ttl")?;
-                set_once(&mut args.ttl, ttl, k.span, "ttl")?;
-            } else if la.peek(kw::key) {
-                let k: kw::key = input.parse()?;
-                let value = parse_value(input, "key")?;
-                let lit = string_literal(&value, "key", "key = \"user:{id}\"")?;
-                set_once(&mut args.key, lit, k.span, "key")?;
-            } else if la.peek(kw::tags) {
-                let k: kw::tags = input.parse()?;
+                set_once(&mut args.ttl, (name, ttl))?;
+            }
+            "ttl_fn" => {
+                let value = parse_value(input, "ttl_fn")?;
+                set_once(&mut args.ttl_fn, (name, value))?;
+            }
+            "key" => {
+                let keys = parse_keys(input, attr)?;
+                set_once(&mut args.key, (name, keys))?;
+            }
+            "tags" => {
                 let tags = parse_tags(input)?;
-                set_once(&mut args.tags, (k, tags), k.span, "tags")?;
-            } else if la.peek(kw::unless) {
-                let k: kw::unless = input.parse()?;
+                set_once(&mut args.tags, (name, tags))?;
+            }
+            "condition" => {
+                let value = parse_value(input, "condition")?;
+                set_once_at(&mut args.condition, value, &name)?;
+            }
+            "unless" => {
                 let value = parse_value(input, "unless")?;
-                set_once(&mut args.unless, value, k.span, "unless")?;
-            } else if la.peek(kw::none_ttl) {
-                let k: kw::none_ttl = input.parse()?;
+                set_once_at(&mut args.unless, value, &name)?;
+            }
+            "none_ttl" => {
                 let ttl = parse_ttl(input, "none_ttl")?;
-                set_once(&mut args.none_ttl, (k, ttl), k.span, "none_ttl")?;
-            } else if la.peek(kw::skip) {
-                let k: kw::skip = input.parse()?;
-                let names = parse_skip(input, k)?;
-                set_once(&mut args.skip, (k, names), k.span, "skip")?;
-            } else if la.peek(kw::cache) {
-                let k: kw::cache = input.parse()?;
+                set_once(&mut args.none_ttl, (name, ttl))?;
+            }
+            "cache_errors" => {
+                let ttl = parse_ttl(input, "cache_errors")?;
+                set_once(&mut args.cache_errors, (name, ttl))?;
+            }
+            "skip" => {
+                let names = parse_skip(input, &name)?;
+                set_once(&mut args.skip, (name, names))?;
+            }
+            "cache" => {
                 let value = parse_value(input, "cache")?;
-                set_once(&mut args.cache, value, k.span, "cache")?;
-            } else if la.peek(kw::warm) {
-                let k: kw::warm = input.parse()?;
-                if input.peek(Token![=]) || input.peek(syn::token::Paren) {
-                    return Err(Error::new(
-                        input.span(),
-                        "`warm` is a flag and takes no value: write `warm`",
-                    ));
-                }
-                set_once(&mut args.warm, k, k.span, "warm")?;
-            } else if input.peek(Ident) {
-                let ident: Ident = input.parse()?;
-                return Err(unknown_argument(&ident));
-            } else {
-                return Err(Error::new(
-                    input.span(),
-                    format!(
-                        "expected an argument name such as `kind = \"api_response\"`; valid arguments: {}",
-                        ARGUMENTS.join(", ")
-                    ),
-                ));
+                set_once_at(&mut args.cache, value, &name)?;
             }
-            if input.is_empty() {
-                break;
+            "warm" => {
+                no_value(input, "warm")?;
+                set_once_at(&mut args.warm, name.clone(), &name)?;
             }
-            input.parse::<Token![,]>().map_err(|e| {
-                Error::new(
-                    e.span(),
-                    "expected `,` between arguments: `#[cached(kind = \"api_response\", ttl = 60)]`",
-                )
-            })?;
+            "companions" => {
+                let companions = parse_companions(input, &name)?;
+                set_once(&mut args.companions, (name, companions))?;
+            }
+            "before" => {
+                let before = parse_before(input)?;
+                set_once(&mut args.before, (name, before))?;
+            }
+            _ => return Err(unknown_argument(attr, &name)),
         }
-        Ok(args)
+        if input.is_empty() {
+            break;
+        }
+        input.parse::<Token![,]>().map_err(|e| {
+            Error::new(
+                e.span(),
+                format!("expected `,` between arguments: `{}`", attr.example()),
+            )
+        })?;
     }
+    Ok(args)
 }
 
 /// `= <expr>` after `name`.
@@ -156,17 +255,33 @@ fn parse_value(input: ParseStream<'_>, name: &str) -> Result<Expr> {
     input.parse::<Expr>()
 }
 
+/// Flags take no value.
+fn no_value(input: ParseStream<'_>, name: &str) -> Result<()> {
+    if input.peek(Token![=]) || input.peek(syn::token::Paren) {
+        return Err(Error::new(
+            input.span(),
+            format!("`{name}` is a flag and takes no value: write `{name}`"),
+        ));
+    }
+    Ok(())
+}
+
 /// An example of each argument, for error messages.
 fn example(name: &str) -> &'static str {
     match name {
         "kind" => "`kind = \"api_response\"`",
         "ttl" => "`ttl = 300` (seconds) or `ttl = Duration::from_millis(1500)`",
+        "ttl_fn" => "`ttl_fn = ttl_of` (a `fn(&T) -> Duration`) or `ttl_fn = |v: &T| ...`",
         "key" => "`key = \"user:{id}\"`",
         "tags" => "`tags = [\"user:{id}\", \"users\"]`",
+        "condition" => "`condition = filter.is_none()`",
         "unless" => "`unless = result.is_empty()`",
         "none_ttl" => "`none_ttl = 60` (seconds)",
+        "cache_errors" => "`cache_errors = 60` (seconds)",
         "skip" => "`skip(db, client)`",
         "cache" => "`cache = &CACHE`",
+        "companions" => "`companions(traced, refresh)`",
+        "before" => "`before = true`",
         _ => "`warm`",
     }
 }
@@ -241,11 +356,16 @@ fn parse_ttl(input: ParseStream<'_>, name: &str) -> Result<Ttl> {
             }
             let secs: u64 = int.base10_parse()?;
             if secs == 0 {
+                let instead = match name {
+                    "ttl" => "remove `#[cached]` to stop caching",
+                    "cache_errors" => "remove `cache_errors` to leave errors uncached",
+                    _ => "remove it",
+                };
                 return Err(Error::new(
                     int.span(),
                     format!(
                         "`{name} = 0` would expire entries at once: give at least 1 second, or \
-                         remove `#[cached]` to stop caching"
+                         {instead}"
                     ),
                 ));
             }
@@ -257,7 +377,19 @@ fn parse_ttl(input: ParseStream<'_>, name: &str) -> Result<Ttl> {
     }
 }
 
+/// `= [ "a", "b" ]`: a bracketed list of string literals (`what` is `tags` or `key`).
+fn parse_list(input: ParseStream<'_>, what: &str, example: &str) -> Result<Vec<LitStr>> {
+    let content;
+    bracketed!(content in input);
+    let items = Punctuated::<Expr, Token![,]>::parse_terminated(&content)?;
+    items
+        .iter()
+        .map(|e| string_literal(e, what, example))
+        .collect()
+}
+
 fn parse_tags(input: ParseStream<'_>) -> Result<Vec<LitStr>> {
+    const EXAMPLE: &str = "tags = [\"user:{id}\", \"users\"]";
     if !input.peek(Token![=]) {
         return Err(Error::new(
             input.span(),
@@ -269,19 +401,42 @@ fn parse_tags(input: ParseStream<'_>) -> Result<Vec<LitStr>> {
         let value: Expr = input.parse()?;
         return Err(Error::new(
             value.span(),
-            "`tags` takes a list of string literals in brackets, e.g. `tags = [\"user:{id}\", \"users\"]`",
+            format!("`tags` takes a list of string literals in brackets, e.g. `{EXAMPLE}`"),
         ));
     }
-    let content;
-    bracketed!(content in input);
-    let items = Punctuated::<Expr, Token![,]>::parse_terminated(&content)?;
-    items
-        .iter()
-        .map(|e| string_literal(e, "tags", "tags = [\"user:{id}\", \"users\"]"))
-        .collect()
+    parse_list(input, "tags", EXAMPLE)
 }
 
-fn parse_skip(input: ParseStream<'_>, k: kw::skip) -> Result<Vec<Ident>> {
+/// `key = "..."`; for the write-side attributes also `key = ["...", "..."]`.
+fn parse_keys(input: ParseStream<'_>, attr: Attr) -> Result<Vec<LitStr>> {
+    if !input.peek(Token![=]) {
+        return Err(Error::new(
+            input.span(),
+            format!("expected `=` after `key`: {}", example("key")),
+        ));
+    }
+    input.parse::<Token![=]>()?;
+    if input.peek(syn::token::Bracket) {
+        if attr == Attr::Cached {
+            let list: Expr = input.parse()?;
+            return Err(Error::new(
+                list.span(),
+                "`#[cached]` reads one key: give one template, e.g. `key = \"user:{id}\"` \
+                 (a list of keys is for `#[cache_put]` and `#[cache_invalidate]`)",
+            ));
+        }
+        return parse_list(input, "key", "key = [\"user:{id}\", \"email:{email}\"]");
+    }
+    let value: Expr = input.parse()?;
+    let example = if attr == Attr::Cached {
+        "key = \"user:{id}\""
+    } else {
+        "key = \"user:{id}\"` or `key = [\"user:{id}\", \"email:{email}\"]"
+    };
+    Ok(vec![string_literal(&value, "key", example)?])
+}
+
+fn parse_skip(input: ParseStream<'_>, k: &Ident) -> Result<Vec<Ident>> {
     if !input.peek(syn::token::Paren) {
         return Err(Error::new(
             input.span(),
@@ -320,7 +475,7 @@ fn parse_skip(input: ParseStream<'_>, k: kw::skip) -> Result<Vec<Ident>> {
     }
     if names.is_empty() {
         return Err(Error::new(
-            k.span,
+            k.span(),
             "`skip()` names no argument: list the arguments to leave out of the key, e.g. \
              `skip(db)`, or remove it",
         ));
@@ -328,20 +483,112 @@ fn parse_skip(input: ParseStream<'_>, k: kw::skip) -> Result<Vec<Ident>> {
     Ok(names)
 }
 
-fn set_once<T>(slot: &mut Option<T>, value: T, span: Span, name: &str) -> Result<()> {
-    if slot.is_some() {
+/// `companions(traced, refresh)`.
+fn parse_companions(input: ParseStream<'_>, k: &Ident) -> Result<Companions> {
+    const VALID: &str =
+        "`traced` (generates `{name}_traced`) and `refresh` (generates `{name}_refresh`)";
+    if !input.peek(syn::token::Paren) {
         return Err(Error::new(
-            span,
-            format!("`{name}` is given twice: give each argument once"),
+            input.span(),
+            format!("`companions` takes names in parentheses, e.g. `companions(traced, refresh)`; valid: {VALID}"),
         ));
+    }
+    let content;
+    parenthesized!(content in input);
+    let names = Punctuated::<Ident, Token![,]>::parse_terminated(&content)?;
+    let mut out = Companions::default();
+    for name in names {
+        let slot = match name.to_string().as_str() {
+            "traced" => &mut out.traced,
+            "refresh" => &mut out.refresh,
+            other => {
+                return Err(Error::new(
+                    name.span(),
+                    format!("unknown companion `{other}`; valid: {VALID}"),
+                ))
+            }
+        };
+        if slot.is_some() {
+            return Err(Error::new(
+                name.span(),
+                format!("`{name}` is listed twice: list each companion once"),
+            ));
+        }
+        *slot = Some(name);
+    }
+    if out.traced.is_none() && out.refresh.is_none() {
+        return Err(Error::new(
+            k.span(),
+            format!("`companions()` names no companion: list some ({VALID}), or remove it"),
+        ));
+    }
+    Ok(out)
+}
+
+/// `before` or `before = true|false`.
+fn parse_before(input: ParseStream<'_>) -> Result<bool> {
+    if !input.peek(Token![=]) {
+        return Ok(true);
+    }
+    input.parse::<Token![=]>()?;
+    let value: Expr = input.parse()?;
+    match &value {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Bool(b), ..
+        }) => Ok(b.value),
+        other => Err(Error::new(
+            other.span(),
+            "`before` takes `true` or `false`: `before = true` invalidates before the function \
+             runs, the default (`false`) after it succeeds",
+        )),
+    }
+}
+
+/// Sets `slot`, whose value carries the argument's name, once.
+fn set_once<T>(slot: &mut Option<(Ident, T)>, value: (Ident, T)) -> Result<()> {
+    if slot.is_some() {
+        return Err(twice(&value.0));
     }
     *slot = Some(value);
     Ok(())
 }
 
-fn unknown_argument(ident: &Ident) -> Error {
+fn set_once_at<T>(slot: &mut Option<T>, value: T, name: &Ident) -> Result<()> {
+    if slot.is_some() {
+        return Err(twice(name));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn twice(name: &Ident) -> Error {
+    Error::new(
+        name.span(),
+        format!("`{name}` is given twice: give each argument once"),
+    )
+}
+
+fn unknown_argument(attr: Attr, ident: &Ident) -> Error {
     let name = ident.to_string();
-    let hint = ARGUMENTS
+    let valid = attr.arguments().join(", ");
+    let elsewhere: Vec<&str> = [Attr::Cached, Attr::Put, Attr::Invalidate]
+        .into_iter()
+        .filter(|a| a.arguments().contains(&name.as_str()))
+        .map(Attr::name)
+        .collect();
+    if !elsewhere.is_empty() {
+        let listed: Vec<String> = elsewhere.iter().map(|a| format!("`#[{a}]`")).collect();
+        return Error::new(
+            ident.span(),
+            format!(
+                "`{name}` is an argument of {}, not of `#[{}]`; valid arguments: {valid}",
+                listed.join(" and "),
+                attr.name()
+            ),
+        );
+    }
+    let hint = attr
+        .arguments()
         .iter()
         .map(|a| (edit_distance(a, &name), a))
         .filter(|(d, a)| *d <= 2 && *d < a.len())
@@ -350,10 +597,7 @@ fn unknown_argument(ident: &Ident) -> Error {
         .unwrap_or_default();
     Error::new(
         ident.span(),
-        format!(
-            "unknown argument `{name}`; {hint}valid arguments: {}",
-            ARGUMENTS.join(", ")
-        ),
+        format!("unknown argument `{name}`; {hint}valid arguments: {valid}"),
     )
 }
 

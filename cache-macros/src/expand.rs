@@ -1,18 +1,36 @@
-//! Rebuilds the function: its attributes, visibility and signature are re-emitted unchanged; its
-//! body becomes a call into `::cache_core::__private` that runs the original body (moved into
-//! `move || async move { ... }`, so `?`, `return` and `self` keep working) only on a miss.
+//! Rebuilds the function: its attributes, visibility and signature are re-emitted unchanged.
+//!
+//! - `#[cached]`: the body becomes a call into `::cache_core::__private` that runs the original
+//!   body (moved into `move || async move { ... }`, so `?`, `return` and `self` keep working) only
+//!   on a miss; `companions(...)` adds `{name}_traced` / `{name}_refresh` next to the function,
+//!   which call it.
+//! - `#[cache_put]` / `#[cache_invalidate]`: the keys are built from the arguments, the body runs
+//!   as an `async move` block, then (on success) the value is stored or the keys and tags dropped.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned};
+use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{Ident, ItemFn};
+use syn::{FnArg, Ident, ItemFn, Pat, Signature};
 
-use crate::args::{CachedArgs, Ttl};
+use crate::args::{Args, Attr, Companions, Ttl};
 use crate::key;
-use crate::validate::{Plan, Returns};
+use crate::validate::{Plan, Returns, WritePlan};
 
-/// The expanded function.
-pub(crate) fn expand(args: &CachedArgs, item: &ItemFn, plan: &Plan) -> TokenStream {
+/// Types the body's future as the declared return type, so `?` and `return` in the body convert
+/// errors exactly as they did without the attribute.
+fn body_typer() -> TokenStream {
+    quote! {
+        fn __cache_body<__CacheOut, __CacheFut>(f: __CacheFut) -> __CacheFut
+        where
+            __CacheFut: ::core::future::Future<Output = __CacheOut>,
+        {
+            f
+        }
+    }
+}
+
+/// The expanded `#[cached]` function, and its companions.
+pub(crate) fn expand(args: &Args, item: &ItemFn, plan: &Plan) -> TokenStream {
     let ItemFn {
         attrs,
         vis,
@@ -21,8 +39,12 @@ pub(crate) fn expand(args: &CachedArgs, item: &ItemFn, plan: &Plan) -> TokenStre
     } = item;
     let ret_ty = &plan.ret_ty;
     let kind = &plan.kind;
+    let value_ty = &plan.value_ty;
 
-    let warm = args.warm.as_ref().map(|w| warmer(&sig.ident, w.span, plan));
+    let warm = args
+        .warm
+        .as_ref()
+        .map(|w| warmer(&sig.ident, w.span(), plan));
 
     let cache = match &args.cache {
         // A deref coercion to `&Cache` accepts `Cache`, `&Cache`, `Arc<Cache>`, `LazyLock<Cache>`...
@@ -44,12 +66,27 @@ pub(crate) fn expand(args: &CachedArgs, item: &ItemFn, plan: &Plan) -> TokenStre
         }
         None => key::default_key(&plan.key_args, plan.has_receiver),
     };
+    // `condition`: evaluated first; when false, no key is built and the body runs uncached.
+    let key = match &args.condition {
+        Some(cond) => {
+            let cond = quote_spanned! {cond.span()=>
+                let __cache_condition: bool = #cond;
+            };
+            quote! {
+                {
+                    #cond
+                    if __cache_condition { #key } else { ::core::option::Option::None }
+                }
+            }
+        }
+        None => key,
+    };
 
     let tags = plan.tags.iter().map(key::Template::to_format);
-    let ttl = ttl_tokens(args.ttl.as_ref());
+    let ttl = ttl_tokens(args.ttl.as_ref().map(|(_, t)| t));
+    let ttl_fn = ttl_fn_tokens(args.ttl_fn.as_ref().map(|(_, e)| e), value_ty);
 
     let result = Ident::new("result", Span::call_site());
-    let value_ty = &plan.value_ty;
     let unless = match &args.unless {
         // Typed: the value type is not inferred yet where this closure is checked.
         Some(expr) => quote_spanned! {expr.span()=>
@@ -61,48 +98,61 @@ pub(crate) fn expand(args: &CachedArgs, item: &ItemFn, plan: &Plan) -> TokenStre
         None => quote! { |_| false },
     };
 
-    let call = match plan.returns {
-        Returns::Value => quote! { ::cache_core::__private::cached_value },
-        Returns::Option => quote! { ::cache_core::__private::cached_option },
-        Returns::Result => quote! { ::cache_core::__private::cached_result },
-    };
-    let none_ttl = match plan.returns {
-        Returns::Option => {
+    // What comes between the call description and `unless`.
+    let (call, extra, check) = match (plan.returns, &args.cache_errors) {
+        (Returns::Value, _) => (quote! { cached_value }, TokenStream::new(), None),
+        (Returns::Option, _) => {
             let t = ttl_tokens(args.none_ttl.as_ref().map(|(_, t)| t));
-            quote! { #t, }
+            (quote! { cached_option }, quote! { #t, }, None)
         }
-        _ => TokenStream::new(),
+        (Returns::Result, None) => (quote! { cached_result }, TokenStream::new(), None),
+        (Returns::Result, Some((k, ttl))) => {
+            let ttl = duration_tokens(ttl);
+            // The error type must be storable: checked at the error type (or at `cache_errors`
+            // for an alias such as `io::Result<T>`), with a message saying why.
+            let span = plan.err_ty.as_ref().map_or(k.span(), Spanned::span);
+            let check = quote_spanned! {span=>
+                ::cache_core::__private::assert_cacheable_error(
+                    ::core::marker::PhantomData::<#ret_ty>,
+                );
+            };
+            (
+                quote! { cached_result_errors },
+                quote! { #ttl, },
+                Some(check),
+            )
+        }
     };
+
+    let companions = args
+        .companions
+        .as_ref()
+        .map(|(_, c)| companions(item, c, plan));
+    let body_typer = body_typer();
 
     quote! {
         #(#attrs)*
         #vis #sig {
             #warm
-            // Types the body's future as the declared return type, so `?` and `return` in the
-            // body convert errors exactly as they did before `#[cached]`.
-            fn __cache_body<__CacheOut, __CacheFut>(f: __CacheFut) -> __CacheFut
-            where
-                __CacheFut: ::core::future::Future<Output = __CacheOut>,
-            {
-                f
-            }
+            #body_typer
+            #check
             #cache
-            let __cache_key: ::core::option::Option<::std::string::String> = #key;
-            let __cache_opts: ::cache_core::EntryOptions = ::cache_core::__private::options(
-                #ttl,
-                ::std::vec![#(#tags),*],
-            );
-            #call(
-                __cache_cache,
-                #kind,
-                __cache_key,
-                &__cache_opts,
-                #none_ttl
+            let __cache_call = ::cache_core::__private::Call {
+                cache: __cache_cache,
+                kind: #kind,
+                key: #key,
+                opts: ::cache_core::__private::options(#ttl, ::std::vec![#(#tags),*]),
+                ttl_fn: #ttl_fn,
+            };
+            ::cache_core::__private::#call(
+                __cache_call,
+                #extra
                 #unless,
                 move || __cache_body::<#ret_ty, _>(async move #block),
             )
             .await
         }
+        #companions
     }
 }
 
@@ -110,16 +160,110 @@ pub(crate) fn expand(args: &CachedArgs, item: &ItemFn, plan: &Plan) -> TokenStre
 fn ttl_tokens(ttl: Option<&Ttl>) -> TokenStream {
     match ttl {
         None => quote! { ::core::option::Option::None },
-        Some(Ttl::Secs(secs, span)) => quote_spanned! {*span=>
-            ::core::option::Option::Some(::core::time::Duration::from_secs(#secs))
+        Some(ttl) => {
+            let d = duration_tokens(ttl);
+            quote! { ::core::option::Option::Some(#d) }
+        }
+    }
+}
+
+/// The `Duration` of a `ttl`-like argument, evaluated at each call.
+fn duration_tokens(ttl: &Ttl) -> TokenStream {
+    match ttl {
+        Ttl::Secs(secs, span) => quote_spanned! {*span=>
+            ::core::time::Duration::from_secs(#secs)
         },
-        Some(Ttl::Expr(expr)) => quote_spanned! {expr.span()=>
+        Ttl::Expr(expr) => quote_spanned! {expr.span()=>
             {
                 let __cache_ttl: ::core::time::Duration = #expr;
-                ::core::option::Option::Some(__cache_ttl)
+                __cache_ttl
             }
         },
     }
+}
+
+/// `Option<TtlFn<T>>` for `ttl_fn`; typed so that a closure's argument type is inferred.
+fn ttl_fn_tokens(ttl_fn: Option<&syn::Expr>, value_ty: &syn::Type) -> TokenStream {
+    match ttl_fn {
+        None => quote! { ::core::option::Option::None },
+        Some(expr) => quote_spanned! {expr.span()=>
+            ::cache_core::__private::ttl_fn::<#value_ty, _>(#expr)
+        },
+    }
+}
+
+/// `{name}_traced` and `{name}_refresh`, which call the function (so its attributes, such as
+/// `#[tracing::instrument]`, apply to them too).
+fn companions(item: &ItemFn, c: &Companions, plan: &Plan) -> TokenStream {
+    let sig = &item.sig;
+    let name = &sig.ident;
+    let ret_ty = &plan.ret_ty;
+    // `#[cfg(...)]` on the function applies to its companions.
+    let cfgs = item.attrs.iter().filter(|a| a.path().is_ident("cfg"));
+    let vis = &item.vis;
+
+    // The companions take the same arguments and pass them on (without `mut`, which is the
+    // function's business).
+    let mut forwarded = Vec::new();
+    let mut inputs = sig.inputs.clone();
+    for input in inputs.iter_mut() {
+        if let FnArg::Typed(pt) = input {
+            if let Pat::Ident(pi) = &mut *pt.pat {
+                pi.mutability = None;
+                forwarded.push(pi.ident.clone());
+            }
+        }
+    }
+    let call = if plan.has_receiver {
+        quote! { Self::#name(self, #(#forwarded),*) }
+    } else {
+        quote! { #name(#(#forwarded),*) }
+    };
+    let companion_sig = |ident: Ident, output: TokenStream| -> Signature {
+        let mut s = sig.clone();
+        s.ident = ident;
+        s.inputs = inputs.clone();
+        s.output = syn::parse_quote!(-> #output);
+        s
+    };
+    let cfgs: Vec<_> = cfgs.collect();
+    let mut out = TokenStream::new();
+    if let Some(t) = &c.traced {
+        let doc = format!(
+            " `{name}` with where its value came from (L1, L2, the body, a stale fallback) and \
+             its age. Generated by `#[cached(..., companions(traced))]`."
+        );
+        let s = companion_sig(
+            format_ident!("{}_traced", name, span = t.span()),
+            quote! { ::cache_core::Lookup<#ret_ty> },
+        );
+        out.extend(quote! {
+            #(#cfgs)*
+            #[doc = #doc]
+            #vis #s {
+                ::cache_core::__private::traced(#call).await
+            }
+        });
+    }
+    if let Some(r) = &c.refresh {
+        let doc = format!(
+            " `{name}`, reloading: its body runs and its result replaces the cached one on every \
+             instance (calls made by the body read through the cache as usual). Generated by \
+             `#[cached(..., companions(refresh))]`."
+        );
+        let s = companion_sig(
+            format_ident!("{}_refresh", name, span = r.span()),
+            quote! { #ret_ty },
+        );
+        out.extend(quote! {
+            #(#cfgs)*
+            #[doc = #doc]
+            #vis #s {
+                ::cache_core::__private::refresh_one(#call).await
+            }
+        });
+    }
+    out
 }
 
 /// Registers the zero-argument function as a warmer: `run` calls it (which caches its result).
@@ -161,6 +305,103 @@ fn warmer(name: &Ident, span: Span, plan: &Plan) -> TokenStream {
                     __cache_warm
                 },
             }
+        }
+    }
+}
+
+/// The expanded `#[cache_put]` or `#[cache_invalidate]` function.
+pub(crate) fn expand_write(args: &Args, item: &ItemFn, plan: &WritePlan) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = item;
+    let ret_ty = &plan.ret_ty;
+    // Tags alone need no kind.
+    let kind = plan
+        .kind
+        .as_ref()
+        .map_or_else(|| quote! { "" }, |k| quote! { #k });
+
+    let cache = match &args.cache {
+        // Cloned (an `Arc` clone) before the body runs, so that the body can take `&mut self`
+        // or `self` even when the cache is a field of `self`.
+        Some(expr) => quote_spanned! {expr.span()=>
+            let __cache_cache: ::core::option::Option<::cache_core::Cache> = {
+                let __cache_ref: &::cache_core::Cache = &(#expr);
+                ::cache_core::__private::owned(__cache_ref)
+            };
+        },
+        None => quote! {
+            let __cache_cache: ::core::option::Option<::cache_core::Cache> =
+                ::cache_core::__private::global_owned();
+        },
+    };
+    let keys = plan.keys.iter().map(key::Template::to_format);
+    let tags = plan.tags.iter().map(key::Template::to_format);
+    let body_typer = body_typer();
+
+    let (before, after) = match args.attr {
+        Attr::Invalidate => {
+            let invalidate = quote! {
+                ::cache_core::__private::invalidate(
+                    __cache_cache.as_ref(),
+                    #kind,
+                    &__cache_keys,
+                    &__cache_tags,
+                )
+                .await;
+            };
+            if args.before.as_ref().is_some_and(|(_, b)| *b) {
+                (invalidate, TokenStream::new())
+            } else {
+                let ok = match plan.returns {
+                    Returns::Result => quote! { ::core::result::Result::is_ok(&__cache_out) },
+                    Returns::Value | Returns::Option => quote! { true },
+                };
+                (TokenStream::new(), quote! { if #ok { #invalidate } })
+            }
+        }
+        Attr::Put | Attr::Cached => {
+            let ttl = ttl_tokens(args.ttl.as_ref().map(|(_, t)| t));
+            let ttl_fn = ttl_fn_tokens(args.ttl_fn.as_ref().map(|(_, e)| e), &plan.value_ty);
+            let shape = match plan.returns {
+                Returns::Value => quote! { put_plain },
+                Returns::Option => quote! { put_some },
+                Returns::Result => quote! { put_ok },
+            };
+            // Spanned at the return type: a value that cannot be stored is reported there.
+            let stored = quote_spanned! {ret_ty.span()=>
+                ::cache_core::__private::#shape(&__cache_out, #ttl_fn, __cache_opts)
+            };
+            let after = quote! {
+                let __cache_opts = ::cache_core::__private::options(#ttl, __cache_tags);
+                let (__cache_value, __cache_opts) = #stored;
+                ::cache_core::__private::put(
+                    __cache_cache.as_ref(),
+                    #kind,
+                    &__cache_keys,
+                    __cache_value,
+                    __cache_opts,
+                )
+                .await;
+            };
+            (TokenStream::new(), after)
+        }
+    };
+
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            #body_typer
+            #cache
+            let __cache_keys: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#keys),*];
+            let __cache_tags: ::std::vec::Vec<::std::string::String> = ::std::vec![#(#tags),*];
+            #before
+            let __cache_out: #ret_ty = __cache_body::<#ret_ty, _>(async move #block).await;
+            #after
+            __cache_out
         }
     }
 }

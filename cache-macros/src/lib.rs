@@ -1,12 +1,16 @@
-//! The `#[cached]` attribute macro of tiered-cache. Use it through `cache_core::cached` (feature
-//! `macros`, on by default); the generated code calls `cache_core::__private`.
+//! The attribute macros of tiered-cache: `#[cached]` (read-through), `#[cache_put]` (store what a
+//! function returns) and `#[cache_invalidate]` (drop entries after a function succeeds). Use them
+//! through `cache_core` (feature `macros`, on by default); the generated code calls
+//! `cache_core::__private`.
 //!
-//! The macro is a pipeline, one file per step (as in tracing-attributes): `args` parses the
+//! Each macro is a pipeline, one file per step (as in tracing-attributes): `args` parses the
 //! attribute, `validate` checks the signature and the arguments together (every error at its
 //! token, all reported at once), `expand` rebuilds the function and `key` builds its cache key.
 #![warn(missing_docs, unreachable_pub)]
 
 use proc_macro::TokenStream;
+
+use args::Attr;
 
 mod args;
 mod expand;
@@ -51,7 +55,11 @@ mod validate;
 ///   - `T`: the value.
 ///   - `Option<T>`: `Some` values; `None` only with [`none_ttl`](#none_ttl).
 ///   - `Result<T, E>` (also aliases named `Result`, such as `io::Result<T>`): `Ok` values; an
-///     `Err` is never cached and is returned unchanged.
+///     `Err` is returned unchanged and not cached (unless [`cache_errors`](#cache_errors)).
+///
+///   Entries are stored as `T` in all three cases, so functions of any of these shapes with the
+///   same `kind` and `key`, `#[cache_put]` and `Cache::get::<T>` share them; `none_ttl` and
+///   `cache_errors` store `Option<T>` and `Result<T, E>` instead.
 ///
 ///   `T` must be `Serialize + DeserializeOwned + Clone + Send + Sync + 'static`; the caller gets a
 ///   clone. A type alias named otherwise (e.g. `type Lookup = Option<User>`) is cached as a plain
@@ -72,7 +80,51 @@ mod validate;
 /// # `ttl`
 /// `ttl = 300` (whole seconds, > 0) or `ttl = <expr>` where the expression is a
 /// `std::time::Duration` (`ttl = Duration::from_millis(1500)`, `ttl = CONFIG_TTL`), evaluated at
-/// each call. Overrides the kind's TTL for this function's entries. Default: the kind's TTL.
+/// each call before the body runs, so it may use the arguments and the time of day
+/// (`ttl = until_midnight()`). Overrides the kind's TTL for this function's entries. Default: the
+/// kind's TTL.
+///
+/// # `ttl_fn`
+/// `ttl_fn = ttl_of` (a path to a `fn(&T) -> Duration`) or `ttl_fn = |v: &T| ...` (a closure that
+/// borrows nothing from the call): the TTL computed from the value being cached (the `Some` value
+/// for `Option<T>`, the `Ok` value for `Result<T, E>`), such as a shorter TTL for an empty result
+/// or the lifetime an upstream response declares. Not with `ttl` (one of them sets the TTL).
+/// `None` entries keep [`none_ttl`](#none_ttl), cached errors [`cache_errors`](#cache_errors).
+///
+/// ```
+/// use cache_core::{cached, Cache};
+/// use std::sync::LazyLock;
+/// use std::time::Duration;
+///
+/// # static CACHE: LazyLock<Cache> = LazyLock::new(|| {
+/// #     futures::executor::block_on(Cache::builder().prefix("docs-ttl-fn").build()).expect("valid")
+/// # });
+/// /// Seconds left until midnight UTC (at least 1).
+/// fn until_midnight() -> Duration {
+///     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+///     Duration::from_secs((86_400 - now.as_secs() % 86_400).max(1))
+/// }
+///
+/// // Today's menu, cached until the day ends.
+/// #[cached(kind = "static_data", key = "menu", ttl = until_midnight(), cache = CACHE)]
+/// async fn menu() -> Vec<String> {
+///     vec!["soup".into()]
+/// }
+///
+/// // Empty search results are kept for 10 s only.
+/// #[cached(
+///     kind = "api_response",
+///     ttl_fn = |hits: &Vec<String>| Duration::from_secs(if hits.is_empty() { 10 } else { 600 }),
+///     cache = CACHE,
+/// )]
+/// async fn search(q: String) -> Vec<String> {
+///     q.split(' ').filter(|w| w.len() > 3).map(str::to_owned).collect()
+/// }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # assert_eq!(menu().await, ["soup"]);
+/// # assert_eq!(search("a rust cache".into()).await, ["rust", "cache"]);
+/// # });
+/// ```
 ///
 /// # `key`
 /// `key = "user:{id}"`: a format string over the arguments, giving the key part after
@@ -90,6 +142,12 @@ mod validate;
 /// `tags = ["user:{id}", "users"]`: templates like `key`, stored with the entry for tag
 /// invalidation. Default: none.
 ///
+/// # `condition`
+/// `condition = <bool expr>`: evaluated over the arguments before anything else. When it is
+/// `false`, the body runs and its result is returned without reading or writing the cache (no key
+/// is even built): `condition = filter.is_none()` caches only full, unfiltered requests. Arguments
+/// are borrowed. Default: `true`.
+///
 /// # `unless`
 /// `unless = <bool expr>`: evaluated on the value that would be cached, bound as `result: &T`
 /// (the `Some` value for `Option<T>`, the `Ok` value for `Result<T, E>`). When it is `true` the
@@ -99,7 +157,45 @@ mod validate;
 /// # `none_ttl`
 /// `none_ttl = 60` (seconds, or a `Duration` expression as for `ttl`): only on functions returning
 /// `Option<T>`. Caches `None` for that long (negative caching), so repeated lookups of a missing
-/// item do not reach the origin. Default: `None` is not cached.
+/// item do not reach the origin. Entries are then `Option<T>` rather than `T`. Default: `None` is
+/// not cached.
+///
+/// # `cache_errors`
+/// `cache_errors = 60` (seconds, or a `Duration` expression as for `ttl`): only on functions
+/// returning `Result<T, E>`. Caches `Err` results too, for that long: while a cached `Err` lives,
+/// calls return it without running the body (protecting a failing origin; a schema service that
+/// caches "not found" for a minute). The entry is then the whole `Result<T, E>`, so `E` must be
+/// `Serialize + DeserializeOwned + Clone` (a compile error at the error type says so otherwise),
+/// and concurrent callers share one `Err`. Such entries are not the `T` that `#[cache_put]` and
+/// other `#[cached]` functions store: do not mix them under one key. Default: errors are never
+/// cached.
+///
+/// ```
+/// use cache_core::{cached, Cache};
+/// use serde::{Deserialize, Serialize};
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::LazyLock;
+///
+/// # static CACHE: LazyLock<Cache> = LazyLock::new(|| {
+/// #     futures::executor::block_on(Cache::builder().prefix("docs-errors").build()).expect("valid")
+/// # });
+/// static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// enum SchemaError { NotFound(String) }
+///
+/// #[cached(kind = "static_data", key = "schema:{name}", cache_errors = 60, cache = CACHE)]
+/// async fn schema(name: String) -> Result<String, SchemaError> {
+///     LOOKUPS.fetch_add(1, Ordering::SeqCst);
+///     Err(SchemaError::NotFound(name))
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// assert!(schema("orders".into()).await.is_err());
+/// assert!(schema("orders".into()).await.is_err()); // the cached error
+/// assert_eq!(LOOKUPS.load(Ordering::SeqCst), 1);
+/// # });
+/// ```
 ///
 /// # `skip`
 /// `skip(db, client)`: arguments left out of the default key (connection pools, clients,
@@ -145,6 +241,44 @@ mod validate;
 /// # });
 /// ```
 ///
+/// # `companions`
+/// `companions(traced, refresh)`: generates functions next to this one, with the same arguments
+/// and visibility, that call it:
+/// - `{name}_traced(...) -> cache_core::Lookup<R>` (`R` the return type): the result with where it
+///   came from (`cache_core::Source`: L1, L2, the body, a stale fallback) and
+///   its age, to show "served from cache" next to an answer.
+/// - `{name}_refresh(...) -> R`: runs the body and stores its result in place of the cached one,
+///   on every instance (what a miss would store; a result that would not be cached removes the
+///   entry; a failed reload leaves it, unless errors are cached). The calls the body makes read
+///   through the cache as usual.
+///
+/// For all the calls made inside a future, see `cache_core::bypass` and `cache_core::refresh`.
+/// Companions need a free function or an inherent `impl` (a trait `impl` cannot gain methods).
+///
+/// ```
+/// use cache_core::{cached, Cache, Source};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// struct Rates { cache: Cache, eur_usd: AtomicU64 }
+///
+/// impl Rates {
+///     #[cached(kind = "api_response", key = "rate:{from}", cache = self.cache, companions(traced, refresh))]
+///     async fn rate(&self, from: String) -> u64 {
+///         self.eur_usd.load(Ordering::SeqCst)
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let rates = Rates { cache: Cache::builder().prefix("docs-companions").build().await.unwrap(), eur_usd: AtomicU64::new(108) };
+/// assert_eq!(rates.rate_traced("EUR".into()).await.source, Source::Loader);
+/// rates.eur_usd.store(109, Ordering::SeqCst);
+/// let hit = rates.rate_traced("EUR".into()).await;
+/// assert_eq!((hit.value, hit.source), (108, Source::L1)); // cached
+/// assert_eq!(rates.rate_refresh("EUR".into()).await, 109); // reloaded and stored
+/// assert_eq!(rates.rate("EUR".into()).await, 109);
+/// # });
+/// ```
+///
 /// # `warm`
 /// `warm`: a flag, only on a function without arguments. Registers the function as a warmer
 /// (`cache_core::__private::warmers()`): warm-up calls it once, which fills the cache. Free
@@ -157,14 +291,159 @@ mod validate;
 #[proc_macro_attribute]
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     let item = syn::parse_macro_input!(item as syn::ItemFn);
-    let checked = syn::parse::<args::CachedArgs>(args)
+    let checked = parse(Attr::Cached, args)
         .and_then(|args| validate::check(&args, &item).map(|plan| (args, plan)));
     match checked {
         Ok((args, plan)) => expand::expand(&args, &item, &plan).into(),
-        // Re-emit the function unchanged too, so its callers get no follow-up errors.
-        Err(e) => {
-            let e = e.to_compile_error();
-            quote::quote! { #e #item }.into()
-        }
+        Err(e) => unchanged(e, &item),
     }
+}
+
+/// Stores the value an `async fn` returns in the cache, under keys built from its arguments, on
+/// every instance: for functions that write data and return the new version of it (Spring's
+/// `@CachePut`). A `#[cached]` function reading the same `kind` and `key` then gets the new value
+/// without running its body.
+///
+/// ```
+/// use cache_core::{cache_put, cached, Cache};
+/// use serde::{Deserialize, Serialize};
+/// use std::sync::LazyLock;
+///
+/// static CACHE: LazyLock<Cache> = LazyLock::new(|| {
+///     futures::executor::block_on(Cache::builder().prefix("docs-put").build()).expect("valid")
+/// });
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// struct User { id: u64, name: String }
+/// #[derive(Debug)]
+/// struct DbError;
+///
+/// #[cached(kind = "database_query", key = "user:{id}", cache = CACHE)]
+/// async fn user(id: u64) -> Result<User, DbError> {
+///     unreachable!("the put below stored the user")
+/// }
+///
+/// #[cache_put(kind = "database_query", key = "user:{id}", tags = ["users"], cache = CACHE)]
+/// async fn rename(id: u64, name: String) -> Result<User, DbError> {
+///     Ok(User { id, name }) // UPDATE ... RETURNING
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// rename(7, "Grace".into()).await.unwrap();
+/// assert_eq!(user(7).await.unwrap().name, "Grace");
+/// # });
+/// ```
+///
+/// # What is stored
+/// By the return type: `T` for `-> T`, the `Ok` value for `-> Result<T, E>` (nothing on `Err`),
+/// the `Some` value for `-> Option<T>` (nothing on `None`). It is stored as a `T`, which is what
+/// `#[cached]` functions returning `T`, `Result<T, E>` or `Option<T>` read, and what
+/// `Cache::get::<T>` returns. The exceptions are `#[cached]` functions that also cache absence or
+/// failure (`none_ttl`, `cache_errors`): their entries are `Option<T>` / `Result<T, E>`, which a
+/// put does not write; pair them with `#[cache_invalidate]` instead. (A mismatch is a miss, never
+/// a wrong value.) The value must be `Serialize + Clone`; the caller gets it back unchanged.
+///
+/// The write goes through `Cache::set_with`: both tiers, loads in flight superseded, other
+/// instances' L1 copies dropped through the backplane.
+///
+/// # Arguments
+/// - `kind = "..."`: required; as in `#[cached]`.
+/// - `key = "user:{id}"` or `key = ["user:{id}", "email:{email}"]`: required; templates over the
+///   arguments, as in `#[cached]`, built before the body runs (arguments are borrowed). A list
+///   stores the value under each key.
+/// - `tags = ["user:{id}"]`: tags stored with the entries, for tag invalidation.
+/// - `ttl = 300` or `ttl = <Duration expr>`, or `ttl_fn = <fn(&T) -> Duration>` over the stored
+///   value: as in `#[cached]`. Default: the kind's TTL.
+/// - `cache = <expr>`: as in `#[cached]`; the handle is cloned before the body runs, so the
+///   function may take `&mut self` or `self`.
+///
+/// Generic functions and any receiver are fine: the body always runs.
+#[proc_macro_attribute]
+pub fn cache_put(args: TokenStream, item: TokenStream) -> TokenStream {
+    write(Attr::Put, args, item)
+}
+
+/// Invalidates cache entries after an `async fn` succeeds, on every instance: for functions that
+/// change or delete data (Spring's `@CacheEvict`). Keys are built from the arguments, as in
+/// `#[cached]`; tags drop every entry carrying them.
+///
+/// ```
+/// use cache_core::{cache_invalidate, cached, Cache};
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::LazyLock;
+///
+/// static CACHE: LazyLock<Cache> = LazyLock::new(|| {
+///     futures::executor::block_on(Cache::builder().prefix("docs-invalidate").build()).expect("valid")
+/// });
+/// static LOADS: AtomicUsize = AtomicUsize::new(0);
+///
+/// #[cached(kind = "database_query", key = "profile:{id}", tags = ["user:{id}"], cache = CACHE)]
+/// async fn profile(id: u64) -> String {
+///     LOADS.fetch_add(1, Ordering::SeqCst);
+///     format!("profile {id}")
+/// }
+///
+/// #[cache_invalidate(kind = "database_query", key = "profile:{id}", cache = CACHE)]
+/// async fn update_profile(id: u64, bio: String) -> Result<(), std::io::Error> {
+///     Ok(()) // UPDATE ...
+/// }
+///
+/// #[cache_invalidate(tags = ["user:{id}"], cache = CACHE)]
+/// async fn delete_user(id: u64) -> Result<(), std::io::Error> {
+///     Ok(()) // DELETE ...
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// profile(1).await;
+/// update_profile(1, "hi".into()).await.unwrap();
+/// profile(1).await; // reloaded
+/// delete_user(1).await.unwrap();
+/// profile(1).await; // reloaded
+/// assert_eq!(LOADS.load(Ordering::SeqCst), 3);
+/// # });
+/// ```
+///
+/// # When
+/// After the body returns, unless it returns `Err` (a function returning `Result<T, E>`): a failed
+/// write changed nothing, so nothing is invalidated. With `before = true`, before the body runs,
+/// whatever it returns. After is the safer default: with `before`, a concurrent read between the
+/// invalidation and the write can load and cache the old data again.
+///
+/// Invalidation goes through `Cache::invalidate` / `Cache::invalidate_tags`: both tiers, loads in
+/// flight superseded, every instance's L1 through the backplane.
+///
+/// # Arguments
+/// At least one of `key` and `tags`:
+/// - `key = "user:{id}"` or `key = ["user:{id}", "email:{email}"]`: templates over the arguments,
+///   as in `#[cached]`, built before the body runs; with `kind = "..."`. Only entries with a
+///   `key = "..."` template can be named this way (default keys are hashes).
+/// - `tags = ["user:{id}", "users"]`: templates; every entry carrying one of them is dropped.
+/// - `before = true`: invalidate before the body runs. Default: after it succeeds.
+/// - `cache = <expr>`: as in `#[cache_put]`.
+#[proc_macro_attribute]
+pub fn cache_invalidate(args: TokenStream, item: TokenStream) -> TokenStream {
+    write(Attr::Invalidate, args, item)
+}
+
+fn write(attr: Attr, args: TokenStream, item: TokenStream) -> TokenStream {
+    let item = syn::parse_macro_input!(item as syn::ItemFn);
+    let checked = parse(attr, args)
+        .and_then(|args| validate::check_write(&args, &item).map(|plan| (args, plan)));
+    match checked {
+        Ok((args, plan)) => expand::expand_write(&args, &item, &plan).into(),
+        Err(e) => unchanged(e, &item),
+    }
+}
+
+fn parse(attr: Attr, args: TokenStream) -> syn::Result<args::Args> {
+    syn::parse::Parser::parse(
+        |input: syn::parse::ParseStream<'_>| args::parse(attr, input),
+        args,
+    )
+}
+
+/// The errors, and the function unchanged, so its callers get no follow-up errors.
+fn unchanged(e: syn::Error, item: &syn::ItemFn) -> TokenStream {
+    let e = e.to_compile_error();
+    quote::quote! { #e #item }.into()
 }
