@@ -2,8 +2,8 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -299,27 +299,23 @@ impl Cache {
         ke: &KindEntry,
         found: Option<L1Entry>,
     ) -> (Option<Arc<T>>, Option<Arc<T>>) {
-        if let Some(entry) = found {
-            if entry.holds::<T>() {
-                let tag_invalidated = entry.tags().is_some_and(|(tags, loaded_at)| {
-                    self.inner.local_tags.invalidated_since(tags, loaded_at)
-                });
-                if tag_invalidated {
-                    KindStats::inc(&ke.stats.l1_misses);
-                    return (None, None);
-                }
-                // Without a grace period an entry's L1 lifetime is its freshness, and moka never
-                // returns an expired entry: no clock read needed.
-                let fresh = self.inner.grace.is_zero() || entry.is_fresh(Instant::now());
-                if let Some(v) = entry.into_value::<T>() {
-                    if fresh {
-                        KindStats::inc(&ke.stats.l1_hits);
-                        return (Some(v), None);
-                    }
-                    KindStats::inc(&ke.stats.l1_misses);
-                    return (None, Some(v));
-                }
+        // A value stored as another type reads as a miss.
+        if let Some((entry, v)) = found.and_then(|e| e.value::<T>().map(|v| (e, v))) {
+            let tag_invalidated = entry.tags().is_some_and(|(tags, loaded_at)| {
+                self.inner.local_tags.invalidated_since(tags, loaded_at)
+            });
+            if tag_invalidated {
+                KindStats::inc(&ke.stats.l1_misses);
+                return (None, None);
             }
+            // Without a grace period an entry's L1 lifetime is its freshness, and moka never
+            // returns an expired entry: no clock read needed.
+            if self.inner.grace.is_zero() || entry.is_fresh(Instant::now()) {
+                KindStats::inc(&ke.stats.l1_hits);
+                return (Some(v), None);
+            }
+            KindStats::inc(&ke.stats.l1_misses);
+            return (None, Some(v));
         }
         KindStats::inc(&ke.stats.l1_misses);
         (None, None)

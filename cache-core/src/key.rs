@@ -32,7 +32,12 @@ pub(crate) enum LookupKey<'a> {
 
 impl<'a> LookupKey<'a> {
     /// `kind_prefix`: `kind_key_prefix(prefix, kind)`, when the caller has it.
-    pub(crate) fn new(kind_prefix: Option<&'a str>, prefix: &str, kind: &str, key: &'a str) -> Self {
+    pub(crate) fn new(
+        kind_prefix: Option<&'a str>,
+        prefix: &str,
+        kind: &str,
+        key: &'a str,
+    ) -> Self {
         match kind_prefix {
             Some(head) if !needs_hashing(key) => LookupKey::Split(head, key),
             _ => LookupKey::Built(full_key(prefix, kind, key)),
@@ -177,7 +182,11 @@ mod tests {
             ("app", "k", ""),
             ("app", "k", "{user}:1"),
             ("app", "k", &long),
-            ("a", "b", "ünïcödé ✓ and a part long enough to span several SipHash blocks"),
+            (
+                "a",
+                "b",
+                "ünïcödé ✓ and a part long enough to span several SipHash blocks",
+            ),
         ] {
             let head = kind_key_prefix(prefix, kind);
             let full = full_key(prefix, kind, key);
@@ -199,9 +208,10 @@ mod tests {
         let cache: moka::future::Cache<String, u32> = moka::future::Cache::new(10);
         cache.insert(full_key("app", "kind", "k:1"), 7).await;
         let head = kind_key_prefix("app", "kind");
-        let get = |key| cache.get(&LookupKey::new(Some(&head), "app", "kind", key));
-        assert_eq!(get("k:1").await, Some(7));
-        assert_eq!(get("k:2").await, None);
+        let hit = LookupKey::new(Some(&head), "app", "kind", "k:1");
+        let miss = LookupKey::new(Some(&head), "app", "kind", "k:2");
+        assert_eq!(cache.get(&hit).await, Some(7));
+        assert_eq!(cache.get(&miss).await, None);
     }
 
     #[test]

@@ -91,7 +91,7 @@ impl L1Entry {
     }
 
     /// The value as `T`, or `None` when it was stored as another type.
-    pub(crate) fn into_value<T: Send + Sync + 'static>(self) -> Option<Arc<T>> {
+    pub(crate) fn value<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
         self.0.value.clone().downcast::<T>().ok()
     }
 
