@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// What one entry costs on the heap besides its key's characters, its value and its tags: moka's
 /// own per-entry structures (the entry and its info, the hash-table bucket, the access-order and
 /// write-order deque nodes, the expiration timer node), the `Arc<String>` holding the key, the
-/// `Arc` around the value and this `L1Entry` inside moka's entry. Measured with a counting
+/// `Arc` around the value and the entry's own allocation (`EntryInner`). Measured with a counting
 /// allocator (`cargo bench -p cache-benches --bench compare`, section "L1 memory"), not derived:
 /// moka's layout is not part of its API, so re-measure it when upgrading moka.
 const ENTRY_OVERHEAD: usize = 400;
