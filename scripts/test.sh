@@ -16,3 +16,6 @@ redis-server --version
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --no-fail-fast
+# The side-by-side benchmark in its quick mode (debug build, small counts): it keeps compiling and
+# running; its figures are not meaningful here (see README, "Benchmarks: side by side").
+COMPARE_QUICK=1 cargo test -p cache-benches --bench compare

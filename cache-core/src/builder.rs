@@ -284,8 +284,9 @@ impl CacheBuilder {
         self
     }
 
-    /// The L1 budget in bytes (weighted by the encoded size of each value plus its key and ~100
-    /// bytes of overhead). Default: 64 MiB.
+    /// The L1 budget in bytes of heap: each entry weighs its key, its value (the value's encoded
+    /// size stands for the heap data inside it) and ~400 bytes of per-entry bookkeeping (moka's and
+    /// ours, measured). The allocator's own per-block overhead comes on top. Default: 64 MiB.
     pub fn l1_max_bytes(mut self, bytes: u64) -> Self {
         self.l1_max_bytes = bytes;
         self
@@ -514,9 +515,11 @@ impl CacheBuilder {
     pub async fn build(self) -> Result<Cache> {
         self.validate()?;
         let mut kinds = KindMap::default();
+        let prefix = self.prefix.clone();
         let entry = |name: &str, cfg: KindConfig| {
             Arc::new(KindEntry {
                 name: name.to_owned(),
+                key_prefix: Some(key::kind_key_prefix(&prefix, name)),
                 cfg,
                 stats: KindStats::default(),
                 warned_in_place: AtomicBool::new(false),
@@ -556,7 +559,14 @@ impl CacheBuilder {
             l2,
             codec: self.codec,
             kinds,
-            unregistered: entry("unregistered", KindConfig::new(self.unregistered_ttl)),
+            // Shared by every unregistered kind name, so it has no key prefix of its own.
+            unregistered: Arc::new(KindEntry {
+                name: "unregistered".into(),
+                key_prefix: None,
+                cfg: KindConfig::new(self.unregistered_ttl),
+                stats: KindStats::default(),
+                warned_in_place: AtomicBool::new(false),
+            }),
             warned_unregistered: AtomicBool::new(false),
             flights: moka::future::Cache::builder().build(),
             gens: Generations::new(),

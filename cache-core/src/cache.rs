@@ -3,6 +3,7 @@
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -213,12 +214,52 @@ impl EntryOptions {
     }
 }
 
-/// Kinds by name; xxh3 instead of SipHash since this lookup is on every call's hot path and the
-/// keys are the application's own kind names, not attacker-chosen.
-pub(crate) type KindMap = HashMap<String, Arc<KindEntry>, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
+/// Kinds by name. This lookup is on every call's hot path and the keys are the application's own
+/// few kind names, not attacker-chosen: a hash of the length and the first and last eight bytes is
+/// enough to tell them apart (equal hashes only cost a comparison), where SipHash or xxh3's
+/// streaming state cost more than the rest of the lookup.
+pub(crate) type KindMap = HashMap<String, Arc<KindEntry>, BuildHasherDefault<KindHasher>>;
+
+#[derive(Default)]
+pub(crate) struct KindHasher(u64);
+
+impl KindHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for KindHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let n = bytes.len();
+        let word = |b: &[u8]| {
+            let mut w = [0u8; 8];
+            w[..b.len()].copy_from_slice(b);
+            u64::from_le_bytes(w)
+        };
+        let (first, last) = if n >= 8 {
+            (word(&bytes[..8]), word(&bytes[n - 8..]))
+        } else {
+            (word(bytes), 0)
+        };
+        self.add(first ^ (n as u64).rotate_left(56));
+        self.add(last);
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.add(u64::from(b));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 pub(crate) struct KindEntry {
     pub(crate) name: String,
+    /// `{prefix}:v1:{name}:`, the start of every full key of the kind (`None` for the entry shared
+    /// by unregistered kinds): L1 lookups hash and compare it as is, without building a key.
+    pub(crate) key_prefix: Option<String>,
     pub(crate) cfg: KindConfig,
     pub(crate) stats: KindStats,
     /// Whether the "needs `get_or_load_owned`" warning was logged for this kind.
@@ -373,12 +414,14 @@ impl Cache {
         }
         let kind = kind.as_ref();
         let ke = self.kind_entry(kind);
-        let full = key::full_key(&self.inner.prefix, kind, key);
+        let lookup = key::LookupKey::new(ke.key_prefix.as_deref(), &self.inner.prefix, kind, key);
         if ke.cfg.tier_routing().l1() {
-            if let Some(v) = self.l1_lookup::<T>(ke, &full).await.0 {
+            let found = self.inner.l1.get(&lookup).await;
+            if let Some(v) = self.l1_found::<T>(ke, found).0 {
                 return Some(v);
             }
         }
+        let full = lookup.to_full();
         let g0 = self.inner.gens.snapshot(&full);
         match self.read_l2::<T>(ke, &full, g0).await {
             L2Read::Fresh(v, _) => Some(v),
@@ -386,32 +429,44 @@ impl Cache {
         }
     }
 
-    /// L1 lookup: `(fresh value, stale value, age of the fresh value)`. Counts the hit or miss.
+    /// L1 lookup by full key: `(fresh value, stale value, age of the fresh value)`. Counts the hit
+    /// or miss.
     pub(crate) async fn l1_lookup<T: Send + Sync + 'static>(
         &self,
         ke: &KindEntry,
         full: &str,
     ) -> (Option<Arc<T>>, Option<Arc<T>>, Option<Age>) {
-        if let Some(entry) = self.inner.l1.get(full).await {
-            if let Some(v) = entry.downcast::<T>() {
-                let tag_invalidated = entry.tags().is_some_and(|(tags, loaded_at)| {
-                    self.inner.local_tags.invalidated_since(tags, loaded_at)
-                });
-                if tag_invalidated {
-                    KindStats::inc(&ke.stats.l1_misses);
-                    return (None, None, None);
-                }
-                // Without a grace period an entry's L1 lifetime is its freshness, and moka never
-                // returns an expired entry: no clock read needed.
-                if self.inner.grace.is_zero() || entry.is_fresh(Instant::now()) {
-                    KindStats::inc(&ke.stats.l1_hits);
-                    provenance::note(Source::L1, entry.created_ms());
-                    return (Some(v), None, Some(entry.age()));
-                }
+        let found = self.inner.l1.get(full).await;
+        self.l1_found(ke, found)
+    }
+
+    /// Classifies what an L1 lookup found: `(fresh value, stale value, age of the fresh value)`.
+    /// Counts the hit or miss. Not `async` (hot paths await moka directly): one state machine less
+    /// per hit.
+    fn l1_found<T: Send + Sync + 'static>(
+        &self,
+        ke: &KindEntry,
+        found: Option<L1Entry>,
+    ) -> (Option<Arc<T>>, Option<Arc<T>>, Option<Age>) {
+        // A value stored as another type reads as a miss.
+        if let Some((entry, v)) = found.and_then(|e| e.value::<T>().map(|v| (e, v))) {
+            let tag_invalidated = entry.tags().is_some_and(|(tags, loaded_at)| {
+                self.inner.local_tags.invalidated_since(tags, loaded_at)
+            });
+            if tag_invalidated {
                 KindStats::inc(&ke.stats.l1_misses);
-                provenance::note_stale_candidate(entry.created_ms());
-                return (None, Some(v), None);
+                return (None, None, None);
             }
+            // Without a grace period an entry's L1 lifetime is its freshness, and moka never
+            // returns an expired entry: no clock read needed.
+            if self.inner.grace.is_zero() || entry.is_fresh(Instant::now()) {
+                KindStats::inc(&ke.stats.l1_hits);
+                provenance::note(Source::L1, entry.created_ms());
+                return (Some(v), None, Some(entry.age()));
+            }
+            KindStats::inc(&ke.stats.l1_misses);
+            provenance::note_stale_candidate(entry.created_ms());
+            return (None, Some(v), None);
         }
         KindStats::inc(&ke.stats.l1_misses);
         (None, None, None)
@@ -479,10 +534,12 @@ impl Cache {
                 Arc::new(e)
             });
         }
-        let full = key::full_key(&self.inner.prefix, kind, key);
+        // The L1 lookup needs no allocated key; everything after a miss does.
+        let lookup = key::LookupKey::new(ke.key_prefix.as_deref(), &self.inner.prefix, kind, key);
         let mut stale = None;
         if ke.cfg.tier_routing().l1() {
-            let (fresh, s, _) = self.l1_lookup::<T>(ke, &full).await;
+            let found = self.inner.l1.get(&lookup).await;
+            let (fresh, s, _) = self.l1_found::<T>(ke, found);
             if let Some(v) = fresh {
                 return Ok(v);
             }
@@ -497,6 +554,7 @@ impl Cache {
         {
             tracing::warn!(kind, "eager refresh and loader timeouts need an owned loader: they apply to get_or_load_owned, not to get_or_load/get_or_load_with");
         }
+        let full = lookup.to_full();
         // Single-flight through moka's `try_get_with` on a cache that never stores anything: the init
         // future always returns `Err(outcome)`, which moka hands to every waiter without inserting.
         // We insert into L1 ourselves, after the generation check that closes the stale-set race.

@@ -13,34 +13,51 @@ use std::time::{Duration, Instant};
 
 use crate::refresh::Age;
 
-/// Per-entry bookkeeping counted into the weight on top of the key and payload sizes.
-const ENTRY_OVERHEAD: usize = 96;
+/// What one entry costs on the heap besides its key's characters, its value and its tags: moka's
+/// own per-entry structures (the entry and its info, the hash-table bucket, the access-order and
+/// write-order deque nodes, the expiration timer node), the `Arc<String>` holding the key, the
+/// `Arc` around the value and the entry's own allocation (`EntryInner`). Measured with a counting
+/// allocator (`cargo bench -p cache-benches --bench compare`, section "L1 memory"), not derived:
+/// moka's layout is not part of its API, so re-measure it when upgrading moka.
+const ENTRY_OVERHEAD: usize = 400;
+
+/// Heap bytes of one tag name beyond its characters (the `String` in the boxed slice).
+const TAG_OVERHEAD: usize = std::mem::size_of::<String>();
 
 pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
 
-/// One L1 entry; cheap to clone.
+/// One L1 entry: a pointer, since moka moves and clones it on every hit (a flat entry costs fewer
+/// atomic operations per hit, but moving its ~70 bytes through moka's and our futures costs more:
+/// measured with `cargo bench -p cache-benches --bench compare`).
 #[derive(Clone)]
 pub(crate) struct L1Entry(Arc<EntryInner>);
 
 struct EntryInner {
     value: AnyValue,
-    weight: u32,
     fresh_until: Instant,
     lifetime: Duration,
     token: u64,
-    /// When the load that produced the value began (for tag invalidations heard later).
-    loaded_at: Instant,
-    tags: Option<Box<[String]>>,
+    weight: u32,
+    /// Only for entries with tags (rare).
+    tagged: Option<Box<Tagged>>,
     /// When the value was written and until when it is fresh, as in its L2 envelope (the L1
     /// lifetime may be shorter): what eager refresh measures, and the age provenance reports
     /// (`Lookup::age`).
     age: Age,
 }
 
+struct Tagged {
+    tags: Box<[String]>,
+    /// When the load that produced the value began (for tag invalidations heard later).
+    loaded_at: Instant,
+}
+
 impl L1Entry {
+    /// `payload_bytes` stands for the heap data inside the value (its encoded size); the value's
+    /// own size and its `Arc` are added here, the key and moka's share in the weigher.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        value: AnyValue,
+    pub(crate) fn new<T: Send + Sync + 'static>(
+        value: Arc<T>,
         payload_bytes: usize,
         fresh_for: Duration,
         grace: Duration,
@@ -49,15 +66,25 @@ impl L1Entry {
         tags: &[String],
         age: Age,
     ) -> Self {
-        let tags_bytes: usize = tags.iter().map(|t| t.len() + 24).sum();
+        let value_bytes = payload_bytes + std::mem::size_of::<T>();
+        let tags_bytes: usize = if tags.is_empty() {
+            0
+        } else {
+            std::mem::size_of::<Tagged>()
+                + tags.iter().map(|t| t.len() + TAG_OVERHEAD).sum::<usize>()
+        };
         L1Entry(Arc::new(EntryInner {
             value,
-            weight: u32::try_from(payload_bytes + tags_bytes + ENTRY_OVERHEAD).unwrap_or(u32::MAX),
+            tagged: (!tags.is_empty()).then(|| {
+                Box::new(Tagged {
+                    tags: tags.to_vec().into_boxed_slice(),
+                    loaded_at,
+                })
+            }),
+            weight: u32::try_from(value_bytes + tags_bytes + ENTRY_OVERHEAD).unwrap_or(u32::MAX),
             fresh_until: Instant::now() + fresh_for,
             lifetime: fresh_for + grace,
             token,
-            loaded_at,
-            tags: (!tags.is_empty()).then(|| tags.to_vec().into_boxed_slice()),
             age,
         }))
     }
@@ -74,11 +101,16 @@ impl L1Entry {
 
     /// The entry's tags and the instant its load began, if it has tags.
     pub(crate) fn tags(&self) -> Option<(&[String], Instant)> {
-        self.0.tags.as_deref().map(|t| (t, self.0.loaded_at))
+        self.0.tagged.as_deref().map(|t| (&*t.tags, t.loaded_at))
+    }
+
+    /// Whether the value was stored as a `T`.
+    pub(crate) fn holds<T: Send + Sync + 'static>(&self) -> bool {
+        self.0.value.is::<T>()
     }
 
     /// The value as `T`, or `None` when it was stored as another type.
-    pub(crate) fn downcast<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+    pub(crate) fn value<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
         self.0.value.clone().downcast::<T>().ok()
     }
 
@@ -135,8 +167,18 @@ impl L1 {
         }
     }
 
-    pub(crate) async fn get(&self, key: &str) -> Option<L1Entry> {
-        self.cache.get(key).await
+    /// `key`: a `&str` or a [`LookupKey`](crate::key::LookupKey).
+    ///
+    /// moka's future itself, not wrapped in another `async fn`: each layer of state machine costs
+    /// measurably on an L1 hit.
+    pub(crate) fn get<'a, Q>(
+        &'a self,
+        key: &'a Q,
+    ) -> impl std::future::Future<Output = Option<L1Entry>> + Send + 'a
+    where
+        Q: moka::Equivalent<String> + std::hash::Hash + Sync + ?Sized,
+    {
+        self.cache.get(key)
     }
 
     pub(crate) async fn insert(&self, key: String, entry: L1Entry) {

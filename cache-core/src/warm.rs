@@ -760,7 +760,7 @@ async fn l1_fresh<T: Send + Sync + 'static>(inner: &Inner, full: &str) -> bool {
     let Some(entry) = inner.l1.get(full).await else {
         return false;
     };
-    if entry.downcast::<T>().is_none() {
+    if !entry.holds::<T>() {
         return false;
     }
     let tag_invalidated = entry
