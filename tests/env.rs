@@ -44,8 +44,21 @@ async fn from_env_reads_url_prefix_budget_and_rejects_malformed_values() {
         "a disabled cache reads nothing"
     );
 
-    std::env::remove_var("REDIS_URL");
     std::env::set_var("CACHE_ENABLED", "true");
+    std::env::set_var("CACHE_LOCK_WAIT_MS", "soon");
+    let err = Cache::from_env().await.unwrap_err();
+    assert!(err.to_string().contains("CACHE_LOCK_WAIT_MS"), "{err}");
+    std::env::remove_var("CACHE_LOCK_WAIT_MS");
+    // Parsed, then refused by `build()`: a jitter must be a fraction below 1.
+    std::env::set_var("CACHE_TTL_JITTER", "2");
+    assert!(Cache::from_env().await.is_err());
+    std::env::set_var("CACHE_TTL_JITTER", "0.1");
+    std::env::set_var("CACHE_STATS_REPORT_SECS", "0");
+    assert!(Cache::from_env().await.is_ok());
+    std::env::remove_var("CACHE_TTL_JITTER");
+    std::env::remove_var("CACHE_STATS_REPORT_SECS");
+
+    std::env::remove_var("REDIS_URL");
     let l1_only = Cache::from_env().await.unwrap();
     assert!(!l1_only.stats().l2_configured);
 }

@@ -194,6 +194,11 @@ impl CacheBuilder {
     /// | `CACHE_MAX_VALUE_BYTES` | largest value written or read | `16M` |
     /// | `CACHE_BREAKER_FAILURES` | consecutive L2 failures that open the breaker | `5` |
     /// | `CACHE_FAIL_SAFE_GRACE_SECS` | keep entries this long past their TTL to serve when a loader fails | `0` |
+    /// | `CACHE_TTL_JITTER` | cut every TTL by a random 0 to this fraction (e.g. `0.1`) | `0` |
+    /// | `CACHE_BREAKER_OPEN_L1_TTL_MS` | longest L1 lifetime of entries stored while the breaker is open | `5000` |
+    /// | `CACHE_LOCK_TTL_MS` / `CACHE_LOCK_WAIT_MS` | distributed lock lifetime / longest wait for it | `10000` |
+    /// | `CACHE_MAX_PENDING_INVALIDATIONS` | invalidations kept while Redis is unreachable | `10000` |
+    /// | `CACHE_STATS_REPORT_SECS` | how often stats are published for `cachectl` (`0`: never) | `5` |
     ///
     /// # Errors
     /// [`Error::Config`] naming the malformed variable.
@@ -234,6 +239,24 @@ impl CacheBuilder {
         }
         if let Some(n) = parse_env::<u32>("CACHE_BREAKER_FAILURES")? {
             b.breaker.failure_threshold = n;
+        }
+        if let Some(f) = parse_env::<f64>("CACHE_TTL_JITTER")? {
+            b = b.ttl_jitter(f);
+        }
+        if let Some(ms) = parse_env::<u64>("CACHE_BREAKER_OPEN_L1_TTL_MS")? {
+            b = b.breaker_open_l1_ttl(Duration::from_millis(ms));
+        }
+        if let Some(ms) = parse_env::<u64>("CACHE_LOCK_TTL_MS")? {
+            b = b.distributed_lock_ttl(Duration::from_millis(ms));
+        }
+        if let Some(ms) = parse_env::<u64>("CACHE_LOCK_WAIT_MS")? {
+            b = b.distributed_lock_wait(Duration::from_millis(ms));
+        }
+        if let Some(n) = parse_env::<usize>("CACHE_MAX_PENDING_INVALIDATIONS")? {
+            b = b.max_pending_invalidations(n);
+        }
+        if let Some(s) = parse_env::<u64>("CACHE_STATS_REPORT_SECS")? {
+            b = b.stats_report_interval(Duration::from_secs(s));
         }
         if let Some(s) = parse_env::<u64>("CACHE_FAIL_SAFE_GRACE_SECS")? {
             b.grace = Duration::from_secs(s);
