@@ -6,7 +6,7 @@
 //! `tokio::time::timeout(op_timeout)` and reports to the [`Breaker`], which fails fast while Redis is
 //! down or hung. Connection setup is lazy, so building a cache never blocks on an absent Redis.
 
-mod conn;
+pub(crate) mod conn;
 
 pub(crate) use conn::redact_url;
 use conn::Conn;

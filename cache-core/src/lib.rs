@@ -113,7 +113,7 @@ pub use kind::{Kind, KindConfig, Tiers};
 pub use macro_support::{install, installed};
 pub use metrics::{CacheCollector, PROMETHEUS_CONTENT_TYPE};
 pub use provenance::{Lookup, Source};
-pub use report::{entry_key, redact_url, stats_key_pattern, InstanceReport};
+pub use report::{cluster_masters, entry_key, redact_url, stats_key_pattern, InstanceReport};
 pub use stats::{
     BackplaneStats, BreakerStats, L1Stats, L2Stats, LatencyStats, LoaderStats, LockStats,
     PendingInvalidationStats, Stats, TierStats,

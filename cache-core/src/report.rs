@@ -137,6 +137,18 @@ pub(crate) async fn publish_stats(inner: &Arc<Inner>) {
     }
 }
 
+/// `(host, port)` of every live master in `CLUSTER NODES` output (lines flagged `master` and not
+/// failed): the nodes to SCAN to see every key of a Redis Cluster.
+///
+/// ```
+/// let nodes = "07c3 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460\n\
+///              e7d1 127.0.0.1:7004@17004 slave 07c3 0 0 1 connected\n";
+/// assert_eq!(cache_core::cluster_masters(nodes), vec![("127.0.0.1".to_string(), 7001)]);
+/// ```
+pub fn cluster_masters(cluster_nodes: &str) -> Vec<(String, u16)> {
+    crate::l2::conn::masters(cluster_nodes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -179,7 +179,7 @@ impl Target {
         let text: String = self
             .query("CLUSTER NODES", redis::cmd("CLUSTER").arg("NODES"))
             .await?;
-        let nodes: Vec<Node> = masters(&text)
+        let nodes: Vec<Node> = cache_core::cluster_masters(&text)
             .into_iter()
             .map(|(host, port)| Node {
                 label: format!("{host}:{port}"),
@@ -273,37 +273,5 @@ impl Target {
             self.query::<Option<Vec<u8>>>("GET", &cmd).await
         }))
         .await
-    }
-}
-
-/// `(host, port)` of every master that is not failed, from `CLUSTER NODES` output.
-fn masters(cluster_nodes: &str) -> Vec<(String, u16)> {
-    cluster_nodes
-        .lines()
-        .filter_map(|line| {
-            let mut f = line.split_whitespace();
-            let _id = f.next()?;
-            let addr = f.next()?;
-            let flags = f.next()?;
-            if !flags.split(',').any(|x| x == "master") || flags.contains("fail") {
-                return None;
-            }
-            let hostport = addr.split('@').next()?;
-            let (host, port) = hostport.rsplit_once(':')?;
-            Some((host.to_owned(), port.parse().ok()?))
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::masters;
-
-    #[test]
-    fn only_live_masters_are_scanned() {
-        let out = "a 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460\n\
-                   b 127.0.0.1:7002@17002 master,fail - 0 0 2 connected\n\
-                   c 127.0.0.1:7003@17003 slave a 0 0 1 connected\n";
-        assert_eq!(masters(out), vec![("127.0.0.1".to_owned(), 7001)]);
     }
 }
