@@ -2,7 +2,7 @@
 //! tiers, the stale-set race, and a second OS process.
 
 use cache_core::{Cache, EntryOptions, Kind};
-use cache_tests::{init_tracing, unique_prefix, RedisServer};
+use cache_tests::{command_calls, init_tracing, unique_prefix, RedisServer};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -170,30 +170,10 @@ async fn invalidating_a_tag_on_ten_thousand_entries_takes_constant_commands() {
     }
     // One tag invalidation before counting, so a script (re)load cannot be counted.
     a.invalidate_tag("tenant:0").await;
-    let mut conn = server.conn().await;
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    server.reset_stats().await;
     a.invalidate_tag("tenant:42").await;
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let calls: u64 = info
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
+    let info = server.info("commandstats").await;
+    let calls = command_calls(&info, None);
     // EVALSHA (INCR + PEXPIRE) + PUBLISH (+ at most a heartbeat PUBLISH and this INFO).
     assert!(calls <= 6, "{calls} commands:\n{info}");
     let fresh = instance(&server, &prefix).await;

@@ -227,8 +227,9 @@ async fn added_latency_below_the_deadline_does_not_trip_the_breaker() {
     assert!(s.total.l2.hits + s.total.l2.misses > 50, "{:?}", s.total.l2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn latency_over_the_deadline_trips_the_breaker_and_latency_stays_bounded() {
+/// Under load, switches the proxy to `mode` for 2 s once the breaker has opened, then back: no
+/// caller sees an error, p99 during the fault stays within the bound, and the breaker closes again.
+async fn fault_is_bounded_and_recovers(mode: ProxyMode, label: &str) {
     let _serial = serial().await;
     let server = RedisServer::start();
     let proxy = FaultProxy::start(server.port()).await;
@@ -238,7 +239,7 @@ async fn latency_over_the_deadline_trips_the_breaker_and_latency_stays_bounded()
     let tasks = start_load(&cache, start, stop.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let from = start.elapsed();
-    proxy.set_mode(ProxyMode::Delay(Duration::from_millis(400)));
+    proxy.set_mode(mode);
     wait_for_state(&cache, BreakerState::Open, Duration::from_secs(2)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let to = start.elapsed();
@@ -246,39 +247,26 @@ async fn latency_over_the_deadline_trips_the_breaker_and_latency_stays_bounded()
     wait_for_state(&cache, BreakerState::Closed, Duration::from_secs(8)).await;
     let report = finish(stop, tasks).await;
     assert_eq!(report.errors, 0);
-    let slow = report.window(from, to);
+    let fault = report.window(from, to);
     println!(
-        "+400 ms latency: {} calls, p99 {:?} max {:?}",
-        slow.count, slow.p99, slow.max
+        "{label}: {} calls, p99 {:?} max {:?}",
+        fault.count, fault.p99, fault.max
     );
-    assert!(slow.p99 <= bound(), "p99 {:?}", slow.p99);
+    assert!(fault.p99 <= bound(), "p99 {:?}", fault.p99);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_over_the_deadline_trips_the_breaker_and_latency_stays_bounded() {
+    fault_is_bounded_and_recovers(
+        ProxyMode::Delay(Duration::from_millis(400)),
+        "+400 ms latency",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blackholed_connection_is_bounded_and_recovers() {
-    let _serial = serial().await;
-    let server = RedisServer::start();
-    let proxy = FaultProxy::start(server.port()).await;
-    let cache = cache_for(proxy.url()).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let tasks = start_load(&cache, start, stop.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let from = start.elapsed();
-    proxy.set_mode(ProxyMode::Blackhole);
-    wait_for_state(&cache, BreakerState::Open, Duration::from_secs(2)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let to = start.elapsed();
-    proxy.set_mode(ProxyMode::Pass);
-    wait_for_state(&cache, BreakerState::Closed, Duration::from_secs(8)).await;
-    let report = finish(stop, tasks).await;
-    assert_eq!(report.errors, 0);
-    let hole = report.window(from, to);
-    println!(
-        "blackhole: {} calls, p99 {:?} max {:?}",
-        hole.count, hole.p99, hole.max
-    );
-    assert!(hole.p99 <= bound(), "p99 {:?}", hole.p99);
+    fault_is_bounded_and_recovers(ProxyMode::Blackhole, "blackhole").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

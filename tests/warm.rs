@@ -24,29 +24,6 @@ async fn cache_on(server: &RedisServer, prefix: &str) -> Cache {
         .expect("build cache")
 }
 
-/// `calls=` of `cmdstat_{cmd}` in `INFO commandstats` (0 when the command never ran).
-async fn calls(server: &RedisServer, cmd: &str) -> u64 {
-    let mut c = server.conn().await;
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut c)
-        .await
-        .expect("INFO commandstats");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
-        .and_then(|rest| rest.split(',').next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn reset_stats(server: &RedisServer) {
-    let mut c = server.conn().await;
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut c)
-        .await
-        .expect("CONFIG RESETSTAT");
-}
-
 static GREETING_CALLS: AtomicUsize = AtomicUsize::new(0);
 
 /// A zero-argument warm function bound to the installed cache.
@@ -272,7 +249,7 @@ async fn warming_reads_with_one_mget_per_batch_and_writes_one_set_per_entry_with
         .build()
         .await
         .expect("build cache");
-    reset_stats(&server).await;
+    server.reset_stats().await;
     let n = 300u64;
     let report = cache
         .warm_with(WarmPlan::new().registered(false).entries(
@@ -284,11 +261,11 @@ async fn warming_reads_with_one_mget_per_batch_and_writes_one_set_per_entry_with
 
     // 300 keys in batches of 128: 3 MGETs and no GET; one SET per entry, and none of the
     // per-entry compare-and-set scripts a read-through load would send.
-    assert_eq!(calls(&server, "mget").await, 3);
-    assert_eq!(calls(&server, "get").await, 0);
-    assert_eq!(calls(&server, "set").await, n);
+    assert_eq!(server.command_calls(Some("mget")).await, 3);
+    assert_eq!(server.command_calls(Some("get")).await, 0);
+    assert_eq!(server.command_calls(Some("set")).await, n);
     assert_eq!(
-        calls(&server, "evalsha").await + calls(&server, "eval").await,
+        server.command_calls(Some("evalsha")).await + server.command_calls(Some("eval")).await,
         0
     );
 }

@@ -101,31 +101,11 @@ impl RedisCluster {
         &self.nodes
     }
 
-    /// Sum of `calls` of every command in `INFO commandstats` over all nodes.
+    /// Calls of `command`, or of every command, in `INFO commandstats` over all nodes.
     pub async fn total_calls(&self, command: Option<&str>) -> u64 {
         let mut total = 0;
         for n in &self.nodes {
-            let mut c = n.conn().await;
-            let info: String = redis::cmd("INFO")
-                .arg("commandstats")
-                .query_async(&mut c)
-                .await
-                .expect("INFO");
-            total += info
-                .lines()
-                .filter(|l| match command {
-                    Some(cmd) => l.starts_with(&format!("cmdstat_{cmd}:")),
-                    None => l.starts_with("cmdstat_"),
-                })
-                .filter_map(|l| {
-                    l.split("calls=")
-                        .nth(1)?
-                        .split(',')
-                        .next()?
-                        .parse::<u64>()
-                        .ok()
-                })
-                .sum::<u64>();
+            total += n.command_calls(command).await;
         }
         total
     }
@@ -133,12 +113,7 @@ impl RedisCluster {
     /// `CONFIG RESETSTAT` on every node.
     pub async fn reset_stats(&self) {
         for n in &self.nodes {
-            let mut c = n.conn().await;
-            let _: () = redis::cmd("CONFIG")
-                .arg("RESETSTAT")
-                .query_async(&mut c)
-                .await
-                .expect("RESETSTAT");
+            n.reset_stats().await;
         }
     }
 

@@ -67,33 +67,24 @@ impl Backend<'_> {
         }
     }
 
-    async fn reset_stats(&self) {
+    /// The redis-server processes of the backend.
+    fn servers(&self) -> Vec<&RedisServer> {
         match self {
-            Backend::Single(s) => {
-                let mut c = s.conn().await;
-                let _: () = redis::cmd("CONFIG")
-                    .arg("RESETSTAT")
-                    .query_async(&mut c)
-                    .await
-                    .expect("RESETSTAT");
-            }
-            Backend::Cluster(c) => c.reset_stats().await,
+            Backend::Single(s) => vec![*s],
+            Backend::Cluster(c) => c.nodes().iter().collect(),
+        }
+    }
+
+    async fn reset_stats(&self) {
+        for s in self.servers() {
+            s.reset_stats().await;
         }
     }
 
     async fn command_breakdown(&self) -> String {
-        let servers: Vec<&RedisServer> = match self {
-            Backend::Single(s) => vec![*s],
-            Backend::Cluster(c) => c.nodes().iter().collect(),
-        };
         let mut out = String::new();
-        for s in servers {
-            let mut c = s.conn().await;
-            let info: String = redis::cmd("INFO")
-                .arg("commandstats")
-                .query_async(&mut c)
-                .await
-                .expect("INFO");
+        for s in self.servers() {
+            let info = s.info("commandstats").await;
             for l in info.lines().filter(|l| l.starts_with("cmdstat_")) {
                 out.push_str(&format!("{}: {l}\n", s.port()));
             }
@@ -102,28 +93,11 @@ impl Backend<'_> {
     }
 
     async fn calls(&self) -> u64 {
-        match self {
-            Backend::Single(s) => {
-                let mut c = s.conn().await;
-                let info: String = redis::cmd("INFO")
-                    .arg("commandstats")
-                    .query_async(&mut c)
-                    .await
-                    .expect("INFO");
-                info.lines()
-                    .filter(|l| l.starts_with("cmdstat_"))
-                    .filter_map(|l| {
-                        l.split("calls=")
-                            .nth(1)?
-                            .split(',')
-                            .next()?
-                            .parse::<u64>()
-                            .ok()
-                    })
-                    .sum()
-            }
-            Backend::Cluster(c) => c.total_calls(None).await,
+        let mut total = 0;
+        for s in self.servers() {
+            total += s.command_calls(None).await;
         }
+        total
     }
 }
 
@@ -428,10 +402,6 @@ pub async fn warming_pipelines_entries_to_every_node(b: Backend<'_>) {
             }),
         )
     };
-    let servers: Vec<&RedisServer> = match b {
-        Backend::Single(s) => vec![s],
-        Backend::Cluster(c) => c.nodes().iter().collect(),
-    };
     b.reset_stats().await;
     let report = x.warm_with(plan(calls.clone())).await;
     assert_eq!(report.warmed, u64::from(N), "{report:?}");
@@ -441,9 +411,9 @@ pub async fn warming_pipelines_entries_to_every_node(b: Backend<'_>) {
     );
     assert_eq!(calls.load(Ordering::SeqCst), N as usize);
     let mut sets_total = 0;
-    for s in &servers {
-        let sets = info_field(s, "commandstats", "cmdstat_set:", "calls=").await;
-        let reads = info_field(s, "stats", "total_reads_processed:", "").await;
+    for s in b.servers() {
+        let sets = s.command_calls(Some("set")).await;
+        let reads = reads_processed(s).await;
         assert!(sets > 0, "node {} got no SET", s.port());
         assert!(
             reads * 4 < sets,
@@ -470,24 +440,43 @@ pub async fn warming_pipelines_entries_to_every_node(b: Backend<'_>) {
     }
 }
 
-/// A numeric field of `INFO section`: the value after `field` on the line starting with `line`.
-async fn info_field(s: &RedisServer, section: &str, line: &str, field: &str) -> u64 {
-    let mut c = s.conn().await;
-    let info: String = redis::cmd("INFO")
-        .arg(section)
-        .query_async(&mut c)
+/// `total_reads_processed` of `INFO stats`: socket reads (a pipeline of many commands can arrive
+/// in one).
+async fn reads_processed(s: &RedisServer) -> u64 {
+    s.info("stats")
         .await
-        .expect("INFO");
-    info.lines()
-        .find(|l| l.starts_with(line))
-        .and_then(|l| {
-            let rest = &l[line.len()..];
-            let rest = if field.is_empty() {
-                rest
-            } else {
-                rest.split(field).nth(1)?
-            };
-            rest.split(',').next()?.trim().parse().ok()
-        })
+        .lines()
+        .find_map(|l| l.strip_prefix("total_reads_processed:"))
+        .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Defines one `#[tokio::test]` per contract, each against a fresh backend started by `$start`
+/// (`RedisServer::start()` or `RedisCluster::start()`) and wrapped as `Backend::$variant`: every
+/// backend runs the same list.
+#[macro_export]
+macro_rules! contract_suite {
+    ($start:expr, $variant:ident) => {
+        $crate::contract_suite!(
+            @each $start, $variant,
+            read_through_is_shared_between_instances,
+            concurrent_misses_run_one_loader,
+            the_distributed_lock_runs_one_loader_across_instances,
+            an_invalidation_fences_off_a_load_in_flight_elsewhere,
+            tags_invalidate_everywhere_in_constant_commands,
+            the_backplane_reaches_other_instances,
+            clears_cover_every_node_within_kind_and_prefix,
+            prefixes_are_isolated,
+            warming_pipelines_entries_to_every_node,
+        );
+    };
+    (@each $start:expr, $variant:ident, $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let backend = $start;
+                $crate::contract::$name($crate::contract::Backend::$variant(&backend)).await;
+            }
+        )*
+    };
 }

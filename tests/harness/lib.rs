@@ -12,7 +12,7 @@ mod tls;
 pub use cluster::RedisCluster;
 pub use load::{LoadReport, Percentiles};
 pub use proxy::{FaultProxy, ProxyMode};
-pub use server::RedisServer;
+pub use server::{command_calls, RedisServer};
 pub use tls::TlsRedis;
 
 use std::sync::Once;

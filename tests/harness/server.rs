@@ -161,6 +161,31 @@ impl RedisServer {
             .expect("connect to the test redis-server")
     }
 
+    /// `INFO section` text.
+    pub async fn info(&self, section: &str) -> String {
+        let mut c = self.conn().await;
+        redis::cmd("INFO")
+            .arg(section)
+            .query_async(&mut c)
+            .await
+            .expect("INFO")
+    }
+
+    /// Calls of `command` (e.g. `"set"`), or of every command, since the last `reset_stats`.
+    pub async fn command_calls(&self, command: Option<&str>) -> u64 {
+        command_calls(&self.info("commandstats").await, command)
+    }
+
+    /// `CONFIG RESETSTAT`.
+    pub async fn reset_stats(&self) {
+        let mut c = self.conn().await;
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut c)
+            .await
+            .expect("CONFIG RESETSTAT");
+    }
+
     /// SIGKILLs the server (data is lost: no persistence).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -222,4 +247,25 @@ impl Drop for RedisServer {
         }
         self.kill();
     }
+}
+
+/// Sum of `calls=` in `INFO commandstats` text: of `command` (lower case, e.g. `"set"`), or of every
+/// command. 0 for a command that never ran.
+pub fn command_calls(commandstats: &str, command: Option<&str>) -> u64 {
+    let prefix = match command {
+        Some(cmd) => format!("cmdstat_{cmd}:"),
+        None => "cmdstat_".to_owned(),
+    };
+    commandstats
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
 }
