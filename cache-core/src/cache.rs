@@ -886,18 +886,19 @@ impl Cache {
         if ke.cfg.tier_routing().l1() {
             let remaining = Duration::from_millis(decoded.header.fresh_until_ms - now_ms);
             let tag_names: Vec<String> = decoded.tags.into_iter().map(|(t, _)| t).collect();
-            self.store_l1(
-                ke,
-                full,
-                value.clone(),
-                decoded.raw_len,
-                remaining,
-                &tag_names,
-                g0,
-                started,
-                age,
-            )
-            .await;
+            self.inner
+                .store_l1(
+                    ke,
+                    full,
+                    value.clone(),
+                    decoded.raw_len,
+                    remaining,
+                    &tag_names,
+                    g0,
+                    started,
+                    age,
+                )
+                .await;
         }
         L2Read::Fresh(value, Written { age, seen })
     }
@@ -1053,61 +1054,9 @@ impl Cache {
                 created_ms: now_ms,
                 fresh_until_ms: now_ms.saturating_add(ttl.as_millis() as u64),
             };
-            self.store_l1(ke, full, value, size, ttl, &names, g, loaded_at, age)
+            self.inner
+                .store_l1(ke, full, value, size, ttl, &names, g, loaded_at, age)
                 .await;
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn store_l1<T>(
-        &self,
-        ke: &KindEntry,
-        full: &str,
-        value: Arc<T>,
-        size: usize,
-        ttl: Duration,
-        tags: &[String],
-        g0: u64,
-        loaded_at: Instant,
-        age: Age,
-    ) where
-        T: Send + Sync + 'static,
-    {
-        let mut fresh_for = ke.cfg.l1_ttl_cap().map_or(ttl, |cap| cap.min(ttl));
-        if let Some(bp) = self.inner.backplane.as_ref() {
-            if !bp.is_subscribed() {
-                // Invalidations from other instances cannot reach us now: keep L1 copies short.
-                fresh_for = fresh_for.min(bp.unsynced_l1_ttl);
-            }
-        }
-        if self
-            .inner
-            .l2
-            .as_ref()
-            .is_some_and(|l2| l2.breaker.is_rejecting())
-        {
-            // Nor while L2 is skipped: other instances' invalidations are not reaching Redis.
-            fresh_for = fresh_for.min(self.inner.breaker_open_l1_ttl);
-        }
-        if !tags.is_empty() {
-            // Tag invalidations are tracked for `max_l1_lifetime`: a tagged entry must not outlive it.
-            fresh_for = fresh_for.min(self.inner.max_l1_lifetime);
-        }
-        let token = self.inner.next_token.fetch_add(1, Ordering::Relaxed);
-        let entry = L1Entry::new(
-            value,
-            size,
-            fresh_for,
-            self.inner.grace,
-            token,
-            loaded_at,
-            tags,
-            age,
-        );
-        self.inner.l1.insert(full.to_owned(), entry).await;
-        // An invalidation between our generation check and the insert: take our entry back out.
-        if self.inner.gens.snapshot(full) != g0 {
-            self.inner.l1.remove_if_token(full, token).await;
         }
     }
 
@@ -1355,3 +1304,49 @@ impl Cache {
 /// ever stored in it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Never {}
+
+impl Inner {
+    /// Inserts into L1 (L1 TTL cap; shorter lifetimes while the backplane or L2 is out; tagged
+    /// entries bounded by the tag-tracking window), and takes the entry back out if an
+    /// invalidation raced the insert. Shared by loads, `set` and warming.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn store_l1<T>(
+        &self,
+        ke: &KindEntry,
+        full: &str,
+        value: Arc<T>,
+        size: usize,
+        ttl: Duration,
+        tags: &[String],
+        g0: u64,
+        loaded_at: Instant,
+        age: Age,
+    ) where
+        T: Send + Sync + 'static,
+    {
+        let mut fresh_for = ke.cfg.l1_ttl_cap().map_or(ttl, |cap| cap.min(ttl));
+        if let Some(bp) = self.backplane.as_ref() {
+            if !bp.is_subscribed() {
+                // Invalidations from other instances cannot reach us now: keep L1 copies short.
+                fresh_for = fresh_for.min(bp.unsynced_l1_ttl);
+            }
+        }
+        if self.l2.as_ref().is_some_and(|l2| l2.breaker.is_rejecting()) {
+            // Nor while L2 is skipped: other instances' invalidations are not reaching Redis.
+            fresh_for = fresh_for.min(self.breaker_open_l1_ttl);
+        }
+        if !tags.is_empty() {
+            // Tag invalidations are tracked for `max_l1_lifetime`: a tagged entry must not outlive it.
+            fresh_for = fresh_for.min(self.max_l1_lifetime);
+        }
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let entry = L1Entry::new(
+            value, size, fresh_for, self.grace, token, loaded_at, tags, age,
+        );
+        self.l1.insert(full.to_owned(), entry).await;
+        // An invalidation between our generation check and the insert: take our entry back out.
+        if self.gens.snapshot(full) != g0 {
+            self.l1.remove_if_token(full, token).await;
+        }
+    }
+}

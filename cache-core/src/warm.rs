@@ -28,7 +28,6 @@ use tracing::Instrument;
 use crate::cache::{unix_ms, Inner, KindEntry};
 use crate::codec::{self, CodecError, Header, TagVersion};
 use crate::jitter;
-use crate::l1::L1Entry;
 use crate::l2::{L2Error, L2};
 use crate::refresh::Age;
 use crate::stats::KindStats;
@@ -878,8 +877,7 @@ where
     (hot, write_l2)
 }
 
-/// Inserts into L1 unless superseded; the same rules as the cache's own L1 inserts (L1 TTL cap,
-/// shorter lifetime while the backplane is down, tag lifetime bound, generation re-check).
+/// Inserts into L1 unless superseded since `g0`, by the cache's own rules ([`Inner::store_l1`]).
 #[allow(clippy::too_many_arguments)]
 async fn store_l1<T: Send + Sync + 'static>(
     inner: &Inner,
@@ -896,35 +894,7 @@ async fn store_l1<T: Send + Sync + 'static>(
     if inner.gens.snapshot(full) != g0 {
         return;
     }
-    let mut fresh_for = ke.cfg.l1_ttl_cap().map_or(ttl, |cap| cap.min(ttl));
-    if let Some(bp) = inner.backplane.as_ref() {
-        if !bp.is_subscribed() {
-            fresh_for = fresh_for.min(bp.unsynced_l1_ttl);
-        }
-    }
-    if inner
-        .l2
-        .as_ref()
-        .is_some_and(|l2| l2.breaker.is_rejecting())
-    {
-        fresh_for = fresh_for.min(inner.breaker_open_l1_ttl);
-    }
-    if !tags.is_empty() {
-        fresh_for = fresh_for.min(inner.max_l1_lifetime);
-    }
-    let token = inner.next_token.fetch_add(1, Ordering::Relaxed);
-    let entry = L1Entry::new(
-        value,
-        size,
-        fresh_for,
-        inner.grace,
-        token,
-        loaded_at,
-        tags,
-        age,
-    );
-    inner.l1.insert(full.to_owned(), entry).await;
-    if inner.gens.snapshot(full) != g0 {
-        inner.l1.remove_if_token(full, token).await;
-    }
+    inner
+        .store_l1(ke, full, value, size, ttl, tags, g0, loaded_at, age)
+        .await;
 }
