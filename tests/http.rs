@@ -5,23 +5,13 @@
 //! cache (for the registered `#[cached(..., warm)]` function below).
 
 use cache_core::{cached, Cache, EntryOptions, Kind, PROMETHEUS_CONTENT_TYPE};
-use cache_tests::{init_tracing, unique_prefix, RedisServer};
+use cache_tests::{cache_on, unique_prefix, RedisServer};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn cache_on(server: &RedisServer, prefix: &str) -> Cache {
-    init_tracing();
-    Cache::builder()
-        .redis_url(server.url())
-        .prefix(prefix)
-        .build()
-        .await
-        .expect("build cache")
-}
 
 /// Serves the router for `cache` on a free loopback port.
 async fn serve(cache: Cache) -> SocketAddr {

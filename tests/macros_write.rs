@@ -8,7 +8,7 @@
 //! to the methods of a small repository over an in-memory "database" that counts its queries.
 
 use cache_core::{cache_invalidate, cache_put, cached, Cache, EntryOptions, Kind, Source};
-use cache_tests::{init_tracing, unique_prefix, RedisServer};
+use cache_tests::{cache_on, init_tracing, unique_prefix, RedisServer};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -26,16 +26,6 @@ struct User {
 enum DbError {
     NotFound(u64),
     Invalid(String),
-}
-
-async fn cache_on(server: &RedisServer, prefix: &str) -> Cache {
-    init_tracing();
-    Cache::builder()
-        .redis_url(server.url())
-        .prefix(prefix)
-        .build()
-        .await
-        .expect("build cache")
 }
 
 /// Two instances (their own L1, one Redis, one prefix) and a shared database.

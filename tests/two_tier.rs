@@ -2,7 +2,7 @@
 //! L2, stampede protection, invalidation and clearing, tier routing, stats, L1-only startup.
 
 use cache_core::{Cache, EntryOptions, Kind, KindConfig, Tiers};
-use cache_tests::{init_tracing, unique_prefix, RedisServer};
+use cache_tests::{cache_on, init_tracing, unique_prefix, RedisServer};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,16 +20,6 @@ fn user(id: u64) -> User {
         id,
         name: format!("user-{id}"),
     }
-}
-
-async fn cache_on(server: &RedisServer, prefix: &str) -> Cache {
-    init_tracing();
-    Cache::builder()
-        .redis_url(server.url())
-        .prefix(prefix)
-        .build()
-        .await
-        .expect("build cache")
 }
 
 type Res<T> = Result<T, std::io::Error>;

@@ -7,22 +7,12 @@
 //! runs the registered functions; every other test passes `registered(false)`.
 
 use cache_core::{cached, Cache, Kind, WarmPlan};
-use cache_tests::{init_tracing, unique_prefix, FaultProxy, ProxyMode, RedisServer};
+use cache_tests::{cache_on, unique_prefix, FaultProxy, ProxyMode, RedisServer};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 type Res<T> = Result<T, String>;
-
-async fn cache_on(server: &RedisServer, prefix: &str) -> Cache {
-    init_tracing();
-    Cache::builder()
-        .redis_url(server.url())
-        .prefix(prefix)
-        .build()
-        .await
-        .expect("build cache")
-}
 
 static GREETING_CALLS: AtomicUsize = AtomicUsize::new(0);
 

@@ -31,6 +31,17 @@ pub fn init_tracing() {
     });
 }
 
+/// A cache on `server` under `prefix`, with the defaults (tracing installed).
+pub async fn cache_on(server: &RedisServer, prefix: &str) -> cache_core::Cache {
+    init_tracing();
+    cache_core::Cache::builder()
+        .redis_url(server.url())
+        .prefix(prefix)
+        .build()
+        .await
+        .expect("build cache")
+}
+
 /// A unique key prefix per test, so tests sharing a server never see each other's keys.
 pub fn unique_prefix(name: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
