@@ -429,21 +429,10 @@ impl Cache {
         }
     }
 
-    /// L1 lookup by full key: `(fresh value, stale value, age of the fresh value)`. Counts the hit
-    /// or miss.
-    pub(crate) async fn l1_lookup<T: Send + Sync + 'static>(
-        &self,
-        ke: &KindEntry,
-        full: &str,
-    ) -> (Option<Arc<T>>, Option<Arc<T>>, Option<Age>) {
-        let found = self.inner.l1.get(full).await;
-        self.l1_found(ke, found)
-    }
-
     /// Classifies what an L1 lookup found: `(fresh value, stale value, age of the fresh value)`.
     /// Counts the hit or miss. Not `async` (hot paths await moka directly): one state machine less
     /// per hit.
-    fn l1_found<T: Send + Sync + 'static>(
+    pub(crate) fn l1_found<T: Send + Sync + 'static>(
         &self,
         ke: &KindEntry,
         found: Option<L1Entry>,

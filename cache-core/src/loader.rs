@@ -24,6 +24,7 @@ use crate::codec::TagVersion;
 use crate::error::{Error, LoadError};
 use crate::key;
 use crate::lock::LockGuard;
+use crate::provenance;
 use crate::refresh::{self, Age, Claim};
 use crate::stats::KindStats;
 use crate::{Cache, EntryOptions};
@@ -33,21 +34,81 @@ use crate::{Cache, EntryOptions};
 /// A struct rather than a type alias of the box: an `impl Loader for Box<dyn ... + 'static>` makes
 /// rustc fail to prove the spawned futures `Send` ("implementation is not general enough", from the
 /// lifetimes it erases while checking auto traits); a struct's header has no lifetime to erase.
-pub(crate) struct OwnedLoader<T, E>(Box<dyn FnOnce() -> BoxFuture<'static, Result<T, E>> + Send>);
+///
+/// `H` is what a hard timeout reports to the callers: [`Duration`] for
+/// [`Cache::get_or_load_owned`]; [`Infallible`] for callers with no error of the cache's own to
+/// return (a `#[cached]` function returning `T`), whose loads have no hard timeout.
+pub(crate) struct OwnedLoader<T, E, H = Duration>(
+    Box<dyn FnOnce() -> BoxFuture<'static, Result<T, E>> + Send>,
+    std::marker::PhantomData<fn() -> H>,
+);
 
-impl<T, E> OwnedLoader<T, E> {
+impl<T, E, H> OwnedLoader<T, E, H> {
     pub(crate) fn call(self) -> BoxFuture<'static, Result<T, E>> {
         (self.0)()
     }
 }
 
 /// Wraps an owned loader closure.
-pub(crate) fn owned<T, E, F, Fut>(loader: F) -> OwnedLoader<T, E>
+pub(crate) fn owned<T, E, H, F, Fut>(loader: F) -> OwnedLoader<T, E, H>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, E>> + Send + 'static,
 {
-    OwnedLoader(Box::new(move || Box::pin(loader())))
+    OwnedLoader(
+        Box::new(move || Box::pin(loader())),
+        std::marker::PhantomData,
+    )
+}
+
+/// What a hard timeout reports, if loads of this kind can have one.
+#[doc(hidden)]
+pub trait HardTimeout: Clone + Send + Sync + Sized + 'static {
+    /// The report of a load abandoned after `after`; `None`: this caller has no hard timeout (the
+    /// loader is then awaited to its end).
+    fn report(after: Duration) -> Option<Self>;
+}
+
+impl HardTimeout for Duration {
+    fn report(after: Duration) -> Option<Self> {
+        Some(after)
+    }
+}
+
+impl HardTimeout for Infallible {
+    fn report(_: Duration) -> Option<Self> {
+        None
+    }
+}
+
+/// An owned loader made only when a load or a refresh needs it, so that a hit costs no copy of
+/// what the loader captures (the `#[cached]` macro builds owned copies of borrowed arguments).
+pub(crate) struct Lazy<M>(pub(crate) M);
+
+impl<T, E, H, M> Loader<T, E> for Lazy<M>
+where
+    T: Serialize + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: HardTimeout,
+    M: FnOnce() -> OwnedLoader<T, E, H>,
+{
+    type TimedOut = H;
+
+    fn into_owned(self) -> Result<OwnedLoader<T, E, H>, Self> {
+        Ok((self.0)())
+    }
+
+    async fn run(self, cache: &Cache, job: LoadJob, t: Timeouts<T>) -> Run<T, E, H> {
+        (self.0)().run(cache, job, t).await
+    }
+}
+
+/// How a load through [`Cache::get_or_load_lazy`] failed.
+pub(crate) enum LazyError<E, H> {
+    /// The loader's error.
+    Loader(Arc<E>),
+    /// The load was abandoned at its hard timeout.
+    TimedOut(H),
 }
 
 /// A borrowed loader, run in the caller's task.
@@ -107,10 +168,10 @@ pub(crate) enum Run<T, E, X> {
 /// A loader, borrowed or owned.
 pub(crate) trait Loader<T, E>: Sized {
     /// What a hard timeout reports (`Infallible` when there can be none).
-    type TimedOut: Send + Sync + 'static;
+    type TimedOut: HardTimeout;
 
     /// The loader as an [`OwnedLoader`], or itself back when it borrows from the caller.
-    fn into_owned(self) -> Result<OwnedLoader<T, E>, Self>;
+    fn into_owned(self) -> Result<OwnedLoader<T, E, Self::TimedOut>, Self>;
 
     /// Calls the loader under `timeouts` (where it can honour them).
     async fn run(
@@ -128,7 +189,7 @@ where
 {
     type TimedOut = Infallible;
 
-    fn into_owned(self) -> Result<OwnedLoader<T, E>, Self> {
+    fn into_owned(self) -> Result<OwnedLoader<T, E, Infallible>, Self> {
         Err(self)
     }
 
@@ -137,21 +198,24 @@ where
     }
 }
 
-impl<T, E> Loader<T, E> for OwnedLoader<T, E>
+impl<T, E, H> Loader<T, E> for OwnedLoader<T, E, H>
 where
     T: Serialize + Send + Sync + 'static,
     E: Send + Sync + 'static,
+    H: HardTimeout,
 {
-    type TimedOut = Duration;
+    type TimedOut = H;
 
-    fn into_owned(self) -> Result<OwnedLoader<T, E>, Self> {
+    fn into_owned(self) -> Result<OwnedLoader<T, E, H>, Self> {
         Ok(self)
     }
 
-    async fn run(self, cache: &Cache, mut job: LoadJob, t: Timeouts<T>) -> Run<T, E, Duration> {
+    async fn run(self, cache: &Cache, mut job: LoadJob, t: Timeouts<T>) -> Run<T, E, H> {
         let mut fut = self.call();
+        // A caller that cannot report a hard timeout has none.
+        let hard = t.hard.filter(|d| H::report(*d).is_some());
         // `Freshness::resolve` keeps a soft timeout only below the hard one.
-        let first = t.soft.as_ref().map(|(d, _)| *d).or(t.hard);
+        let first = t.soft.as_ref().map(|(d, _)| *d).or(hard);
         let Some(first) = first else {
             return Run::Done(job, fut.await);
         };
@@ -166,7 +230,7 @@ where
                         // Callers holding a stale value serve it instead of loading again.
                         job.claim = cache.inner.refreshing.claim(&job.full);
                     }
-                    let rest = t.hard.map(|h| h.saturating_sub(soft));
+                    let rest = hard.map(|h| h.saturating_sub(soft));
                     let cache = cache.clone();
                     tokio::spawn(async move {
                         let res = match rest {
@@ -181,7 +245,11 @@ where
                     });
                     Run::Detached(stale)
                 }
-                None => Run::TimedOut(job, first),
+                None => match H::report(first) {
+                    Some(x) => Run::TimedOut(job, x),
+                    // Not reached (`hard` is `None` for such callers): wait for the loader.
+                    None => Run::Done(job, fut.await),
+                },
             },
         }
     }
@@ -251,42 +319,74 @@ impl Cache {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
     {
-        let kind = kind.as_ref();
+        let res = self
+            .get_or_load_lazy(kind.as_ref(), key, opts, move || {
+                owned::<T, E, Duration, _, _>(loader)
+            })
+            .await;
+        res.map_err(|e| match e {
+            LazyError::Loader(e) => LoadError::Loader(e),
+            LazyError::TimedOut(d) => LoadError::Cache(Error::LoaderTimeout(d)),
+        })
+    }
+
+    /// The owned-loader read path, with the loader made by `make` only when a load or a refresh
+    /// needs it (so a hit copies nothing). [`get_or_load_owned`](Self::get_or_load_owned) and the
+    /// `#[cached]` functions with freshness arguments go through here.
+    pub(crate) async fn get_or_load_lazy<T, E, H, M>(
+        &self,
+        kind: &str,
+        key: &str,
+        opts: &EntryOptions,
+        make: M,
+    ) -> std::result::Result<Arc<T>, LazyError<E, H>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+        H: HardTimeout,
+        M: FnOnce() -> OwnedLoader<T, E, H>,
+    {
         let ke = self.kind_entry(kind);
         let policy = opts.freshness.resolve(ke.cfg.freshness());
-        let loader = owned(loader);
         if !self.inner.enabled {
             KindStats::inc(&ke.stats.loader_calls);
-            let res = match policy.hard_timeout {
-                Some(hard) => match tokio::time::timeout(hard, loader.call()).await {
+            let fut = make().call();
+            let hard = policy
+                .hard_timeout
+                .and_then(|d| H::report(d).map(|x| (d, x)));
+            let res = match hard {
+                Some((d, x)) => match tokio::time::timeout(d, fut).await {
                     Ok(res) => res,
                     Err(_) => {
                         KindStats::inc(&ke.stats.hard_timeouts);
-                        return Err(LoadError::Cache(Error::LoaderTimeout(hard)));
+                        return Err(LazyError::TimedOut(x));
                     }
                 },
-                None => loader.call().await,
+                None => fut.await,
             };
             return res.map(Arc::new).map_err(|e| {
                 KindStats::inc(&ke.stats.loader_errors);
-                LoadError::Loader(Arc::new(e))
+                LazyError::Loader(Arc::new(e))
             });
         }
-        let full = key::full_key(&self.inner.prefix, kind, key);
+        // The L1 lookup needs no allocated key; everything after a miss (or a due refresh) does.
+        let lookup = key::LookupKey::new(ke.key_prefix.as_deref(), &self.inner.prefix, kind, key);
         let mut stale = None;
         if ke.cfg.tier_routing().l1() {
-            let (fresh, s, age) = self.l1_lookup::<T>(ke, &full).await;
+            let found = self.inner.l1.get(&lookup).await;
+            let (fresh, s, age) = self.l1_found::<T>(ke, found);
             if let Some(v) = fresh {
                 let due = |a: &Age| {
                     refresh::is_due(&policy, *a, unix_ms(), refresh::loader_time(&ke.stats))
                 };
                 if let Some(age) = age.filter(|a| policy.refreshes() && due(a)) {
-                    self.spawn_refresh(ke, &full, opts, v.clone(), age.created_ms, loader);
+                    let full = lookup.to_full();
+                    self.spawn_refresh(ke, &full, opts, v.clone(), age.created_ms, make());
                 }
                 return Ok(v);
             }
             if let (Some(s), Some(_)) = (&s, policy.soft_timeout) {
-                if self.inner.refreshing.is_claimed(&full) {
+                if self.inner.refreshing.is_claimed(&lookup.to_full()) {
                     // A load of this key is finishing in the background after its soft timeout.
                     KindStats::inc(&ke.stats.soft_timeouts);
                     return Ok(s.clone());
@@ -294,22 +394,34 @@ impl Cache {
             }
             stale = s;
         }
+        let full = lookup.to_full();
         let g0 = self.inner.gens.snapshot(&full);
         let res = self
             .inner
             .flights
             .try_get_with(self.miss_flight_key(&full, g0), async {
-                Err::<Never, _>(
-                    self.load(ke, &full, opts, g0, stale, loader, LoadMode::Miss)
-                        .await,
-                )
+                // What the load found travels with its outcome to every caller of the flight.
+                let led = provenance::capture(self.load(
+                    ke,
+                    &full,
+                    opts,
+                    g0,
+                    stale,
+                    Lazy(make),
+                    LoadMode::Miss,
+                ))
+                .await;
+                Err::<Never, _>(led)
             })
             .await;
         match res {
-            Err(outcome) => match &*outcome {
-                Outcome::Value(v) => Ok(v.clone()),
-                Outcome::Failed(e) => Err(LoadError::Loader(e.clone())),
-                Outcome::TimedOut(d) => Err(LoadError::Cache(Error::LoaderTimeout(*d))),
+            Err(led) => match &*led {
+                (Outcome::Value(v), trace) => {
+                    provenance::joined(*trace);
+                    Ok(v.clone())
+                }
+                (Outcome::Failed(e), _) => Err(LazyError::Loader(e.clone())),
+                (Outcome::TimedOut(x), _) => Err(LazyError::TimedOut(x.clone())),
             },
             Ok(never) => match never {},
         }

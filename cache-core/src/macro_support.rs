@@ -7,6 +7,7 @@
 
 use futures::FutureExt as _;
 use serde::{de::DeserializeOwned, Serialize};
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::bypass::{self, Mode};
+use crate::loader::{self, HardTimeout, LazyError, OwnedLoader};
 use crate::provenance::{self, Lookup};
 use crate::{Cache, EntryOptions};
 
@@ -178,6 +180,18 @@ impl<T: 'static> Ready<'_, T> {
     async fn set<S: Serialize + Send + Sync + 'static>(&self, value: S, opts: &EntryOptions) {
         self.cache.set_with(self.kind, &self.key, value, opts).await;
     }
+
+    /// A value reloaded in refresh mode: stored, or (refused by `unless`) the old one dropped.
+    async fn store_refreshed(&self, v: T, refused: bool)
+    where
+        T: Serialize + Send + Sync,
+    {
+        if refused {
+            self.invalidate().await;
+        } else {
+            self.set(v, &self.value_opts()).await;
+        }
+    }
 }
 
 // The helpers that wrap a body's future are plain functions returning combinators: an `async fn`
@@ -225,11 +239,8 @@ where
         Mode::Bypass => direct(body()).await,
         Mode::Refresh => {
             let v = direct(body()).await;
-            if unless(&v) {
-                r.invalidate().await;
-            } else {
-                r.set(v.clone(), &r.value_opts()).await;
-            }
+            let refused = unless(&v);
+            r.store_refreshed(v.clone(), refused).await;
             v
         }
         Mode::Normal => {
@@ -398,11 +409,7 @@ where
             let out = direct(body()).await;
             // A failed reload leaves the cache as it was.
             if let Ok(v) = &out {
-                if unless(v) {
-                    r.invalidate().await;
-                } else {
-                    r.set(v.clone(), &r.value_opts()).await;
-                }
+                r.store_refreshed(v.clone(), unless(v)).await;
             }
             return out;
         }
@@ -528,6 +535,383 @@ where
             match res {
                 Ok(out) => Arc::unwrap_or_clone(out),
                 Err(e) => {
+                    provenance::note_loaded();
+                    Ok(e.0.clone())
+                }
+            }
+        }
+    }
+}
+
+// ---- Background mode ------------------------------------------------------------------------
+//
+// With `refresh`, `xfetch`, `soft_timeout` or `hard_timeout`, a load may outlive the call (an eager
+// refresh, a load finishing after its soft timeout), so the body must own what it uses. The macro
+// then passes `make`: called only when a load (or a refresh) needs the body, it copies the
+// borrowed arguments and the receiver into an owned, `Send + 'static` body, which returns the
+// function's output and whether `unless` refuses it. A hit copies nothing.
+
+/// An argument of a `#[cached]` function in background mode, owned by the body.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`refresh`, `xfetch`, `soft_timeout` and `hard_timeout` run the body in a background task, so it owns a copy of each argument: `{Self}` is not `Send + 'static`",
+    label = "this argument cannot be moved into a background task",
+    note = "a `&T` argument is copied with `ToOwned` (`&str` becomes a `String`); take owned, `Send + 'static` arguments, or remove the background arguments"
+)]
+pub trait BackgroundArg: Send + 'static {}
+
+impl<A: Send + 'static> BackgroundArg for A {}
+
+/// The receiver of a `#[cached]` method in background mode, cloned into the body.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`refresh`, `xfetch`, `soft_timeout` and `hard_timeout` run the body in a background task, so a `#[cached]` method clones `self` into it: `{Self}` must be `Clone + Send + Sync + 'static`",
+    label = "`self` cannot be cloned into a background task",
+    note = "derive `Clone` for it (a struct of `Arc`s, pools and clients clones cheaply), or remove the background arguments"
+)]
+pub trait BackgroundReceiver: Clone + Send + Sync + 'static {}
+
+impl<S: Clone + Send + Sync + 'static> BackgroundReceiver for S {}
+
+/// A `&T` argument, owned.
+#[doc(hidden)]
+pub fn own_arg<A: ?Sized + ToOwned>(arg: &A) -> A::Owned
+where
+    A::Owned: BackgroundArg,
+{
+    arg.to_owned()
+}
+
+/// An owned argument, checked.
+#[doc(hidden)]
+pub fn own_value<A: BackgroundArg>(arg: A) -> A {
+    arg
+}
+
+/// `&self`, cloned.
+#[doc(hidden)]
+pub fn own_receiver<S: BackgroundReceiver>(receiver: &S) -> S {
+    receiver.clone()
+}
+
+/// The error type of a `#[cached(hard_timeout = ...)]` function.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`hard_timeout` gives up on the body with `cache_core::Error::LoaderTimeout`, so the error type `{Self}` must implement `From<cache_core::Error>`",
+    label = "no `From<cache_core::Error>` for this error type",
+    note = "add `impl From<cache_core::Error> for {Self}` (or a `#[from] cache_core::Error` variant with thiserror), or use `soft_timeout` alone"
+)]
+pub trait TimeoutError: From<crate::Error> {}
+
+impl<E: From<crate::Error>> TimeoutError for E {}
+
+/// What a `hard_timeout` returns.
+#[doc(hidden)]
+pub fn timeout_error<E: TimeoutError>(after: Duration) -> E {
+    E::from(crate::Error::LoaderTimeout(after))
+}
+
+/// Runs a background-mode body in the caller's task (bypassed, refreshed, uncached).
+fn direct_bg<M, L, Fut>(make: M) -> impl Future<Output = Fut::Output>
+where
+    M: FnOnce() -> L,
+    L: FnOnce() -> Fut,
+    Fut: Future,
+{
+    direct(guarded(make()()))
+}
+
+/// The owned loader of a background-mode body: `make`'s body, its output sorted by `sort`.
+fn bg_loader<Out, S, X, H, L, Fut>(
+    body: L,
+    sort: impl FnOnce(Out, bool) -> Result<S, X> + Send + 'static,
+) -> OwnedLoader<S, X, H>
+where
+    L: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = (Out, bool)> + Send + 'static,
+{
+    loader::owned(move || guarded(body()).map(move |(out, refused)| sort(out, refused)))
+}
+
+/// `unless` refused the value, or it is stored.
+fn value_or_unless<T>(v: T, refused: bool) -> Result<T, Unless<T>> {
+    if refused {
+        Err(Unless(v))
+    } else {
+        Ok(v)
+    }
+}
+
+/// `#[cached]` on `async fn -> T`, in background mode.
+#[doc(hidden)]
+pub async fn cached_value_bg<T, M, L, Fut>(call: Call<'_, T>, make: M) -> T
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    M: FnOnce() -> L,
+    L: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = (T, bool)> + Send + 'static,
+{
+    let mode = bypass::enter();
+    let Some(r) = call.ready() else {
+        return direct_bg(make).await.0;
+    };
+    match mode {
+        Mode::Bypass => direct_bg(make).await.0,
+        Mode::Refresh => {
+            let (v, refused) = direct_bg(make).await;
+            r.store_refreshed(v.clone(), refused).await;
+            v
+        }
+        Mode::Normal => {
+            let res = r
+                .cache
+                .get_or_load_lazy::<T, Unless<T>, Infallible, _>(
+                    r.kind,
+                    &r.key,
+                    &r.value_opts(),
+                    || bg_loader(make(), value_or_unless),
+                )
+                .await;
+            match res {
+                Ok(v) => Arc::unwrap_or_clone(v),
+                Err(LazyError::Loader(e)) => {
+                    provenance::note_loaded();
+                    e.0.clone()
+                }
+                Err(LazyError::TimedOut(never)) => match never {},
+            }
+        }
+    }
+}
+
+/// `#[cached]` on `async fn -> Option<T>`, in background mode (see [`cached_option`]).
+#[doc(hidden)]
+pub async fn cached_option_bg<T, M, L, Fut>(
+    call: Call<'_, T>,
+    none_ttl: Option<Duration>,
+    make: M,
+) -> Option<T>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    M: FnOnce() -> L,
+    L: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = (Option<T>, bool)> + Send + 'static,
+{
+    let mode = bypass::enter();
+    let Some(r) = call.ready() else {
+        return direct_bg(make).await.0;
+    };
+    if let Mode::Bypass = mode {
+        return direct_bg(make).await.0;
+    }
+    match none_ttl {
+        // Entries are `T`; `None` is not cached.
+        None => {
+            if let Mode::Refresh = mode {
+                let (v, refused) = direct_bg(make).await;
+                match &v {
+                    Some(x) if !refused => r.set(x.clone(), &r.value_opts()).await,
+                    _ => r.invalidate().await,
+                }
+                return v;
+            }
+            let sort = |out: Option<T>, refused| match out {
+                Some(v) if refused => Err(NotStored::Unless(v)),
+                Some(v) => Ok(v),
+                None => Err(NotStored::Nothing),
+            };
+            let res = r
+                .cache
+                .get_or_load_lazy::<T, NotStored<T>, Infallible, _>(
+                    r.kind,
+                    &r.key,
+                    &r.value_opts(),
+                    || bg_loader(make(), sort),
+                )
+                .await;
+            match res {
+                Ok(v) => Some(Arc::unwrap_or_clone(v)),
+                Err(LazyError::Loader(e)) => {
+                    provenance::note_loaded();
+                    match &*e {
+                        NotStored::Unless(v) => Some(v.clone()),
+                        NotStored::Nothing => None,
+                    }
+                }
+                Err(LazyError::TimedOut(never)) => match never {},
+            }
+        }
+        // Entries are `Option<T>`: `None` is cached for `none_ttl`.
+        Some(none_ttl) => {
+            let negative = r.opts.clone().ttl(none_ttl);
+            if let Mode::Refresh = mode {
+                let (v, refused) = direct_bg(make).await;
+                match &v {
+                    Some(x) if !refused => r.set(Some(x.clone()), &r.option_opts()).await,
+                    Some(_) => r.invalidate().await,
+                    None => r.set(None::<T>, &negative).await,
+                }
+                return v;
+            }
+            let sort = |out: Option<T>, refused| match out {
+                Some(v) if refused => Err(NotStored::Unless(v)),
+                Some(v) => Ok(Some(v)),
+                None => Err(NotStored::Nothing),
+            };
+            let res = r
+                .cache
+                .get_or_load_lazy::<Option<T>, NotStored<T>, Infallible, _>(
+                    r.kind,
+                    &r.key,
+                    &r.option_opts(),
+                    || bg_loader(make(), sort),
+                )
+                .await;
+            match res {
+                Ok(v) => Arc::unwrap_or_clone(v),
+                Err(LazyError::Loader(e)) => {
+                    provenance::note_loaded();
+                    match &*e {
+                        NotStored::Unless(v) => Some(v.clone()),
+                        NotStored::Nothing => {
+                            r.set(None::<T>, &negative).await;
+                            None
+                        }
+                    }
+                }
+                Err(LazyError::TimedOut(never)) => match never {},
+            }
+        }
+    }
+}
+
+/// `#[cached]` on `async fn -> Result<T, E>`, in background mode (see [`cached_result`]). A hard
+/// timeout (`H = Duration`, only with `hard_timeout`) becomes `on_timeout(after)`.
+#[doc(hidden)]
+pub async fn cached_result_bg<T, E, H, M, L, Fut, C>(
+    call: Call<'_, T>,
+    make: M,
+    on_timeout: C,
+) -> Result<T, E>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    E: Send + 'static,
+    H: HardTimeout,
+    M: FnOnce() -> L,
+    L: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = (Result<T, E>, bool)> + Send + 'static,
+    C: FnOnce(H) -> E,
+{
+    let mode = bypass::enter();
+    let Some(r) = call.ready() else {
+        return direct_bg(make).await.0;
+    };
+    match mode {
+        Mode::Bypass => return direct_bg(make).await.0,
+        Mode::Refresh => {
+            let (out, refused) = direct_bg(make).await;
+            // A failed reload leaves the cache as it was.
+            if let Ok(v) = &out {
+                r.store_refreshed(v.clone(), refused).await;
+            }
+            return out;
+        }
+        Mode::Normal => {}
+    }
+    // The error of the load this caller's body ran in (in the flight, or in the background
+    // after a soft timeout, when nobody waits for it any more).
+    let own_error: Arc<Mutex<Option<E>>> = Arc::new(Mutex::new(None));
+    let mut make = Some(make);
+    let res = r
+        .cache
+        .get_or_load_lazy::<T, NotStored<T>, H, _>(r.kind, &r.key, &r.value_opts(), || {
+            let body = make.take().map(|m| m());
+            let own_error = own_error.clone();
+            loader::owned(move || async move {
+                let Some(body) = body else {
+                    return Err(NotStored::Nothing);
+                };
+                match guarded(body()).await {
+                    (Ok(v), true) => Err(NotStored::Unless(v)),
+                    (Ok(v), false) => Ok(v),
+                    (Err(e), _) => {
+                        *own_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        Err(NotStored::Nothing)
+                    }
+                }
+            })
+        })
+        .await;
+    match res {
+        Ok(v) => Ok(Arc::unwrap_or_clone(v)),
+        Err(LazyError::TimedOut(x)) => Err(on_timeout(x)),
+        Err(LazyError::Loader(shared)) => {
+            provenance::note_loaded();
+            if let NotStored::Unless(v) = &*shared {
+                return Ok(v.clone());
+            }
+            let mine = own_error.lock().unwrap_or_else(|p| p.into_inner()).take();
+            match (mine, make.take()) {
+                (Some(e), _) => Err(e),
+                // We waited on someone else's failed load: run our own body, uncached.
+                (None, Some(make)) => direct_bg(make).await.0,
+                // Our body was taken, so it ran and returned `Err` (`Ok` would be cached or
+                // refused above), which it stored before returning.
+                (None, None) => unreachable!("cached_result_bg: the failed body left no error"),
+            }
+        }
+    }
+}
+
+/// `#[cached(cache_errors = ...)]` on `async fn -> Result<T, E>`, in background mode (see
+/// [`cached_result_errors`]).
+#[doc(hidden)]
+pub async fn cached_result_errors_bg<T, E, H, M, L, Fut, C>(
+    call: Call<'_, T>,
+    error_ttl: Duration,
+    make: M,
+    on_timeout: C,
+) -> Result<T, E>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    E: CacheableError,
+    H: HardTimeout,
+    M: FnOnce() -> L,
+    L: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = (Result<T, E>, bool)> + Send + 'static,
+    C: FnOnce(H) -> E,
+{
+    let mode = bypass::enter();
+    let Some(r) = call.ready() else {
+        return direct_bg(make).await.0;
+    };
+    let opts = r.result_opts::<E>(error_ttl);
+    match mode {
+        Mode::Bypass => direct_bg(make).await.0,
+        Mode::Refresh => {
+            let (out, refused) = direct_bg(make).await;
+            if refused {
+                r.invalidate().await;
+            } else {
+                r.set(out.clone(), &opts).await;
+            }
+            out
+        }
+        Mode::Normal => {
+            let sort = |out: Result<T, E>, refused| match out {
+                Ok(v) if refused => Err(Unless(v)),
+                out => Ok(out),
+            };
+            let res = r
+                .cache
+                .get_or_load_lazy::<Result<T, E>, Unless<T>, H, _>(r.kind, &r.key, &opts, || {
+                    bg_loader(make(), sort)
+                })
+                .await;
+            match res {
+                Ok(out) => Arc::unwrap_or_clone(out),
+                Err(LazyError::TimedOut(x)) => Err(on_timeout(x)),
+                Err(LazyError::Loader(e)) => {
                     provenance::note_loaded();
                     Ok(e.0.clone())
                 }

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use crate::cache::{flight_key, unix_ms, EntryOptions, KindEntry, Never};
 use crate::freshness::Resolved;
-use crate::loader::{LoadMode, OwnedLoader};
+use crate::loader::{HardTimeout, LoadMode, OwnedLoader};
 use crate::stats::KindStats;
 use crate::Cache;
 
@@ -167,17 +167,18 @@ impl Cache {
 
     /// Starts a background refresh of `full` unless one is running already. `current` is the value
     /// being served (the refresh's stale fallback) and `created_ms` when it was written.
-    pub(crate) fn spawn_refresh<T, E>(
+    pub(crate) fn spawn_refresh<T, E, H>(
         &self,
         ke: &Arc<KindEntry>,
         full: &str,
         opts: &EntryOptions,
         current: Arc<T>,
         created_ms: u64,
-        loader: OwnedLoader<T, E>,
+        loader: OwnedLoader<T, E, H>,
     ) where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         E: Send + Sync + 'static,
+        H: HardTimeout,
     {
         let Some(claim) = self.inner.refreshing.claim(full) else {
             return;

@@ -49,6 +49,11 @@ impl Attr {
                 "cache",
                 "warm",
                 "companions",
+                "refresh",
+                "xfetch",
+                "soft_timeout",
+                "hard_timeout",
+                "lock",
             ],
             Attr::Put => &["kind", "key", "tags", "ttl", "ttl_fn", "cache"],
             Attr::Invalidate => &["kind", "key", "tags", "before", "cache"],
@@ -109,6 +114,37 @@ pub(crate) struct Args {
     pub(crate) companions: Option<(Ident, Companions)>,
     /// `before` or `before = true`.
     pub(crate) before: Option<(Ident, bool)>,
+    /// `refresh = 0.8`: eager refresh after this fraction of the TTL.
+    pub(crate) refresh: Option<(Ident, f64)>,
+    /// `xfetch` or `xfetch = 1.5`: probabilistic early refresh with this beta.
+    pub(crate) xfetch: Option<(Ident, f64)>,
+    /// `soft_timeout = "100ms"` or a `Duration` expression.
+    pub(crate) soft_timeout: Option<(Ident, Timeout)>,
+    /// `hard_timeout = "2s"` or a `Duration` expression.
+    pub(crate) hard_timeout: Option<(Ident, Timeout)>,
+    /// `lock` or `lock = false`: the distributed single-flight lock.
+    pub(crate) lock: Option<(Ident, bool)>,
+}
+
+impl Args {
+    /// The argument that puts a `#[cached]` function in background mode (a load may outlive the
+    /// call, so the body must own its arguments), if any.
+    pub(crate) fn background(&self) -> Option<&Ident> {
+        self.refresh
+            .as_ref()
+            .map(|(i, _)| i)
+            .or(self.xfetch.as_ref().map(|(i, _)| i))
+            .or(self.soft_timeout.as_ref().map(|(i, _)| i))
+            .or(self.hard_timeout.as_ref().map(|(i, _)| i))
+    }
+}
+
+/// A loader timeout: a literal with a unit, or an expression of type `Duration`.
+pub(crate) enum Timeout {
+    /// `"150ms"`, `"2s"`, `"1.5s"`: milliseconds, > 0.
+    Millis(u64, Span),
+    /// `Duration::from_millis(150)`: type-checked as `Duration` by the compiler.
+    Expr(Box<Expr>),
 }
 
 /// The companion functions `#[cached]` generates next to the function.
@@ -146,6 +182,11 @@ impl Args {
             warm: None,
             companions: None,
             before: None,
+            refresh: None,
+            xfetch: None,
+            soft_timeout: None,
+            hard_timeout: None,
+            lock: None,
         }
     }
 }
@@ -228,6 +269,27 @@ pub(crate) fn parse(attr: Attr, input: ParseStream<'_>) -> Result<Args> {
                 let before = parse_before(input)?;
                 set_once(&mut args.before, (name, before))?;
             }
+            "refresh" => {
+                let f = parse_fraction(input)?;
+                set_once(&mut args.refresh, (name, f))?;
+            }
+            "xfetch" => {
+                let beta = parse_beta(input)?;
+                set_once(&mut args.xfetch, (name, beta))?;
+            }
+            "soft_timeout" | "hard_timeout" => {
+                let t = parse_timeout(input, &n)?;
+                let slot = if n == "soft_timeout" {
+                    &mut args.soft_timeout
+                } else {
+                    &mut args.hard_timeout
+                };
+                set_once(slot, (name, t))?;
+            }
+            "lock" => {
+                let on = parse_flag_bool(input, "lock")?;
+                set_once(&mut args.lock, (name, on))?;
+            }
             _ => return Err(unknown_argument(attr, &name)),
         }
         if input.is_empty() {
@@ -282,6 +344,11 @@ fn example(name: &str) -> &'static str {
         "cache" => "`cache = &CACHE`",
         "companions" => "`companions(traced, refresh)`",
         "before" => "`before = true`",
+        "refresh" => "`refresh = 0.8` (refresh in the background after 80% of the TTL)",
+        "soft_timeout" => {
+            "`soft_timeout = \"150ms\"` or `soft_timeout = Duration::from_millis(150)`"
+        }
+        "hard_timeout" => "`hard_timeout = \"2s\"` or `hard_timeout = Duration::from_secs(2)`",
         _ => "`warm`",
     }
 }
@@ -526,6 +593,110 @@ fn parse_companions(input: ParseStream<'_>, k: &Ident) -> Result<Companions> {
 }
 
 /// `before` or `before = true|false`.
+/// `refresh = 0.8`: a fraction strictly between 0 and 1.
+fn parse_fraction(input: ParseStream<'_>) -> Result<f64> {
+    let value = parse_value(input, "refresh")?;
+    let f = match &value {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Float(f), ..
+        }) => f.base10_parse::<f64>().ok(),
+        _ => None,
+    };
+    match f {
+        Some(f) if f > 0.0 && f < 1.0 => Ok(f),
+        _ => Err(Error::new(
+            value.span(),
+            "`refresh` takes the fraction of the TTL after which a read refreshes the entry in \
+             the background, a float literal strictly between 0 and 1: `refresh = 0.8`",
+        )),
+    }
+}
+
+/// `xfetch` (beta 1.0) or `xfetch = 1.5`: a positive float literal.
+fn parse_beta(input: ParseStream<'_>) -> Result<f64> {
+    if !input.peek(Token![=]) {
+        return Ok(1.0);
+    }
+    input.parse::<Token![=]>()?;
+    let value: Expr = input.parse()?;
+    let beta = match &value {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Float(f), ..
+        }) => f.base10_parse::<f64>().ok(),
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Int(i), ..
+        }) => i.base10_parse::<f64>().ok(),
+        _ => None,
+    };
+    match beta {
+        Some(b) if b.is_finite() && b > 0.0 => Ok(b),
+        _ => Err(Error::new(
+            value.span(),
+            "`xfetch` takes a positive beta (higher refreshes earlier): `xfetch` (beta 1.0) or \
+             `xfetch = 1.5`",
+        )),
+    }
+}
+
+/// `= "150ms"` / `= "2s"` / `= "1.5s"`, or `= <Duration expr>`.
+fn parse_timeout(input: ParseStream<'_>, name: &str) -> Result<Timeout> {
+    let value = parse_value(input, name)?;
+    let lit = match &value {
+        Expr::Lit(syn::ExprLit { lit, .. }) => lit,
+        _ => return Ok(Timeout::Expr(Box::new(value))),
+    };
+    let wrong = || {
+        Error::new(
+            lit.span(),
+            format!(
+                "`{name}` takes a duration with its unit as a string (`{name} = \"150ms\"`, \
+                 `{name} = \"2s\"`) or an expression of type `std::time::Duration`; it must be \
+                 above zero"
+            ),
+        )
+    };
+    let Lit::Str(s) = lit else {
+        return Err(wrong());
+    };
+    match parse_millis(&s.value()) {
+        Some(ms) if ms > 0 => Ok(Timeout::Millis(ms, s.span())),
+        _ => Err(wrong()),
+    }
+}
+
+/// `"150ms"` → 150, `"2s"` → 2000, `"1.5s"` → 1500.
+fn parse_millis(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        return None;
+    };
+    let n: f64 = number.trim().parse().ok()?;
+    let ms = (n * scale).round();
+    (ms.is_finite() && ms >= 0.0 && ms < u64::MAX as f64).then_some(ms as u64)
+}
+
+/// A flag that may be written `name`, `name = true` or `name = false`.
+fn parse_flag_bool(input: ParseStream<'_>, name: &str) -> Result<bool> {
+    if !input.peek(Token![=]) {
+        return Ok(true);
+    }
+    input.parse::<Token![=]>()?;
+    let value: Expr = input.parse()?;
+    match &value {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Bool(b), ..
+        }) => Ok(b.value),
+        other => Err(Error::new(
+            other.span(),
+            format!("`{name}` takes `true` or `false` (or no value, meaning `true`)"),
+        )),
+    }
+}
+
 fn parse_before(input: ParseStream<'_>) -> Result<bool> {
     if !input.peek(Token![=]) {
         return Ok(true);

@@ -12,7 +12,8 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, Ident, ItemFn, Pat, Signature};
 
-use crate::args::{Args, Attr, Companions, Ttl};
+use crate::args::{Args, Attr, Companions, Timeout, Ttl};
+use crate::background;
 use crate::key;
 use crate::validate::{Plan, Returns, WritePlan};
 
@@ -129,21 +130,38 @@ pub(crate) fn expand(args: &Args, item: &ItemFn, plan: &Plan) -> TokenStream {
         .as_ref()
         .map(|(_, c)| companions(item, c, plan));
     let body_typer = body_typer();
+    let freshness = freshness_tokens(args);
+    let prelude = quote! {
+        #warm
+        #body_typer
+        #check
+        #cache
+        let __cache_call = ::cache_core::__private::Call {
+            cache: __cache_cache,
+            kind: #kind,
+            key: #key,
+            opts: ::cache_core::__private::options(#ttl, ::std::vec![#(#tags),*])#freshness,
+            ttl_fn: #ttl_fn,
+        };
+    };
+
+    if plan.background {
+        let call = background_call(args, sig, block, plan, &extra);
+        let sig = background::wrapper_signature(sig);
+        return quote! {
+            #(#attrs)*
+            #vis #sig {
+                #prelude
+                #call
+            }
+            #companions
+        };
+    }
 
     quote! {
         #(#attrs)*
         #vis #sig {
-            #warm
-            #body_typer
-            #check
-            #cache
-            let __cache_call = ::cache_core::__private::Call {
-                cache: __cache_cache,
-                kind: #kind,
-                key: #key,
-                opts: ::cache_core::__private::options(#ttl, ::std::vec![#(#tags),*]),
-                ttl_fn: #ttl_fn,
-            };
+            #prelude
             ::cache_core::__private::#call(
                 __cache_call,
                 #extra
@@ -153,6 +171,136 @@ pub(crate) fn expand(args: &Args, item: &ItemFn, plan: &Plan) -> TokenStream {
             .await
         }
         #companions
+    }
+}
+
+/// The freshness settings as `EntryOptions` setter calls.
+fn freshness_tokens(args: &Args) -> TokenStream {
+    let mut out = TokenStream::new();
+    if let Some((_, f)) = &args.refresh {
+        out.extend(quote! { .eager_refresh(#f) });
+    }
+    if let Some((_, b)) = &args.xfetch {
+        out.extend(quote! { .xfetch(#b) });
+    }
+    if let Some((_, t)) = &args.soft_timeout {
+        let d = timeout_tokens(t);
+        out.extend(quote! { .soft_timeout(#d) });
+    }
+    if let Some((_, t)) = &args.hard_timeout {
+        let d = timeout_tokens(t);
+        out.extend(quote! { .hard_timeout(#d) });
+    }
+    if let Some((_, on)) = &args.lock {
+        out.extend(quote! { .distributed_lock(#on) });
+    }
+    out
+}
+
+fn timeout_tokens(t: &Timeout) -> TokenStream {
+    match t {
+        Timeout::Millis(ms, span) => quote_spanned! {*span=>
+            ::core::time::Duration::from_millis(#ms)
+        },
+        Timeout::Expr(expr) => quote_spanned! {expr.span()=>
+            {
+                let __cache_timeout: ::core::time::Duration = #expr;
+                __cache_timeout
+            }
+        },
+    }
+}
+
+/// The background-mode call: `make` copies the arguments into an owned body that also says
+/// whether `unless` refuses its output (see `background`).
+fn background_call(
+    args: &Args,
+    sig: &Signature,
+    block: &syn::Block,
+    plan: &Plan,
+    extra: &TokenStream,
+) -> TokenStream {
+    let ret_ty = &plan.ret_ty;
+    let value_ty = &plan.value_ty;
+    let background::Owned { copies, rebinds } = background::owned_arguments(sig);
+    let block = if plan.has_receiver {
+        background::rename_self_in_block(block)
+    } else {
+        block.clone()
+    };
+    let result = Ident::new("result", Span::call_site());
+    let refused = match &args.unless {
+        None => quote! { false },
+        Some(expr) => {
+            let expr = if plan.has_receiver {
+                background::rename_self_in_expr(expr)
+            } else {
+                expr.clone()
+            };
+            let unless = quote_spanned! {expr.span()=>
+                |#result: &#value_ty| -> bool {
+                    let _ = #result;
+                    #expr
+                }
+            };
+            match plan.returns {
+                Returns::Value => quote! { (#unless)(&__cache_out) },
+                Returns::Option => quote! {
+                    match &__cache_out {
+                        ::core::option::Option::Some(v) => (#unless)(v),
+                        ::core::option::Option::None => false,
+                    }
+                },
+                Returns::Result => quote! {
+                    match &__cache_out {
+                        ::core::result::Result::Ok(v) => (#unless)(v),
+                        ::core::result::Result::Err(_) => false,
+                    }
+                },
+            }
+        }
+    };
+    let (func, on_timeout) = match (plan.returns, &args.cache_errors) {
+        (Returns::Value, _) => (quote! { cached_value_bg }, None),
+        (Returns::Option, _) => (quote! { cached_option_bg }, None),
+        (Returns::Result, errors) => {
+            let on_timeout = match &args.hard_timeout {
+                Some((k, _)) => {
+                    let span = plan.err_ty.as_ref().map_or(k.span(), Spanned::span);
+                    quote_spanned! {span=>
+                        |__cache_after: ::core::time::Duration| {
+                            ::cache_core::__private::timeout_error(__cache_after)
+                        }
+                    }
+                }
+                None => quote! {
+                    |__cache_never: ::core::convert::Infallible| match __cache_never {}
+                },
+            };
+            let func = match errors {
+                None => quote! { cached_result_bg },
+                Some(_) => quote! { cached_result_errors_bg },
+            };
+            (func, Some(on_timeout))
+        }
+    };
+    let on_timeout = on_timeout.map(|t| quote! { , #t });
+    quote! {
+        ::cache_core::__private::#func(
+            __cache_call,
+            #extra
+            move || {
+                #copies
+                move || async move {
+                    #rebinds
+                    let __cache_out: #ret_ty = __cache_body::<#ret_ty, _>(async move #block).await;
+                    let __cache_refused: bool = #refused;
+                    (__cache_out, __cache_refused)
+                }
+            }
+            #on_timeout
+        )
+        .await
     }
 }
 

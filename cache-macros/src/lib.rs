@@ -13,6 +13,7 @@ use proc_macro::TokenStream;
 use args::Attr;
 
 mod args;
+mod background;
 mod expand;
 mod key;
 mod validate;

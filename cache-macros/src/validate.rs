@@ -40,6 +40,9 @@ pub(crate) struct Plan {
     pub(crate) key_args: Vec<Ident>,
     pub(crate) key: Option<Template>,
     pub(crate) tags: Vec<Template>,
+    /// A load may outlive the call (`refresh`, `xfetch`, `soft_timeout`, `hard_timeout`): the body
+    /// owns copies of its arguments.
+    pub(crate) background: bool,
 }
 
 /// Collects errors so that every broken rule is reported at once.
@@ -164,6 +167,35 @@ pub(crate) fn check(args: &Args, item: &ItemFn) -> Result<Plan> {
 
     check_ttl_fn(args, &mut errors);
 
+    if let Some((k, _)) = &args.hard_timeout {
+        if returns != Returns::Result {
+            errors.push(
+                k.span(),
+                "`hard_timeout` gives up on the body with an error, so it needs a function \
+                 returning `Result<T, E>` (with `E: From<cache_core::Error>`): a function \
+                 returning `T` or `Option<T>` has no error to return; use `soft_timeout` (serve \
+                 the stale value while the body finishes) instead",
+            );
+        }
+    }
+    if let Some(bg) = args.background() {
+        for input in &sig.inputs {
+            if let FnArg::Typed(pt) = input {
+                if let Type::Reference(r) = &*pt.ty {
+                    if r.mutability.is_some() {
+                        errors.push(
+                            r.span(),
+                            format!(
+                                "`{bg}` runs the body in a background task, which cannot hold a \
+                                 `&mut` argument: take it by value or by `&`, or remove `{bg}`"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     if let Some(w) = &args.warm {
         if !sig.inputs.is_empty() {
             let names: Vec<String> = sig
@@ -237,6 +269,7 @@ pub(crate) fn check(args: &Args, item: &ItemFn) -> Result<Plan> {
             .collect(),
         key,
         tags,
+        background: args.background().is_some(),
     })
 }
 
@@ -439,6 +472,35 @@ pub(crate) fn check_write(args: &Args, item: &ItemFn) -> Result<WritePlan> {
                 errors.push(Span::call_site(), missing_kind(attr));
             }
             check_ttl_fn(args, &mut errors);
+
+            if let Some((k, _)) = &args.hard_timeout {
+                if returns != Returns::Result {
+                    errors.push(
+                k.span(),
+                "`hard_timeout` gives up on the body with an error, so it needs a function \
+                 returning `Result<T, E>` (with `E: From<cache_core::Error>`): a function \
+                 returning `T` or `Option<T>` has no error to return; use `soft_timeout` (serve \
+                 the stale value while the body finishes) instead",
+            );
+                }
+            }
+            if let Some(bg) = args.background() {
+                for input in &sig.inputs {
+                    if let FnArg::Typed(pt) = input {
+                        if let Type::Reference(r) = &*pt.ty {
+                            if r.mutability.is_some() {
+                                errors.push(
+                                    r.span(),
+                                    format!(
+                                "`{bg}` runs the body in a background task, which cannot hold a \
+                                 `&mut` argument: take it by value or by `&`, or remove `{bg}`"
+                            ),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
         }
         Attr::Invalidate => {
             let has_tags = args.tags.as_ref().is_some_and(|(_, t)| !t.is_empty());
