@@ -496,8 +496,9 @@ impl Cache {
     /// The loader is borrowed (it may capture references), so it cannot run after this call
     /// returns: eager refresh, XFetch and the soft and hard timeouts, which need that (or need an
     /// error of the cache's own), do not apply here; use
-    /// [`get_or_load_owned`](Self::get_or_load_owned) for them. The distributed lock and TTL
-    /// jitter do apply.
+    /// [`get_or_load_owned`](Self::get_or_load_owned) for them (or, on a `#[cached]` function, the
+    /// `refresh`, `xfetch`, `soft_timeout` and `hard_timeout` arguments). The distributed lock and
+    /// TTL jitter do apply.
     ///
     /// # Errors
     /// As [`get_or_load`](Self::get_or_load).
@@ -541,7 +542,7 @@ impl Cache {
                 .needs_owned_loader()
             && !ke.warned_in_place.swap(true, Ordering::Relaxed)
         {
-            tracing::warn!(kind, "eager refresh and loader timeouts need an owned loader: they apply to get_or_load_owned, not to get_or_load/get_or_load_with");
+            tracing::warn!(kind, "eager refresh and loader timeouts need an owned loader: they apply to get_or_load_owned and to #[cached] functions with refresh/xfetch/soft_timeout/hard_timeout, not to get_or_load/get_or_load_with");
         }
         let full = lookup.to_full();
         // Single-flight through moka's `try_get_with` on a cache that never stores anything: the init

@@ -285,6 +285,54 @@ mod validate;
 /// (`cache_core::__private::warmers()`): warm-up calls it once, which fills the cache. Free
 /// functions only (an associated function cannot be named from the registration).
 ///
+/// # `refresh`, `xfetch`, `soft_timeout`, `hard_timeout`: background mode
+/// The freshness settings of `cache_core::KindConfig`, per function (over the kind's):
+/// - `refresh = 0.8`: an entry read after 80% of its TTL is returned at once and refreshed once in
+///   the background;
+/// - `xfetch` or `xfetch = 1.5`: probabilistic early refresh with this beta (default 1.0);
+/// - `soft_timeout = "500ms"`: with a stale value at hand (fail-safe grace), callers get it after
+///   this long while the body finishes in the background and updates the cache;
+/// - `hard_timeout = "20s"`: the body is abandoned and the function returns
+///   `E::from(cache_core::Error::LoaderTimeout(..))`; only on functions returning
+///   `Result<T, E>` with `E: From<cache_core::Error>`.
+///
+/// Timeouts are strings with `ms` or `s` (`"1.5s"`), or `Duration` expressions. Any of these puts
+/// the function in background mode: a load may outlive the call, so the body runs on owned
+/// copies of the arguments (`&T` through `ToOwned`, so `&str` becomes a `String`; owned arguments
+/// move in) and of `self` (which must be `Clone + Send + Sync + 'static`; `self` in the body and in
+/// `unless` then refers to the clone). The copies are made only when a load or a refresh runs the
+/// body: a hit copies nothing. `&mut` arguments are refused. A kind's hard timeout does not apply
+/// to functions without `hard_timeout` (they have no error of the cache's to return).
+///
+/// ```
+/// use cache_core::{cached, Cache};
+///
+/// #[derive(Debug)]
+/// enum AppError { Cache(cache_core::Error) }
+/// impl From<cache_core::Error> for AppError {
+///     fn from(e: cache_core::Error) -> Self { AppError::Cache(e) }
+/// }
+///
+/// #[derive(Clone)]
+/// struct Schemas { cache: Cache }
+///
+/// impl Schemas {
+///     #[cached(kind = "static_data", refresh = 0.8, hard_timeout = "2s", cache = self.cache)]
+///     async fn schema(&self, table: &str) -> Result<Vec<String>, AppError> {
+///         Ok(vec![format!("{table}.id")]) // information_schema query
+///     }
+/// }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let s = Schemas { cache: Cache::builder().prefix("docs-bg").build().await.unwrap() };
+/// assert_eq!(s.schema("users").await.unwrap(), ["users.id"]);
+/// # });
+/// ```
+///
+/// # `lock`
+/// `lock` (or `lock = true` / `lock = false`): the distributed single-flight lock of
+/// `KindConfig::distributed_lock` for this function: instances sharing Redis run the body once per
+/// cold key between them. Works with or without background mode.
+///
 /// # Errors at compile time
 /// Unknown, duplicated or mistyped arguments, a missing `kind`, a non-`async` function, `{name}`s
 /// that are not arguments, and the other rules above are compile errors at the offending token,
