@@ -2,7 +2,7 @@
 //! tiers, the stale-set race, and a second OS process.
 
 use cache_core::{Cache, EntryOptions, Kind};
-use cache_tests::{command_calls, init_tracing, unique_prefix, RedisServer};
+use cache_tests::{command_calls, init_tracing, unique_prefix, within, RedisServer};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -24,22 +24,6 @@ async fn instance(server: &RedisServer, prefix: &str) -> Cache {
         "build() returns a subscribed cache"
     );
     c
-}
-
-/// Polls `f` until it returns true; returns how long that took.
-async fn within<F, Fut>(limit: Duration, what: &str, mut f: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t = Instant::now();
-    loop {
-        if f().await {
-            return t.elapsed();
-        }
-        assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

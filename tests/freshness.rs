@@ -7,7 +7,7 @@
 //! lock) so that their timings do not disturb each other on a 2-core machine.
 
 use cache_core::{Cache, EntryOptions, Error, Kind, KindConfig, LoadError, Tiers};
-use cache_tests::{init_tracing, unique_prefix, RedisServer};
+use cache_tests::{init_tracing, unique_prefix, within, RedisServer};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
@@ -30,22 +30,6 @@ fn summary(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
     v.sort();
     let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
     (at(0.5), at(0.99), v[v.len() - 1])
-}
-
-/// Polls `f` every 5 ms until it returns true; panics after `limit`. Returns how long it took.
-async fn within<F, Fut>(limit: Duration, what: &str, mut f: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t = Instant::now();
-    loop {
-        if f().await {
-            return t.elapsed();
-        }
-        assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// A loader that counts its calls, takes `took`, and returns `v{call number}`.

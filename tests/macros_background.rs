@@ -10,7 +10,7 @@
 //! process-wide lock) so that their timings do not disturb each other on a 2-core machine.
 
 use cache_core::{cached, Cache};
-use cache_tests::{init_tracing, unique_prefix, RedisServer};
+use cache_tests::{init_tracing, unique_prefix, within, RedisServer};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -30,22 +30,6 @@ async fn cache_with_grace(server: &RedisServer, prefix: &str) -> Cache {
         .build()
         .await
         .expect("build cache")
-}
-
-/// Polls `f` every 5 ms until it returns true; panics after `limit`.
-async fn within<F, Fut>(limit: Duration, what: &str, mut f: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t = Instant::now();
-    loop {
-        if f().await {
-            return t.elapsed();
-        }
-        assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[derive(Debug)]

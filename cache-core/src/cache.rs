@@ -20,7 +20,7 @@ use crate::key;
 use crate::kind::KindConfig;
 use crate::l1::{L1Entry, L1};
 use crate::l2::{L2Error, L2};
-use crate::loader::{InPlace, LoadJob, LoadMode, Loader, Run, Timeouts};
+use crate::loader::{InPlace, LazyError, LoadJob, LoadMode, Loader, Run, Timeouts};
 use crate::lock::{LockOutcome, LockWaiters};
 use crate::pending::{PendingInvalidations, PendingOp};
 use crate::provenance::{self, Source};
@@ -545,24 +545,45 @@ impl Cache {
             tracing::warn!(kind, "eager refresh and loader timeouts need an owned loader: they apply to get_or_load_owned and to #[cached] functions with refresh/xfetch/soft_timeout/hard_timeout, not to get_or_load/get_or_load_with");
         }
         let full = lookup.to_full();
+        match self.miss(ke, &full, opts, stale, InPlace(loader)).await {
+            Ok(v) => Ok(v),
+            Err(LazyError::Loader(e)) => Err(e),
+            Err(LazyError::TimedOut(never)) => match never {},
+        }
+    }
+
+    /// A miss of `full`: one load per key and generation, shared by every concurrent caller.
+    pub(crate) async fn miss<T, E, L>(
+        &self,
+        ke: &Arc<KindEntry>,
+        full: &str,
+        opts: &EntryOptions,
+        stale: Option<Arc<T>>,
+        loader: L,
+    ) -> std::result::Result<Arc<T>, LazyError<E, L::TimedOut>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+        L: Loader<T, E>,
+    {
         // Single-flight through moka's `try_get_with` on a cache that never stores anything: the init
         // future always returns `Err(outcome)`, which moka hands to every waiter without inserting.
         // We insert into L1 ourselves, after the generation check that closes the stale-set race.
         // The generation is part of the flight key, so a caller arriving after an invalidation never
         // joins a load that began before it.
-        let g0 = self.inner.gens.snapshot(&full);
+        let g0 = self.inner.gens.snapshot(full);
         let res = self
             .inner
             .flights
-            .try_get_with(self.miss_flight_key(&full, g0), async {
+            .try_get_with(self.miss_flight_key(full, g0), async {
                 // What the load found travels with its outcome to every caller of the flight.
                 let led = provenance::capture(self.load(
                     ke,
-                    &full,
+                    full,
                     opts,
                     g0,
                     stale,
-                    InPlace(loader),
+                    loader,
                     LoadMode::Miss,
                 ))
                 .await;
@@ -575,8 +596,8 @@ impl Cache {
                     provenance::joined(*trace);
                     Ok(v.clone())
                 }
-                (Outcome::Failed(e), _) => Err(e.clone()),
-                (Outcome::TimedOut(never), _) => match *never {},
+                (Outcome::Failed(e), _) => Err(LazyError::Loader(e.clone())),
+                (Outcome::TimedOut(x), _) => Err(LazyError::TimedOut(x.clone())),
             },
             Ok(never) => match never {},
         }

@@ -19,12 +19,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cache::{unix_ms, KindEntry, L2Write, Never, Outcome};
+use crate::cache::{unix_ms, KindEntry, L2Write};
 use crate::codec::TagVersion;
 use crate::error::{Error, LoadError};
 use crate::key;
 use crate::lock::LockGuard;
-use crate::provenance;
 use crate::refresh::{self, Age, Claim};
 use crate::stats::KindStats;
 use crate::{Cache, EntryOptions};
@@ -395,36 +394,7 @@ impl Cache {
             stale = s;
         }
         let full = lookup.to_full();
-        let g0 = self.inner.gens.snapshot(&full);
-        let res = self
-            .inner
-            .flights
-            .try_get_with(self.miss_flight_key(&full, g0), async {
-                // What the load found travels with its outcome to every caller of the flight.
-                let led = provenance::capture(self.load(
-                    ke,
-                    &full,
-                    opts,
-                    g0,
-                    stale,
-                    Lazy(make),
-                    LoadMode::Miss,
-                ))
-                .await;
-                Err::<Never, _>(led)
-            })
-            .await;
-        match res {
-            Err(led) => match &*led {
-                (Outcome::Value(v), trace) => {
-                    provenance::joined(*trace);
-                    Ok(v.clone())
-                }
-                (Outcome::Failed(e), _) => Err(LazyError::Loader(e.clone())),
-                (Outcome::TimedOut(x), _) => Err(LazyError::TimedOut(x.clone())),
-            },
-            Ok(never) => match never {},
-        }
+        self.miss(ke, &full, opts, stale, Lazy(make)).await
     }
 
     /// Stores a loaded value (under the load's guards) and releases the load's lock.

@@ -181,6 +181,27 @@ impl<T: 'static> Ready<'_, T> {
         self.cache.set_with(self.kind, &self.key, value, opts).await;
     }
 
+    /// A background-mode read-through: `make` builds the owned body when a load needs it, and
+    /// `sort` says what of its output is stored (`Ok`) or only returned (`Err`).
+    async fn load_bg<S, X, H, Out, M, L, Fut>(
+        &self,
+        opts: &EntryOptions,
+        make: M,
+        sort: impl FnOnce(Out, bool) -> Result<S, X> + Send + 'static,
+    ) -> Result<Arc<S>, LazyError<X, H>>
+    where
+        S: Serialize + DeserializeOwned + Send + Sync + 'static,
+        X: Send + Sync + 'static,
+        H: HardTimeout,
+        M: FnOnce() -> L,
+        L: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = (Out, bool)> + Send + 'static,
+    {
+        self.cache
+            .get_or_load_lazy(self.kind, &self.key, opts, || bg_loader(make(), sort))
+            .await
+    }
+
     /// A value reloaded in refresh mode: stored, or (refused by `unless`) the old one dropped.
     async fn store_refreshed(&self, v: T, refused: bool)
     where
@@ -664,12 +685,10 @@ where
         }
         Mode::Normal => {
             let res = r
-                .cache
-                .get_or_load_lazy::<T, Unless<T>, Infallible, _>(
-                    r.kind,
-                    &r.key,
+                .load_bg::<T, Unless<T>, Infallible, _, _, _, _>(
                     &r.value_opts(),
-                    || bg_loader(make(), value_or_unless),
+                    make,
+                    value_or_unless,
                 )
                 .await;
             match res {
@@ -721,13 +740,7 @@ where
                 None => Err(NotStored::Nothing),
             };
             let res = r
-                .cache
-                .get_or_load_lazy::<T, NotStored<T>, Infallible, _>(
-                    r.kind,
-                    &r.key,
-                    &r.value_opts(),
-                    || bg_loader(make(), sort),
-                )
+                .load_bg::<T, NotStored<T>, Infallible, _, _, _, _>(&r.value_opts(), make, sort)
                 .await;
             match res {
                 Ok(v) => Some(Arc::unwrap_or_clone(v)),
@@ -759,12 +772,10 @@ where
                 None => Err(NotStored::Nothing),
             };
             let res = r
-                .cache
-                .get_or_load_lazy::<Option<T>, NotStored<T>, Infallible, _>(
-                    r.kind,
-                    &r.key,
+                .load_bg::<Option<T>, NotStored<T>, Infallible, _, _, _, _>(
                     &r.option_opts(),
-                    || bg_loader(make(), sort),
+                    make,
+                    sort,
                 )
                 .await;
             match res {
@@ -903,10 +914,7 @@ where
                 out => Ok(out),
             };
             let res = r
-                .cache
-                .get_or_load_lazy::<Result<T, E>, Unless<T>, H, _>(r.kind, &r.key, &opts, || {
-                    bg_loader(make(), sort)
-                })
+                .load_bg::<Result<T, E>, Unless<T>, H, _, _, _, _>(&opts, make, sort)
                 .await;
             match res {
                 Ok(out) => Arc::unwrap_or_clone(out),

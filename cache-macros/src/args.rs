@@ -266,7 +266,11 @@ pub(crate) fn parse(attr: Attr, input: ParseStream<'_>) -> Result<Args> {
                 set_once(&mut args.companions, (name, companions))?;
             }
             "before" => {
-                let before = parse_before(input)?;
+                let before = parse_flag_bool(
+                    input,
+                    "`before` takes `true` or `false`: `before = true` invalidates before the \
+                     function runs, the default (`false`) after it succeeds",
+                )?;
                 set_once(&mut args.before, (name, before))?;
             }
             "refresh" => {
@@ -287,7 +291,10 @@ pub(crate) fn parse(attr: Attr, input: ParseStream<'_>) -> Result<Args> {
                 set_once(slot, (name, t))?;
             }
             "lock" => {
-                let on = parse_flag_bool(input, "lock")?;
+                let on = parse_flag_bool(
+                    input,
+                    "`lock` takes `true` or `false` (or no value, meaning `true`)",
+                )?;
                 set_once(&mut args.lock, (name, on))?;
             }
             _ => return Err(unknown_argument(attr, &name)),
@@ -679,8 +686,9 @@ fn parse_millis(text: &str) -> Option<u64> {
     (ms.is_finite() && ms >= 0.0 && ms < u64::MAX as f64).then_some(ms as u64)
 }
 
-/// A flag that may be written `name`, `name = true` or `name = false`.
-fn parse_flag_bool(input: ParseStream<'_>, name: &str) -> Result<bool> {
+/// A flag that may be written `name`, `name = true` or `name = false`; `wrong` is the error for
+/// any other value.
+fn parse_flag_bool(input: ParseStream<'_>, wrong: &str) -> Result<bool> {
     if !input.peek(Token![=]) {
         return Ok(true);
     }
@@ -690,28 +698,7 @@ fn parse_flag_bool(input: ParseStream<'_>, name: &str) -> Result<bool> {
         Expr::Lit(syn::ExprLit {
             lit: Lit::Bool(b), ..
         }) => Ok(b.value),
-        other => Err(Error::new(
-            other.span(),
-            format!("`{name}` takes `true` or `false` (or no value, meaning `true`)"),
-        )),
-    }
-}
-
-fn parse_before(input: ParseStream<'_>) -> Result<bool> {
-    if !input.peek(Token![=]) {
-        return Ok(true);
-    }
-    input.parse::<Token![=]>()?;
-    let value: Expr = input.parse()?;
-    match &value {
-        Expr::Lit(syn::ExprLit {
-            lit: Lit::Bool(b), ..
-        }) => Ok(b.value),
-        other => Err(Error::new(
-            other.span(),
-            "`before` takes `true` or `false`: `before = true` invalidates before the function \
-             runs, the default (`false`) after it succeeds",
-        )),
+        other => Err(Error::new(other.span(), wrong)),
     }
 }
 

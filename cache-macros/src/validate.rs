@@ -472,35 +472,6 @@ pub(crate) fn check_write(args: &Args, item: &ItemFn) -> Result<WritePlan> {
                 errors.push(Span::call_site(), missing_kind(attr));
             }
             check_ttl_fn(args, &mut errors);
-
-            if let Some((k, _)) = &args.hard_timeout {
-                if returns != Returns::Result {
-                    errors.push(
-                k.span(),
-                "`hard_timeout` gives up on the body with an error, so it needs a function \
-                 returning `Result<T, E>` (with `E: From<cache_core::Error>`): a function \
-                 returning `T` or `Option<T>` has no error to return; use `soft_timeout` (serve \
-                 the stale value while the body finishes) instead",
-            );
-                }
-            }
-            if let Some(bg) = args.background() {
-                for input in &sig.inputs {
-                    if let FnArg::Typed(pt) = input {
-                        if let Type::Reference(r) = &*pt.ty {
-                            if r.mutability.is_some() {
-                                errors.push(
-                                    r.span(),
-                                    format!(
-                                "`{bg}` runs the body in a background task, which cannot hold a \
-                                 `&mut` argument: take it by value or by `&`, or remove `{bg}`"
-                            ),
-                                );
-                            }
-                        }
-                    }
-                }
-            }
         }
         Attr::Invalidate => {
             let has_tags = args.tags.as_ref().is_some_and(|(_, t)| !t.is_empty());
