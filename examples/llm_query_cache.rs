@@ -33,8 +33,13 @@ struct Answer {
 
 /// Asks `model` about `data`. The key is the model, the content hash and the question: the
 /// question may be long, and key parts over 200 bytes are hashed by the cache, so any question
-/// fits. `data` itself is not in the key template: its hash stands for it.
-#[cached(kind = "model_data", key = "answer:{model}:{content_hash}:{question}")]
+/// fits. `data` itself is not in the key template: its hash stands for it. `lock`: instances
+/// sharing Redis that miss the same question together make one model call between them.
+#[cached(
+    kind = "model_data",
+    key = "answer:{model}:{content_hash}:{question}",
+    lock
+)]
 async fn ask(
     model: String,
     content_hash: String,
