@@ -911,6 +911,21 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
             "≥ 0.8×",
             ours_warm / hand_warm >= 0.8,
         ),
+        // The ≥ 10× target against `cached` is out of reach for any two-tier design on this
+        // workload: the hand-written floor of the design (no single-flight, envelope or breaker)
+        // shows the ceiling, measured in the same run.
+        Row::new(
+            format!("(ceiling) Zipf, {ops} ops from empty: hand-written two-tier vs `cached`"),
+            kops(hand_cold),
+            format!("`cached`: {}", kops(cached_cold)),
+        )
+        .info(hand_cold / cached_cold),
+        Row::new(
+            format!("(ceiling) Zipf, next {ops} ops (warm): hand-written two-tier vs `cached`"),
+            kops(hand_warm),
+            format!("`cached`: {}", kops(cached_warm)),
+        )
+        .info(hand_warm / cached_warm),
         Row::new(
             "Zipf: loader calls (both passes)",
             ours_calls.load(Relaxed).to_string(),
