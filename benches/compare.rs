@@ -684,13 +684,46 @@ async fn flushall(url: &str) {
         .expect("FLUSHALL");
 }
 
+/// What one contender did in the warm pass of the skewed workload: Redis commands by name, from
+/// `INFO commandstats` (reset before the pass).
+struct WarmCmds(Vec<(String, u64)>);
+
+impl WarmCmds {
+    fn calls(&self, name: &str) -> u64 {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, k)| *k)
+    }
+
+    /// The L1 hit ratio of a two-tier contender: each L1 miss reads L2 with one GET.
+    fn l1_hit_ratio(&self, ops: usize) -> f64 {
+        1.0 - self.calls("get") as f64 / ops as f64
+    }
+
+    fn breakdown(&self) -> String {
+        self.0
+            .iter()
+            .map(|(n, k)| format!("{n}={k}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
 /// Throughput of the skewed workload: one pass from an empty cache and Redis ("cold"), then a second
-/// pass of the same length continuing the same key streams ("warm").
-async fn zipf_passes<F, Fut>(plan: &Plan, dist: &Arc<Zipf>, op: F) -> (f64, f64)
+/// pass of the same length continuing the same key streams ("warm"); with the Redis commands of the
+/// warm pass.
+async fn zipf_passes<F, Fut>(
+    plan: &Plan,
+    url: &str,
+    dist: &Arc<Zipf>,
+    op: F,
+) -> (f64, f64, WarmCmds)
 where
     F: Fn(u64) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = ()> + Send,
 {
+    let mut conn = raw_conn(url).await;
     // One generator per task, seeded by the task's index: identical streams for every contender.
     let rngs: Arc<Vec<std::sync::Mutex<SplitMix>>> = Arc::new(
         (0..ZIPF_TASKS)
@@ -699,6 +732,11 @@ where
     );
     let mut out = [0.0; 2];
     for o in &mut out {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut conn)
+            .await
+            .expect("CONFIG RESETSTAT");
         let (dist, rngs, op) = (dist.clone(), rngs.clone(), op.clone());
         *o = par(ZIPF_TASKS, plan.zipf_ops_per_task, move |t, _| {
             let id = {
@@ -709,7 +747,8 @@ where
         })
         .await;
     }
-    (out[0], out[1])
+    let cmds = WarmCmds(command_calls(&mut conn).await);
+    (out[0], out[1], cmds)
 }
 
 async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
@@ -718,11 +757,13 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
     let dist = Arc::new(Zipf::new(n, 1.0));
     let key = |id: u64| format!("item:{id}");
 
-    // The L1 byte budget that holds ~10% of the keys: measured per entry, not guessed.
+    // The L1 byte budget that holds ~10% of the keys: measured, not guessed, on the entries it is
+    // meant to hold (the `l1_keys` most popular keys and their values; values grow with the id's
+    // digits, so a sample of other keys would give L1 fewer entries than the hand-written's).
     let probe = cache(None, "zipf", 1 << 30).await;
-    for id in 0..1_000u64 {
+    for id in 0..l1_keys as u64 {
         probe
-            .set(Kind::API_RESPONSE, &key(id + 10_000), api_response(id))
+            .set(Kind::API_RESPONSE, &key(id), api_response(id))
             .await;
     }
     probe.sync().await;
@@ -742,9 +783,9 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
     flushall(url).await;
     let ours = cache(Some(url), "zipf", budget).await;
     let ours_calls = Arc::new(AtomicU64::new(0));
-    let (ours_cold, ours_warm) = {
+    let (ours_cold, ours_warm, ours_cmds) = {
         let (c, calls) = (ours.clone(), ours_calls.clone());
-        zipf_passes(plan, &dist, move |id| {
+        zipf_passes(plan, url, &dist, move |id| {
             let (c, calls) = (c.clone(), calls.clone());
             async move {
                 let v = c
@@ -773,9 +814,9 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
             .expect("cached AsyncRedisCache");
     let store = Arc::new(store);
     let cached_calls = Arc::new(AtomicU64::new(0));
-    let (cached_cold, cached_warm) = {
+    let (cached_cold, cached_warm, cached_cmds) = {
         let (s, calls) = (store.clone(), cached_calls.clone());
-        zipf_passes(plan, &dist, move |id| {
+        zipf_passes(plan, url, &dist, move |id| {
             let (s, calls) = (s.clone(), calls.clone());
             async move {
                 let v = cached_get_or_load(&s, key(id), id, &calls).await;
@@ -795,9 +836,9 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
         conn: raw_conn(url).await,
     };
     let hand_calls = Arc::new(AtomicU64::new(0));
-    let (hand_cold, hand_warm) = {
+    let (hand_cold, hand_warm, hand_cmds) = {
         let (h, calls) = (hand.clone(), hand_calls.clone());
-        zipf_passes(plan, &dist, move |id| {
+        zipf_passes(plan, url, &dist, move |id| {
             let (h, calls) = (h.clone(), calls.clone());
             async move {
                 let v = h.get_or_load(key(id), id, &calls).await;
@@ -818,6 +859,17 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
         hand_calls.load(Relaxed),
     );
     let ops = ZIPF_TASKS * plan.zipf_ops_per_task;
+    // Same workload, same L1 share: the two-tier contenders should hit L1 alike (each L1 miss is one
+    // GET), so that the throughput ratio measures the code, not the hit ratio.
+    println!(
+        "zipf warm pass, Redis commands: tiered-cache [{}] (L1 hit ratio {:.1}%); cached [{}]; \
+         hand-written [{}] (L1 hit ratio {:.1}%)",
+        ours_cmds.breakdown(),
+        ours_cmds.l1_hit_ratio(ops) * 100.0,
+        cached_cmds.breakdown(),
+        hand_cmds.breakdown(),
+        hand_cmds.l1_hit_ratio(ops) * 100.0,
+    );
     vec![
         Row::new(
             format!("Zipf, {ops} ops from empty: vs `cached` AsyncRedisCache"),
@@ -859,6 +911,21 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
             "≥ 0.8×",
             ours_warm / hand_warm >= 0.8,
         ),
+        // The ≥ 10× target against `cached` is out of reach for any two-tier design on this
+        // workload: the hand-written floor of the design (no single-flight, envelope or breaker)
+        // shows the ceiling, measured in the same run.
+        Row::new(
+            format!("(ceiling) Zipf, {ops} ops from empty: hand-written two-tier vs `cached`"),
+            kops(hand_cold),
+            format!("`cached`: {}", kops(cached_cold)),
+        )
+        .info(hand_cold / cached_cold),
+        Row::new(
+            format!("(ceiling) Zipf, next {ops} ops (warm): hand-written two-tier vs `cached`"),
+            kops(hand_warm),
+            format!("`cached`: {}", kops(cached_warm)),
+        )
+        .info(hand_warm / cached_warm),
         Row::new(
             "Zipf: loader calls (both passes)",
             ours_calls.load(Relaxed).to_string(),

@@ -422,11 +422,16 @@ impl Cache {
             }
         }
         let full = lookup.to_full();
-        let g0 = self.inner.gens.snapshot(&full);
-        match self.read_l2::<T>(ke, &full, g0).await {
-            L2Read::Fresh(v, _) => Some(v),
-            _ => None,
-        }
+        // Boxed for the same reason as the miss path of `get_or_load_with`: an L1 hit must not
+        // carry the L2 read's state machine.
+        Box::pin(async move {
+            let g0 = self.inner.gens.snapshot(&full);
+            match self.read_l2::<T>(ke, &full, g0).await {
+                L2Read::Fresh(v, _) => Some(v),
+                _ => None,
+            }
+        })
+        .await
     }
 
     /// Classifies what an L1 lookup found: `(fresh value, stale value, age of the fresh value)`.
@@ -518,11 +523,15 @@ impl Cache {
         let kind = kind.as_ref();
         let ke = self.kind_entry(kind);
         if !self.inner.enabled {
-            KindStats::inc(&ke.stats.loader_calls);
-            return loader().await.map(Arc::new).map_err(|e| {
-                KindStats::inc(&ke.stats.loader_errors);
-                Arc::new(e)
-            });
+            // Boxed, as the miss path below: the loader's future must not enlarge this one.
+            return Box::pin(async move {
+                KindStats::inc(&ke.stats.loader_calls);
+                loader().await.map(Arc::new).map_err(|e| {
+                    KindStats::inc(&ke.stats.loader_errors);
+                    Arc::new(e)
+                })
+            })
+            .await;
         }
         // The L1 lookup needs no allocated key; everything after a miss does.
         let lookup = key::LookupKey::new(ke.key_prefix.as_deref(), &self.inner.prefix, kind, key);
@@ -535,6 +544,31 @@ impl Cache {
             }
             stale = s;
         }
+        // The miss path (L2, single-flight, loader, write-back) is boxed: inline, its state
+        // machine made this future ~8.7 KB, which every call (hits too) paid for in stack
+        // traffic (the future is moved into its caller's state); boxed it is one pointer, and the
+        // allocation is only paid on a miss, next to a Redis round trip.
+        let full = lookup.to_full();
+        Box::pin(self.load_missed(ke, kind, full, opts, stale, loader)).await
+    }
+
+    /// [`get_or_load_with`](Self::get_or_load_with) after an L1 miss (`stale`: an entry past its
+    /// freshness found there).
+    async fn load_missed<T, E, F, Fut>(
+        &self,
+        ke: &Arc<KindEntry>,
+        kind: &str,
+        full: String,
+        opts: &EntryOptions,
+        stale: Option<Arc<T>>,
+        loader: F,
+    ) -> std::result::Result<Arc<T>, Arc<E>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+    {
         if !ke.warned_in_place.load(Ordering::Relaxed)
             && opts
                 .freshness
@@ -544,7 +578,6 @@ impl Cache {
         {
             tracing::warn!(kind, "eager refresh and loader timeouts need an owned loader: they apply to get_or_load_owned and to #[cached] functions with refresh/xfetch/soft_timeout/hard_timeout, not to get_or_load/get_or_load_with");
         }
-        let full = lookup.to_full();
         match self.miss(ke, &full, opts, stale, InPlace(loader)).await {
             Ok(v) => Ok(v),
             Err(LazyError::Loader(e)) => Err(e),

@@ -93,7 +93,8 @@ static INCR_SCRIPT: std::sync::LazyLock<redis::Script> =
 
 /// Compare-and-set of a load's write-back: SET only if the key still holds the write the load
 /// saw when it began (identified by the first bytes of its envelope), or is still absent.
-/// ARGV: expected identity, whether a value was expected (0/1), new bytes, PX.
+/// ARGV: expected identity, whether a value was expected (0/1), new bytes, PX. (`set_if_unchanged`
+/// sends the "still absent" case as a plain `SET NX` instead.)
 const CAS_LUA: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if ARGV[2] == '0' then
@@ -222,13 +223,28 @@ impl L2 {
         ttl: Duration,
     ) -> Result<bool, L2Error> {
         let px = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
+        let Some(expected) = expected else {
+            // "Only if still absent" is exactly `SET NX`: the same atomic check as the script's,
+            // without running Lua, which costs Redis several times a plain SET (this is the write-back
+            // of every load that found nothing in L2, the common case).
+            return self
+                .run(|mut c| async move {
+                    let reply: redis::Value = redis::cmd("SET")
+                        .arg(key)
+                        .arg(bytes)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(px)
+                        .query_async(&mut c)
+                        .await?;
+                    Ok(!matches!(reply, redis::Value::Nil))
+                })
+                .await;
+        };
         let script = &*CAS_SCRIPT;
         self.run(|mut c| async move {
             let mut inv = script.key(key);
-            inv.arg(expected.map_or(&[][..], |e| e))
-                .arg(if expected.is_some() { 1 } else { 0 })
-                .arg(bytes)
-                .arg(px);
+            inv.arg(expected).arg(1).arg(bytes).arg(px);
             inv.invoke_async::<i64>(&mut c).await.map(|n| n == 1)
         })
         .await

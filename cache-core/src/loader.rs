@@ -393,8 +393,9 @@ impl Cache {
             }
             stale = s;
         }
+        // Boxed, as in `get_or_load_with`: a hit does not carry the miss path's state machine.
         let full = lookup.to_full();
-        self.miss(ke, &full, opts, stale, Lazy(make)).await
+        Box::pin(self.miss(ke, &full, opts, stale, Lazy(make))).await
     }
 
     /// Stores a loaded value (under the load's guards) and releases the load's lock.
