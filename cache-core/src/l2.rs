@@ -92,18 +92,14 @@ static INCR_SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(INCR_LUA));
 
 /// Compare-and-set of a load's write-back: SET only if the key still holds the write the load
-/// saw when it began (identified by the first bytes of its envelope), or is still absent.
-/// ARGV: expected identity, whether a value was expected (0/1), new bytes, PX. (`set_if_unchanged`
-/// sends the "still absent" case as a plain `SET NX` instead.)
+/// saw when it began (identified by the first bytes of its envelope).
+/// ARGV: expected identity, new bytes, PX. (`set_if_unchanged` sends the "still absent" case as a
+/// plain `SET NX`.)
 const CAS_LUA: &str = r"
 local cur = redis.call('GET', KEYS[1])
-if ARGV[2] == '0' then
-  if cur then return 0 end
-else
-  if not cur or string.sub(cur, 1, string.len(ARGV[1])) ~= ARGV[1] then return 0 end
-  if string.len(cur) > string.len(ARGV[1]) and string.len(ARGV[1]) < 36 then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+if not cur or string.sub(cur, 1, string.len(ARGV[1])) ~= ARGV[1] then return 0 end
+if string.len(cur) > string.len(ARGV[1]) and string.len(ARGV[1]) < 36 then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 ";
 
@@ -224,27 +220,15 @@ impl L2 {
     ) -> Result<bool, L2Error> {
         let px = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
         let Some(expected) = expected else {
-            // "Only if still absent" is exactly `SET NX`: the same atomic check as the script's,
-            // without running Lua, which costs Redis several times a plain SET (this is the write-back
-            // of every load that found nothing in L2, the common case).
-            return self
-                .run(|mut c| async move {
-                    let reply: redis::Value = redis::cmd("SET")
-                        .arg(key)
-                        .arg(bytes)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(px)
-                        .query_async(&mut c)
-                        .await?;
-                    Ok(!matches!(reply, redis::Value::Nil))
-                })
-                .await;
+            // "Only if still absent" is exactly `SET NX`: the same atomic check as a script, without
+            // running Lua, which costs Redis several times a plain SET (this is the write-back of
+            // every load that found nothing in L2, the common case).
+            return self.set_nx_px(key, bytes, px).await;
         };
         let script = &*CAS_SCRIPT;
         self.run(|mut c| async move {
             let mut inv = script.key(key);
-            inv.arg(expected).arg(1).arg(bytes).arg(px);
+            inv.arg(expected).arg(bytes).arg(px);
             inv.invoke_async::<i64>(&mut c).await.map(|n| n == 1)
         })
         .await
@@ -258,10 +242,15 @@ impl L2 {
         ttl: Duration,
     ) -> Result<bool, L2Error> {
         let px = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
+        self.set_nx_px(key, token.as_bytes(), px).await
+    }
+
+    /// `SET key value NX PX px`: whether the key was absent (and is now set).
+    async fn set_nx_px(&self, key: &str, value: &[u8], px: u64) -> Result<bool, L2Error> {
         self.run(|mut c| async move {
             let reply: redis::Value = redis::cmd("SET")
                 .arg(key)
-                .arg(token)
+                .arg(value)
                 .arg("NX")
                 .arg("PX")
                 .arg(px)
