@@ -5,8 +5,10 @@
 //! - It trips after `failure_threshold` consecutive failures. One error per reconnect is normal, so
 //!   a single failure never trips it.
 //! - While open, [`Breaker::acquire`] rejects in O(1) with atomics only: no I/O, no await.
-//! - After a cool-down exactly one probe is let through (claimed by compare-and-swap). Its success
-//!   closes the breaker; its failure reopens it with a doubled cool-down (capped, jittered).
+//! - Probes come from the background task ([`Breaker::acquire_probe`]), never from callers, so no
+//!   caller waits on a Redis that may still be hung: after a cool-down (or at once, when asked to
+//!   be eager) exactly one probe is let through (claimed by compare-and-swap). Its success closes
+//!   the breaker; its failure reopens it with a doubled cool-down (capped, jittered).
 //! - Every permit carries the generation it was issued in; results of calls issued before a trip
 //!   neither close nor re-trip the breaker.
 //! - A permit dropped without a result (the caller was cancelled) counts as nothing, except that a
@@ -33,8 +35,8 @@ impl Default for BreakerConfig {
     fn default() -> Self {
         Self {
             failure_threshold: 5,
-            cooldown_min: Duration::from_millis(500),
-            cooldown_max: Duration::from_secs(4),
+            cooldown_min: Duration::from_millis(250),
+            cooldown_max: Duration::from_secs(1),
         }
     }
 }
@@ -130,30 +132,25 @@ impl Breaker {
         self.rejected.load(Ordering::Relaxed)
     }
 
-    /// Returns a permit, or `None` (counted) when L2 must be skipped.
+    /// Returns a permit while closed, or `None` (counted) when L2 must be skipped.
     pub(crate) fn acquire(&self) -> Option<Permit<'_>> {
         let generation = self.generation.load(Ordering::Acquire);
-        match self.state.load(Ordering::Acquire) {
-            CLOSED => Some(self.permit(generation, false)),
-            OPEN if self.now() >= self.open_until.load(Ordering::Acquire) => {
-                self.try_probe(generation).or_else(|| {
-                    self.rejected.fetch_add(1, Ordering::Relaxed);
-                    None
-                })
-            }
-            _ => {
-                self.rejected.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+        if self.state.load(Ordering::Acquire) == CLOSED {
+            return Some(self.permit(generation, false));
         }
+        // Probes come from the background task only: no caller ever waits on a probe.
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        None
     }
 
-    /// A probe permit if the breaker is open, its cool-down has passed and no other probe runs.
-    /// Used by the background reconnect task so L2 comes back even without traffic.
-    pub(crate) fn acquire_probe(&self) -> Option<Permit<'_>> {
+    /// A probe permit if the breaker is open, its cool-down has passed (or `eager`: whatever the
+    /// cool-down) and no other probe runs. Used by the background task so L2 comes back even
+    /// without traffic; eagerly while invalidations wait to be replayed, since then every moment
+    /// Redis is back but unused, other instances may read what those invalidations remove.
+    pub(crate) fn acquire_probe(&self, eager: bool) -> Option<Permit<'_>> {
         let generation = self.generation.load(Ordering::Acquire);
         if self.state.load(Ordering::Acquire) == OPEN
-            && self.now() >= self.open_until.load(Ordering::Acquire)
+            && (eager || self.now() >= self.open_until.load(Ordering::Acquire))
         {
             self.try_probe(generation)
         } else {
@@ -318,9 +315,11 @@ mod tests {
         assert!(b.trip("test"));
         assert!(b.acquire().is_none());
         tokio::time::advance(Duration::from_millis(1_300)).await;
-        let probe = b.acquire().expect("probe after cool-down");
+        assert!(b.acquire().is_none(), "callers never probe");
+        let probe = b.acquire_probe(false).expect("probe after cool-down");
         assert_eq!(b.state(), BreakerState::HalfOpen);
-        assert!(b.acquire().is_none(), "only one probe at a time");
+        assert!(b.acquire_probe(false).is_none(), "only one probe at a time");
+        assert!(b.acquire_probe(true).is_none(), "only one probe at a time");
         probe.success();
         assert_eq!(b.state(), BreakerState::Closed);
         assert!(b.acquire().is_some());
@@ -331,13 +330,23 @@ mod tests {
         let b = breaker();
         b.trip("test");
         tokio::time::advance(Duration::from_millis(1_300)).await;
-        b.acquire().unwrap().failure();
+        b.acquire_probe(false).unwrap().failure();
         assert_eq!(b.state(), BreakerState::Open);
         // The cool-down doubled to 2 s (±20%): 1.3 s is not enough any more.
         tokio::time::advance(Duration::from_millis(1_300)).await;
-        assert!(b.acquire().is_none());
+        assert!(b.acquire_probe(false).is_none());
         tokio::time::advance(Duration::from_millis(1_200)).await;
-        assert!(b.acquire().is_some());
+        assert!(b.acquire_probe(false).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_eager_probe_does_not_wait_for_the_cooldown() {
+        let b = breaker();
+        b.trip("test");
+        assert!(b.acquire_probe(false).is_none(), "cool-down not over");
+        let probe = b.acquire_probe(true).expect("eager probe");
+        probe.success();
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]
@@ -351,7 +360,7 @@ mod tests {
         let stale: Vec<_> = (0..5).map(|_| b.acquire().unwrap()).collect();
         b.trip("test");
         tokio::time::advance(Duration::from_millis(1_300)).await;
-        b.acquire().unwrap().success();
+        b.acquire_probe(false).unwrap().success();
         // Failures of calls issued before the trip do not re-open a breaker that closed since.
         stale.into_iter().for_each(Permit::failure);
         assert_eq!(b.state(), BreakerState::Closed);
@@ -362,9 +371,9 @@ mod tests {
         let b = breaker();
         b.trip("test");
         tokio::time::advance(Duration::from_millis(1_300)).await;
-        drop(b.acquire().unwrap());
+        drop(b.acquire_probe(false).unwrap());
         assert_eq!(b.state(), BreakerState::Open);
         tokio::time::advance(Duration::from_millis(2_500)).await;
-        assert!(b.acquire_probe().is_some());
+        assert!(b.acquire_probe(false).is_some());
     }
 }

@@ -1,25 +1,21 @@
 //! `CacheBuilder`: every setting of a [`Cache`], from code or from the environment.
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backplane::Backplane;
 use crate::breaker::BreakerConfig;
-use crate::cache::{Cache, Inner, KindEntry, KindMap};
+use crate::cache::Cache;
 use crate::codec::CodecConfig;
+use crate::coherence::{Coherence, CoherenceConfig};
+use crate::entry_store::EntryStore;
 use crate::error::{Error, Result};
 use crate::freshness;
-use crate::generations::Generations;
+use crate::inner::Inner;
 use crate::key;
-use crate::kind::{Kind, KindConfig};
+use crate::kind::{Kind, KindConfig, Kinds};
 use crate::l1::L1;
 use crate::l2::{L2Config, L2};
-use crate::lock::LockWaiters;
-use crate::pending::PendingInvalidations;
 use crate::refresh::Claims;
-use crate::stats::KindStats;
-use crate::tags::LocalTags;
 
 /// Builds a [`Cache`].
 ///
@@ -335,7 +331,9 @@ impl CacheBuilder {
     }
 
     /// The breaker's cool-down before a probe: starts at `min`, doubles after each failed probe up
-    /// to `max`, ±20% jitter. Default: 500 ms to 4 s.
+    /// to `max`, ±20% jitter. A probe is one PING from a background task (no caller waits for it);
+    /// while invalidations wait for replay it is sent every 100 ms whatever the cool-down. Default:
+    /// 250 ms to 1 s.
     pub fn breaker_cooldown(mut self, min: Duration, max: Duration) -> Self {
         self.breaker.cooldown_min = min;
         self.breaker.cooldown_max = max;
@@ -503,6 +501,15 @@ impl CacheBuilder {
             if cfg.ttl().is_zero() {
                 return Err(Error::Config(format!("kind {:?} has a zero TTL", k.name())));
             }
+            if cfg
+                .schema_id()
+                .is_some_and(|s| s.is_empty() || s.len() > 128)
+            {
+                return Err(Error::Config(format!(
+                    "kind {:?}: a schema name must be 1-128 bytes",
+                    k.name()
+                )));
+            }
             cfg.freshness()
                 .validate()
                 .and_then(|()| cfg.jitter().map_or(Ok(()), freshness::validate_jitter))
@@ -537,83 +544,68 @@ impl CacheBuilder {
     /// [`Error::Config`] for invalid settings or a malformed Redis URL.
     pub async fn build(self) -> Result<Cache> {
         self.validate()?;
-        let mut kinds = KindMap::default();
-        let prefix = self.prefix.clone();
-        let entry = |name: &str, cfg: KindConfig| {
-            Arc::new(KindEntry {
-                name: name.to_owned(),
-                key_prefix: Some(key::kind_key_prefix(&prefix, name)),
-                cfg,
-                stats: KindStats::default(),
-                warned_in_place: AtomicBool::new(false),
-            })
-        };
-        for (k, secs) in Kind::BUILT_IN {
-            kinds.insert(
-                k.name().to_owned(),
-                entry(k.name(), KindConfig::new(Duration::from_secs(secs))),
-            );
-        }
-        for (k, cfg) in self.kinds {
-            kinds.insert(k.name().to_owned(), entry(k.name(), cfg));
-        }
+        let kinds = Arc::new(Kinds::new(
+            &self.prefix,
+            self.kinds.iter().cloned(),
+            self.unregistered_ttl,
+        ));
         let l2 = if self.l2_urls.is_empty() {
             None
         } else {
-            Some(L2::new(&L2Config {
+            Some(Arc::new(L2::new(&L2Config {
                 urls: self.l2_urls.clone(),
                 cluster: self.cluster,
                 tls_root_cert: self.tls_root_cert.clone(),
                 connect_timeout: self.connect_timeout,
                 op_timeout: self.op_timeout,
                 breaker: self.breaker.clone(),
-            })?)
+            })?))
         };
-        let longest_ttl = kinds
-            .values()
-            .map(|k| k.cfg.ttl())
-            .chain([self.unregistered_ttl, Duration::from_secs(3600)])
-            .max()
-            .unwrap_or(Duration::from_secs(3600));
+        let longest_ttl = kinds.longest_ttl().max(Duration::from_secs(3600));
+        let l1 = Arc::new(L1::new(self.l1_max_bytes, kinds.count(), self.grace));
+        let coherence = Arc::new(Coherence::new(
+            CoherenceConfig {
+                prefix: self.prefix.clone(),
+                tombstone_ttl: self.tombstone_ttl,
+                breaker_open_l1_ttl: self.breaker_open_l1_ttl,
+                max_l1_lifetime: longest_ttl + self.grace,
+                backplane: self.backplane,
+                unsynced_l1_ttl: self.unsynced_l1_ttl,
+                max_pending_invalidations: self.max_pending_invalidations,
+            },
+            l1.clone(),
+            l2.clone(),
+            kinds.clone(),
+        ));
+        let entries = l2.as_ref().map(|l2| {
+            EntryStore::new(
+                l2.clone(),
+                coherence.clone(),
+                self.codec.clone(),
+                self.prefix.clone(),
+                self.grace,
+            )
+        });
         let inner = Arc::new(Inner {
             prefix: self.prefix.clone(),
             enabled: self.enabled,
-            l1: L1::new(self.l1_max_bytes),
-            l2,
-            codec: self.codec,
             kinds,
-            // Shared by every unregistered kind name, so it has no key prefix of its own.
-            unregistered: Arc::new(KindEntry {
-                name: "unregistered".into(),
-                key_prefix: None,
-                cfg: KindConfig::new(self.unregistered_ttl),
-                stats: KindStats::default(),
-                warned_in_place: AtomicBool::new(false),
-            }),
-            warned_unregistered: AtomicBool::new(false),
+            l1,
+            l2,
+            entries,
+            coherence,
             flights: moka::future::Cache::builder().build(),
-            gens: Generations::new(),
-            grace: self.grace,
-            next_token: AtomicU64::new(0),
-            tombstone_ttl: self.tombstone_ttl,
-            local_tags: LocalTags::default(),
-            max_l1_lifetime: longest_ttl + self.grace,
-            stats_report_interval: self.stats_report_interval,
-            backplane: (self.backplane && !self.l2_urls.is_empty())
-                .then(|| Backplane::new(&self.prefix, self.unsynced_l1_ttl)),
             refreshing: Claims::default(),
-            lock_waiters: LockWaiters::default(),
             lock_ttl: self.lock_ttl,
             lock_wait: self.lock_wait,
-            pending: PendingInvalidations::new(self.max_pending_invalidations),
             ttl_jitter: self.ttl_jitter,
-            breaker_open_l1_ttl: self.breaker_open_l1_ttl,
+            stats_report_interval: self.stats_report_interval,
         });
         let cache = Cache::from_inner(inner);
         if !self.enabled {
             tracing::info!("caching is disabled (CACHE_ENABLED=false): loaders always run");
         }
-        crate::connect::start(&cache).await?;
+        crate::housekeeper::start(&cache).await?;
         Ok(cache)
     }
 }

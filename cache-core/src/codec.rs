@@ -70,10 +70,24 @@ impl Default for CodecConfig {
 
 /// A stable-per-build fingerprint of `T`, stored in the envelope so a value is never decoded as
 /// another type. It is derived from `std::any::type_name`, which may change between compiler
-/// versions: then old entries read as misses and are reloaded, which is safe.
+/// versions and changes when the type moves: then old entries read as misses and are reloaded,
+/// which is safe but costly right after a deploy (see [`fingerprint`]).
 pub(crate) fn type_fingerprint<T: ?Sized>() -> u64 {
     xxhash_rust::xxh3::xxh3_64(std::any::type_name::<T>().as_bytes())
 }
+
+/// The fingerprint entries of `T` carry: of the schema name when one is set
+/// (`KindConfig::schema`), which survives moves, renames and compiler upgrades; otherwise of the
+/// type name.
+pub(crate) fn fingerprint<T: ?Sized>(schema: Option<&str>) -> u64 {
+    match schema {
+        Some(s) => xxhash_rust::xxh3::xxh3_64_with_seed(s.as_bytes(), SCHEMA_SEED),
+        None => type_fingerprint::<T>(),
+    }
+}
+
+/// Keeps schema fingerprints apart from type-name ones.
+const SCHEMA_SEED: u64 = 0x5c4e_3a11;
 
 /// Serializes `value` to MessagePack (struct fields by name, so adding an optional field stays
 /// readable).
@@ -123,6 +137,19 @@ pub(crate) fn envelope_overhead(tags: &[TagVersion]) -> usize {
 /// The tombstone `invalidate` writes.
 pub(crate) fn tombstone(header: &Header) -> Vec<u8> {
     envelope::tombstone(header)
+}
+
+/// A tombstone written now, with a random nonce: what `invalidate` leaves in place of a value, and
+/// the lease a load puts under an absent key (its identity is unique, so a compare-and-set against
+/// it fails once anything else was written there, or once it is gone).
+pub(crate) fn tombstone_now() -> Vec<u8> {
+    let now_ms = crate::clock::unix_ms();
+    tombstone(&Header {
+        created_at_ms: now_ms,
+        fresh_until_ms: now_ms,
+        type_fp: 0,
+        nonce: rand::random(),
+    })
 }
 
 /// What identifies the write that produced `bytes` (for the L2 compare-and-set): its first
@@ -205,16 +232,18 @@ pub(crate) struct Decoded<T> {
     pub(crate) value: T,
 }
 
-/// Decodes wire bytes into a value of type `T`; `Ok(None)` for a tombstone.
+/// Decodes wire bytes into a value of type `T` whose entries carry the fingerprint `fp` (see
+/// [`fingerprint`]); `Ok(None)` for a tombstone.
 pub(crate) fn decode<T: DeserializeOwned + 'static>(
     cfg: &CodecConfig,
     bytes: &[u8],
+    fp: u64,
 ) -> Result<Option<Decoded<T>>, CodecError> {
     let env = envelope::read(bytes, cfg.max_value_bytes)?;
     if env.tombstone {
         return Ok(None);
     }
-    if env.header.type_fp != type_fingerprint::<T>() {
+    if env.header.type_fp != fp {
         return Err(CodecError::TypeMismatch);
     }
     let payload = payload(cfg, &env)?;
@@ -262,7 +291,9 @@ mod tests {
         let bytes = encode(&cfg, &header::<Profile>(), &[], &profile(10)).unwrap();
         let env = envelope::read(&bytes, cfg.max_value_bytes).unwrap();
         assert!(!env.compressed);
-        let d: Decoded<Profile> = decode(&cfg, &bytes).unwrap().unwrap();
+        let d: Decoded<Profile> = decode(&cfg, &bytes, type_fingerprint::<Profile>())
+            .unwrap()
+            .unwrap();
         assert_eq!(d.value, profile(10));
         assert_eq!(d.header, header::<Profile>());
     }
@@ -275,7 +306,9 @@ mod tests {
         let env = envelope::read(&bytes, cfg.max_value_bytes).unwrap();
         assert!(env.compressed);
         assert!(bytes.len() < 2_000, "compressed size {}", bytes.len());
-        let d: Decoded<Profile> = decode(&cfg, &bytes).unwrap().unwrap();
+        let d: Decoded<Profile> = decode(&cfg, &bytes, type_fingerprint::<Profile>())
+            .unwrap()
+            .unwrap();
         assert_eq!(d.value, profile(10_000));
         assert_eq!(d.tags, tags);
         assert_eq!(inspect(&bytes, cfg.max_value_bytes).unwrap().tags, tags);
@@ -292,7 +325,10 @@ mod tests {
             b"TC",
             b"TC\x01",
         ] {
-            assert!(decode::<Profile>(&cfg, input).is_err(), "{input:?}");
+            assert!(
+                decode::<Profile>(&cfg, input, type_fingerprint::<Profile>()).is_err(),
+                "{input:?}"
+            );
         }
     }
 
@@ -303,7 +339,7 @@ mod tests {
             let bytes = encode(&cfg, &header::<Profile>(), &[("t".into(), 1)], &value).unwrap();
             for cut in 0..bytes.len() {
                 assert!(
-                    decode::<Profile>(&cfg, &bytes[..cut]).is_err(),
+                    decode::<Profile>(&cfg, &bytes[..cut], type_fingerprint::<Profile>()).is_err(),
                     "prefix of {cut} bytes decoded"
                 );
             }
@@ -328,7 +364,7 @@ mod tests {
             state ^= state << 17;
             let i = (state as usize) % b.len();
             b[i] ^= 1 << (state % 8);
-            let _ = decode::<Profile>(&cfg, &b);
+            let _ = decode::<Profile>(&cfg, &b, type_fingerprint::<Profile>());
         }
     }
 
@@ -336,7 +372,9 @@ mod tests {
     fn tombstones_decode_as_none_and_carry_an_identity() {
         let cfg = CodecConfig::default();
         let t = tombstone(&header::<Profile>());
-        assert!(decode::<Profile>(&cfg, &t).unwrap().is_none());
+        assert!(decode::<Profile>(&cfg, &t, type_fingerprint::<Profile>())
+            .unwrap()
+            .is_none());
         assert_eq!(identity(&t).len(), IDENTITY_LEN);
         let mut other = header::<Profile>();
         other.nonce = 43;
@@ -344,7 +382,7 @@ mod tests {
         // A tombstone flag on an envelope with a payload is malformed.
         let mut bad = encode(&cfg, &header::<Profile>(), &[], &profile(10)).unwrap();
         bad[3] |= 0b10;
-        assert!(decode::<Profile>(&cfg, &bad).is_err());
+        assert!(decode::<Profile>(&cfg, &bad, type_fingerprint::<Profile>()).is_err());
     }
 
     #[test]
@@ -353,7 +391,7 @@ mod tests {
         let mut bytes = encode(&cfg, &header::<Profile>(), &[], &profile(10)).unwrap();
         bytes[2] = 99;
         assert_eq!(
-            decode::<Profile>(&cfg, &bytes).unwrap_err(),
+            decode::<Profile>(&cfg, &bytes, type_fingerprint::<Profile>()).unwrap_err(),
             CodecError::UnsupportedVersion(99)
         );
     }
@@ -363,7 +401,7 @@ mod tests {
         let cfg = CodecConfig::default();
         let bytes = encode(&cfg, &header::<Profile>(), &[], &profile(10)).unwrap();
         assert_eq!(
-            decode::<String>(&cfg, &bytes).unwrap_err(),
+            decode::<String>(&cfg, &bytes, type_fingerprint::<String>()).unwrap_err(),
             CodecError::TypeMismatch
         );
     }
@@ -375,7 +413,7 @@ mod tests {
         let h = header::<Profile>();
         let bytes = seal(&cfg, &h, &[], &to_msgpack(&"just a string").unwrap()).unwrap();
         assert!(matches!(
-            decode::<Profile>(&cfg, &bytes).unwrap_err(),
+            decode::<Profile>(&cfg, &bytes, type_fingerprint::<Profile>()).unwrap_err(),
             CodecError::MessagePack(_)
         ));
         // An array declaring 2^32-1 items with none present.
@@ -386,7 +424,7 @@ mod tests {
             &[0xdd, 0xff, 0xff, 0xff, 0xff],
         )
         .unwrap();
-        assert!(decode::<Vec<u64>>(&cfg, &bytes).is_err());
+        assert!(decode::<Vec<u64>>(&cfg, &bytes, type_fingerprint::<Vec<u64>>()).is_err());
     }
 
     #[test]
@@ -401,12 +439,12 @@ mod tests {
         // Honest declared length: refused before decompressing.
         let honest = envelope::write(&header::<Vec<u8>>(), true, &[], zeros.len(), &compressed);
         assert!(matches!(
-            decode::<Vec<u8>>(&cfg, &honest).unwrap_err(),
+            decode::<Vec<u8>>(&cfg, &honest, type_fingerprint::<Vec<u8>>()).unwrap_err(),
             CodecError::TooLarge { .. }
         ));
         // Lying declared length: decompression stops at the cap.
         let lying = envelope::write(&header::<Vec<u8>>(), true, &[], 100, &compressed);
-        assert!(decode::<Vec<u8>>(&cfg, &lying).is_err());
+        assert!(decode::<Vec<u8>>(&cfg, &lying, type_fingerprint::<Vec<u8>>()).is_err());
     }
 
     #[test]

@@ -1,8 +1,14 @@
-//! Named kinds of cached data, each with a default TTL and a tier routing.
+//! Named kinds of cached data, each with a default TTL and a tier routing, and the registry of a
+//! cache's kinds (their settings, stats and precomputed key prefixes).
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::{borrow::Cow, fmt, time::Duration};
 
 use crate::freshness::Freshness;
+use crate::stats::KindStats;
 
 /// A named kind of cached data (`api_response`, `session_data`, ...). The kind is part of the Redis
 /// key, picks the default TTL and the tiers used, and has its own stats.
@@ -148,6 +154,7 @@ pub struct KindConfig {
     tiers: Tiers,
     freshness: Freshness,
     ttl_jitter: Option<f64>,
+    schema: Option<Cow<'static, str>>,
 }
 
 impl KindConfig {
@@ -159,7 +166,43 @@ impl KindConfig {
             tiers: Tiers::Both,
             freshness: Freshness::default(),
             ttl_jitter: None,
+            schema: None,
         }
+    }
+
+    /// The schema of the kind's values: a name you choose for the *shape* of the serialized type
+    /// (for example `"profile-v3"`), stored in each L2 entry instead of the Rust type name. Without
+    /// it, entries are identified by `std::any::type_name`, so moving the struct to another module,
+    /// renaming it or a compiler that prints type names differently turns every L2 entry into a
+    /// miss at the next deploy, and the origin takes the whole load at once.
+    ///
+    /// Bump it (`"profile-v4"`) when the serialized form changes in a way older entries cannot be
+    /// read as: a field renamed, removed or retyped, a new field without `#[serde(default)]`, enum
+    /// variants changed. No bump is needed to move or rename the Rust type, to add an optional
+    /// field with a serde default, or to upgrade the compiler. A mismatch is a miss, never a wrong
+    /// value; so is bytes that do not decode as the type despite a matching schema.
+    ///
+    /// One schema names one type: every value of the kind must then be of that type (values of
+    /// another type under the same schema would be decoded as it). A per-call schema
+    /// ([`EntryOptions::schema`](crate::EntryOptions::schema), `#[cached(schema = "...")]`) wins
+    /// over the kind's. `build()` rejects an empty name or one over 128 bytes. Default: none (the
+    /// type name).
+    ///
+    /// ```
+    /// use cache_core::KindConfig;
+    /// use std::time::Duration;
+    /// let cfg = KindConfig::new(Duration::from_secs(600)).schema("profile-v3");
+    /// assert_eq!(cfg.schema_id(), Some("profile-v3"));
+    /// ```
+    #[must_use]
+    pub fn schema(mut self, id: impl Into<Cow<'static, str>>) -> Self {
+        self.schema = Some(id.into());
+        self
+    }
+
+    /// The schema set with [`schema`](Self::schema).
+    pub fn schema_id(&self) -> Option<&str> {
+        self.schema.as_deref()
     }
 
     /// Eager refresh: when an entry is read after this fraction of its TTL has passed (for
@@ -286,6 +329,159 @@ impl KindConfig {
     /// The tiers used.
     pub fn tier_routing(&self) -> Tiers {
         self.tiers
+    }
+}
+
+/// Kinds by name. This lookup is on every call's hot path and the keys are the application's own
+/// few kind names, not attacker-chosen: a hash of the length and the first and last eight bytes is
+/// enough to tell them apart (equal hashes only cost a comparison), where SipHash or xxh3's
+/// streaming state cost more than the rest of the lookup.
+type KindMap = HashMap<String, Arc<KindEntry>, BuildHasherDefault<KindHasher>>;
+
+#[derive(Default)]
+struct KindHasher(u64);
+
+impl KindHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for KindHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let n = bytes.len();
+        let word = |b: &[u8]| {
+            let mut w = [0u8; 8];
+            w[..b.len()].copy_from_slice(b);
+            u64::from_le_bytes(w)
+        };
+        let (first, last) = if n >= 8 {
+            (word(&bytes[..8]), word(&bytes[n - 8..]))
+        } else {
+            (word(bytes), 0)
+        };
+        self.add(first ^ (n as u64).rotate_left(56));
+        self.add(last);
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.add(u64::from(b));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A kind as the cache holds it: its settings, its stats and what its hot paths need precomputed.
+pub(crate) struct KindEntry {
+    /// Index of the kind in the registry (0: unregistered kinds); what L1 keeps per kind.
+    pub(crate) id: usize,
+    pub(crate) name: String,
+    /// `{prefix}:v1:{name}:`, the start of every full key of the kind (`None` for the entry shared
+    /// by unregistered kinds): L1 lookups hash and compare it as is, without building a key.
+    pub(crate) key_prefix: Option<String>,
+    pub(crate) cfg: KindConfig,
+    pub(crate) stats: KindStats,
+    /// Whether the "needs `get_or_load_owned`" warning was logged for this kind.
+    pub(crate) warned_in_place: AtomicBool,
+}
+
+/// The kinds of one cache: the registered ones by name, and one entry shared by every name used
+/// without being registered (default TTL, no key prefix of its own).
+pub(crate) struct Kinds {
+    map: KindMap,
+    unregistered: Arc<KindEntry>,
+    warned_unregistered: AtomicBool,
+}
+
+impl Kinds {
+    /// The registry of `kinds` (built-in ones first, then the builder's, which override them)
+    /// under `prefix`; unregistered names get `unregistered_ttl`.
+    pub(crate) fn new(
+        prefix: &str,
+        kinds: impl IntoIterator<Item = (Kind, KindConfig)>,
+        unregistered_ttl: Duration,
+    ) -> Self {
+        let entry = |id: usize, name: &str, key_prefix: Option<String>, cfg: KindConfig| {
+            Arc::new(KindEntry {
+                id,
+                name: name.to_owned(),
+                key_prefix,
+                cfg,
+                stats: KindStats::default(),
+                warned_in_place: AtomicBool::new(false),
+            })
+        };
+        let mut all: Vec<(Kind, KindConfig)> = Kind::BUILT_IN
+            .iter()
+            .map(|(k, secs)| (k.clone(), KindConfig::new(Duration::from_secs(*secs))))
+            .collect();
+        for (k, cfg) in kinds {
+            match all.iter_mut().find(|(known, _)| *known == k) {
+                Some(slot) => slot.1 = cfg,
+                None => all.push((k, cfg)),
+            }
+        }
+        let mut map = KindMap::default();
+        for (i, (k, cfg)) in all.into_iter().enumerate() {
+            let key_prefix = crate::key::kind_key_prefix(prefix, k.name());
+            map.insert(
+                k.name().to_owned(),
+                entry(i + 1, k.name(), Some(key_prefix), cfg),
+            );
+        }
+        Self {
+            map,
+            unregistered: entry(0, "unregistered", None, KindConfig::new(unregistered_ttl)),
+            warned_unregistered: AtomicBool::new(false),
+        }
+    }
+
+    /// The entry of `kind`; the shared unregistered entry (with a warning, once) for a name that was
+    /// not registered.
+    pub(crate) fn get(&self, kind: &str) -> &Arc<KindEntry> {
+        match self.map.get(kind) {
+            Some(k) => k,
+            None => {
+                if !self.warned_unregistered.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        kind,
+                        "kind is not registered: using the default TTL of {:?}; register it with CacheBuilder::kind",
+                        self.unregistered.cfg.ttl()
+                    );
+                }
+                &self.unregistered
+            }
+        }
+    }
+
+    /// The entry of `kind` (the unregistered one for an unknown name), without a warning.
+    pub(crate) fn get_quiet(&self, kind: &str) -> &Arc<KindEntry> {
+        self.map.get(kind).unwrap_or(&self.unregistered)
+    }
+
+    /// The entry of unregistered kinds (also what cache-wide operations count against).
+    pub(crate) fn unregistered(&self) -> &Arc<KindEntry> {
+        &self.unregistered
+    }
+
+    /// Every entry, the unregistered one last.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<KindEntry>> + Clone {
+        self.map.values().chain(std::iter::once(&self.unregistered))
+    }
+
+    /// How many entries there are (ids are `0..count()`).
+    pub(crate) fn count(&self) -> usize {
+        self.map.len() + 1
+    }
+
+    /// The longest TTL of any kind.
+    pub(crate) fn longest_ttl(&self) -> Duration {
+        self.all()
+            .map(|k| k.cfg.ttl())
+            .max()
+            .unwrap_or(Duration::ZERO)
     }
 }
 

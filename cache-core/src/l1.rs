@@ -7,11 +7,11 @@
 
 use moka::{future::Cache as Moka, notification::RemovalCause, Expiry};
 use std::any::Any;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::refresh::Age;
+use crate::clock::Age;
 
 /// What one entry costs on the heap besides its key's characters, its value and its tags: moka's
 /// own per-entry structures (the entry and its info, the hash-table bucket, the access-order and
@@ -36,7 +36,11 @@ struct EntryInner {
     value: AnyValue,
     fresh_until: Instant,
     lifetime: Duration,
+    /// Identifies this entry among the ones stored under its key (see [`L1::remove_if_token`]).
     token: u64,
+    /// The kind's id and its L1 epoch when stored: an entry of an older epoch is dead.
+    kind: u32,
+    epoch: u64,
     weight: u32,
     /// Only for entries with tags (rare).
     tagged: Option<Box<Tagged>>,
@@ -52,20 +56,36 @@ struct Tagged {
     loaded_at: Instant,
 }
 
+/// What to store in L1 (see [`L1::insert`]).
+pub(crate) struct NewEntry<'a, T> {
+    pub(crate) value: Arc<T>,
+    /// The heap data inside the value (its encoded size); the value's own size and its `Arc` are
+    /// added, the key and moka's share in the weigher.
+    pub(crate) payload_bytes: usize,
+    /// How long the value is served as fresh.
+    pub(crate) fresh_for: Duration,
+    /// When the load that produced it began (for tag invalidations heard later).
+    pub(crate) loaded_at: Instant,
+    pub(crate) tags: &'a [String],
+    pub(crate) age: Age,
+}
+
 impl L1Entry {
-    /// `payload_bytes` stands for the heap data inside the value (its encoded size); the value's
-    /// own size and its `Arc` are added here, the key and moka's share in the weigher.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new<T: Send + Sync + 'static>(
-        value: Arc<T>,
-        payload_bytes: usize,
-        fresh_for: Duration,
+    fn new<T: Send + Sync + 'static>(
+        e: NewEntry<'_, T>,
         grace: Duration,
         token: u64,
-        loaded_at: Instant,
-        tags: &[String],
-        age: Age,
+        kind: u32,
+        epoch: u64,
     ) -> Self {
+        let NewEntry {
+            value,
+            payload_bytes,
+            fresh_for,
+            loaded_at,
+            tags,
+            age,
+        } = e;
         let value_bytes = payload_bytes + std::mem::size_of::<T>();
         let tags_bytes: usize = if tags.is_empty() {
             0
@@ -85,6 +105,8 @@ impl L1Entry {
             fresh_until: Instant::now() + fresh_for,
             lifetime: fresh_for + grace,
             token,
+            kind,
+            epoch,
             age,
         }))
     }
@@ -137,14 +159,27 @@ impl Expiry<String, L1Entry> for EntryExpiry {
     }
 }
 
+/// The L1: moka bounded by bytes, with per-kind epochs so that dropping everything (or a kind) is
+/// O(1) for callers: entries stored before the epoch changed are dead at once (a lookup treats them
+/// as absent) and are removed in the background ([`L1::sweep`]) or evicted by moka as usual.
+/// moka's own `invalidate_all` does the removal work inside later inserts instead, which stalled
+/// callers for hundreds of milliseconds after a flush of ~100k entries.
 pub(crate) struct L1 {
     cache: Moka<String, L1Entry>,
     max_bytes: u64,
     evictions: Arc<AtomicU64>,
+    /// Per kind id: the current epoch.
+    epochs: Box<[AtomicU64]>,
+    next_token: AtomicU64,
+    /// The fail-safe grace: an entry lives this long past its freshness.
+    grace: Duration,
+    /// Whether dead entries may remain (an epoch changed since the last full sweep).
+    dead: AtomicBool,
 }
 
 impl L1 {
-    pub(crate) fn new(max_bytes: u64) -> Self {
+    /// An L1 of `max_bytes` for `kinds` kind ids, keeping entries `grace` past their freshness.
+    pub(crate) fn new(max_bytes: u64, kinds: usize, grace: Duration) -> Self {
         let evictions = Arc::new(AtomicU64::new(0));
         let ev = evictions.clone();
         let cache = Moka::builder()
@@ -164,7 +199,27 @@ impl L1 {
             cache,
             max_bytes,
             evictions,
+            epochs: (0..kinds.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            next_token: AtomicU64::new(1),
+            grace,
+            dead: AtomicBool::new(false),
         }
+    }
+
+    /// The fail-safe grace period.
+    pub(crate) fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    fn epoch(&self, kind: u32) -> u64 {
+        self.epochs
+            .get(kind as usize)
+            .map_or(0, |e| e.load(Ordering::Acquire))
+    }
+
+    /// `found` unless it is dead (stored before its kind's epoch changed).
+    pub(crate) fn live(&self, found: Option<L1Entry>) -> Option<L1Entry> {
+        found.filter(|e| e.0.epoch == self.epoch(e.0.kind))
     }
 
     /// `key`: a `&str` or a [`LookupKey`](crate::key::LookupKey).
@@ -181,8 +236,19 @@ impl L1 {
         self.cache.get(key)
     }
 
-    pub(crate) async fn insert(&self, key: String, entry: L1Entry) {
+    /// Stores `entry` under `key` for kind `kind`; returns the entry's token.
+    pub(crate) async fn insert<T: Send + Sync + 'static>(
+        &self,
+        key: String,
+        kind: usize,
+        entry: NewEntry<'_, T>,
+    ) -> u64 {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let kind = u32::try_from(kind).unwrap_or(u32::MAX);
+        let epoch = self.epoch(kind);
+        let entry = L1Entry::new(entry, self.grace, token, kind, epoch);
         self.cache.insert(key, entry).await;
+        token
     }
 
     pub(crate) async fn invalidate(&self, key: &str) {
@@ -192,12 +258,17 @@ impl L1 {
     /// Removes the entry under `key` only if it is the one identified by `token` (a newer entry
     /// inserted meanwhile is kept).
     pub(crate) async fn remove_if_token(&self, key: &str, token: u64) {
+        self.remove_if(key, |e| e.0.token == token).await;
+    }
+
+    /// Removes the entry under `key` if `pred` holds for it (atomically with respect to inserts).
+    async fn remove_if(&self, key: &str, pred: impl FnOnce(&L1Entry) -> bool) {
         use moka::ops::compute::Op;
         self.cache
             .entry_by_ref(key)
             .and_compute_with(|e| {
                 let op = match e {
-                    Some(e) if e.value().0.token == token => Op::Remove,
+                    Some(e) if pred(e.value()) => Op::Remove,
                     _ => Op::Nop,
                 };
                 std::future::ready(op)
@@ -205,21 +276,44 @@ impl L1 {
             .await;
     }
 
-    /// Removes every entry whose key starts with `prefix`.
-    pub(crate) async fn invalidate_prefix(&self, prefix: &str) {
-        let keys: Vec<Arc<String>> = self
-            .cache
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(k, _)| k)
-            .collect();
-        for k in keys {
-            self.cache.invalidate(k.as_str()).await;
+    /// Drops every entry of kind `kind`, in O(1).
+    pub(crate) fn drop_kind(&self, kind: usize) {
+        if let Some(e) = self.epochs.get(kind) {
+            e.fetch_add(1, Ordering::AcqRel);
+            self.dead.store(true, Ordering::Release);
         }
     }
 
-    pub(crate) fn invalidate_all(&self) {
-        self.cache.invalidate_all();
+    /// Drops every entry, in O(1).
+    pub(crate) fn drop_all(&self) {
+        for e in self.epochs.iter() {
+            e.fetch_add(1, Ordering::AcqRel);
+        }
+        self.dead.store(true, Ordering::Release);
+    }
+
+    /// Removes up to `max` dead entries (background work after a drop); returns how many. Once a
+    /// pass finds fewer, there are none left.
+    pub(crate) async fn sweep(&self, max: usize) -> usize {
+        if !self.dead.load(Ordering::Acquire) {
+            return 0;
+        }
+        let dead: Vec<Arc<String>> = self
+            .cache
+            .iter()
+            .filter(|(_, e)| e.0.epoch != self.epoch(e.0.kind))
+            .map(|(k, _)| k)
+            .take(max)
+            .collect();
+        if dead.len() < max {
+            self.dead.store(false, Ordering::Release);
+        }
+        for k in &dead {
+            // Only if still dead: a live entry may have replaced it meanwhile.
+            self.remove_if(k, |e| e.0.epoch != self.epoch(e.0.kind))
+                .await;
+        }
+        dead.len()
     }
 
     pub(crate) fn entries(&self) -> u64 {

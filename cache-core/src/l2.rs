@@ -5,16 +5,31 @@
 //! response timeout does not trigger a reconnect; so each operation here is wrapped in
 //! `tokio::time::timeout(op_timeout)` and reports to the [`Breaker`], which fails fast while Redis is
 //! down or hung. Connection setup is lazy, so building a cache never blocks on an absent Redis.
+//!
+//! # Outages and refusals
+//! What goes wrong is sorted into two kinds ([`L2Error`]):
+//! - **outages** (the breaker open, our deadline, I/O errors, refused connections, and the replies
+//!   that mean "not serving now": `LOADING`, `READONLY`, `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`,
+//!   `BUSY`): retrying later helps, so they count toward the breaker and invalidations that hit one
+//!   are queued for replay;
+//! - **refusals** (`OOM` under `maxmemory` with `noeviction`, `NOPERM`, `WRONGTYPE`, any other error
+//!   reply): Redis answered, and the same command would be refused again. They never count toward the
+//!   breaker and are never queued: each operation handles them (an invalidation falls back to
+//!   deleting, a write is skipped and counted). A Redis refusing writes for lack of memory is said
+//!   once in the log and shown in `stats()` while it lasts; reads go on.
 
 pub(crate) mod conn;
+mod scripts;
 
 pub(crate) use conn::redact_url;
 use conn::Conn;
 use redis::{AsyncCommands, RedisError};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::breaker::{Breaker, BreakerConfig};
+use crate::clock::unix_ms;
 use crate::error::Error;
 
 /// L2 connection settings.
@@ -56,8 +71,60 @@ pub(crate) enum L2Error {
     Skipped,
     /// No answer within the deadline.
     Timeout,
-    /// I/O failure or an error reply.
-    Redis(RedisError),
+    /// Redis is unreachable or not serving now (an outage: retrying later helps).
+    Unavailable(RedisError),
+    /// Redis answered with an error that retrying cannot fix.
+    Refused(Refusal, RedisError),
+}
+
+/// The kinds of refusals handled differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `OOM command not allowed when used memory > 'maxmemory'` (policy `noeviction`).
+    OutOfMemory,
+    /// `NOPERM`: the ACL user may not run the command.
+    NoPermission,
+    /// `WRONGTYPE`: the key holds another type (written by someone else).
+    WrongType,
+    /// Any other error reply (syntax, not an integer...).
+    Other,
+}
+
+impl L2Error {
+    /// Whether this is an outage (breaker open, deadline, I/O, not serving), which retrying later
+    /// may fix, rather than a refusal.
+    pub(crate) fn is_outage(&self) -> bool {
+        !matches!(self, L2Error::Refused(..))
+    }
+
+    /// The refusal, if Redis refused the command.
+    pub(crate) fn refusal(&self) -> Option<Refusal> {
+        match self {
+            L2Error::Refused(r, _) => Some(*r),
+            _ => None,
+        }
+    }
+
+    fn from_redis(e: RedisError) -> Self {
+        if e.is_timeout() {
+            return L2Error::Timeout;
+        }
+        if is_outage(&e) {
+            return L2Error::Unavailable(e);
+        }
+        let text = e.to_string();
+        let refusal = match e.code() {
+            Some("OOM") => Refusal::OutOfMemory,
+            Some("NOPERM") => Refusal::NoPermission,
+            Some("WRONGTYPE") => Refusal::WrongType,
+            // Errors raised inside a script carry the original error in their text.
+            _ if text.contains("OOM command not allowed") => Refusal::OutOfMemory,
+            _ if text.contains("NOPERM") => Refusal::NoPermission,
+            _ if text.contains("WRONGTYPE") => Refusal::WrongType,
+            _ => Refusal::Other,
+        };
+        L2Error::Refused(refusal, e)
+    }
 }
 
 impl From<L2Error> for Error {
@@ -65,9 +132,34 @@ impl From<L2Error> for Error {
         match e {
             L2Error::Skipped => Error::CircuitOpen,
             L2Error::Timeout => Error::Timeout(Duration::ZERO),
-            L2Error::Redis(e) => Error::Redis(e.to_string()),
+            L2Error::Unavailable(e) | L2Error::Refused(_, e) => Error::Redis(e.to_string()),
         }
     }
+}
+
+/// Whether `e` means Redis is unreachable or not serving now: I/O, refused or dropped connections,
+/// and the replies of a server that is loading, read-only (a replica after failover), without a
+/// master, busy with a script, or of a cluster that is down.
+fn is_outage(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
+        || matches!(
+            e.code(),
+            Some("LOADING" | "READONLY" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "BUSY")
+        )
+}
+
+/// What [`L2::read_or_lease`] found.
+pub(crate) enum ReadOrLease {
+    /// The key holds these bytes (nothing was written).
+    Found(Vec<u8>),
+    /// The key was absent and now holds the lease given.
+    Leased,
+    /// The key is absent and no lease could be written (Redis refuses writes).
+    Absent,
 }
 
 pub(crate) struct L2 {
@@ -79,53 +171,18 @@ pub(crate) struct L2 {
     connect_timeout: Duration,
     pub(crate) url_redacted: String,
     cluster: bool,
+    /// Until when (Unix ms) Redis is taken to refuse writes for lack of memory.
+    oom_until: AtomicU64,
+    oom_warned: AtomicBool,
+    noperm_warned: AtomicBool,
+    /// Writes Redis refused (memory, permissions, type).
+    pub(crate) refused_writes: AtomicU64,
+    /// The server does not take `SET ... NX GET` (Redis before 7.0): lease in two round trips.
+    no_set_nx_get: AtomicBool,
 }
 
-/// INCR a tag version counter and refresh its expiry. ARGV: PX.
-const INCR_LUA: &str = r"
-local v = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return v
-";
-
-static INCR_SCRIPT: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(INCR_LUA));
-
-/// Compare-and-set of a load's write-back: SET only if the key still holds the write the load
-/// saw when it began (identified by the first bytes of its envelope).
-/// ARGV: expected identity, new bytes, PX. (`set_if_unchanged` sends the "still absent" case as a
-/// plain `SET NX`.)
-const CAS_LUA: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if not cur or string.sub(cur, 1, string.len(ARGV[1])) ~= ARGV[1] then return 0 end
-if string.len(cur) > string.len(ARGV[1]) and string.len(ARGV[1]) < 36 then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
-";
-
-static CAS_SCRIPT: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(CAS_LUA));
-
-/// Deletes a distributed lock only if it still holds our token (it may have expired and been taken
-/// by another instance). ARGV: token.
-const UNLOCK_LUA: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-";
-
-static UNLOCK_SCRIPT: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(UNLOCK_LUA));
-
-/// Infrastructure failures count against the breaker; error replies (WRONGTYPE...) do not.
-fn is_infra(e: &RedisError) -> bool {
-    e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.is_unrecoverable_error()
-}
+/// How long after an `OOM` refusal writes are assumed refused (and reads skip the lease).
+const OOM_HOLD: Duration = Duration::from_secs(1);
 
 impl L2 {
     /// Creates the client; no connection is made until the first operation.
@@ -143,6 +200,11 @@ impl L2 {
                 .collect::<Vec<_>>()
                 .join(","),
             cluster: cfg.cluster,
+            oom_until: AtomicU64::new(0),
+            oom_warned: AtomicBool::new(false),
+            noperm_warned: AtomicBool::new(false),
+            refused_writes: AtomicU64::new(0),
+            no_set_nx_get: AtomicBool::new(false),
         })
     }
 
@@ -159,6 +221,11 @@ impl L2 {
         self.connect_timeout
     }
 
+    /// Whether Redis refused a write for lack of memory within the last second.
+    pub(crate) fn refusing_writes(&self) -> bool {
+        unix_ms() < self.oom_until.load(Ordering::Relaxed)
+    }
+
     /// Runs one operation under the breaker and the deadline.
     async fn run<T, F, Fut>(&self, op: F) -> Result<T, L2Error>
     where
@@ -172,17 +239,14 @@ impl L2 {
                 Ok(v)
             }
             Ok(Err(e)) => {
-                if is_infra(&e) {
+                let e = L2Error::from_redis(e);
+                if e.is_outage() {
                     permit.failure();
                 } else {
+                    // Redis answered: not an infrastructure failure.
                     permit.success();
                 }
-                // redis-rs' own response timeout (set to the same deadline) may fire first.
-                if e.is_timeout() {
-                    Err(L2Error::Timeout)
-                } else {
-                    Err(L2Error::Redis(e))
-                }
+                Err(e)
             }
             Err(_) => {
                 permit.failure();
@@ -191,13 +255,124 @@ impl L2 {
         }
     }
 
+    /// Runs a write: a refusal is counted (and, for memory or permissions, said once).
+    async fn write<T, F, Fut>(&self, op: F) -> Result<T, L2Error>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let res = self.run(op).await;
+        match &res {
+            Ok(_) => {
+                if self.oom_until.load(Ordering::Relaxed) != 0 {
+                    self.oom_until.store(0, Ordering::Relaxed);
+                }
+            }
+            Err(e) => self.note_refusal(e),
+        }
+        res
+    }
+
+    /// Records a refusal of a write.
+    fn note_refusal(&self, e: &L2Error) {
+        let Some(refusal) = e.refusal() else {
+            return;
+        };
+        self.refused_writes.fetch_add(1, Ordering::Relaxed);
+        match refusal {
+            Refusal::OutOfMemory => {
+                let until = unix_ms().saturating_add(OOM_HOLD.as_millis() as u64);
+                self.oom_until.store(until, Ordering::Relaxed);
+                if !self.oom_warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(redis = %self.url_redacted,
+                        "Redis refuses writes: used memory is over 'maxmemory' with policy noeviction. \
+                         Reads from L2 go on; values are not written back and invalidations delete \
+                         keys instead. Set maxmemory-policy allkeys-lru (see `cachectl health`)");
+                }
+            }
+            Refusal::NoPermission => {
+                if !self.noperm_warned.swap(true, Ordering::Relaxed) {
+                    tracing::error!(redis = %self.url_redacted, error = %redacted_error(e),
+                        "Redis refused a command of the cache (NOPERM): the ACL user lacks a \
+                         permission the cache needs; see the README's ACL section");
+                }
+            }
+            Refusal::WrongType | Refusal::Other => {
+                tracing::debug!(error = %redacted_error(e), "Redis refused a write");
+            }
+        }
+    }
+
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, L2Error> {
         self.run(|mut c| async move { c.get(key).await }).await
     }
 
+    /// Reads `key` and, when it is absent, puts `lease` there in the same step (`SET key lease NX
+    /// GET PX`), so that the write-back of a load can compare-and-set against the lease: if the
+    /// lease is replaced (an invalidation, a `set`) or lost (eviction, expiry, a restart), the
+    /// write-back does nothing. When Redis refuses writes, the key is only read.
+    pub(crate) async fn read_or_lease(
+        &self,
+        key: &str,
+        lease: &[u8],
+        ttl: Duration,
+    ) -> Result<ReadOrLease, L2Error> {
+        if self.refusing_writes() {
+            return Ok(self
+                .get(key)
+                .await?
+                .map_or(ReadOrLease::Absent, ReadOrLease::Found));
+        }
+        let px = px(&ttl);
+        if self.no_set_nx_get.load(Ordering::Relaxed) {
+            if let Some(found) = self.get(key).await? {
+                return Ok(ReadOrLease::Found(found));
+            }
+            return match self.set_nx_px(key, lease, px).await {
+                Ok(true) => Ok(ReadOrLease::Leased),
+                // Written meanwhile: whatever it is, it is newer than this load's start.
+                Ok(false) => Ok(ReadOrLease::Absent),
+                Err(e) if e.refusal().is_some() => Ok(ReadOrLease::Absent),
+                Err(e) => Err(e),
+            };
+        }
+        let res = self
+            .run(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(lease)
+                    .arg("NX")
+                    .arg("GET")
+                    .arg("PX")
+                    .arg(px)
+                    .query_async::<Option<Vec<u8>>>(&mut c)
+                    .await
+            })
+            .await;
+        match res {
+            Ok(Some(found)) => Ok(ReadOrLease::Found(found)),
+            Ok(None) => Ok(ReadOrLease::Leased),
+            Err(e @ L2Error::Refused(Refusal::OutOfMemory, _)) => {
+                self.note_refusal(&e);
+                Ok(self
+                    .get(key)
+                    .await?
+                    .map_or(ReadOrLease::Absent, ReadOrLease::Found))
+            }
+            Err(L2Error::Refused(Refusal::Other, e)) if is_syntax_error(&e) => {
+                tracing::info!(
+                    "Redis does not take SET NX GET (before 7.0): leases take two round trips"
+                );
+                self.no_set_nx_get.store(true, Ordering::Relaxed);
+                Box::pin(self.read_or_lease(key, lease, ttl)).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub(crate) async fn set(&self, key: &str, bytes: &[u8], ttl: Duration) -> Result<(), L2Error> {
-        let px = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
-        self.run(|mut c| async move {
+        let px = px(&ttl);
+        self.write(|mut c| async move {
             redis::cmd("SET")
                 .arg(key)
                 .arg(bytes)
@@ -209,24 +384,33 @@ impl L2 {
         .await
     }
 
-    /// SET `key` to `bytes` only if its current value is still the write identified by `expected`
-    /// (`None`: the key must be absent). Returns whether it was written.
+    /// Replaces `key` with `tombstone` (an invalidation). When Redis refuses the write (memory,
+    /// another type under the key), the key is deleted instead, which Redis always accepts: a
+    /// missing tombstone only costs in-flight loads their write-back (their leases are gone too).
+    pub(crate) async fn invalidate(
+        &self,
+        key: &str,
+        tombstone: &[u8],
+        ttl: Duration,
+    ) -> Result<(), L2Error> {
+        match self.set(key, tombstone, ttl).await {
+            Err(e) if !e.is_outage() => self.unlink(&[key]).await.map(drop),
+            other => other,
+        }
+    }
+
+    /// SET `key` to `bytes` only if its current value is still the write (or lease) identified by
+    /// `expected`. Returns whether it was written.
     pub(crate) async fn set_if_unchanged(
         &self,
         key: &str,
-        expected: Option<&[u8]>,
+        expected: &[u8],
         bytes: &[u8],
         ttl: Duration,
     ) -> Result<bool, L2Error> {
-        let px = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
-        let Some(expected) = expected else {
-            // "Only if still absent" is exactly `SET NX`: the same atomic check as a script, without
-            // running Lua, which costs Redis several times a plain SET (this is the write-back of
-            // every load that found nothing in L2, the common case).
-            return self.set_nx_px(key, bytes, px).await;
-        };
-        let script = &*CAS_SCRIPT;
-        self.run(|mut c| async move {
+        let px = px(&ttl);
+        let script = &*scripts::CAS;
+        self.write(|mut c| async move {
             let mut inv = script.key(key);
             inv.arg(expected).arg(bytes).arg(px);
             inv.invoke_async::<i64>(&mut c).await.map(|n| n == 1)
@@ -234,20 +418,45 @@ impl L2 {
         .await
     }
 
-    /// `SET key token NX PX ttl`: takes a distributed lock. Returns whether it was taken.
+    /// Deletes `key` if it still holds the lease identified by `lease`. Returns whether it did.
+    pub(crate) async fn release_lease(&self, key: &str, lease: &[u8]) -> Result<bool, L2Error> {
+        let script = &*scripts::RELEASE;
+        self.run(|mut c| async move {
+            script
+                .key(key)
+                .arg(lease)
+                .invoke_async::<i64>(&mut c)
+                .await
+                .map(|n| n == 1)
+        })
+        .await
+    }
+
+    /// Takes a distributed lock (`SET NX PX`; a key that cannot be a live lock is taken over).
+    /// Returns whether it was taken.
     pub(crate) async fn try_lock(
         &self,
         key: &str,
         token: &str,
         ttl: Duration,
     ) -> Result<bool, L2Error> {
-        let px = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
-        self.set_nx_px(key, token.as_bytes(), px).await
+        let px = px(&ttl);
+        let script = &*scripts::LOCK;
+        self.write(|mut c| async move {
+            script
+                .key(key)
+                .arg(token)
+                .arg(px)
+                .invoke_async::<i64>(&mut c)
+                .await
+                .map(|n| n == 1)
+        })
+        .await
     }
 
     /// `SET key value NX PX px`: whether the key was absent (and is now set).
     async fn set_nx_px(&self, key: &str, value: &[u8], px: u64) -> Result<bool, L2Error> {
-        self.run(|mut c| async move {
+        self.write(|mut c| async move {
             let reply: redis::Value = redis::cmd("SET")
                 .arg(key)
                 .arg(value)
@@ -264,7 +473,7 @@ impl L2 {
     /// Releases a distributed lock if it still holds `token` (Lua compare-and-delete). Returns
     /// whether it was deleted.
     pub(crate) async fn unlock(&self, key: &str, token: &str) -> Result<bool, L2Error> {
-        let script = &*UNLOCK_SCRIPT;
+        let script = &*scripts::UNLOCK;
         self.run(|mut c| async move {
             script
                 .key(key)
@@ -276,33 +485,69 @@ impl L2 {
         .await
     }
 
-    /// MGET of tag version counters (absent counters read as 0).
-    pub(crate) async fn get_versions(&self, keys: &[String]) -> Result<Vec<u64>, L2Error> {
+    // --- Tag tokens (see the `tags` module) ---
+
+    /// The raw values of tag keys (MGET); `None` for absent keys.
+    pub(crate) async fn tag_values(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<Vec<u8>>>, L2Error> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let vals: Vec<Option<u64>> = self
+        let vals: Vec<Option<Vec<u8>>> = self
             .run(|mut c| async move { redis::cmd("MGET").arg(keys).query_async(&mut c).await })
             .await?;
-        Ok(vals.into_iter().map(Option::unwrap_or_default).collect())
+        if vals.len() != keys.len() {
+            return Err(wrong_count());
+        }
+        Ok(vals)
     }
 
-    /// INCRs tag version counters and refreshes their TTL: one single-key script per tag (so each
-    /// goes to its own slot on a cluster), all in flight at once.
-    pub(crate) async fn incr_versions(
+    /// The current tokens of tag keys, creating `fresh[i]` for a key that has none (or holds
+    /// something that is not a token); one single-key script per tag, all in flight at once.
+    pub(crate) async fn tag_tokens_or_create(
         &self,
         keys: &[String],
+        fresh: &[u64],
         ttl: Duration,
-    ) -> Result<(), L2Error> {
-        let px = ttl.as_millis() as u64;
-        let script = &*INCR_SCRIPT;
-        let all = futures::future::join_all(keys.iter().map(|k| {
-            self.run(
-                move |mut c| async move { script.key(k).arg(px).invoke_async::<i64>(&mut c).await },
-            )
+    ) -> Result<Vec<Vec<u8>>, L2Error> {
+        let px = px(&ttl);
+        let script = &*scripts::TAG_TOKEN;
+        let all = futures::future::join_all(keys.iter().zip(fresh).map(|(k, t)| {
+            self.write(move |mut c| async move {
+                script
+                    .key(k)
+                    .arg(t.to_string())
+                    .arg(px)
+                    .invoke_async::<Vec<u8>>(&mut c)
+                    .await
+            })
         }))
         .await;
-        all.into_iter().try_for_each(|r| r.map(drop))
+        all.into_iter().collect()
+    }
+
+    /// Gives tag keys new tokens (an invalidation of the tags): one SET per tag, all in flight at
+    /// once. A tag whose SET is refused (memory) is deleted instead: an absent token matches no
+    /// entry either.
+    pub(crate) async fn replace_tag_tokens(
+        &self,
+        keys: &[String],
+        fresh: &[u64],
+        ttl: Duration,
+    ) -> Result<(), L2Error> {
+        let all = futures::future::join_all(keys.iter().zip(fresh).map(|(k, t)| {
+            let token = t.to_string();
+            async move {
+                match self.set(k, token.as_bytes(), ttl).await {
+                    Err(e) if !e.is_outage() => self.unlink(&[k.as_str()]).await.map(drop),
+                    other => other,
+                }
+            }
+        }))
+        .await;
+        all.into_iter().collect()
     }
 
     /// PUBLISH on the backplane channel.
@@ -349,12 +594,19 @@ impl L2 {
         if !self.cluster {
             return Ok(vec![None]);
         }
-        let nodes: String = self
-            .run(
-                |mut c| async move { redis::cmd("CLUSTER").arg("NODES").query_async(&mut c).await },
-            )
-            .await?;
-        Ok(conn::masters(&nodes).into_iter().map(Some).collect())
+        Ok(self.masters().await?.into_iter().map(Some).collect())
+    }
+
+    /// `CLUSTER NODES` of the cluster.
+    async fn cluster_nodes(&self) -> Result<String, L2Error> {
+        self.run(
+            |mut c| async move { redis::cmd("CLUSTER").arg("NODES").query_async(&mut c).await },
+        )
+        .await
+    }
+
+    async fn masters(&self) -> Result<Vec<(String, u16)>, L2Error> {
+        Ok(conn::masters(&self.cluster_nodes().await?))
     }
 
     /// One SCAN page on `node` (`None`: the single node).
@@ -406,38 +658,56 @@ impl L2 {
         .await
         {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(L2Error::Redis(e)),
+            Ok(Err(e)) => Err(L2Error::from_redis(e)),
             Err(_) => Err(L2Error::Timeout),
         }
     }
 
-    /// The background probe: when the breaker is open and its cool-down has passed, PING once.
-    pub(crate) async fn probe(&self) {
-        let Some(permit) = self.breaker.acquire_probe() else {
-            return;
+    /// The background probe: when the breaker is open and a probe is due (`eager`: now, whatever
+    /// the cool-down), PING. A PING that fails because the connection was cut since the last
+    /// command is sent once more on the new connection (redis-rs reconnects on that error), so a
+    /// cut that happened while the breaker was open does not cost a whole cool-down. Returns
+    /// whether the breaker closed.
+    pub(crate) async fn probe(&self, eager: bool) -> bool {
+        let Some(permit) = self.breaker.acquire_probe(eager) else {
+            return false;
         };
-        let mut c = self.conn.clone();
-        match tokio::time::timeout(
-            self.op_timeout,
-            redis::cmd("PING").query_async::<()>(&mut c),
-        )
-        .await
-        {
+        let ping = || {
+            let mut c = self.conn.clone();
+            async move {
+                tokio::time::timeout(
+                    self.op_timeout,
+                    redis::cmd("PING").query_async::<()>(&mut c),
+                )
+                .await
+            }
+        };
+        let mut res = ping().await;
+        if let Ok(Err(e)) = &res {
+            if e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() {
+                res = ping().await;
+            }
+        }
+        match res {
             Ok(Ok(())) => {
                 permit.success();
                 // A restarted Redis has an empty script cache.
                 self.load_scripts().await;
+                true
             }
-            _ => permit.failure(),
+            _ => {
+                permit.failure();
+                false
+            }
         }
     }
 
     /// Loads the Lua scripts into Redis' script cache (on every master of a cluster: redis-rs
-    /// routes `SCRIPT LOAD` to all of them), so the first write-back or tag invalidation after a
+    /// routes `SCRIPT LOAD` to all of them), so the first write-back or lock after a
     /// (re)connection costs one round trip instead of three (EVALSHA, NOSCRIPT, SCRIPT LOAD,
     /// EVALSHA). Best effort: on failure the scripts load themselves on first use.
     pub(crate) async fn load_scripts(&self) {
-        for lua in [INCR_LUA, CAS_LUA, UNLOCK_LUA] {
+        for lua in scripts::ALL {
             let mut c = self.conn.clone();
             let res = tokio::time::timeout(
                 self.op_timeout,
@@ -456,94 +726,180 @@ impl L2 {
         }
     }
 
-    // --- Batched reads and writes (warming, stats reports) ---
+    // --- Batches (warming, stats reports) ---
 
-    /// Most keys in one MGET or one pipeline of SETs (`get_many`, `set_many`).
+    /// Most keys in one pipeline (`read_or_lease_many`, `set_if_unchanged_many`).
     pub(crate) const MANY_CHUNK_KEYS: usize = 128;
-    /// Most value bytes in one pipeline of SETs (`set_many`); a single larger value goes alone.
+    /// Most value bytes in one pipeline of writes; a single larger value goes alone.
     pub(crate) const MANY_CHUNK_BYTES: usize = 1 << 20;
 
-    /// MGET of `keys`, in chunks of [`Self::MANY_CHUNK_KEYS`] keys: one round trip per chunk, each under
-    /// the breaker and the L2 deadline. `None` for absent keys; the result is in the order of `keys`.
-    /// (On a cluster, redis-rs splits an MGET across the slots' nodes by itself.)
-    pub(crate) async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, L2Error> {
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(Self::MANY_CHUNK_KEYS) {
-            let vals: Vec<Option<Vec<u8>>> = self
-                .run(|mut c| async move { redis::cmd("MGET").arg(chunk).query_async(&mut c).await })
-                .await?;
-            if vals.len() != chunk.len() {
-                return Err(L2Error::Redis(RedisError::from((
-                    redis::ErrorKind::UnexpectedReturnType,
-                    "MGET returned a wrong number of values",
-                ))));
-            }
-            out.extend(vals);
+    /// [`read_or_lease`](Self::read_or_lease) of many keys (`leases[i]` for `keys[i]`), in
+    /// pipelines; per key, `Err` when Redis refused that key's command (another type under it).
+    pub(crate) async fn read_or_lease_many(
+        &self,
+        keys: &[String],
+        leases: &[Vec<u8>],
+        ttl: Duration,
+    ) -> Result<Vec<Result<ReadOrLease, Refusal>>, L2Error> {
+        if self.refusing_writes() || self.no_set_nx_get.load(Ordering::Relaxed) {
+            // No leases: read only (the loads then do not write back).
+            let cmds: Vec<redis::Cmd> = keys
+                .iter()
+                .map(|k| {
+                    let mut c = redis::cmd("GET");
+                    c.arg(k);
+                    c
+                })
+                .collect();
+            let replies = self.per_key_pipeline(keys, &cmds, |_| 0).await?;
+            return Ok(replies.into_iter().map(|v| read_reply(v, false)).collect());
+        }
+        let px = px(&ttl);
+        let cmds: Vec<redis::Cmd> = keys
+            .iter()
+            .zip(leases)
+            .map(|(k, lease)| {
+                let mut c = redis::cmd("SET");
+                c.arg(k).arg(lease).arg("NX").arg("GET").arg("PX").arg(px);
+                c
+            })
+            .collect();
+        let replies = self
+            .per_key_pipeline(keys, &cmds, |i| leases[i].len())
+            .await?;
+        let out: Vec<Result<ReadOrLease, Refusal>> =
+            replies.into_iter().map(|v| read_reply(v, true)).collect();
+        if out.iter().any(|r| matches!(r, Err(Refusal::OutOfMemory))) {
+            self.note_refusal(&L2Error::Refused(Refusal::OutOfMemory, oom_error()));
+            return Box::pin(self.read_or_lease_many(keys, leases, ttl)).await;
+        }
+        if out.iter().any(|r| matches!(r, Err(Refusal::Other)))
+            && !self.no_set_nx_get.load(Ordering::Relaxed)
+        {
+            // Most likely a Redis before 7.0: read without leases.
+            self.no_set_nx_get.store(true, Ordering::Relaxed);
+            return Box::pin(self.read_or_lease_many(keys, leases, ttl)).await;
         }
         Ok(out)
     }
 
-    /// SETs `(key, bytes, ttl)` items with pipelines.
-    ///
-    /// Chunked rather than given a scaled deadline: a pipeline carries at most
-    /// [`Self::MANY_CHUNK_KEYS`] SETs or about [`Self::MANY_CHUNK_BYTES`] of values, and each chunk is
-    /// one round trip under the normal L2 deadline and one breaker permit, so a hung Redis costs one
-    /// deadline per call, not one scaled to the batch, and the breaker sees one failure per chunk.
-    /// The first failure stops the rest.
-    ///
-    /// On a Redis Cluster a pipeline must go to the master that serves its keys: the items are
-    /// grouped by master (slot table from one `CLUSTER NODES`), and each master gets its own
-    /// pipelines, all masters in parallel. A group whose pipeline fails (a slot moved meanwhile) is
-    /// sent again as single SETs, which redis-rs routes and redirects by itself.
-    pub(crate) async fn set_many(
+    /// [`set_if_unchanged`](Self::set_if_unchanged) of many `(key, expected, bytes, ttl)` items, in
+    /// pipelines. Per item: whether it was written (`false` also for a refusal, which is counted).
+    pub(crate) async fn set_if_unchanged_many(
         &self,
-        items: &[(String, Vec<u8>, Duration)],
-    ) -> Result<(), L2Error> {
-        if items.is_empty() {
-            return Ok(());
+        items: &[(String, Vec<u8>, Vec<u8>, Duration)],
+    ) -> Result<Vec<bool>, L2Error> {
+        let script = &*scripts::CAS;
+        let keys: Vec<String> = items.iter().map(|(k, ..)| k.clone()).collect();
+        let cmds: Vec<redis::Cmd> = items
+            .iter()
+            .map(|(k, expected, bytes, ttl)| {
+                let mut c = redis::cmd("EVALSHA");
+                c.arg(script.get_hash())
+                    .arg(1)
+                    .arg(k)
+                    .arg(expected)
+                    .arg(bytes)
+                    .arg(px(ttl));
+                c
+            })
+            .collect();
+        let size = |i: usize| items[i].2.len();
+        let mut replies = self.per_key_pipeline(&keys, &cmds, size).await?;
+        if replies.iter().any(is_noscript) {
+            // A restarted Redis (or a failover) lost the script cache.
+            self.load_scripts().await;
+            replies = self.per_key_pipeline(&keys, &cmds, size).await?;
         }
-        if !self.cluster {
-            let all: Vec<usize> = (0..items.len()).collect();
-            return self.set_group(items, &all, None).await;
+        let mut out = Vec::with_capacity(replies.len());
+        for r in replies {
+            match r {
+                Ok(redis::Value::Int(n)) => out.push(n == 1),
+                Ok(_) => out.push(false),
+                Err(e) => {
+                    self.note_refusal(&L2Error::from_redis(e));
+                    out.push(false);
+                }
+            }
         }
-        let nodes: String = self
-            .run(
-                |mut c| async move { redis::cmd("CLUSTER").arg("NODES").query_async(&mut c).await },
-            )
-            .await?;
-        let (masters, owners) = conn::slot_owners(&nodes);
-        let groups = conn::group_by_master(items.iter().map(|(k, _, _)| k.as_bytes()), &owners);
-        futures::future::try_join_all(groups.iter().map(|(owner, members)| {
-            self.set_group(items, members, owner.and_then(|o| masters.get(o)))
-        }))
-        .await
-        .map(drop)
+        if out.iter().any(|w| *w) && self.oom_until.load(Ordering::Relaxed) != 0 {
+            self.oom_until.store(0, Ordering::Relaxed);
+        }
+        Ok(out)
     }
 
-    /// Pipelines of SETs of `items[members]`, chunk after chunk, to `node` (cluster) or the node.
-    async fn set_group(
+    /// Sends `cmds` (`cmds[i]` touches `keys[i]` only) in pipelines and returns one reply per
+    /// command, in order; an error reply comes back as `Value::ServerError`.
+    ///
+    /// Chunked rather than given a scaled deadline: a pipeline carries at most
+    /// [`Self::MANY_CHUNK_KEYS`] commands or about [`Self::MANY_CHUNK_BYTES`] of values (`size(i)`),
+    /// and each chunk is one round trip under the normal L2 deadline and one breaker permit, so a
+    /// hung Redis costs one deadline per call, not one scaled to the batch. The first failure stops
+    /// the rest.
+    ///
+    /// On a Redis Cluster a pipeline must go to the master that serves its keys: the commands are
+    /// grouped by master (slot table from one `CLUSTER NODES`), and each master gets its own
+    /// pipelines, all masters in parallel. A group whose pipeline fails (a slot moved meanwhile) is
+    /// sent again as single commands, which redis-rs routes and redirects by itself.
+    async fn per_key_pipeline(
         &self,
-        items: &[(String, Vec<u8>, Duration)],
+        keys: &[String],
+        cmds: &[redis::Cmd],
+        size: impl Fn(usize) -> usize + Sync,
+    ) -> Result<Vec<Reply>, L2Error> {
+        let mut out: Vec<Reply> = (0..cmds.len()).map(|_| Ok(redis::Value::Nil)).collect();
+        if cmds.is_empty() {
+            return Ok(out);
+        }
+        if !self.cluster {
+            let all: Vec<usize> = (0..cmds.len()).collect();
+            for (i, v) in self.pipeline_group(cmds, &all, None, &size).await? {
+                out[i] = v;
+            }
+            return Ok(out);
+        }
+        let nodes = self.cluster_nodes().await?;
+        let (masters, owners) = conn::slot_owners(&nodes);
+        let groups = conn::group_by_master(keys.iter().map(|k| k.as_bytes()), &owners);
+        let results = futures::future::try_join_all(groups.iter().map(|(owner, members)| {
+            self.pipeline_group(cmds, members, owner.and_then(|o| masters.get(o)), &size)
+        }))
+        .await?;
+        for (i, v) in results.into_iter().flatten() {
+            out[i] = v;
+        }
+        Ok(out)
+    }
+
+    /// Pipelines of `cmds[members]`, chunk after chunk, to `node` (cluster) or the node.
+    async fn pipeline_group(
+        &self,
+        cmds: &[redis::Cmd],
         members: &[usize],
         node: Option<&(String, u16)>,
-    ) -> Result<(), L2Error> {
+        size: &(impl Fn(usize) -> usize + Sync),
+    ) -> Result<Vec<(usize, Reply)>, L2Error> {
+        let mut out = Vec::with_capacity(members.len());
         let mut start = 0;
         while start < members.len() {
             let mut end = start;
             let mut bytes = 0;
             while end < members.len()
                 && end - start < Self::MANY_CHUNK_KEYS
-                && (end == start || bytes + items[members[end]].1.len() <= Self::MANY_CHUNK_BYTES)
+                && (end == start || bytes + size(members[end]) <= Self::MANY_CHUNK_BYTES)
             {
-                bytes += items[members[end]].1.len();
+                bytes += size(members[end]);
                 end += 1;
             }
-            let chunk: Vec<&(String, Vec<u8>, Duration)> =
-                members[start..end].iter().map(|&i| &items[i]).collect();
-            self.run(|c| set_chunk(c, chunk, node)).await?;
+            let chunk: Vec<&redis::Cmd> = members[start..end].iter().map(|&i| &cmds[i]).collect();
+            let replies = self.run(|c| pipeline_chunk(c, chunk, node)).await?;
+            if replies.len() != end - start {
+                return Err(wrong_count());
+            }
+            out.extend(members[start..end].iter().copied().zip(replies));
             start = end;
         }
-        Ok(())
+        Ok(out)
     }
 }
 
@@ -552,24 +908,84 @@ fn px(ttl: &Duration) -> u64 {
     ttl.as_millis().clamp(1, u64::MAX as u128) as u64
 }
 
-/// One pipeline of SETs: to the single node, or to `node` of a cluster (falling back to single SETs
-/// routed by redis-rs when the pipeline fails or no master is known for the keys' slots).
-async fn set_chunk(
+fn wrong_count() -> L2Error {
+    L2Error::Refused(
+        Refusal::Other,
+        RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "a batch returned a wrong number of replies",
+        )),
+    )
+}
+
+fn oom_error() -> RedisError {
+    RedisError::from((
+        redis::ErrorKind::Extension,
+        "OOM command not allowed when used memory > 'maxmemory'",
+    ))
+}
+
+fn is_syntax_error(e: &RedisError) -> bool {
+    e.to_string().to_ascii_lowercase().contains("syntax error")
+}
+
+fn is_noscript(r: &Reply) -> bool {
+    matches!(r, Err(e) if e.code() == Some("NOSCRIPT"))
+}
+
+/// An error's text without the parts that may echo a URL (redis-rs errors about connections may).
+fn redacted_error(e: &L2Error) -> String {
+    match e {
+        L2Error::Refused(_, err) | L2Error::Unavailable(err) => {
+            format!(
+                "{}: {}",
+                err.code().unwrap_or("error"),
+                err.detail().unwrap_or("")
+            )
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// The reply of a GET (`leasing`: of a `SET ... NX GET`) in a batch.
+fn read_reply(r: Reply, leasing: bool) -> Result<ReadOrLease, Refusal> {
+    match r {
+        Ok(redis::Value::Nil) if leasing => Ok(ReadOrLease::Leased),
+        Ok(redis::Value::Nil) => Ok(ReadOrLease::Absent),
+        Ok(redis::Value::BulkString(b)) => Ok(ReadOrLease::Found(b)),
+        Ok(_) => Err(Refusal::Other),
+        Err(e) => Err(L2Error::from_redis(e).refusal().unwrap_or(Refusal::Other)),
+    }
+}
+
+/// The reply of one command of a batch: its value, or the error Redis answered it with.
+type Reply = Result<redis::Value, RedisError>;
+
+fn reply(v: redis::Value) -> Reply {
+    match v {
+        redis::Value::ServerError(e) => Err(e.into()),
+        v => Ok(v),
+    }
+}
+
+/// One pipeline of single-key commands: to the single node, or to `node` of a cluster (falling back
+/// to single commands routed by redis-rs when the pipeline fails or no master is known for the
+/// keys' slots). An error reply is that command's `Err`; only an outage fails the whole chunk.
+async fn pipeline_chunk(
     c: Conn,
-    chunk: Vec<&(String, Vec<u8>, Duration)>,
+    chunk: Vec<&redis::Cmd>,
     node: Option<&(String, u16)>,
-) -> Result<(), RedisError> {
+) -> Result<Vec<Reply>, RedisError> {
     let mut p = redis::pipe();
-    for (key, value, ttl) in &chunk {
-        p.cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("PX")
-            .arg(px(ttl))
-            .ignore();
+    p.ignore_errors();
+    for cmd in &chunk {
+        p.add_command((*cmd).clone());
     }
     let cc = match (c, node) {
-        (Conn::Single(mut sc), _) => return p.query_async::<()>(&mut sc).await,
+        (Conn::Single(mut sc), _) => {
+            let replies: Vec<redis::Value> = p.query_async(&mut sc).await?;
+            return Ok(replies.into_iter().map(reply).collect());
+        }
         (Conn::Cluster(cc), Some((host, port))) => {
             use redis::cluster_routing::SingleNodeRoutingInfo;
             let route = SingleNodeRoutingInfo::ByAddress {
@@ -579,32 +995,36 @@ async fn set_chunk(
             let mut pc = cc.clone();
             let count = chunk.len();
             match pc.route_pipeline(p, 0, count, route).await {
-                Ok(replies) => match replies.into_iter().find_map(|v| v.extract_error().err()) {
-                    None => return Ok(()),
-                    Some(e) => {
-                        tracing::debug!(error = %e, "pipeline to a cluster master failed: sending the SETs one by one");
-                    }
-                },
+                Ok(replies) if !replies.iter().any(is_redirect) => {
+                    return Ok(replies.into_iter().map(reply).collect())
+                }
+                Ok(_) => {
+                    tracing::debug!("a slot moved under a pipeline to a cluster master: sending its commands one by one");
+                }
                 Err(e) => {
-                    tracing::debug!(error = %e, "pipeline to a cluster master failed: sending the SETs one by one");
+                    tracing::debug!(error = %e, "pipeline to a cluster master failed: sending its commands one by one");
                 }
             }
             cc
         }
         (Conn::Cluster(cc), None) => cc,
     };
-    futures::future::try_join_all(chunk.iter().map(|(key, value, ttl)| {
+    let replies = futures::future::join_all(chunk.iter().map(|cmd| {
         let mut c = cc.clone();
-        async move {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("PX")
-                .arg(px(ttl))
-                .query_async::<()>(&mut c)
-                .await
-        }
+        async move { cmd.query_async::<redis::Value>(&mut c).await }
     }))
-    .await?;
-    Ok(())
+    .await;
+    // An outage fails the chunk (the breaker hears of it); error replies stay per command.
+    let mut out = Vec::with_capacity(replies.len());
+    for r in replies {
+        match r {
+            Err(e) if is_outage(&e) => return Err(e),
+            other => out.push(other),
+        }
+    }
+    Ok(out)
+}
+
+fn is_redirect(v: &redis::Value) -> bool {
+    matches!(v, redis::Value::ServerError(e) if matches!(e.code(), "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN"))
 }

@@ -63,26 +63,29 @@
 #![warn(missing_docs, unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod backplane;
 mod breaker;
 mod builder;
 mod bypass;
 mod cache;
+mod clock;
 pub mod codec;
-mod connect;
+mod coherence;
+mod entry_store;
 mod error;
 mod freshness;
-mod generations;
+mod housekeeper;
+mod inner;
 mod jitter;
 mod key;
 mod kind;
 mod l1;
 mod l2;
+mod load;
 mod loader;
 mod lock;
 mod macro_support;
 mod metrics;
-mod pending;
+mod options;
 mod provenance;
 mod refresh;
 mod report;
@@ -104,7 +107,7 @@ pub mod __private {
 pub use breaker::BreakerState;
 pub use builder::CacheBuilder;
 pub use bypass::{bypass, refresh};
-pub use cache::{Cache, EntryOptions};
+pub use cache::Cache;
 #[cfg(feature = "macros")]
 pub use cache_macros::{cache_invalidate, cache_put, cached};
 pub use error::{Error, LoadError, Result};
@@ -112,6 +115,7 @@ pub use key::MAX_KEY_PART;
 pub use kind::{Kind, KindConfig, Tiers};
 pub use macro_support::{install, installed};
 pub use metrics::{CacheCollector, PROMETHEUS_CONTENT_TYPE};
+pub use options::EntryOptions;
 pub use provenance::{Lookup, Source};
 pub use report::{cluster_masters, entry_key, redact_url, stats_key_pattern, InstanceReport};
 pub use stats::{

@@ -18,17 +18,15 @@
 //! [`KindConfig::distributed_lock`]: crate::KindConfig::distributed_lock
 //! [`CacheBuilder::distributed_lock_wait`]: crate::CacheBuilder::distributed_lock_wait
 
-use serde::de::DeserializeOwned;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::backplane::{self, Message};
-use crate::cache::{Inner, KindEntry, L2Read};
+use crate::l2::L2;
 use crate::stats::KindStats;
-use crate::Cache;
 
 /// First polling interval of a waiter; doubles up to [`MAX_POLL`].
 const FIRST_POLL: Duration = Duration::from_millis(10);
@@ -52,30 +50,53 @@ pub(crate) enum LockOutcome<T> {
     /// This load holds the lock: call the loader.
     Acquired(LockGuard),
     /// Another instance loaded the value while we waited.
-    Filled(Arc<T>),
+    Filled(T),
     /// Another instance holds the lock and we were not to wait (a refresh).
     Busy,
     /// Load locally without the lock (Redis unreachable, or the wait bound passed).
     Fallback,
 }
 
+/// What a waiter's poll of L2 found.
+pub(crate) enum Poll<T> {
+    /// The value is there.
+    Filled(T),
+    /// Not yet.
+    Waiting,
+    /// L2 cannot be read: stop waiting.
+    Unavailable,
+}
+
+/// How one load uses the lock.
+pub(crate) struct LockRequest<'a> {
+    pub(crate) l2: &'a Arc<L2>,
+    pub(crate) waiters: &'a LockWaiters,
+    pub(crate) stats: &'a KindStats,
+    /// The lock key ([`lock_key`]) and the entry's full key.
+    pub(crate) key: String,
+    pub(crate) full: &'a str,
+    pub(crate) ttl: Duration,
+    /// The longest wait for another instance's lock.
+    pub(crate) wait_bound: Duration,
+    /// Whether to wait for another instance's lock (a refresh does not: the other instance is
+    /// refreshing already).
+    pub(crate) wait: bool,
+}
+
 /// A held lock. Release it with [`release`](Self::release) once the value is in L2; dropped
 /// unreleased (the load was cancelled), it is released from a spawned task.
 pub(crate) struct LockGuard {
-    inner: Weak<Inner>,
+    l2: Arc<L2>,
     key: String,
-    full: String,
     token: String,
     released: bool,
 }
 
 impl LockGuard {
-    /// Deletes the lock if it is still ours, wakes this instance's waiters and tells the others.
+    /// Deletes the lock if it is still ours (it expires by itself otherwise).
     pub(crate) async fn release(mut self) {
         self.released = true;
-        if let Some(inner) = self.inner.upgrade() {
-            release(&inner, &self.key, &self.token, &self.full).await;
-        }
+        unlock(&self.l2, &self.key, &self.token).await;
     }
 }
 
@@ -84,31 +105,22 @@ impl Drop for LockGuard {
         if self.released {
             return;
         }
-        let (inner, key, token, full) = (
-            self.inner.clone(),
+        let (l2, key, token) = (
+            self.l2.clone(),
             std::mem::take(&mut self.key),
             std::mem::take(&mut self.token),
-            std::mem::take(&mut self.full),
         );
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Some(inner) = inner.upgrade() {
-                    release(&inner, &key, &token, &full).await;
-                }
-            });
+            rt.spawn(async move { unlock(&l2, &key, &token).await });
         }
     }
 }
 
-async fn release(inner: &Inner, key: &str, token: &str, full: &str) {
-    if let Some(l2) = inner.l2.as_ref() {
-        if let Err(e) = l2.unlock(key, token).await {
-            // It expires by itself after the lock TTL.
-            tracing::debug!(error = ?e, "could not release a distributed lock");
-        }
+async fn unlock(l2: &L2, key: &str, token: &str) {
+    if let Err(e) = l2.unlock(key, token).await {
+        // It expires by itself after the lock TTL.
+        tracing::debug!(error = ?e, "could not release a distributed lock");
     }
-    inner.lock_waiters.wake(full);
-    backplane::publish(inner, Message::Loaded(full)).await;
 }
 
 /// This instance's loads waiting for another's lock, by entry key, woken by `loaded` notices.
@@ -151,86 +163,86 @@ impl Drop for Registration<'_> {
     }
 }
 
-impl Cache {
-    /// The lock step of a load of `full` that missed in both tiers. `wait`: whether to wait for
-    /// another instance's lock (a refresh does not: the other instance is refreshing already).
-    pub(crate) async fn lock_for_load<T>(
-        &self,
-        ke: &KindEntry,
-        full: &str,
-        g0: u64,
-        wait: bool,
-    ) -> LockOutcome<T>
-    where
-        T: DeserializeOwned + Send + Sync + 'static,
-    {
-        let inner = &self.inner;
-        let Some(l2) = inner.l2.as_ref().filter(|l2| !l2.breaker.is_rejecting()) else {
-            KindStats::inc(&ke.stats.lock_fallbacks);
-            return LockOutcome::Fallback;
+/// The lock step of a load that missed in both tiers: take the lock, or wait for its holder's
+/// value (`poll` reads L2; woken early by a `loaded` notice), or give up and load locally.
+pub(crate) async fn acquire<T, P, Fut>(req: LockRequest<'_>, mut poll: P) -> LockOutcome<T>
+where
+    P: FnMut() -> Fut,
+    Fut: Future<Output = Poll<T>>,
+{
+    let LockRequest {
+        l2,
+        waiters,
+        stats,
+        key,
+        full,
+        ttl,
+        wait_bound,
+        wait,
+    } = req;
+    if l2.breaker.is_rejecting() {
+        KindStats::inc(&stats.lock_fallbacks);
+        return LockOutcome::Fallback;
+    }
+    let token = format!("{:032x}", rand::random::<u128>());
+    let registration = wait.then(|| waiters.register(full));
+    let deadline = Instant::now() + wait_bound;
+    let mut interval = FIRST_POLL;
+    let mut waited = false;
+    loop {
+        let notified = registration.as_ref().map(|w| w.notify.clone());
+        let notified = async move {
+            match notified {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
         };
-        let key = lock_key(&inner.prefix, full);
-        let token = format!("{:032x}", rand::random::<u128>());
-        let waiters = wait.then(|| inner.lock_waiters.register(full));
-        let deadline = Instant::now() + inner.lock_wait;
-        let mut poll = FIRST_POLL;
-        let mut waited = false;
-        loop {
-            let notified = waiters.as_ref().map(|w| w.notify.clone());
-            let notified = async move {
-                match notified {
-                    Some(n) => n.notified().await,
-                    None => std::future::pending().await,
-                }
-            };
-            // Registered before looking at Redis, so a notice sent meanwhile is not lost.
-            let mut notified = std::pin::pin!(notified);
-            futures::FutureExt::now_or_never(notified.as_mut());
-            match l2.try_lock(&key, &token, inner.lock_ttl).await {
-                Ok(true) => {
-                    KindStats::inc(&ke.stats.lock_acquired);
-                    return LockOutcome::Acquired(LockGuard {
-                        inner: self.downgrade(),
-                        key,
-                        full: full.to_owned(),
-                        token,
-                        released: false,
-                    });
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    self.count_l2_error(ke, &e);
-                    KindStats::inc(&ke.stats.lock_fallbacks);
-                    return LockOutcome::Fallback;
-                }
+        // Registered before looking at Redis, so a notice sent meanwhile is not lost.
+        let mut notified = std::pin::pin!(notified);
+        futures::FutureExt::now_or_never(notified.as_mut());
+        match l2.try_lock(&key, &token, ttl).await {
+            Ok(true) => {
+                KindStats::inc(&stats.lock_acquired);
+                return LockOutcome::Acquired(LockGuard {
+                    l2: l2.clone(),
+                    key,
+                    token,
+                    released: false,
+                });
             }
-            if !wait {
-                return LockOutcome::Busy;
-            }
-            if !waited {
-                waited = true;
-                KindStats::inc(&ke.stats.lock_waits);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                KindStats::inc(&ke.stats.lock_fallbacks);
-                tracing::debug!(kind = %ke.name, wait = ?inner.lock_wait,
-                    "distributed lock still held after the wait bound: loading locally");
+            Ok(false) => {}
+            Err(e) => {
+                stats.count_l2_error(&e);
+                KindStats::inc(&stats.lock_fallbacks);
                 return LockOutcome::Fallback;
             }
-            tokio::select! {
-                () = &mut notified => {}
-                () = tokio::time::sleep_until(deadline.min(now + poll)) => {}
+        }
+        if !wait {
+            return LockOutcome::Busy;
+        }
+        if !waited {
+            waited = true;
+            KindStats::inc(&stats.lock_waits);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            KindStats::inc(&stats.lock_fallbacks);
+            tracing::debug!(wait = ?wait_bound,
+                "distributed lock still held after the wait bound: loading locally");
+            return LockOutcome::Fallback;
+        }
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep_until(deadline.min(now + interval)) => {}
+        }
+        interval = (interval * 2).min(MAX_POLL);
+        match poll().await {
+            Poll::Filled(v) => return LockOutcome::Filled(v),
+            Poll::Unavailable => {
+                KindStats::inc(&stats.lock_fallbacks);
+                return LockOutcome::Fallback;
             }
-            poll = (poll * 2).min(MAX_POLL);
-            match self.read_l2::<T>(ke, full, g0).await {
-                L2Read::Fresh(v, _) => return LockOutcome::Filled(v),
-                L2Read::Unavailable => {
-                    KindStats::inc(&ke.stats.lock_fallbacks);
-                    return LockOutcome::Fallback;
-                }
-                L2Read::Stale(..) | L2Read::Miss(_) => {}
-            }
+            Poll::Waiting => {}
         }
     }
 }

@@ -594,6 +594,7 @@ mod tests {
         let stats = Stats {
             prefix: "p".into(),
             l2_configured: false,
+            l2_refusing_writes: false,
             breaker: None,
             backplane: None,
             tracked_tag_invalidations: 0,

@@ -2,7 +2,7 @@
 //! the value is.
 //!
 //! The read path records what it finds into a task-local slot that exists only while a traced
-//! call runs ([`Cache::get_or_load_traced`], the `_traced` companions of `#[cached]` functions);
+//! call runs ([`Cache::get_or_load_traced`](crate::Cache::get_or_load_traced), the `_traced` companions of `#[cached]` functions);
 //! outside one, recording is a failed task-local lookup and nothing else. A load shared by several
 //! callers (single-flight) records into its own slot, whose result travels with the load's outcome
 //! to every caller of the flight.
@@ -10,10 +10,9 @@
 use futures::FutureExt as _;
 use std::cell::Cell;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::{unix_ms, Cache, EntryOptions};
+use crate::clock::unix_ms;
 
 /// Where a value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -53,7 +52,7 @@ impl std::fmt::Display for Source {
 
 /// A value with where it came from and its age.
 ///
-/// Returned by [`Cache::get_or_load_traced`] (with `V = Arc<T>`) and by the `{name}_traced`
+/// Returned by [`Cache::get_or_load_traced`](crate::Cache::get_or_load_traced) (with `V = Arc<T>`) and by the `{name}_traced`
 /// companions that `#[cached(..., companions(traced))]` generates (with `V` the function's return
 /// type).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,54 +86,6 @@ impl<V> Lookup<V> {
             source: self.source,
             age: self.age,
         }
-    }
-}
-
-impl Cache {
-    /// [`get_or_load_with`](Cache::get_or_load_with), also telling where the value came from and
-    /// how old it is: to show "served from cache, 2 min old" next to an answer, or to measure
-    /// staleness.
-    ///
-    /// Traced and untraced calls share entries, loads and stats; tracing costs nothing to the
-    /// calls that do not use it.
-    ///
-    /// ```
-    /// use cache_core::{Cache, EntryOptions, Kind, Source};
-    ///
-    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// let cache = Cache::builder().prefix("docs-traced").build().await?;
-    /// let opts = EntryOptions::new();
-    /// let load = || async { Ok::<_, std::io::Error>("Ada".to_string()) };
-    ///
-    /// let first = cache.get_or_load_traced(Kind::DATABASE_QUERY, "user:1", &opts, load).await.unwrap();
-    /// assert_eq!((first.source, first.is_cached()), (Source::Loader, false));
-    ///
-    /// let second = cache.get_or_load_traced(Kind::DATABASE_QUERY, "user:1", &opts, load).await.unwrap();
-    /// assert_eq!(second.source, Source::L1);
-    /// assert_eq!(*second.value, "Ada");
-    /// # Ok::<_, cache_core::Error>(())
-    /// # }).unwrap();
-    /// ```
-    ///
-    /// # Errors
-    /// As [`get_or_load`](Cache::get_or_load): the loader's error.
-    pub async fn get_or_load_traced<T, E, F, Fut>(
-        &self,
-        kind: impl AsRef<str>,
-        key: &str,
-        opts: &EntryOptions,
-        loader: F,
-    ) -> std::result::Result<Lookup<Arc<T>>, Arc<E>>
-    where
-        T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
-        E: Send + Sync + 'static,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<T, E>>,
-    {
-        // The loader's own cache calls must not be taken for this call's provenance.
-        let loader = || isolate(loader());
-        let (res, trace) = capture(self.get_or_load_with(kind, key, opts, loader)).await;
-        res.map(|value| trace.lookup(value))
     }
 }
 

@@ -10,8 +10,10 @@
 //!   and do not start another refresh. The refresh itself runs as a load through the single-flight
 //!   map (under its own flight key, since it may start from inside a caller's load), and callers
 //!   that miss while the key is claimed join it instead of loading again.
-//! - **Safely**: the refresh captures the key's generation and writes back with the same
+//! - **Safely**: the refresh takes a ticket of the key's generation and writes back with the same
 //!   compare-and-set as any load, so an invalidation or `set` made while it runs wins.
+//!
+//! This module holds the decision and the claims; the read path (`load.rs`) starts refreshes.
 //!
 //! A claim is also held by a load that outlived its soft timeout and finishes in the background
 //! (see `loader`), so that callers holding a stale value serve it instead of loading again.
@@ -19,37 +21,15 @@
 //! [`KindConfig::eager_refresh`]: crate::KindConfig::eager_refresh
 //! [`KindConfig::xfetch`]: crate::KindConfig::xfetch
 
-use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashSet;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::cache::{flight_key, unix_ms, EntryOptions, KindEntry, Never};
+use crate::clock::Age;
 use crate::freshness::Resolved;
-use crate::loader::{HardTimeout, LoadMode, OwnedLoader};
 use crate::stats::KindStats;
-use crate::Cache;
-
-/// When an entry was written and until when it is fresh (wall clock, ms since the epoch, as in
-/// the L2 envelope header).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Age {
-    pub(crate) created_ms: u64,
-    pub(crate) fresh_until_ms: u64,
-}
-
-impl Age {
-    /// An entry written now and fresh for `ttl`.
-    pub(crate) fn starting_now(ttl: Duration) -> Self {
-        let now = unix_ms();
-        Age {
-            created_ms: now,
-            fresh_until_ms: now.saturating_add(ttl.as_millis() as u64),
-        }
-    }
-}
 
 /// Whether a read at `now_ms` of an entry of this `age` should refresh it, given the kind's recent
 /// loader time `delta`. Never for an expired entry (that is a miss, not a refresh).
@@ -146,63 +126,6 @@ pub(crate) fn record_loader_time(stats: &KindStats, took: Duration) {
 /// The kind's recent loader time (zero before its first load).
 pub(crate) fn loader_time(stats: &KindStats) -> Duration {
     Duration::from_micros(stats.loader_time_us.load(Relaxed))
-}
-
-/// The single-flight key of a background refresh of `full`: distinct from a caller's load, since
-/// a refresh may start from inside one (an L2 read late in the entry's life) and must not join it.
-/// Callers that miss while the key is being refreshed use it to join the refresh.
-pub(crate) fn refresh_flight_key(full: &str, g0: u64) -> String {
-    format!("{full}\u{0}{g0}\u{0}r")
-}
-
-impl Cache {
-    /// The flight a caller that missed joins: the running refresh of the key, if any.
-    pub(crate) fn miss_flight_key(&self, full: &str, g0: u64) -> String {
-        if self.inner.refreshing.is_claimed(full) {
-            refresh_flight_key(full, g0)
-        } else {
-            flight_key(full, g0)
-        }
-    }
-
-    /// Starts a background refresh of `full` unless one is running already. `current` is the value
-    /// being served (the refresh's stale fallback) and `created_ms` when it was written.
-    pub(crate) fn spawn_refresh<T, E, H>(
-        &self,
-        ke: &Arc<KindEntry>,
-        full: &str,
-        opts: &EntryOptions,
-        current: Arc<T>,
-        created_ms: u64,
-        loader: OwnedLoader<T, E, H>,
-    ) where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
-        E: Send + Sync + 'static,
-        H: HardTimeout,
-    {
-        let Some(claim) = self.inner.refreshing.claim(full) else {
-            return;
-        };
-        KindStats::inc(&ke.stats.refreshes);
-        tracing::debug!(kind = %ke.name, "eager refresh started");
-        let g0 = self.inner.gens.snapshot(full);
-        let (cache, ke, full, opts) = (self.clone(), ke.clone(), full.to_owned(), opts.clone());
-        tokio::spawn(async move {
-            let mode = LoadMode::Refresh {
-                current,
-                created_ms,
-                claim,
-            };
-            // Through the single-flight map: callers whose copy expires meanwhile join this load.
-            let _ = cache
-                .inner
-                .flights
-                .try_get_with(refresh_flight_key(&full, g0), async {
-                    Err::<Never, _>(cache.load(&ke, &full, &opts, g0, None, loader, mode).await)
-                })
-                .await;
-        });
-    }
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tracing::Instrument;
 
-use crate::cache::{unix_ms, Inner};
-use crate::{Cache, Stats};
+use crate::clock::unix_ms;
+use crate::inner::Inner;
+use crate::Stats;
 
 /// What an instance publishes: its stats snapshot and who it is.
 ///
@@ -73,7 +74,7 @@ pub fn redact_url(url: &str) -> String {
 /// the same instance), otherwise a random id per `Inner`, derived from its address and a
 /// per-process random salt.
 fn instance_id(inner: &Inner) -> u64 {
-    if let Some(bp) = inner.backplane.as_ref() {
+    if let Some(bp) = inner.coherence.backplane.as_ref() {
         return bp.instance;
     }
     static SALT: OnceLock<u64> = OnceLock::new();
@@ -103,7 +104,7 @@ pub(crate) fn build(inner: &Arc<Inner>) -> InstanceReport {
         pid: std::process::id(),
         timestamp_ms: unix_ms(),
         interval_ms: inner.stats_report_interval.as_millis() as u64,
-        stats: Cache::from_inner(inner.clone()).stats(),
+        stats: inner.stats(),
     }
 }
 
@@ -129,7 +130,7 @@ pub(crate) async fn publish_stats(inner: &Arc<Inner>) {
     let key = stats_key(&inner.prefix, instance_id(inner));
     let ttl = (every * 3).max(Duration::from_secs(1));
     if let Err(e) = l2
-        .set_many(&[(key, json, ttl)])
+        .set(&key, &json, ttl)
         .instrument(tracing::debug_span!("l2.set", op = "stats_report"))
         .await
     {

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::breaker::BreakerState;
+use crate::l2::L2Error;
 
 /// A latency histogram with ~19% resolution: 4 sub-buckets per power of two of nanoseconds.
 pub(crate) struct Histogram {
@@ -132,6 +133,8 @@ pub(crate) struct KindStats {
     pub(crate) l2_raw_bytes_written: AtomicU64,
     pub(crate) l2_payload_bytes_written: AtomicU64,
     pub(crate) l2_write_conflicts: AtomicU64,
+    /// Operations Redis refused (memory, permissions, another type under a key).
+    pub(crate) l2_refused: AtomicU64,
     pub(crate) tag_rejections: AtomicU64,
     pub(crate) oversized: AtomicU64,
     pub(crate) decode_errors: AtomicU64,
@@ -161,6 +164,22 @@ impl KindStats {
     }
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
+    }
+
+    /// Counts an L2 operation that produced no result.
+    pub(crate) fn count_l2_error(&self, e: &L2Error) {
+        match e {
+            L2Error::Skipped => Self::inc(&self.l2_skipped),
+            L2Error::Timeout => Self::inc(&self.l2_timeouts),
+            L2Error::Unavailable(err) => {
+                Self::inc(&self.l2_errors);
+                tracing::debug!(error = %err, "L2 operation failed");
+            }
+            L2Error::Refused(refusal, err) => {
+                Self::inc(&self.l2_refused);
+                tracing::debug!(?refusal, error = %err, "Redis refused an L2 operation");
+            }
+        }
     }
 }
 
@@ -213,8 +232,14 @@ pub struct L2Stats {
     pub misses: u64,
     /// `hits / (hits + misses)`.
     pub hit_rate: f64,
-    /// Operations that failed (I/O, refused, Redis error reply), timeouts excluded.
+    /// Operations that failed because Redis was unreachable or not serving (I/O, refused
+    /// connection, `LOADING`, `READONLY`...), timeouts excluded.
     pub errors: u64,
+    /// Operations Redis answered with an error retrying cannot fix: a write refused under
+    /// `maxmemory` with `noeviction` (`OOM`), a command the ACL user may not run (`NOPERM`),
+    /// another type under a key (`WRONGTYPE`). They never open the breaker; see
+    /// [`Stats::l2_refusing_writes`].
+    pub refused: u64,
     /// Operations that exceeded the L2 timeout.
     pub timeouts: u64,
     /// Operations skipped because the circuit breaker was open (reads and dropped writes).
@@ -363,6 +388,11 @@ pub struct Stats {
     pub prefix: String,
     /// Whether an L2 is configured.
     pub l2_configured: bool,
+    /// Whether Redis refused a write for lack of memory within the last second (`maxmemory`
+    /// reached with policy `noeviction`): reads from L2 go on, nothing is written back. Said once
+    /// in the log too.
+    #[serde(default)]
+    pub l2_refusing_writes: bool,
     /// The circuit breaker, when an L2 is configured.
     pub breaker: Option<BreakerStats>,
     /// The backplane, when enabled.
@@ -398,6 +428,7 @@ pub(crate) fn summarize<'a>(recorders: impl IntoIterator<Item = &'a KindStats>) 
         t.l2.hits += r.l2_hits.load(Relaxed);
         t.l2.misses += r.l2_misses.load(Relaxed);
         t.l2.errors += r.l2_errors.load(Relaxed);
+        t.l2.refused += r.l2_refused.load(Relaxed);
         t.l2.timeouts += r.l2_timeouts.load(Relaxed);
         t.l2.skipped += r.l2_skipped.load(Relaxed);
         t.l2.writes += r.l2_writes.load(Relaxed);

@@ -19,19 +19,22 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::fmt::Display;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use tracing::Instrument;
 
-use crate::cache::{unix_ms, Inner, KindEntry};
-use crate::codec::{self, CodecError, Header, TagVersion};
-use crate::jitter;
-use crate::l2::{L2Error, L2};
-use crate::refresh::Age;
+use crate::clock::{unix_ms, Age};
+use crate::codec;
+use crate::coherence::Ticket;
+use crate::entry_store::L2Read;
+use crate::inner::Inner;
+use crate::key;
+use crate::kind::KindEntry;
+use crate::l1::NewEntry;
+use crate::l2::L2;
+use crate::options::EntryOptions;
 use crate::stats::KindStats;
-use crate::{key, tags, Cache, EntryOptions};
+use crate::Cache;
 
 /// Default of [`WarmPlan::concurrency`].
 pub const DEFAULT_WARM_CONCURRENCY: usize = 8;
@@ -88,7 +91,7 @@ pub struct WarmPlan<'a> {
 /// One unit of scheduling: a batch of entries, a task or a registered function.
 struct Job<'a> {
     warmer: usize,
-    run: Box<dyn FnOnce(Arc<Ctx>) -> BoxFuture<'a, Outcome> + Send + 'a>,
+    run: Box<dyn FnOnce(Arc<Ctx>) -> BoxFuture<'a, JobResult> + Send + 'a>,
 }
 
 /// Shared by the jobs of one `warm_with` call.
@@ -100,7 +103,7 @@ struct Ctx {
 
 /// What one job did.
 #[derive(Default)]
-struct Outcome {
+struct JobResult {
     warmer: usize,
     /// When the job began (set by `warm_with`).
     started: Option<Instant>,
@@ -326,9 +329,7 @@ impl Cache {
     pub async fn warm_with(&self, plan: WarmPlan<'_>) -> WarmReport {
         let started = Instant::now();
         let mut plan = plan;
-        let Some(inner) = self.downgrade().upgrade() else {
-            return WarmReport::default();
-        };
+        let inner = self.inner.clone();
         if !inner.enabled {
             tracing::info!("caching is disabled: nothing to warm");
             return WarmReport::default();
@@ -423,7 +424,7 @@ impl Cache {
     }
 }
 
-async fn run_job(ctx: Arc<Ctx>, job: Job<'_>) -> Outcome {
+async fn run_job(ctx: Arc<Ctx>, job: Job<'_>) -> JobResult {
     let began = Instant::now();
     let mut o = (job.run)(ctx).await;
     o.started = Some(began);
@@ -454,16 +455,16 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
 }
 
 /// The outcome of a task or function.
-fn one_outcome(warmer: usize, name: &str, res: Result<(), (String, bool)>) -> Outcome {
+fn one_outcome(warmer: usize, name: &str, res: Result<(), (String, bool)>) -> JobResult {
     match res {
-        Ok(()) => Outcome {
+        Ok(()) => JobResult {
             warmer,
             warmed: 1,
-            ..Outcome::default()
+            ..JobResult::default()
         },
         Err((reason, timed_out)) => {
             tracing::warn!(warmer = name, %reason, "warmer failed");
-            Outcome {
+            JobResult {
                 warmer,
                 failed: vec![WarmFailure {
                     warmer: name.to_owned(),
@@ -471,55 +472,31 @@ fn one_outcome(warmer: usize, name: &str, res: Result<(), (String, bool)>) -> Ou
                     reason,
                     timed_out,
                 }],
-                ..Outcome::default()
+                ..JobResult::default()
             }
         }
     }
 }
 
-fn kind_entry<'i>(inner: &'i Inner, kind: &str) -> &'i Arc<KindEntry> {
-    match inner.kinds.get(kind) {
-        Some(k) => k,
-        None => {
-            if !inner.warned_unregistered.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    kind,
-                    "kind is not registered: using the default TTL of {:?}; register it with CacheBuilder::kind",
-                    inner.unregistered.cfg.ttl()
-                );
-            }
-            &inner.unregistered
-        }
-    }
-}
-
-fn count_l2_error(ke: &KindEntry, e: &L2Error) {
-    match e {
-        L2Error::Skipped => KindStats::inc(&ke.stats.l2_skipped),
-        L2Error::Timeout => KindStats::inc(&ke.stats.l2_timeouts),
-        L2Error::Redis(err) => {
-            KindStats::inc(&ke.stats.l2_errors);
-            tracing::debug!(kind = %ke.name, error = %err, "L2 operation failed while warming");
-        }
-    }
-}
-
-/// One entry of a batch on its way.
-struct Pending<F> {
+/// One entry of a batch on its way: its ticket (taken before looking at L2 or calling the loader,
+/// as a load does), its loader until it runs, and what its write-back may replace.
+struct Cold<F> {
     key: String,
-    full: String,
-    g0: u64,
+    ticket: Ticket,
     loader: Option<F>,
+    /// What the write-back compares against, and whether it is this batch's own lease.
+    write: Option<(Vec<u8>, bool)>,
 }
 
-/// Warms one batch of entries of one kind (see [`Cache::warm_with`]).
+/// Warms one batch of entries of one kind (see [`Cache::warm_with`]): the same L2 protocol as a
+/// load (the entry store's read with leases, checks and compare-and-set write-back), in pipelines.
 async fn warm_batch<T, E, F, Fut>(
     ctx: Arc<Ctx>,
     warmer: usize,
     kind: Arc<str>,
     opts: Arc<EntryOptions>,
     batch: Vec<(String, F)>,
-) -> Outcome
+) -> JobResult
 where
     F: FnOnce() -> Fut + Send,
     Fut: Future<Output = Result<T, E>> + Send,
@@ -528,108 +505,97 @@ where
 {
     let started = Instant::now();
     let inner = &*ctx.inner;
-    let ke = kind_entry(inner, &kind);
-    let routing = ke.cfg.tier_routing();
-    let mut out = Outcome {
+    let ke = inner.kinds.get(&kind);
+    let mut out = JobResult {
         warmer,
-        ..Outcome::default()
+        ..JobResult::default()
     };
-    let mut cold: Vec<Pending<F>> = Vec::with_capacity(batch.len());
+    let mut cold: Vec<Cold<F>> = Vec::with_capacity(batch.len());
     for (key, loader) in batch {
         let full = key::full_key(&inner.prefix, &kind, &key);
-        // As a load does: the generation before looking at L2 or calling the loader.
-        let g0 = inner.gens.snapshot(&full);
-        if routing.l1() && l1_fresh::<T>(inner, &full).await {
+        let ticket = inner.coherence.gens.begin(&full);
+        if ke.cfg.tier_routing().l1() && l1_fresh::<T>(inner, &full).await {
             out.already_hot += 1;
             continue;
         }
-        cold.push(Pending {
+        cold.push(Cold {
             key,
-            full,
-            g0,
+            ticket,
             loader: Some(loader),
+            write: None,
         });
     }
-    // Not while invalidations made during an outage wait for replay: L2 may still hold what they
-    // invalidated, and writes resume only after them.
-    let l2 = inner
-        .l2
-        .as_ref()
-        .filter(|_| routing.l2() && inner.pending.is_empty());
-    // Whether L2 may be written: only after it could be read (as in a load's write-back).
-    let mut write_l2 = l2.is_some();
-    if let (Some(l2), false) = (l2, cold.is_empty()) {
-        let keys: Vec<String> = cold.iter().map(|p| p.full.clone()).collect();
-        match l2
-            .get_many(&keys)
-            .instrument(tracing::debug_span!("l2.get_many", kind = %ke.name, keys = keys.len()))
-            .await
-        {
-            Ok(values) => {
-                let hot = pull_hot::<T, F>(inner, ke, l2, &mut cold, values, started).await;
-                out.already_hot += hot.0;
-                write_l2 = hot.1;
-            }
-            Err(e) => {
-                count_l2_error(ke, &e);
-                write_l2 = false;
+    let entries = inner.entries_for(ke);
+    let fp = crate::load::fingerprint::<T>(ke, Some(&opts));
+    if let (Some(entries), false) = (entries, cold.is_empty()) {
+        let fulls: Vec<String> = cold.iter().map(|c| c.ticket.key().to_owned()).collect();
+        let reads = entries.read_many::<T>(ke, &fulls, fp).await;
+        for (c, r) in cold.iter_mut().zip(reads) {
+            match r {
+                L2Read::Fresh(found) => {
+                    // Already fresh in L2: copied into L1, the loader is not called.
+                    out.already_hot += 1;
+                    c.loader = None;
+                    store_l1(
+                        inner,
+                        ke,
+                        &c.ticket,
+                        found.value,
+                        found.raw_len,
+                        found.age.remaining(unix_ms()),
+                        &found.tags,
+                        started,
+                        found.age,
+                    )
+                    .await;
+                }
+                L2Read::Stale(found) => c.write = Some((found.seen, false)),
+                L2Read::Miss(seen) => c.write = seen.map(|s| (s, false)),
+                L2Read::Leased(lease) => c.write = Some((lease, true)),
+                L2Read::Unavailable => c.write = None,
             }
         }
     }
-    cold.retain(|p| p.loader.is_some());
+    cold.retain(|c| c.loader.is_some());
     let hot_count = out.already_hot;
 
-    // Tag versions of the entries about to be loaded, read before the loaders run.
-    let mut tag_versions: Vec<TagVersion> =
-        opts.tag_list().iter().map(|t| (t.clone(), 0)).collect();
-    if let (Some(l2), true, false) = (l2, write_l2, opts.tag_list().is_empty() || cold.is_empty()) {
-        let keys: Vec<String> = opts
-            .tag_list()
-            .iter()
-            .map(|t| tags::version_key(&inner.prefix, t))
-            .collect();
-        match l2
-            .get_versions(&keys)
-            .instrument(tracing::debug_span!("l2.get_versions", kind = %ke.name, tags = keys.len()))
-            .await
-        {
-            Ok(v) => {
-                for (tv, v) in tag_versions.iter_mut().zip(v) {
-                    tv.1 = v;
-                }
-            }
-            Err(e) => {
-                count_l2_error(ke, &e);
-                write_l2 = false;
-            }
+    // The tokens of the entries' tags, read before the loaders run.
+    let tokens = match entries {
+        Some(entries) if cold.iter().any(|c| c.write.is_some()) => {
+            entries.tag_tokens(ke, opts.tag_list()).await
         }
-    }
+        _ => None,
+    };
 
     // Run the loaders (the concurrency bound is the shared semaphore).
     let name = format!("entries({kind})");
     let in_flight = FuturesUnordered::new();
-    for (i, p) in cold.iter_mut().enumerate() {
-        if let Some(loader) = p.loader.take() {
+    for (i, c) in cold.iter_mut().enumerate() {
+        if let Some(loader) = c.loader.take() {
             in_flight.push(load_one(&ctx, ke, i, loader));
         }
     }
     let loads: Vec<_> = in_flight.collect().await;
 
     // Encode what was loaded; drop what an invalidation superseded meanwhile.
-    let jitter = ke.cfg.jitter().unwrap_or(inner.ttl_jitter);
+    let jitter = inner.jitter(ke);
     let mut loaded: Vec<(usize, Instant, Arc<T>, usize, Duration)> = Vec::new();
-    let mut writes: Vec<(String, Vec<u8>, Duration)> = Vec::new();
-    let mut write_sizes: Vec<(usize, usize)> = Vec::new();
+    let mut writes = Vec::new();
+    // Leases of entries that store nothing (failed, superseded, not encodable) are released.
+    let mut unused_leases = Vec::new();
     for (i, loaded_at, res) in loads {
-        let p = &cold[i];
+        let c = &cold[i];
+        if let Some((lease, true)) = &c.write {
+            unused_leases.push((i, lease.clone()));
+        }
         let value = match res {
             Ok(v) => Arc::new(v),
             Err((reason, timed_out)) => {
                 KindStats::inc(&ke.stats.loader_errors);
-                tracing::debug!(kind = %ke.name, key = %p.key, %reason, "warm loader failed");
+                tracing::debug!(kind = %ke.name, key = %c.key, %reason, "warm loader failed");
                 out.failed.push(WarmFailure {
                     warmer: name.clone(),
-                    key: Some(p.key.clone()),
+                    key: Some(c.key.clone()),
                     reason,
                     timed_out,
                 });
@@ -638,83 +604,50 @@ where
         };
         out.warmed += 1;
         // Warming writes many entries at once: the jitter keeps them from expiring at once.
-        let ttl = jitter::jittered(
-            opts.ttl_for(&*value).unwrap_or_else(|| ke.cfg.ttl()),
-            jitter,
-        );
-        if inner.gens.snapshot(&p.full) != p.g0 {
+        let ttl = opts.entry_ttl(&*value, ke.cfg.ttl(), jitter);
+        if !c.ticket.is_current() {
             // Invalidated (or set) while loading: the value may be stale; keep neither copy.
             continue;
         }
-        let payload = match codec::to_msgpack(&*value) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                tracing::warn!(kind = %ke.name, error = %e, "value cannot be serialized: kept in L1 only");
-                None
-            }
-        };
-        let size = payload.as_ref().map_or(std::mem::size_of::<T>(), Vec::len);
-        if let (true, Some(payload)) = (write_l2, payload.as_ref()) {
-            let now_ms = unix_ms();
-            let header = Header {
-                created_at_ms: now_ms,
-                fresh_until_ms: now_ms.saturating_add(ttl.as_millis() as u64),
-                type_fp: codec::type_fingerprint::<T>(),
-                nonce: rand::random(),
-            };
-            match codec::seal(&inner.codec, &header, &tag_versions, payload) {
-                Ok(bytes) => {
-                    write_sizes.push((bytes.len(), payload.len()));
-                    writes.push((p.full.clone(), bytes, ttl + inner.grace));
-                }
-                Err(CodecError::TooLarge { size, max }) => {
-                    KindStats::inc(&ke.stats.oversized);
-                    tracing::debug!(kind = %ke.name, size, max, "value over the maximum size: not written to L2");
-                }
-                Err(e) => tracing::warn!(kind = %ke.name, error = %e, "value cannot be encoded"),
+        let mut size = None;
+        if let (Some(entries), Some((seen, _)), Some(tokens)) = (entries, &c.write, &tokens) {
+            if let Some(encoded) = entries.encode(ke, &*value, fp, ttl, tokens) {
+                size = Some(encoded.payload_len);
+                writes.push((c.ticket.key().to_owned(), seen.clone(), encoded));
+                unused_leases.retain(|(j, _)| *j != i);
             }
         }
+        let size = size.unwrap_or_else(|| {
+            codec::to_msgpack(&*value).map_or(std::mem::size_of::<T>(), |p| p.len())
+        });
         loaded.push((i, loaded_at, value, size, ttl));
     }
 
     // One pipeline (per 128 keys / 1 MiB) for the batch.
-    if let (Some(l2), false) = (l2, writes.is_empty()) {
-        match l2
-            .set_many(&writes)
-            .instrument(tracing::debug_span!("l2.set_many", kind = %ke.name, keys = writes.len()))
-            .await
-        {
-            Ok(()) => {
-                let overhead = codec::envelope_overhead(&tag_versions);
-                for (stored, raw) in &write_sizes {
-                    KindStats::inc(&ke.stats.l2_writes);
-                    KindStats::add(&ke.stats.l2_bytes_written, *stored as u64);
-                    KindStats::add(&ke.stats.l2_raw_bytes_written, *raw as u64);
-                    KindStats::add(
-                        &ke.stats.l2_payload_bytes_written,
-                        stored.saturating_sub(overhead) as u64,
-                    );
-                }
-            }
-            Err(e) => {
-                count_l2_error(ke, &e);
-                out.l2_write_errors += writes.len() as u64;
-            }
+    if let (Some(entries), false) = (entries, writes.is_empty()) {
+        let count = writes.len() as u64;
+        if entries.write_many(ke, writes).await.is_err() {
+            out.l2_write_errors += count;
         }
     }
-    if routing.l1() {
-        let tag_names: Vec<String> = opts.tag_list().to_vec();
+    if let Some(entries) = entries {
+        for (i, lease) in unused_leases {
+            entries
+                .release_lease(ke, cold[i].ticket.key(), &lease)
+                .await;
+        }
+    }
+    if ke.cfg.tier_routing().l1() {
         for (i, loaded_at, value, size, ttl) in loaded {
-            let p = &cold[i];
+            let c = &cold[i];
             store_l1(
                 inner,
                 ke,
-                &p.full,
+                &c.ticket,
                 value,
                 size,
                 ttl,
-                &tag_names,
-                p.g0,
+                opts.tag_list(),
                 loaded_at,
                 Age::starting_now(ttl),
             )
@@ -754,9 +687,9 @@ where
     (i, loaded_at, res)
 }
 
-/// Whether L1 holds a fresh `T` under `full`.
+/// Whether L1 holds a fresh, live `T` under `full`.
 async fn l1_fresh<T: Send + Sync + 'static>(inner: &Inner, full: &str) -> bool {
-    let Some(entry) = inner.l1.get(full).await else {
+    let Some(entry) = inner.l1.live(inner.l1.get(full).await) else {
         return false;
     };
     if !entry.holds::<T>() {
@@ -764,137 +697,39 @@ async fn l1_fresh<T: Send + Sync + 'static>(inner: &Inner, full: &str) -> bool {
     }
     let tag_invalidated = entry
         .tags()
-        .is_some_and(|(tags, at)| inner.local_tags.invalidated_since(tags, at));
-    !tag_invalidated && (inner.grace.is_zero() || entry.is_fresh(Instant::now()))
+        .is_some_and(|(tags, at)| inner.coherence.tags_invalidated_since(tags, at));
+    !tag_invalidated && (inner.l1.grace().is_zero() || entry.is_fresh(Instant::now()))
 }
 
-/// Decodes the MGET answers; fresh values whose tags are current go into L1 and lose their loader
-/// (`cold[i].loader = None`). Returns how many, and whether L2 may still be written (false when
-/// tag versions could not be read).
-async fn pull_hot<T, F>(
-    inner: &Inner,
-    ke: &KindEntry,
-    l2: &L2,
-    cold: &mut [Pending<F>],
-    values: Vec<Option<Vec<u8>>>,
-    read_at: Instant,
-) -> (u64, bool)
-where
-    T: DeserializeOwned + Send + Sync + 'static,
-{
-    let now_ms = unix_ms();
-    let mut fresh: Vec<(usize, codec::Decoded<T>)> = Vec::new();
-    for (i, bytes) in values.into_iter().enumerate() {
-        let Some(bytes) = bytes else {
-            KindStats::inc(&ke.stats.l2_misses);
-            continue;
-        };
-        KindStats::add(&ke.stats.l2_bytes_read, bytes.len() as u64);
-        match codec::decode::<T>(&inner.codec, &bytes) {
-            Ok(Some(d)) if now_ms < d.header.fresh_until_ms => fresh.push((i, d)),
-            // Stale, or a tombstone: load it again.
-            Ok(_) => KindStats::inc(&ke.stats.l2_misses),
-            Err(e) => {
-                KindStats::inc(&ke.stats.decode_errors);
-                KindStats::inc(&ke.stats.l2_misses);
-                tracing::debug!(kind = %ke.name, error = %e, "undecodable value in L2: warming it again");
-            }
-        }
-    }
-    // Tags of the fresh values: one MGET of every version counter involved.
-    let mut tag_keys: Vec<String> = fresh
-        .iter()
-        .flat_map(|(_, d)| {
-            d.tags
-                .iter()
-                .map(|(t, _)| tags::version_key(&inner.prefix, t))
-        })
-        .collect();
-    tag_keys.sort_unstable();
-    tag_keys.dedup();
-    let mut write_l2 = true;
-    let mut current: Option<std::collections::HashMap<String, u64>> = None;
-    if !tag_keys.is_empty() {
-        match l2
-            .get_versions(&tag_keys)
-            .instrument(
-                tracing::debug_span!("l2.get_versions", kind = %ke.name, tags = tag_keys.len()),
-            )
-            .await
-        {
-            Ok(v) => current = Some(tag_keys.into_iter().zip(v).collect()),
-            Err(e) => {
-                count_l2_error(ke, &e);
-                write_l2 = false;
-            }
-        }
-    }
-    let mut hot = 0;
-    for (i, d) in fresh {
-        if !d.tags.is_empty() {
-            let Some(current) = current.as_ref() else {
-                // Cannot be checked against tag invalidations: not served, loaded again (L1 only).
-                continue;
-            };
-            let outdated = d.tags.iter().any(|(t, v)| {
-                current
-                    .get(&tags::version_key(&inner.prefix, t))
-                    .copied()
-                    .unwrap_or(0)
-                    != *v
-            });
-            if outdated {
-                KindStats::inc(&ke.stats.l2_misses);
-                KindStats::inc(&ke.stats.tag_rejections);
-                continue;
-            }
-        }
-        KindStats::inc(&ke.stats.l2_hits);
-        hot += 1;
-        let p = &mut cold[i];
-        p.loader = None;
-        if ke.cfg.tier_routing().l1() {
-            let remaining = Duration::from_millis(d.header.fresh_until_ms.saturating_sub(now_ms));
-            let names: Vec<String> = d.tags.into_iter().map(|(t, _)| t).collect();
-            store_l1(
-                inner,
-                ke,
-                &p.full,
-                Arc::new(d.value),
-                d.raw_len,
-                remaining,
-                &names,
-                p.g0,
-                read_at,
-                Age {
-                    created_ms: d.header.created_at_ms,
-                    fresh_until_ms: d.header.fresh_until_ms,
-                },
-            )
-            .await;
-        }
-    }
-    (hot, write_l2)
-}
-
-/// Inserts into L1 unless superseded since `g0`, by the cache's own rules ([`Inner::store_l1`]).
+/// Puts a warmed value into L1 through the coherence component (the one way into L1).
 #[allow(clippy::too_many_arguments)]
 async fn store_l1<T: Send + Sync + 'static>(
     inner: &Inner,
     ke: &KindEntry,
-    full: &str,
+    ticket: &Ticket,
     value: Arc<T>,
     size: usize,
     ttl: Duration,
     tags: &[String],
-    g0: u64,
     loaded_at: Instant,
     age: Age,
 ) {
-    if inner.gens.snapshot(full) != g0 {
-        return;
-    }
+    let fresh_for = inner
+        .coherence
+        .l1_lifetime(ttl, ke.cfg.l1_ttl_cap(), !tags.is_empty());
     inner
-        .store_l1(ke, full, value, size, ttl, tags, g0, loaded_at, age)
+        .coherence
+        .store_local(
+            ticket,
+            ke.id,
+            NewEntry {
+                value,
+                payload_bytes: size,
+                fresh_for,
+                loaded_at,
+                tags,
+                age,
+            },
+        )
         .await;
 }

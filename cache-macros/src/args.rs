@@ -54,8 +54,9 @@ impl Attr {
                 "soft_timeout",
                 "hard_timeout",
                 "lock",
+                "schema",
             ],
-            Attr::Put => &["kind", "key", "tags", "ttl", "ttl_fn", "cache"],
+            Attr::Put => &["kind", "key", "tags", "ttl", "ttl_fn", "schema", "cache"],
             Attr::Invalidate => &["kind", "key", "tags", "before", "cache"],
         }
     }
@@ -124,6 +125,8 @@ pub(crate) struct Args {
     pub(crate) hard_timeout: Option<(Ident, Timeout)>,
     /// `lock` or `lock = false`: the distributed single-flight lock.
     pub(crate) lock: Option<(Ident, bool)>,
+    /// `schema = "profile-v3"`: the stable identity of the stored type in L2 entries.
+    pub(crate) schema: Option<(Ident, LitStr)>,
 }
 
 impl Args {
@@ -187,6 +190,7 @@ impl Args {
             soft_timeout: None,
             hard_timeout: None,
             lock: None,
+            schema: None,
         }
     }
 }
@@ -297,6 +301,19 @@ pub(crate) fn parse(attr: Attr, input: ParseStream<'_>) -> Result<Args> {
                 )?;
                 set_once(&mut args.lock, (name, on))?;
             }
+            "schema" => {
+                let value = parse_value(input, "schema")?;
+                let lit = string_literal(&value, "schema", "schema = \"profile-v3\"")?;
+                let len = lit.value().len();
+                if len == 0 || len > 128 {
+                    return Err(Error::new(
+                        lit.span(),
+                        "a schema name is 1 to 128 bytes, e.g. `schema = \"profile-v3\"`; bump it \
+                         when the stored type's serialized form changes",
+                    ));
+                }
+                set_once(&mut args.schema, (name, lit))?;
+            }
             _ => return Err(unknown_argument(attr, &name)),
         }
         if input.is_empty() {
@@ -356,6 +373,7 @@ fn example(name: &str) -> &'static str {
             "`soft_timeout = \"150ms\"` or `soft_timeout = Duration::from_millis(150)`"
         }
         "hard_timeout" => "`hard_timeout = \"2s\"` or `hard_timeout = Duration::from_secs(2)`",
+        "schema" => "`schema = \"profile-v3\"`",
         _ => "`warm`",
     }
 }

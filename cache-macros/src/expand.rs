@@ -131,6 +131,7 @@ pub(crate) fn expand(args: &Args, item: &ItemFn, plan: &Plan) -> TokenStream {
         .map(|(_, c)| companions(item, c, plan));
     let body_typer = body_typer();
     let freshness = freshness_tokens(args);
+    let schema = schema_tokens(args);
     let prelude = quote! {
         #warm
         #body_typer
@@ -140,7 +141,7 @@ pub(crate) fn expand(args: &Args, item: &ItemFn, plan: &Plan) -> TokenStream {
             cache: __cache_cache,
             kind: #kind,
             key: #key,
-            opts: ::cache_core::__private::options(#ttl, ::std::vec![#(#tags),*])#freshness,
+            opts: ::cache_core::__private::options(#ttl, ::std::vec![#(#tags),*])#freshness #schema,
             ttl_fn: #ttl_fn,
         };
     };
@@ -175,6 +176,14 @@ pub(crate) fn expand(args: &Args, item: &ItemFn, plan: &Plan) -> TokenStream {
 }
 
 /// The freshness settings as `EntryOptions` setter calls.
+/// `.schema("...")` on the options, when the function names a schema.
+fn schema_tokens(args: &Args) -> TokenStream {
+    match &args.schema {
+        Some((_, s)) => quote! { .schema(#s) },
+        None => TokenStream::new(),
+    }
+}
+
 fn freshness_tokens(args: &Args) -> TokenStream {
     let mut out = TokenStream::new();
     if let Some((_, f)) = &args.refresh {
@@ -513,6 +522,7 @@ pub(crate) fn expand_write(args: &Args, item: &ItemFn, plan: &WritePlan) -> Toke
         }
         Attr::Put | Attr::Cached => {
             let ttl = ttl_tokens(args.ttl.as_ref().map(|(_, t)| t));
+            let schema = schema_tokens(args);
             let ttl_fn = ttl_fn_tokens(args.ttl_fn.as_ref().map(|(_, e)| e), &plan.value_ty);
             let shape = match plan.returns {
                 Returns::Value => quote! { put_plain },
@@ -524,7 +534,7 @@ pub(crate) fn expand_write(args: &Args, item: &ItemFn, plan: &WritePlan) -> Toke
                 ::cache_core::__private::#shape(&__cache_out, #ttl_fn, __cache_opts)
             };
             let after = quote! {
-                let __cache_opts = ::cache_core::__private::options(#ttl, __cache_tags);
+                let __cache_opts = ::cache_core::__private::options(#ttl, __cache_tags)#schema;
                 let (__cache_value, __cache_opts) = #stored;
                 ::cache_core::__private::put(
                     __cache_cache.as_ref(),

@@ -333,6 +333,13 @@ mod validate;
 /// `KindConfig::distributed_lock` for this function: instances sharing Redis run the body once per
 /// cold key between them. Works with or without background mode.
 ///
+/// # `schema`
+/// `schema = "profile-v3"`: the stable identity of the stored type in L2 entries (see
+/// `KindConfig::schema`), used instead of the Rust type name, so that moving or renaming the type,
+/// or a compiler upgrade, does not turn every entry into a miss at the next deploy. Bump it when
+/// the type's serialized form changes (a field renamed, removed or retyped); a mismatch is a miss.
+/// A `#[cache_put]` writing the same entries must name the same schema.
+///
 /// # Errors at compile time
 /// Unknown, duplicated or mistyped arguments, a missing `kind`, a non-`async` function, `{name}`s
 /// that are not arguments, and the other rules above are compile errors at the offending token,

@@ -42,6 +42,13 @@ pub async fn cache_on(server: &RedisServer, prefix: &str) -> cache_core::Cache {
         .expect("build cache")
 }
 
+/// Runs the tests that hold it one at a time (a process-wide lock), so that the latency figures of
+/// fault and load tests do not disturb each other on a 2-core machine.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 /// A unique key prefix per test, so tests sharing a server never see each other's keys.
 pub fn unique_prefix(name: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,21 +10,21 @@
 //!   the back); when [`CacheBuilder::max_pending_invalidations`] slots are taken, new ones are
 //!   dropped and counted (`stats().pending_invalidations.dropped`, plus a warning): those entries
 //!   stay in L2 until their TTL, as before this queue existed.
-//! - **Replayed before writes resume**: while anything is queued, L2 writes of this instance are
-//!   skipped and reads of a queued key (or of an entry carrying a queued tag) do not use L2. The
-//!   background task replays the queue (tombstones and tag version bumps, oldest first, in
-//!   concurrent batches: invalidations commute) as soon as the breaker is closed, publishes each on the backplane so that other instances drop
-//!   their L1 copies, and only then does traffic use L2 again.
+//! - **Fenced until replayed**: while a key's invalidation is queued, reads of that key (or of an
+//!   entry carrying a queued tag) do not use L2, so this instance never serves what the
+//!   invalidation removes; loads of it do not write back. Other keys use L2 as usual: writes are
+//!   not held back (under steady writes that would keep L2 unused). A `set` of a queued key that
+//!   reaches L2 supersedes the queued invalidation (its value replaced what it invalidated).
+//! - **Replayed promptly**: the background task replays the queue (tombstones and new tag tokens,
+//!   oldest first, in concurrent batches: invalidations commute) as soon as Redis answers (it
+//!   probes every 100 ms while something is queued), and publishes each on the backplane so that
+//!   other instances drop their L1 copies.
 //!
 //! [`CacheBuilder::max_pending_invalidations`]: crate::CacheBuilder::max_pending_invalidations
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
-
-use crate::backplane::{self, Message};
-use crate::cache::{tombstone, Inner};
-use crate::tags;
 
 /// A queued invalidation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,8 +124,39 @@ impl PendingInvalidations {
         tags.any(|t| q.tags.contains_key(t))
     }
 
+    /// The sequence number the next queued invalidation gets: an operation that began before
+    /// it may supersede what is queued now (see [`supersede_key`](Self::supersede_key)).
+    pub(crate) fn next_seq(&self) -> u64 {
+        if self.is_empty() {
+            return u64::MAX;
+        }
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_seq
+    }
+
+    /// Drops the queued invalidation of `full` if it was queued before `seq`: a write of the key
+    /// that began after it reached L2 (so L2 no longer holds what it invalidated).
+    pub(crate) fn supersede_key(&self, full: &str, seq: u64) {
+        if self.is_empty() {
+            return;
+        }
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if q.keys.get(full).is_some_and(|s| *s < seq) {
+            q.keys.remove(full);
+            let total = q.keys.len() + q.tags.len();
+            self.len.store(total, Ordering::Release);
+        }
+    }
+
+    /// Claims the replay (one at a time); `None` when one is running.
+    pub(crate) fn start_replay(&self) -> Option<ReplayGuard<'_>> {
+        (!self.replaying.swap(true, Ordering::AcqRel)).then_some(ReplayGuard(self))
+    }
+
     /// Everything queued, oldest first, with the sequence number to complete it with.
-    fn snapshot(&self) -> Vec<(PendingOp, u64)> {
+    pub(crate) fn snapshot(&self) -> Vec<(PendingOp, u64)> {
         let q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let mut all: Vec<(PendingOp, u64)> = q
             .keys
@@ -138,7 +169,7 @@ impl PendingInvalidations {
     }
 
     /// Removes `op` if it was not queued again since `seq` (a newer one must be replayed too).
-    fn complete(&self, op: &PendingOp, seq: u64) {
+    pub(crate) fn complete(&self, op: &PendingOp, seq: u64) {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let (map, name) = match op {
             PendingOp::Key(k) => (&mut q.keys, k),
@@ -152,63 +183,13 @@ impl PendingInvalidations {
     }
 }
 
-/// How many queued invalidations are sent to Redis at once during a replay.
-const REPLAY_BATCH: usize = 64;
+/// A running replay; ends when dropped.
+pub(crate) struct ReplayGuard<'a>(&'a PendingInvalidations);
 
-/// Applies the queued invalidations to L2 and publishes them, oldest first, if L2 is usable. Stops
-/// at the first failure (the rest stays queued for the next attempt). Called by the background task.
-pub(crate) async fn replay(inner: &Inner) {
-    let pending = &inner.pending;
-    let Some(l2) = inner.l2.as_ref() else {
-        return;
-    };
-    if pending.is_empty() || l2.breaker.is_rejecting() {
-        return;
+impl Drop for ReplayGuard<'_> {
+    fn drop(&mut self) {
+        self.0.replaying.store(false, Ordering::Release);
     }
-    if pending.replaying.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    let ops = pending.snapshot();
-    tracing::debug!(count = ops.len(), "replaying queued invalidations");
-    let mut done = 0;
-    'batches: for batch in ops.chunks(REPLAY_BATCH) {
-        let results = futures::future::join_all(batch.iter().map(|(op, _)| async move {
-            match op {
-                PendingOp::Key(full) => l2.set(full, &tombstone(), inner.tombstone_ttl).await,
-                PendingOp::Tag(tag) => {
-                    let key = tags::version_key(&inner.prefix, tag);
-                    l2.incr_versions(std::slice::from_ref(&key), tags::TAG_VERSION_TTL)
-                        .await
-                }
-            }
-        }))
-        .await;
-        for ((op, seq), res) in batch.iter().zip(results) {
-            if let Err(e) = res {
-                // Expected while L2 is still failing: the breaker opens and the next attempt
-                // follows its probe.
-                tracing::debug!(error = ?e, replayed = done,
-                    "replaying queued invalidations failed: the rest stays queued");
-                break 'batches;
-            }
-            pending.complete(op, *seq);
-            pending.replayed.fetch_add(1, Ordering::Relaxed);
-            done += 1;
-            let msg = match op {
-                PendingOp::Key(full) => Message::Key(full),
-                PendingOp::Tag(tag) => Message::Tag(tag),
-            };
-            backplane::publish(inner, msg).await;
-        }
-    }
-    if done > 0 {
-        tracing::info!(
-            replayed = done,
-            left = pending.len(),
-            "invalidations queued during the L2 outage replayed"
-        );
-    }
-    pending.replaying.store(false, Ordering::Release);
 }
 
 #[cfg(test)]
@@ -254,5 +235,23 @@ mod tests {
         let snap = p.snapshot();
         p.complete(&snap[0].0, snap[0].1);
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_write_supersedes_only_invalidations_queued_before_it_began() {
+        let p = PendingInvalidations::new(10);
+        assert_eq!(
+            p.next_seq(),
+            u64::MAX,
+            "nothing queued: anything supersedes"
+        );
+        p.push(PendingOp::Key("a".into()));
+        let began = p.next_seq();
+        p.push(PendingOp::Key("b".into()));
+        p.supersede_key("a", began);
+        p.supersede_key("b", began);
+        assert!(!p.has_key("a"), "queued before the write began");
+        assert!(p.has_key("b"), "queued after it began: still to replay");
+        assert_eq!(p.len(), 1);
     }
 }

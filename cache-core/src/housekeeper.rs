@@ -1,19 +1,23 @@
-//! Startup connection check and the background task that brings L2 back after an outage.
+//! The housekeeper: the startup connection check, and the one background task that keeps a cache
+//! healthy: it probes Redis while the breaker is open (so L2 comes back even without traffic),
+//! replays invalidations queued during an outage, sends backplane heartbeats, removes L1 entries a
+//! flush made dead, forgets old tag invalidations and publishes the stats report.
 
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
-use crate::backplane;
 use crate::breaker::BreakerState;
+use crate::coherence;
 use crate::error::Error;
 use crate::l2::L2Error;
-use crate::pending;
 use crate::report;
 use crate::Cache;
 
-/// How often the background task looks at the breaker. A probe is only sent once the breaker's
-/// cool-down has passed, so this bounds the reaction time, not the probe rate.
-const PROBE_POLL: Duration = Duration::from_millis(100);
+/// How often the background task runs. A probe is sent once the breaker's cool-down has passed,
+/// or at every tick while invalidations wait for replay, so this bounds the reaction time.
+const TICK: Duration = Duration::from_millis(100);
+/// Most dead L1 entries removed per tick (after a flush), so the sweep never hogs a worker.
+const SWEEP_PER_TICK: usize = 2_000;
 
 /// PINGs Redis once; on failure opens the breaker (L1-only) and says so once. Then spawns the task
 /// that probes Redis while the breaker is open, so L2 comes back even without traffic. The task
@@ -23,7 +27,7 @@ const PROBE_POLL: Duration = Duration::from_millis(100);
 /// [`Error::Auth`] when Redis rejects the credentials: retrying would not help, so the cache is not
 /// built.
 pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
-    let weak = cache.downgrade();
+    let weak = std::sync::Arc::downgrade(&cache.inner);
     let Some(inner) = weak.upgrade() else {
         return Ok(());
     };
@@ -41,7 +45,7 @@ pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
             l2.load_scripts().await;
             true
         }
-        Err(L2Error::Redis(e)) if is_auth_error(&e) => {
+        Err(L2Error::Unavailable(e) | L2Error::Refused(_, e)) if is_auth_error(&e) => {
             return Err(Error::Auth(format!(
                 "Redis at {} rejected the credentials: {}",
                 l2.url_redacted,
@@ -56,18 +60,18 @@ pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
             false
         }
     };
-    if let Some(bp) = inner.backplane.as_ref() {
+    if let Some(bp) = inner.coherence.backplane.as_ref() {
         // Subscribe before returning the cache, so it is in sync from its first call.
         let initial = if reachable {
-            backplane::subscribe_any(&l2.clients, &bp.channel, l2.connect_timeout() * 4).await
+            coherence::subscribe_any(&l2.clients, &bp.channel, l2.connect_timeout() * 4).await
         } else {
             None
         };
         if initial.is_some() {
-            backplane::mark_subscribed(bp);
+            coherence::mark_subscribed(bp);
         }
-        backplane::spawn_subscriber(
-            weak.clone(),
+        coherence::spawn_subscriber(
+            std::sync::Arc::downgrade(&inner.coherence),
             l2.clients.clone(),
             l2.connect_timeout(),
             initial,
@@ -79,30 +83,34 @@ pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
         let mut last_prune = Instant::now();
         let mut last_report = Instant::now();
         loop {
-            tokio::time::sleep(PROBE_POLL).await;
+            tokio::time::sleep(TICK).await;
             let Some(inner) = weak.upgrade() else {
                 return;
             };
             let Some(l2) = inner.l2.as_ref() else {
                 return;
             };
+            let c = &inner.coherence;
             if l2.breaker.state() == BreakerState::Open {
-                l2.probe()
+                // Eagerly (whatever the cool-down) while invalidations wait: until they are
+                // replayed, other instances may read what they remove. Also when the backplane
+                // just resubscribed: Redis answers again.
+                let eager = c.has_pending() || c.take_probe_hint();
+                l2.probe(eager)
                     .instrument(tracing::debug_span!("l2.probe"))
                     .await;
             }
-            // Right after the probe closed the breaker: invalidations made during the outage
-            // reach L2 before this instance's writes do (they are held back until then).
-            if !inner.pending.is_empty() {
-                pending::replay(&inner).await;
+            if c.has_pending() {
+                c.replay().await;
             }
-            if last_heartbeat.elapsed() >= backplane::HEARTBEAT_EVERY {
+            if last_heartbeat.elapsed() >= coherence::HEARTBEAT_EVERY {
                 last_heartbeat = Instant::now();
-                backplane::publish(&inner, backplane::Message::Heartbeat).await;
+                c.publish(coherence::Message::Heartbeat).await;
             }
+            inner.l1.sweep(SWEEP_PER_TICK).await;
             if last_prune.elapsed() >= Duration::from_secs(60) {
                 last_prune = Instant::now();
-                inner.local_tags.prune(inner.max_l1_lifetime);
+                c.prune();
             }
             if last_report.elapsed() >= inner.stats_report_interval {
                 last_report = Instant::now();

@@ -16,12 +16,13 @@
 //! the time to notice and replace a broken subscription otherwise.
 
 use futures::StreamExt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Weak;
 use std::time::Duration;
 use tracing::Instrument;
 
-use crate::cache::Inner;
+use crate::l2::L2;
 
 /// Interval of heartbeats.
 pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
@@ -108,58 +109,53 @@ impl Backplane {
     }
 }
 
-/// Publishes `msg` through L2 (breaker and deadline apply). Failures are counted, not returned.
-pub(crate) async fn publish(inner: &Inner, msg: Message<'_>) {
-    let (Some(bp), Some(l2)) = (inner.backplane.as_ref(), inner.l2.as_ref()) else {
-        return;
-    };
-    match l2
-        .publish(&bp.channel, &msg.encode(bp.instance))
-        .instrument(tracing::debug_span!("l2.publish", channel = %bp.channel))
-        .await
-    {
-        Ok(()) => {
-            bp.published.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(e) => {
-            bp.publish_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(error = ?e, "backplane publish failed");
+impl Backplane {
+    /// Publishes `msg` through `l2` (breaker and deadline apply). Failures are counted, not
+    /// returned.
+    pub(crate) async fn publish(&self, l2: &L2, msg: Message<'_>) {
+        match l2
+            .publish(&self.channel, &msg.encode(self.instance))
+            .instrument(tracing::debug_span!("l2.publish", channel = %self.channel))
+            .await
+        {
+            Ok(()) => {
+                self.published.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.publish_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = ?e, "backplane publish failed");
+            }
         }
     }
 }
 
-async fn handle(inner: &Inner, bp: &Backplane, payload: &str) {
+/// What the subscriber tells: the component that drops what other instances invalidated.
+pub(crate) trait Listener: Send + Sync + 'static {
+    /// The backplane (state and counters) the subscriber serves; `None` ends the subscriber.
+    fn backplane(&self) -> Option<&Backplane>;
+
+    /// A message from another instance.
+    fn heard(&self, msg: Message<'_>) -> impl Future<Output = ()> + Send;
+
+    /// The subscription is up again after being down: invalidations may have been missed.
+    fn resubscribed(&self);
+}
+
+async fn handle(listener: &impl Listener, bp: &Backplane, payload: &str) {
     bp.received.fetch_add(1, Ordering::Relaxed);
     let Some((from, msg)) = Message::decode(payload) else {
         tracing::debug!("ignoring a malformed backplane message");
         return;
     };
-    if from == bp.instance {
+    if from == bp.instance || msg == Message::Heartbeat {
         return;
     }
-    match msg {
-        Message::Key(full) => {
-            inner.gens.bump(full);
-            inner.l1.invalidate(full).await;
-        }
-        Message::Tag(tag) => inner.local_tags.mark(tag),
-        Message::Clear(prefix) => {
-            inner.gens.bump_all();
-            if prefix.is_empty() {
-                inner.l1.invalidate_all();
-            } else {
-                inner.l1.invalidate_prefix(prefix).await;
-            }
-        }
-        Message::Loaded(full) => inner.lock_waiters.wake(full),
-        Message::Heartbeat => {}
-    }
+    listener.heard(msg).await;
 }
 
-/// Flushes L1 after a (re)subscription: invalidations may have been missed while unsubscribed.
-fn resync(inner: &Inner, bp: &Backplane) {
-    inner.gens.bump_all();
-    inner.l1.invalidate_all();
+/// After a (re)subscription: the listener flushes what may have missed an invalidation.
+fn resync(listener: &impl Listener, bp: &Backplane) {
+    listener.resubscribed();
     bp.resyncs.fetch_add(1, Ordering::Relaxed);
     bp.subscribed.store(true, Ordering::Release);
 }
@@ -207,9 +203,9 @@ pub(crate) fn mark_subscribed(bp: &Backplane) {
 }
 
 /// Spawns the subscriber task, starting with `initial` when `build()` already subscribed. It holds
-/// a weak reference and ends with the cache.
-pub(crate) fn spawn_subscriber(
-    weak: Weak<Inner>,
+/// a weak reference to its listener and ends with it.
+pub(crate) fn spawn_subscriber<L: Listener>(
+    weak: Weak<L>,
     clients: Vec<redis::Client>,
     connect_timeout: Duration,
     mut initial: Option<redis::aio::PubSub>,
@@ -220,7 +216,7 @@ pub(crate) fn spawn_subscriber(
         loop {
             let Some(channel) = weak
                 .upgrade()
-                .and_then(|i| i.backplane.as_ref().map(|bp| bp.channel.clone()))
+                .and_then(|l| l.backplane().map(|bp| bp.channel.clone()))
             else {
                 return;
             };
@@ -238,11 +234,13 @@ pub(crate) fn spawn_subscriber(
             };
             backoff = Duration::from_millis(100);
             if !fresh_start {
-                let Some(inner) = weak.upgrade() else { return };
-                let Some(bp) = inner.backplane.as_ref() else {
+                let Some(listener) = weak.upgrade() else {
                     return;
                 };
-                resync(&inner, bp);
+                let Some(bp) = listener.backplane() else {
+                    return;
+                };
+                resync(&*listener, bp);
                 if was_subscribed {
                     tracing::info!(channel, "backplane resubscribed: L1 flushed");
                 }
@@ -251,25 +249,30 @@ pub(crate) fn spawn_subscriber(
             let mut stream = ps.into_on_message();
             // Ends when the connection closes, or after a silence (a hung Redis keeps it open).
             while let Ok(Some(msg)) = tokio::time::timeout(SILENCE_LIMIT, stream.next()).await {
-                let Some(inner) = weak.upgrade() else { return };
-                let Some(bp) = inner.backplane.as_ref() else {
+                let Some(listener) = weak.upgrade() else {
+                    return;
+                };
+                let Some(bp) = listener.backplane() else {
                     return;
                 };
                 match msg.get_payload::<String>() {
-                    Ok(p) => handle(&inner, bp, &p).await,
+                    Ok(p) => handle(&*listener, bp, &p).await,
                     Err(_) => tracing::debug!("ignoring a non-text backplane message"),
                 }
             }
-            let Some(inner) = weak.upgrade() else { return };
-            if let Some(bp) = inner.backplane.as_ref() {
-                bp.subscribed.store(false, Ordering::Release);
-                bp.disconnects.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    channel,
-                    "backplane subscription lost: L1 entries now live at most {:?} until resubscribed",
-                    bp.unsynced_l1_ttl
-                );
-            }
+            let Some(listener) = weak.upgrade() else {
+                return;
+            };
+            let Some(bp) = listener.backplane() else {
+                return;
+            };
+            bp.subscribed.store(false, Ordering::Release);
+            bp.disconnects.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                channel,
+                "backplane subscription lost: L1 entries now live at most {:?} until resubscribed",
+                bp.unsynced_l1_ttl
+            );
         }
     });
 }

@@ -1,0 +1,387 @@
+//! Coherence: what keeps every copy of an entry (this instance's L1, other instances' L1s, L2) from
+//! outliving an invalidation or a newer write.
+//!
+//! It owns the four mechanisms that do it, and is the one place that applies them:
+//! - **generations** ([`Generations`]): a load or a write holds a ticket of its key; invalidations,
+//!   writes and backplane messages bump the key, so a superseded load stores nothing;
+//! - **local tags** ([`LocalTags`]): tag invalidations made or heard here, checked against L1
+//!   entries' load instants;
+//! - **the backplane** ([`Backplane`]): pub/sub messages that make other instances drop their L1
+//!   copies, and the subscriber that applies theirs here (through [`Listener`]);
+//! - **the pending queue** ([`PendingInvalidations`]): invalidations that could not reach L2
+//!   during an outage, fenced off and replayed.
+//!
+//! "Drop from L1" always goes with "supersede loads in flight": [`Coherence::drop_local`],
+//! [`Coherence::drop_kind`] and [`Coherence::drop_all`] do both, in that order. Dropping a kind or
+//! everything is O(1) (an L1 epoch), so a resubscription after a link loss never stalls callers.
+
+mod backplane;
+mod generations;
+mod pending;
+
+pub(crate) use backplane::{
+    mark_subscribed, spawn_subscriber, subscribe_any, Backplane, Listener, Message, HEARTBEAT_EVERY,
+};
+pub(crate) use generations::{Generations, Origin, Ticket};
+pub(crate) use pending::{PendingInvalidations, PendingOp};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+use crate::codec;
+use crate::kind::Kinds;
+use crate::l1::{NewEntry, L1};
+use crate::l2::L2;
+use crate::lock::LockWaiters;
+use crate::stats::KindStats;
+use crate::tags::{self, LocalTags};
+
+/// How many queued invalidations are sent to Redis at once during a replay.
+const REPLAY_BATCH: usize = 64;
+
+/// Settings of the coherence component.
+pub(crate) struct CoherenceConfig {
+    pub(crate) prefix: String,
+    /// How long an invalidation tombstone (or a load's lease) stays in L2: longer than any load.
+    pub(crate) tombstone_ttl: Duration,
+    /// The longest L1 lifetime of entries stored while the breaker is open.
+    pub(crate) breaker_open_l1_ttl: Duration,
+    /// The longest an L1 entry with tags may live (and so how long tag invalidations are tracked).
+    pub(crate) max_l1_lifetime: Duration,
+    /// Publish and subscribe on the backplane (needs an L2).
+    pub(crate) backplane: bool,
+    /// The longest L1 lifetime of entries stored while the backplane is not subscribed.
+    pub(crate) unsynced_l1_ttl: Duration,
+    pub(crate) max_pending_invalidations: usize,
+}
+
+pub(crate) struct Coherence {
+    l1: Arc<L1>,
+    l2: Option<Arc<L2>>,
+    kinds: Arc<Kinds>,
+    prefix: String,
+    tombstone_ttl: Duration,
+    breaker_open_l1_ttl: Duration,
+    max_l1_lifetime: Duration,
+    pub(crate) gens: Generations,
+    pub(crate) local_tags: LocalTags,
+    pub(crate) pending: PendingInvalidations,
+    pub(crate) backplane: Option<Backplane>,
+    /// Loads waiting for another instance's distributed lock (woken by `loaded` notices).
+    pub(crate) lock_waiters: Arc<LockWaiters>,
+    /// Evidence that Redis answers again (the backplane resubscribed): probe at once.
+    probe_soon: AtomicBool,
+}
+
+impl Coherence {
+    pub(crate) fn new(
+        cfg: CoherenceConfig,
+        l1: Arc<L1>,
+        l2: Option<Arc<L2>>,
+        kinds: Arc<Kinds>,
+    ) -> Self {
+        let backplane = (cfg.backplane && l2.is_some())
+            .then(|| Backplane::new(&cfg.prefix, cfg.unsynced_l1_ttl));
+        Self {
+            l1,
+            l2,
+            kinds,
+            prefix: cfg.prefix,
+            tombstone_ttl: cfg.tombstone_ttl,
+            breaker_open_l1_ttl: cfg.breaker_open_l1_ttl,
+            max_l1_lifetime: cfg.max_l1_lifetime,
+            gens: Generations::new(),
+            local_tags: LocalTags::default(),
+            pending: PendingInvalidations::new(cfg.max_pending_invalidations),
+            backplane,
+            lock_waiters: Arc::default(),
+            probe_soon: AtomicBool::new(false),
+        }
+    }
+
+    /// The TTL of tombstones and leases.
+    pub(crate) fn tombstone_ttl(&self) -> Duration {
+        self.tombstone_ttl
+    }
+
+    // --- Dropping local copies -------------------------------------------------------------
+
+    /// Supersedes loads of `full` in flight, then drops its L1 copy.
+    pub(crate) async fn drop_local(&self, full: &str, origin: Origin) {
+        self.gens.bump(full, origin);
+        self.l1.invalidate(full).await;
+    }
+
+    /// Supersedes every load in flight, then drops every L1 entry of kind `kind_id` (O(1)).
+    pub(crate) fn drop_kind(&self, kind_id: usize, origin: Origin) {
+        self.gens.bump_all(origin);
+        self.l1.drop_kind(kind_id);
+    }
+
+    /// Supersedes every load in flight, then drops every L1 entry (O(1)).
+    pub(crate) fn drop_all(&self, origin: Origin) {
+        self.gens.bump_all(origin);
+        self.l1.drop_all();
+    }
+
+    /// Whether `tags` were invalidated (here or heard of) at or after `loaded_at`.
+    pub(crate) fn tags_invalidated_since(&self, tags: &[String], loaded_at: Instant) -> bool {
+        self.local_tags.invalidated_since(tags, loaded_at)
+    }
+
+    // --- Keeping local copies --------------------------------------------------------------
+
+    /// How long an entry whose TTL is `ttl` may be served fresh from L1 now: capped by the kind's
+    /// L1 TTL, shortened while invalidations from other instances cannot arrive (backplane down,
+    /// breaker open), and, for tagged entries, by how long tag invalidations are tracked.
+    pub(crate) fn l1_lifetime(
+        &self,
+        ttl: Duration,
+        kind_cap: Option<Duration>,
+        tagged: bool,
+    ) -> Duration {
+        let mut fresh_for = kind_cap.map_or(ttl, |cap| cap.min(ttl));
+        if let Some(bp) = self.backplane.as_ref() {
+            if !bp.is_subscribed() {
+                fresh_for = fresh_for.min(bp.unsynced_l1_ttl);
+            }
+        }
+        if self.l2.as_ref().is_some_and(|l2| l2.breaker.is_rejecting()) {
+            // Nor while L2 is skipped: other instances' invalidations are not reaching Redis.
+            fresh_for = fresh_for.min(self.breaker_open_l1_ttl);
+        }
+        if tagged {
+            fresh_for = fresh_for.min(self.max_l1_lifetime);
+        }
+        fresh_for
+    }
+
+    /// Stores an entry in L1 unless `ticket` was superseded, and takes it back out if an
+    /// invalidation raced the insert. The one way into L1: loads, reads, writes and warming.
+    pub(crate) async fn store_local<T: Send + Sync + 'static>(
+        &self,
+        ticket: &Ticket,
+        kind_id: usize,
+        entry: NewEntry<'_, T>,
+    ) {
+        if !ticket.is_current() {
+            return;
+        }
+        let full = ticket.key();
+        let token = self.l1.insert(full.to_owned(), kind_id, entry).await;
+        if !ticket.is_current() {
+            self.l1.remove_if_token(full, token).await;
+        }
+    }
+
+    // --- Invalidating everywhere -----------------------------------------------------------
+
+    /// Invalidates `full` on every instance: a tombstone in L2 (queued when L2 is out), loads in
+    /// flight superseded and the L1 copy dropped here, a message to the others.
+    ///
+    /// Order matters: L2 first, then local. A load that read L2 before the tombstone landed then
+    /// always has its L1 insert undone.
+    pub(crate) async fn invalidate_key(&self, stats: &KindStats, full: &str, use_l2: bool) {
+        if let (Some(l2), true) = (self.l2.as_deref(), use_l2) {
+            if let Err(e) = l2
+                .invalidate(full, &codec::tombstone_now(), self.tombstone_ttl)
+                .instrument(tracing::debug_span!("l2.invalidate"))
+                .await
+            {
+                stats.count_l2_error(&e);
+                if e.is_outage() {
+                    tracing::warn!(
+                        "an invalidation could not reach L2: queued, replayed when L2 is back"
+                    );
+                    self.queue(PendingOp::Key(full.to_owned()));
+                } else {
+                    tracing::warn!(error = ?e, "Redis refused an invalidation and its fallback delete");
+                }
+            }
+        }
+        self.drop_local(full, Origin::Here).await;
+        self.publish(Message::Key(full)).await;
+    }
+
+    /// Invalidates every entry carrying one of `tags`, on every instance: new tokens in L2
+    /// (queued when L2 is out), local copies rejected, a message per tag to the others.
+    pub(crate) async fn invalidate_tags(&self, stats: &KindStats, tags: &[&str]) {
+        for t in tags {
+            self.local_tags.mark(t);
+        }
+        if let Some(l2) = self.l2.as_deref() {
+            if let Err(e) = tags::invalidate(l2, &self.prefix, tags)
+                .instrument(tracing::debug_span!(
+                    "l2.invalidate_tags",
+                    tags = tags.len()
+                ))
+                .await
+            {
+                stats.count_l2_error(&e);
+                if e.is_outage() {
+                    tracing::warn!(
+                        ?tags,
+                        "tag invalidation could not reach L2: queued, replayed when L2 is back"
+                    );
+                    for t in tags {
+                        self.queue(PendingOp::Tag((*t).to_owned()));
+                    }
+                } else {
+                    tracing::warn!(error = ?e, "Redis refused a tag invalidation and its fallback delete");
+                }
+            }
+        }
+        for t in tags {
+            self.publish(Message::Tag(t)).await;
+        }
+    }
+
+    /// Publishes `msg` on the backplane (nothing without one).
+    pub(crate) async fn publish(&self, msg: Message<'_>) {
+        if let (Some(bp), Some(l2)) = (self.backplane.as_ref(), self.l2.as_deref()) {
+            bp.publish(l2, msg).await;
+        }
+    }
+
+    // --- Invalidations waiting for L2 ----------------------------------------------------------
+
+    /// Queues an invalidation that could not reach L2, for replay.
+    pub(crate) fn queue(&self, op: PendingOp) {
+        self.pending.push(op);
+    }
+
+    /// Whether an invalidation of `full` waits for replay (L2 may still hold what it removes).
+    pub(crate) fn key_fenced(&self, full: &str) -> bool {
+        self.pending.has_key(full)
+    }
+
+    /// Whether an invalidation of one of `tags` waits for replay.
+    pub(crate) fn tags_fenced<'a>(&self, tags: impl Iterator<Item = &'a str>) -> bool {
+        self.pending.has_any_tag(tags)
+    }
+
+    /// Where a write that begins now stands in the queue (see [`Self::written`]).
+    pub(crate) fn write_began(&self) -> u64 {
+        self.pending.next_seq()
+    }
+
+    /// A write of `full` that began at `began` reached L2: an invalidation of the key queued
+    /// before is moot (L2 no longer holds what it invalidated).
+    pub(crate) fn written(&self, full: &str, began: u64) {
+        self.pending.supersede_key(full, began);
+    }
+
+    /// Whether invalidations wait for replay (the background task then probes eagerly).
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Applies the queued invalidations to L2 and publishes them, oldest first, if L2 is usable.
+    /// Stops at the first outage (the rest stays queued for the next attempt).
+    pub(crate) async fn replay(&self) {
+        let Some(l2) = self.l2.as_deref() else {
+            return;
+        };
+        if self.pending.is_empty() || l2.breaker.is_rejecting() {
+            return;
+        }
+        let Some(_replaying) = self.pending.start_replay() else {
+            return;
+        };
+        let ops = self.pending.snapshot();
+        tracing::debug!(count = ops.len(), "replaying queued invalidations");
+        let mut done = 0;
+        'batches: for batch in ops.chunks(REPLAY_BATCH) {
+            let results = futures::future::join_all(batch.iter().map(|(op, _)| async move {
+                match op {
+                    PendingOp::Key(full) => {
+                        l2.invalidate(full, &codec::tombstone_now(), self.tombstone_ttl)
+                            .await
+                    }
+                    PendingOp::Tag(tag) => tags::invalidate(l2, &self.prefix, &[tag]).await,
+                }
+            }))
+            .await;
+            for ((op, seq), res) in batch.iter().zip(results) {
+                match res {
+                    Err(e) if e.is_outage() => {
+                        // Expected while L2 is still failing: the next attempt follows a probe.
+                        tracing::debug!(error = ?e, replayed = done,
+                            "replaying queued invalidations failed: the rest stays queued");
+                        break 'batches;
+                    }
+                    Err(e) => {
+                        // Retrying cannot help (even the fallback delete was refused): never
+                        // queued forever.
+                        tracing::warn!(error = ?e, "Redis refused a queued invalidation: dropped");
+                        self.pending.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(()) => {
+                        self.pending.replayed.fetch_add(1, Ordering::Relaxed);
+                        done += 1;
+                    }
+                }
+                self.pending.complete(op, *seq);
+                let msg = match op {
+                    PendingOp::Key(full) => Message::Key(full),
+                    PendingOp::Tag(tag) => Message::Tag(tag),
+                };
+                self.publish(msg).await;
+            }
+        }
+        if done > 0 {
+            tracing::info!(
+                replayed = done,
+                left = self.pending.len(),
+                "invalidations queued during the L2 outage replayed"
+            );
+        }
+    }
+
+    /// Whether the backplane just came back (a hint that Redis answers): taken once.
+    pub(crate) fn take_probe_hint(&self) -> bool {
+        self.probe_soon.swap(false, Ordering::AcqRel)
+    }
+
+    /// Forgets tag invalidations older than any L1 entry can be.
+    pub(crate) fn prune(&self) {
+        self.local_tags.prune(self.max_l1_lifetime);
+    }
+
+    /// The kind id a `Clear` message's key prefix names (`None`: every kind).
+    fn kind_of_clear(&self, key_prefix: &str) -> Option<usize> {
+        let rest = key_prefix
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(":v1:")?;
+        let name = rest.strip_suffix(':').unwrap_or(rest);
+        Some(self.kinds.get_quiet(name).id)
+    }
+}
+
+impl Listener for Coherence {
+    fn backplane(&self) -> Option<&Backplane> {
+        self.backplane.as_ref()
+    }
+
+    async fn heard(&self, msg: Message<'_>) {
+        match msg {
+            Message::Key(full) => self.drop_local(full, Origin::Elsewhere).await,
+            Message::Tag(tag) => self.local_tags.mark(tag),
+            Message::Clear(prefix) => {
+                match self.kind_of_clear(prefix).filter(|_| !prefix.is_empty()) {
+                    Some(id) => self.drop_kind(id, Origin::Elsewhere),
+                    None => self.drop_all(Origin::Elsewhere),
+                }
+            }
+            Message::Loaded(full) => self.lock_waiters.wake(full),
+            Message::Heartbeat => {}
+        }
+    }
+
+    fn resubscribed(&self) {
+        self.drop_all(Origin::Elsewhere);
+        self.probe_soon.store(true, Ordering::Release);
+    }
+}

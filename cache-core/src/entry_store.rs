@@ -1,0 +1,512 @@
+//! The L2 entry store: how entries are read from and written to Redis, in one place for loads,
+//! writes and warming (so that warming can never drift from the read path).
+//!
+//! - **Read and check**: the bytes are decoded (a tombstone, garbage or another type is a miss),
+//!   the tokens of the entry's tags are checked ([`tags`](crate::tags)), and the entry is fresh or
+//!   stale by its envelope. An entry whose invalidation (or one of whose tags' invalidation) waits
+//!   in the pending queue reads as unavailable.
+//! - **Leases**: a read for a load puts a lease under an absent key in the same command, and the
+//!   load's write-back is a compare-and-set against what the read saw (the value, the tombstone or
+//!   the lease). Whatever replaces or removes it meanwhile (an invalidation, a `set`, eviction,
+//!   expiry, a restart) makes the write-back a no-op: a lost guard costs a miss, never an old
+//!   value.
+//! - **Write**: encode (MessagePack, envelope, zstd above a threshold), write (unconditionally for
+//!   `set`, compare-and-set for loads), count.
+
+use serde::{de::DeserializeOwned, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+use crate::clock::{unix_ms, Age};
+use crate::codec::{self, CodecConfig, CodecError, Header, TagVersion};
+use crate::coherence::Coherence;
+use crate::kind::KindEntry;
+use crate::l2::{ReadOrLease, Refusal, L2};
+use crate::stats::KindStats;
+use crate::tags;
+
+/// A usable entry read from L2.
+pub(crate) struct Found<T> {
+    pub(crate) value: Arc<T>,
+    pub(crate) age: Age,
+    /// The entry's tags (names).
+    pub(crate) tags: Vec<String>,
+    /// Size of its MessagePack payload.
+    pub(crate) raw_len: usize,
+    /// The identity of the write (for a compare-and-set against it).
+    pub(crate) seen: Vec<u8>,
+}
+
+/// What an L2 read saw.
+pub(crate) enum L2Read<T> {
+    Fresh(Found<T>),
+    /// Past its freshness (fail-safe grace).
+    Stale(Found<T>),
+    /// Nothing usable: absent, a tombstone or another load's lease, an undecodable value, an entry
+    /// with outdated tags. With the identity to compare-and-set against (`None`: no write-back
+    /// possible, such as an absent key that could not be leased).
+    Miss(Option<Vec<u8>>),
+    /// Absent, and now holding this read's lease (its identity): the load compare-and-sets against
+    /// it, or releases it when it stores nothing.
+    Leased(Vec<u8>),
+    /// The read failed, timed out, was skipped by the breaker, or is fenced by a pending
+    /// invalidation.
+    Unavailable,
+}
+
+/// How a write goes to L2.
+#[derive(Debug)]
+pub(crate) enum Write {
+    /// Unconditionally (`set`).
+    Overwrite,
+    /// Only if L2 still holds what the load saw when it began (its value or tombstone, or its own
+    /// lease: `leased`).
+    IfUnchanged { seen: Vec<u8>, leased: bool },
+}
+
+/// What a write did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// The value is in L2.
+    Stored,
+    /// The compare-and-set found something else there (a newer write or an invalidation won).
+    Conflict,
+    /// Not written: L2 out, or Redis refused (counted).
+    Failed {
+        /// Whether it was an outage (rather than a refusal).
+        outage: bool,
+    },
+}
+
+pub(crate) struct EntryStore {
+    l2: Arc<L2>,
+    coherence: Arc<Coherence>,
+    codec: CodecConfig,
+    prefix: String,
+    /// How long entries stay readable (as stale) past their freshness.
+    grace: Duration,
+}
+
+impl EntryStore {
+    pub(crate) fn new(
+        l2: Arc<L2>,
+        coherence: Arc<Coherence>,
+        codec: CodecConfig,
+        prefix: String,
+        grace: Duration,
+    ) -> Self {
+        Self {
+            l2,
+            coherence,
+            codec,
+            prefix,
+            grace,
+        }
+    }
+
+    pub(crate) fn l2(&self) -> &L2 {
+        &self.l2
+    }
+
+    /// Reads `full` as a `T` whose entries carry the fingerprint `fp` ([`codec::fingerprint`]);
+    /// `lease`: for a load, which writes back (an absent key gets a lease).
+    pub(crate) async fn read<T>(
+        &self,
+        ke: &KindEntry,
+        full: &str,
+        fp: u64,
+        lease: bool,
+    ) -> L2Read<T>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        if self.coherence.key_fenced(full) {
+            KindStats::inc(&ke.stats.l2_skipped);
+            return L2Read::Unavailable;
+        }
+        let started = Instant::now();
+        let lease_bytes = lease.then(codec::tombstone_now);
+        let res = match &lease_bytes {
+            Some(l) => {
+                self.l2
+                    .read_or_lease(full, l, self.coherence.tombstone_ttl())
+                    .instrument(tracing::debug_span!("l2.read_or_lease", kind = %ke.name))
+                    .await
+            }
+            None => self
+                .l2
+                .get(full)
+                .instrument(tracing::debug_span!("l2.get", kind = %ke.name))
+                .await
+                .map(|b| b.map_or(ReadOrLease::Absent, ReadOrLease::Found)),
+        };
+        let bytes = match res {
+            Ok(ReadOrLease::Found(b)) => b,
+            Ok(ReadOrLease::Leased) => {
+                ke.stats.read_latency.record(started.elapsed());
+                KindStats::inc(&ke.stats.l2_misses);
+                return match lease_bytes {
+                    Some(l) => L2Read::Leased(codec::identity(&l).to_vec()),
+                    None => L2Read::Miss(None),
+                };
+            }
+            Ok(ReadOrLease::Absent) => {
+                ke.stats.read_latency.record(started.elapsed());
+                KindStats::inc(&ke.stats.l2_misses);
+                return L2Read::Miss(None);
+            }
+            Err(e) if e.refusal() == Some(Refusal::WrongType) => {
+                // Someone else's value of another type under our key: a miss; removed so that a
+                // later load can lease the key (best effort).
+                ke.stats.count_l2_error(&e);
+                KindStats::inc(&ke.stats.l2_misses);
+                let _ = self.l2.unlink(&[full]).await;
+                return L2Read::Miss(None);
+            }
+            Err(e) => {
+                ke.stats.count_l2_error(&e);
+                return L2Read::Unavailable;
+            }
+        };
+        ke.stats.read_latency.record(started.elapsed());
+        self.check(ke, full, fp, bytes).await
+    }
+
+    /// Decodes and checks bytes read from L2 (see the module docs).
+    pub(crate) async fn check<T>(
+        &self,
+        ke: &KindEntry,
+        full: &str,
+        fp: u64,
+        bytes: Vec<u8>,
+    ) -> L2Read<T>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        KindStats::add(&ke.stats.l2_bytes_read, bytes.len() as u64);
+        let seen = codec::identity(&bytes).to_vec();
+        let decoded = match codec::decode::<T>(&self.codec, &bytes, fp) {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                // A tombstone or a lease: invalidated recently, or being loaded.
+                KindStats::inc(&ke.stats.l2_misses);
+                return L2Read::Miss(Some(seen));
+            }
+            Err(e) => {
+                count_decode_error(ke, full, &e);
+                KindStats::inc(&ke.stats.l2_misses);
+                return L2Read::Miss(Some(seen));
+            }
+        };
+        if !decoded.tags.is_empty() {
+            if self
+                .coherence
+                .tags_fenced(decoded.tags.iter().map(|(t, _)| t.as_str()))
+            {
+                KindStats::inc(&ke.stats.l2_skipped);
+                return L2Read::Unavailable;
+            }
+            match tags::entry_is_current(&self.l2, &self.prefix, &decoded.tags)
+                .instrument(tracing::debug_span!("l2.tag_tokens", kind = %ke.name))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    KindStats::inc(&ke.stats.l2_misses);
+                    KindStats::inc(&ke.stats.tag_rejections);
+                    return L2Read::Miss(Some(seen));
+                }
+                Err(e) => {
+                    // The entry cannot be checked against tag invalidations: do not serve it.
+                    ke.stats.count_l2_error(&e);
+                    return L2Read::Unavailable;
+                }
+            }
+        }
+        let found = Found {
+            value: Arc::new(decoded.value),
+            age: Age {
+                created_ms: decoded.header.created_at_ms,
+                fresh_until_ms: decoded.header.fresh_until_ms,
+            },
+            tags: decoded.tags.into_iter().map(|(t, _)| t).collect(),
+            raw_len: decoded.raw_len,
+            seen,
+        };
+        if unix_ms() >= found.age.fresh_until_ms {
+            KindStats::inc(&ke.stats.l2_misses);
+            return L2Read::Stale(found);
+        }
+        KindStats::inc(&ke.stats.l2_hits);
+        L2Read::Fresh(found)
+    }
+
+    /// The tokens an entry with `tags` written now carries; `None` when they cannot be had (the
+    /// entry must then not be written to L2: it could not be checked against tag invalidations).
+    pub(crate) async fn tag_tokens(
+        &self,
+        ke: &KindEntry,
+        tags: &[String],
+    ) -> Option<Vec<TagVersion>> {
+        if tags.is_empty() {
+            return Some(Vec::new());
+        }
+        match tags::tokens_for_write(&self.l2, &self.prefix, tags)
+            .instrument(
+                tracing::debug_span!("l2.tag_tokens_for_write", kind = %ke.name, tags = tags.len()),
+            )
+            .await
+        {
+            Ok(t) => Some(t),
+            Err(e) => {
+                ke.stats.count_l2_error(&e);
+                None
+            }
+        }
+    }
+
+    /// Encodes an entry: its envelope with `tags` and the fingerprint `fp`, fresh for `ttl` from
+    /// now.
+    pub(crate) fn encode<T>(
+        &self,
+        ke: &KindEntry,
+        value: &T,
+        fp: u64,
+        ttl: Duration,
+        tags: &[TagVersion],
+    ) -> Option<Encoded>
+    where
+        T: Serialize + 'static,
+    {
+        let payload = match codec::to_msgpack(value) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(kind = %ke.name, error = %e, "value cannot be serialized: kept in L1 only");
+                return None;
+            }
+        };
+        let now_ms = unix_ms();
+        let header = Header {
+            created_at_ms: now_ms,
+            fresh_until_ms: now_ms.saturating_add(ttl.as_millis() as u64),
+            type_fp: fp,
+            nonce: rand::random(),
+        };
+        match codec::seal(&self.codec, &header, tags, &payload) {
+            Ok(bytes) => Some(Encoded {
+                payload_len: payload.len(),
+                envelope_overhead: codec::envelope_overhead(tags),
+                bytes,
+                px: ttl + self.grace,
+            }),
+            Err(CodecError::TooLarge { size, max }) => {
+                KindStats::inc(&ke.stats.oversized);
+                tracing::debug!(kind = %ke.name, size, max, "value over the maximum size: not written to L2");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(kind = %ke.name, error = %e, "value cannot be encoded");
+                None
+            }
+        }
+    }
+
+    /// Writes an encoded entry under `full`.
+    pub(crate) async fn write(
+        &self,
+        ke: &KindEntry,
+        full: &str,
+        entry: &Encoded,
+        how: &Write,
+    ) -> Written {
+        let started = Instant::now();
+        let res = match how {
+            Write::IfUnchanged { seen, .. } => {
+                self.l2
+                    .set_if_unchanged(full, seen, &entry.bytes, entry.px)
+                    .instrument(tracing::debug_span!(
+                        "l2.set_if_unchanged",
+                        kind = %ke.name,
+                        bytes = entry.bytes.len()
+                    ))
+                    .await
+            }
+            Write::Overwrite => self
+                .l2
+                .set(full, &entry.bytes, entry.px)
+                .instrument(tracing::debug_span!(
+                    "l2.set",
+                    kind = %ke.name,
+                    bytes = entry.bytes.len()
+                ))
+                .await
+                .map(|()| true),
+        };
+        match res {
+            Ok(true) => {
+                ke.stats.write_latency.record(started.elapsed());
+                entry.count_written(ke);
+                Written::Stored
+            }
+            Ok(false) => {
+                KindStats::inc(&ke.stats.l2_write_conflicts);
+                Written::Conflict
+            }
+            Err(e) => {
+                ke.stats.count_l2_error(&e);
+                Written::Failed {
+                    outage: e.is_outage(),
+                }
+            }
+        }
+    }
+
+    /// Releases the lease `lease` a load put under `full`, when the load stores nothing (best
+    /// effort: a lease left behind expires with the tombstone TTL, and is only a miss meanwhile).
+    pub(crate) async fn release_lease(&self, ke: &KindEntry, full: &str, lease: &[u8]) {
+        if let Err(e) = self.l2.release_lease(full, lease).await {
+            ke.stats.count_l2_error(&e);
+        }
+    }
+
+    /// Removes `full` from L2 (a `set` whose value could not be written must not leave the older
+    /// value there). Returns whether L2 answered.
+    pub(crate) async fn remove(&self, ke: &KindEntry, full: &str) -> bool {
+        match self.l2.unlink(&[full]).await {
+            Ok(_) => true,
+            Err(e) => {
+                ke.stats.count_l2_error(&e);
+                false
+            }
+        }
+    }
+
+    // --- Batches (warming) ---
+
+    /// [`read`](Self::read) of many keys of one kind for loads (leases for the absent ones), in
+    /// pipelines: one round trip per 128 keys (per master on a cluster), then one MGET of the tag
+    /// tokens the fresh entries carry.
+    pub(crate) async fn read_many<T>(
+        &self,
+        ke: &KindEntry,
+        fulls: &[String],
+        fp: u64,
+    ) -> Vec<L2Read<T>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let leases: Vec<Vec<u8>> = fulls.iter().map(|_| codec::tombstone_now()).collect();
+        let replies = match self
+            .l2
+            .read_or_lease_many(fulls, &leases, self.coherence.tombstone_ttl())
+            .instrument(
+                tracing::debug_span!("l2.read_or_lease_many", kind = %ke.name, keys = fulls.len()),
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                ke.stats.count_l2_error(&e);
+                return fulls.iter().map(|_| L2Read::Unavailable).collect();
+            }
+        };
+        // Checked concurrently: entries with tags each take a round trip for their tokens.
+        let checks =
+            fulls
+                .iter()
+                .zip(replies)
+                .zip(&leases)
+                .map(|((full, reply), lease)| async move {
+                    if self.coherence.key_fenced(full) {
+                        KindStats::inc(&ke.stats.l2_skipped);
+                        return L2Read::Unavailable;
+                    }
+                    match reply {
+                        Ok(ReadOrLease::Found(bytes)) => self.check(ke, full, fp, bytes).await,
+                        Ok(ReadOrLease::Leased) => {
+                            KindStats::inc(&ke.stats.l2_misses);
+                            L2Read::Leased(codec::identity(lease).to_vec())
+                        }
+                        Ok(ReadOrLease::Absent) | Err(_) => {
+                            KindStats::inc(&ke.stats.l2_misses);
+                            L2Read::Miss(None)
+                        }
+                    }
+                });
+        futures::future::join_all(checks).await
+    }
+
+    /// Compare-and-set writes of many encoded entries (`(full, expected identity, entry)`), in
+    /// pipelines. Per entry, what happened; `Err` when L2 failed (nothing more was sent).
+    pub(crate) async fn write_many(
+        &self,
+        ke: &KindEntry,
+        items: Vec<(String, Vec<u8>, Encoded)>,
+    ) -> Result<Vec<Written>, ()> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch: Vec<(String, Vec<u8>, Vec<u8>, Duration)> = items
+            .iter()
+            .map(|(full, seen, e)| (full.clone(), seen.clone(), e.bytes.clone(), e.px))
+            .collect();
+        match self
+            .l2
+            .set_if_unchanged_many(&batch)
+            .instrument(tracing::debug_span!("l2.set_if_unchanged_many", kind = %ke.name, keys = batch.len()))
+            .await
+        {
+            Ok(written) => Ok(written
+                .into_iter()
+                .zip(&items)
+                .map(|(w, (_, _, e))| {
+                    if w {
+                        e.count_written(ke);
+                        Written::Stored
+                    } else {
+                        KindStats::inc(&ke.stats.l2_write_conflicts);
+                        Written::Conflict
+                    }
+                })
+                .collect()),
+            Err(e) => {
+                ke.stats.count_l2_error(&e);
+                Err(())
+            }
+        }
+    }
+}
+
+/// An entry encoded for L2.
+pub(crate) struct Encoded {
+    pub(crate) bytes: Vec<u8>,
+    /// Its MessagePack payload size (before compression).
+    pub(crate) payload_len: usize,
+    envelope_overhead: usize,
+    /// How long Redis keeps it: its TTL plus the fail-safe grace.
+    pub(crate) px: Duration,
+}
+
+impl Encoded {
+    fn count_written(&self, ke: &KindEntry) {
+        KindStats::inc(&ke.stats.l2_writes);
+        KindStats::add(&ke.stats.l2_bytes_written, self.bytes.len() as u64);
+        KindStats::add(&ke.stats.l2_raw_bytes_written, self.payload_len as u64);
+        KindStats::add(
+            &ke.stats.l2_payload_bytes_written,
+            self.bytes.len().saturating_sub(self.envelope_overhead) as u64,
+        );
+    }
+}
+
+fn count_decode_error(ke: &KindEntry, full: &str, e: &CodecError) {
+    use std::sync::atomic::Ordering;
+    KindStats::inc(&ke.stats.decode_errors);
+    if !ke.stats.decode_error_logged.swap(true, Ordering::Relaxed) {
+        tracing::warn!(kind = %ke.name, key = full, error = %e,
+            "undecodable value in L2 treated as a miss (further ones are logged at debug level)");
+    } else {
+        tracing::debug!(kind = %ke.name, key = full, error = %e, "undecodable value in L2 treated as a miss");
+    }
+}

@@ -1,0 +1,886 @@
+//! The read path, in one place: L1 lookup, then on a miss one load per key among concurrent callers
+//! (single-flight), which reads L2 (and checks what it finds), takes the distributed lock if asked,
+//! calls the loader and writes the value back under the race guards; eager refreshes start here too.
+//!
+//! ```text
+//! get_or_load ─► L1 ─hit─► value
+//!                 └miss─► flight(key, ticket) ─► L2 read (lease if absent) ─fresh─► L1 copy ─► value
+//!                                                 └─miss/stale─► [lock] ─► loader ─► store ─► value
+//! store: L2 compare-and-set against what the read saw (value, tombstone or lease), then L1 unless
+//!        the key's ticket was superseded (an invalidation or a newer write since the load began).
+//! ```
+//!
+//! Writes (`set`) go through [`store`] too, with an unconditional L2 write.
+
+use serde::{de::DeserializeOwned, Serialize};
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::clock::{unix_ms, Age};
+use crate::codec::TagVersion;
+use crate::coherence::{Message, PendingOp, Ticket};
+use crate::entry_store::{Found, L2Read, Write, Written};
+use crate::inner::{Inner, Never};
+use crate::key;
+use crate::kind::KindEntry;
+use crate::l1::{L1Entry, NewEntry};
+use crate::loader::{
+    Detach, HardTimeout, InPlace, Lazy, LazyError, Loader, OwnedLoader, Rest, Run, Timeouts,
+};
+use crate::lock::{self, LockGuard, LockOutcome, LockRequest, Poll};
+use crate::options::EntryOptions;
+use crate::provenance::{self, Source};
+use crate::refresh::{self, Claim};
+use crate::stats::KindStats;
+
+/// What a coalesced load produced, shared by every caller of the flight. `X` is what a hard
+/// timeout reports (uninhabited for borrowed loaders, which have none).
+pub(crate) enum Outcome<T, E, X> {
+    Value(Arc<T>),
+    Failed(Arc<E>),
+    TimedOut(X),
+}
+
+/// Why a load runs.
+enum LoadMode<T> {
+    /// A caller found no fresh value.
+    Miss,
+    /// A background refresh of `current`, written at `created_ms`; `claim` marks the key as being
+    /// refreshed until the load (or its background completion) ends.
+    Refresh {
+        current: Arc<T>,
+        created_ms: u64,
+        claim: Claim,
+    },
+}
+
+/// Everything needed to store a loader's result, owned so that it can move into a background task.
+struct LoadJob {
+    ke: Arc<KindEntry>,
+    ticket: Ticket,
+    opts: EntryOptions,
+    /// The tokens of the entry's tags (`None`: they could not be read, so no L2 write).
+    tokens: Option<Vec<TagVersion>>,
+    /// How to write back (`None`: not at all, L2 could not be read).
+    write: Option<Write>,
+    /// When the load began (before its L2 read).
+    started: Instant,
+    loader_started: Instant,
+    lock: Option<LockGuard>,
+    claim: Option<Claim>,
+    refresh: bool,
+}
+
+// ---- Entry points -------------------------------------------------------------------------------
+
+/// `Cache::get`: L1, then L2; never the loader.
+pub(crate) async fn get<T>(inner: &Arc<Inner>, kind: &str, key: &str) -> Option<Arc<T>>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+{
+    if !inner.enabled {
+        return None;
+    }
+    let ke = inner.kinds.get(kind);
+    let lookup = key::LookupKey::new(ke.key_prefix.as_deref(), &inner.prefix, kind, key);
+    if ke.cfg.tier_routing().l1() {
+        let found = inner.l1.get(&lookup).await;
+        if let Some(v) = l1_found::<T>(inner, ke, found).fresh {
+            return Some(v);
+        }
+    }
+    let full = lookup.to_full();
+    // Boxed for the same reason as the miss path of `get_or_load_with`: an L1 hit must not carry
+    // the L2 read's state machine.
+    Box::pin(async move {
+        let ticket = inner.coherence.gens.begin(&full);
+        let fp = fingerprint::<T>(ke, None);
+        match read(inner, ke, &ticket, fp, false).await {
+            L2Read::Fresh(found) => Some(found.value),
+            _ => None,
+        }
+    })
+    .await
+}
+
+/// `Cache::get_or_load_with`: the read path for a borrowed loader.
+pub(crate) async fn get_or_load_with<T, E, F, Fut>(
+    inner: &Arc<Inner>,
+    kind: &str,
+    key: &str,
+    opts: &EntryOptions,
+    loader: F,
+) -> Result<Arc<T>, Arc<E>>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let ke = inner.kinds.get(kind);
+    if !inner.enabled {
+        // Boxed, as the miss path below: the loader's future must not enlarge this one.
+        return Box::pin(async move {
+            KindStats::inc(&ke.stats.loader_calls);
+            loader().await.map(Arc::new).map_err(|e| {
+                KindStats::inc(&ke.stats.loader_errors);
+                Arc::new(e)
+            })
+        })
+        .await;
+    }
+    // The L1 lookup needs no allocated key; everything after a miss does.
+    let lookup = key::LookupKey::new(ke.key_prefix.as_deref(), &inner.prefix, kind, key);
+    let mut stale = None;
+    if ke.cfg.tier_routing().l1() {
+        let found = inner.l1.get(&lookup).await;
+        let l1 = l1_found::<T>(inner, ke, found);
+        if let Some(v) = l1.fresh {
+            return Ok(v);
+        }
+        stale = l1.stale;
+    }
+    // The miss path (L2, single-flight, loader, write-back) is boxed: inline, its state machine
+    // made this future ~8.7 KB, which every call (hits too) paid for in stack traffic (the future
+    // is moved into its caller's state); boxed it is one pointer, and the allocation is only paid
+    // on a miss, next to a Redis round trip.
+    let full = lookup.to_full();
+    Box::pin(async move {
+        if !ke.warned_in_place.load(Ordering::Relaxed)
+            && opts
+                .freshness
+                .resolve(ke.cfg.freshness())
+                .needs_owned_loader()
+            && !ke.warned_in_place.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(kind, "eager refresh and loader timeouts need an owned loader: they apply to get_or_load_owned and to #[cached] functions with refresh/xfetch/soft_timeout/hard_timeout, not to get_or_load/get_or_load_with");
+        }
+        match miss(inner, ke, &full, opts, stale, InPlace(loader)).await {
+            Ok(v) => Ok(v),
+            Err(LazyError::Loader(e)) => Err(e),
+            Err(LazyError::TimedOut(never)) => match never {},
+        }
+    })
+    .await
+}
+
+/// The owned-loader read path, with the loader made by `make` only when a load or a refresh needs
+/// it (so a hit copies nothing). `Cache::get_or_load_owned` and the `#[cached]` functions with
+/// freshness arguments go through here.
+pub(crate) async fn get_or_load_lazy<T, E, H, M>(
+    inner: &Arc<Inner>,
+    kind: &str,
+    key: &str,
+    opts: &EntryOptions,
+    make: M,
+) -> Result<Arc<T>, LazyError<E, H>>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: HardTimeout,
+    M: FnOnce() -> OwnedLoader<T, E, H>,
+{
+    let ke = inner.kinds.get(kind);
+    let policy = opts.freshness.resolve(ke.cfg.freshness());
+    if !inner.enabled {
+        KindStats::inc(&ke.stats.loader_calls);
+        let fut = make().call();
+        let hard = policy
+            .hard_timeout
+            .and_then(|d| H::report(d).map(|x| (d, x)));
+        let res = match hard {
+            Some((d, x)) => match tokio::time::timeout(d, fut).await {
+                Ok(res) => res,
+                Err(_) => {
+                    KindStats::inc(&ke.stats.hard_timeouts);
+                    return Err(LazyError::TimedOut(x));
+                }
+            },
+            None => fut.await,
+        };
+        return res.map(Arc::new).map_err(|e| {
+            KindStats::inc(&ke.stats.loader_errors);
+            LazyError::Loader(Arc::new(e))
+        });
+    }
+    // The L1 lookup needs no allocated key; everything after a miss (or a due refresh) does.
+    let lookup = key::LookupKey::new(ke.key_prefix.as_deref(), &inner.prefix, kind, key);
+    let mut stale = None;
+    if ke.cfg.tier_routing().l1() {
+        let found = inner.l1.get(&lookup).await;
+        let l1 = l1_found::<T>(inner, ke, found);
+        if let Some(v) = l1.fresh {
+            let due =
+                |a: &Age| refresh::is_due(&policy, *a, unix_ms(), refresh::loader_time(&ke.stats));
+            if let Some(age) = l1.age.filter(|a| policy.refreshes() && due(a)) {
+                let full = lookup.to_full();
+                spawn_refresh(inner, ke, &full, opts, v.clone(), age.created_ms, make());
+            }
+            return Ok(v);
+        }
+        if let (Some(s), Some(_)) = (&l1.stale, policy.soft_timeout) {
+            if inner.refreshing.is_claimed(&lookup.to_full()) {
+                // A load of this key is finishing in the background after its soft timeout.
+                KindStats::inc(&ke.stats.soft_timeouts);
+                return Ok(s.clone());
+            }
+        }
+        stale = l1.stale;
+    }
+    // Boxed, as in `get_or_load_with`: a hit does not carry the miss path's state machine.
+    let full = lookup.to_full();
+    Box::pin(miss(inner, ke, &full, opts, stale, Lazy(make))).await
+}
+
+// ---- L1 -----------------------------------------------------------------------------------------
+
+/// What an L1 lookup found.
+struct L1Found<T> {
+    fresh: Option<Arc<T>>,
+    /// An entry past its freshness (a fail-safe fallback).
+    stale: Option<Arc<T>>,
+    /// The age of the fresh value.
+    age: Option<Age>,
+}
+
+/// Classifies what an L1 lookup found and counts the hit or miss. Not `async` (hot paths await
+/// moka directly): one state machine less per hit.
+fn l1_found<T: Send + Sync + 'static>(
+    inner: &Inner,
+    ke: &KindEntry,
+    found: Option<L1Entry>,
+) -> L1Found<T> {
+    let none = L1Found {
+        fresh: None,
+        stale: None,
+        age: None,
+    };
+    // A value stored as another type, or a dead entry (its kind was dropped), reads as a miss.
+    let Some((entry, v)) = inner
+        .l1
+        .live(found)
+        .and_then(|e| e.value::<T>().map(|v| (e, v)))
+    else {
+        KindStats::inc(&ke.stats.l1_misses);
+        return none;
+    };
+    let tag_invalidated = entry
+        .tags()
+        .is_some_and(|(tags, loaded_at)| inner.coherence.tags_invalidated_since(tags, loaded_at));
+    if tag_invalidated {
+        KindStats::inc(&ke.stats.l1_misses);
+        return none;
+    }
+    // Without a grace period an entry's L1 lifetime is its freshness, and moka never returns an
+    // expired entry: no clock read needed.
+    if inner.l1.grace().is_zero() || entry.is_fresh(Instant::now()) {
+        KindStats::inc(&ke.stats.l1_hits);
+        provenance::note(Source::L1, entry.created_ms());
+        return L1Found {
+            fresh: Some(v),
+            stale: None,
+            age: Some(entry.age()),
+        };
+    }
+    KindStats::inc(&ke.stats.l1_misses);
+    provenance::note_stale_candidate(entry.created_ms());
+    L1Found {
+        fresh: None,
+        stale: Some(v),
+        age: None,
+    }
+}
+
+/// Copies a value found in L2 into L1 (if the kind uses it), unless `ticket` was superseded.
+async fn copy_to_l1<T: Send + Sync + 'static>(
+    inner: &Inner,
+    ke: &KindEntry,
+    ticket: &Ticket,
+    found: &Found<T>,
+    read_at: Instant,
+) {
+    if !ke.cfg.tier_routing().l1() {
+        return;
+    }
+    let ttl = found.age.remaining(unix_ms());
+    let fresh_for = inner
+        .coherence
+        .l1_lifetime(ttl, ke.cfg.l1_ttl_cap(), !found.tags.is_empty());
+    inner
+        .coherence
+        .store_local(
+            ticket,
+            ke.id,
+            NewEntry {
+                value: found.value.clone(),
+                payload_bytes: found.raw_len,
+                fresh_for,
+                loaded_at: read_at,
+                tags: &found.tags,
+                age: found.age,
+            },
+        )
+        .await;
+}
+
+// ---- L2 -----------------------------------------------------------------------------------------
+
+/// The fingerprint of the kind's entries of `T`: of the call's schema, else the kind's, else the
+/// type name (see `KindConfig::schema`).
+pub(crate) fn fingerprint<T>(ke: &KindEntry, opts: Option<&EntryOptions>) -> u64 {
+    let schema = opts
+        .and_then(EntryOptions::schema_id)
+        .or(ke.cfg.schema_id());
+    crate::codec::fingerprint::<T>(schema)
+}
+
+/// Reads `ticket`'s key from L2 (`lease`: for a load that will write back) and copies a fresh
+/// value into L1. Records provenance.
+async fn read<T>(inner: &Inner, ke: &KindEntry, ticket: &Ticket, fp: u64, lease: bool) -> L2Read<T>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+{
+    let Some(entries) = inner.entries_for(ke) else {
+        return L2Read::Miss(None);
+    };
+    let started = Instant::now();
+    let r = entries.read::<T>(ke, ticket.key(), fp, lease).await;
+    match &r {
+        L2Read::Fresh(found) => {
+            provenance::note(Source::L2, found.age.created_ms);
+            copy_to_l1(inner, ke, ticket, found, started).await;
+        }
+        L2Read::Stale(found) => provenance::note_stale_candidate(found.age.created_ms),
+        L2Read::Miss(_) | L2Read::Leased(_) | L2Read::Unavailable => {}
+    }
+    r
+}
+
+// ---- Loads --------------------------------------------------------------------------------------
+
+/// A miss of `full`: one load per key and state, shared by every concurrent caller.
+async fn miss<T, E, L>(
+    inner: &Arc<Inner>,
+    ke: &Arc<KindEntry>,
+    full: &str,
+    opts: &EntryOptions,
+    stale: Option<Arc<T>>,
+    loader: L,
+) -> Result<Arc<T>, LazyError<E, L::TimedOut>>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    L: Loader<T, E>,
+{
+    // Single-flight through moka's `try_get_with` on a cache that never stores anything: the init
+    // future always returns `Err(outcome)`, which moka hands to every waiter without inserting. We
+    // insert into L1 ourselves, after the generation check that closes the stale-set race. The
+    // key's state is part of the flight key, so a caller arriving after an invalidation never
+    // joins a load that began before it.
+    let ticket = inner.coherence.gens.begin(full);
+    // Callers that miss while the key is being refreshed join the refresh.
+    let tail = if inner.refreshing.is_claimed(full) {
+        REFRESH_FLIGHT
+    } else {
+        ""
+    };
+    let flight = ticket.flight_key(tail);
+    let res = inner
+        .flights
+        .try_get_with(flight, async {
+            // What the load found travels with its outcome to every caller of the flight.
+            let led =
+                provenance::capture(load(inner, ke, ticket, opts, stale, loader, LoadMode::Miss))
+                    .await;
+            Err::<Never, _>(led)
+        })
+        .await;
+    match res {
+        Err(led) => match &*led {
+            (Outcome::Value(v), trace) => {
+                provenance::joined(*trace);
+                Ok(v.clone())
+            }
+            (Outcome::Failed(e), _) => Err(LazyError::Loader(e.clone())),
+            (Outcome::TimedOut(x), _) => Err(LazyError::TimedOut(x.clone())),
+        },
+        Ok(never) => match never {},
+    }
+}
+
+/// The flight-key tail of a background refresh: distinct from a caller's load, since a refresh may
+/// start from inside one (an L2 read late in the entry's life) and must not join it.
+const REFRESH_FLIGHT: &str = "\u{0}r";
+
+/// One load (inside its flight): L2, then the distributed lock if enabled, then the loader, then
+/// the guarded write-back. `stale` is a fail-safe fallback found in L1.
+async fn load<T, E, L>(
+    inner: &Arc<Inner>,
+    ke: &Arc<KindEntry>,
+    ticket: Ticket,
+    opts: &EntryOptions,
+    mut stale: Option<Arc<T>>,
+    loader: L,
+    mode: LoadMode<T>,
+) -> Outcome<T, E, L::TimedOut>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    L: Loader<T, E>,
+{
+    let started = Instant::now();
+    let policy = opts.freshness.resolve(ke.cfg.freshness());
+    // A refresh serves the current value to callers that join it past its soft timeout, and also
+    // after a failure when fail-safe is on.
+    let (current, refreshed_from, claim) = match mode {
+        LoadMode::Miss => (None, None, None),
+        LoadMode::Refresh {
+            current,
+            created_ms,
+            claim,
+        } => {
+            if !inner.l1.grace().is_zero() {
+                stale = stale.or_else(|| Some(current.clone()));
+            }
+            (Some(current), Some(created_ms), Some(claim))
+        }
+    };
+    // What the write-back may replace: exactly what L2 held when this load began (or the lease it
+    // put there). If L2 could not be read, nothing is written back (the read's deadline was the
+    // caller's only wait).
+    let uses_l2 = inner.entries_for(ke).is_some();
+    let fp = fingerprint::<T>(ke, Some(opts));
+    let write = match read::<T>(inner, ke, &ticket, fp, true).await {
+        L2Read::Fresh(found) => match refreshed_from {
+            None => {
+                let due = policy.refreshes()
+                    && refresh::is_due(
+                        &policy,
+                        found.age,
+                        unix_ms(),
+                        refresh::loader_time(&ke.stats),
+                    );
+                if due {
+                    if let Ok(owned) = loader.into_owned() {
+                        spawn_refresh(
+                            inner,
+                            ke,
+                            ticket.key(),
+                            opts,
+                            found.value.clone(),
+                            found.age.created_ms,
+                            owned,
+                        );
+                    }
+                }
+                return Outcome::Value(found.value);
+            }
+            // Refreshed already (by another instance, or a load since).
+            Some(created) if found.age.created_ms > created => return Outcome::Value(found.value),
+            Some(_) => Some(Write::IfUnchanged {
+                seen: found.seen,
+                leased: false,
+            }),
+        },
+        L2Read::Stale(found) => {
+            stale = stale.or(Some(found.value));
+            Some(Write::IfUnchanged {
+                seen: found.seen,
+                leased: false,
+            })
+        }
+        L2Read::Miss(seen) => seen.map(|seen| Write::IfUnchanged {
+            seen,
+            leased: false,
+        }),
+        L2Read::Leased(lease) => Some(Write::IfUnchanged {
+            seen: lease,
+            leased: true,
+        }),
+        L2Read::Unavailable => None,
+    };
+    let mut lock = None;
+    if policy.lock && (!uses_l2 || write.is_none()) {
+        // No L2, or it could not be read (unreachable, breaker open): no lock to take, load
+        // locally.
+        KindStats::inc(&ke.stats.lock_fallbacks);
+    } else if policy.lock {
+        // A refresh does not wait: if another instance holds the lock, it is refreshing.
+        match lock_step::<T>(inner, ke, &ticket, fp, refreshed_from.is_none()).await {
+            LockOutcome::Acquired(guard) => lock = Some(guard),
+            LockOutcome::Filled(v) => return Outcome::Value(v),
+            LockOutcome::Busy => {
+                if let Some(cur) = current {
+                    return Outcome::Value(cur);
+                }
+            }
+            LockOutcome::Fallback => {}
+        }
+    }
+    // The tokens of the entry's tags as of now, before the loader runs.
+    let tokens = match (inner.entries_for(ke), &write) {
+        (Some(entries), Some(_)) => entries.tag_tokens(ke, opts.tag_list()).await,
+        _ => None,
+    };
+    KindStats::inc(&ke.stats.loader_calls);
+    let job = LoadJob {
+        ke: ke.clone(),
+        ticket,
+        opts: opts.clone(),
+        tokens,
+        write,
+        started,
+        loader_started: Instant::now(),
+        lock,
+        claim,
+        refresh: refreshed_from.is_some(),
+    };
+    let fallback = stale.clone().or(current);
+    let timeouts = Timeouts {
+        soft: policy.soft_timeout.zip(fallback),
+        hard: policy.hard_timeout,
+    };
+    let detach = Background {
+        inner: inner.clone(),
+    };
+    match loader.run(job, timeouts, detach).await {
+        Run::Done(job, Ok(v)) => {
+            provenance::note_loaded();
+            let v = Arc::new(v);
+            finish_ok(inner, job, v.clone()).await;
+            Outcome::Value(v)
+        }
+        Run::Done(job, Err(e)) => {
+            let name = job.ke.name.clone();
+            finish_failed(inner, job, false).await;
+            match stale {
+                Some(s) => {
+                    KindStats::inc(&ke.stats.stale_served);
+                    provenance::note_stale_served();
+                    tracing::debug!(kind = %name, "loader failed: serving the stale value (fail-safe)");
+                    Outcome::Value(s)
+                }
+                None => Outcome::Failed(Arc::new(e)),
+            }
+        }
+        Run::TimedOut(job, x) => {
+            finish_failed(inner, job, true).await;
+            match stale {
+                Some(s) => {
+                    KindStats::inc(&ke.stats.stale_served);
+                    Outcome::Value(s)
+                }
+                None => Outcome::TimedOut(x),
+            }
+        }
+        Run::Detached(s) => Outcome::Value(s),
+    }
+}
+
+/// Finishes loads that went on in the background past their soft timeout.
+struct Background {
+    inner: Arc<Inner>,
+}
+
+impl<T, E> Detach<T, E, LoadJob> for Background
+where
+    T: Serialize + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+{
+    fn detach(self, mut job: LoadJob, rest: Rest<T, E>) {
+        KindStats::inc(&job.ke.stats.soft_timeouts);
+        tracing::debug!(kind = %job.ke.name,
+            "loader past its soft timeout: serving the stale value, finishing in the background");
+        if job.claim.is_none() {
+            // Callers holding a stale value serve it instead of loading again.
+            job.claim = self.inner.refreshing.claim(job.ticket.key());
+        }
+        tokio::spawn(async move {
+            match rest.await {
+                Some(Ok(v)) => finish_ok(&self.inner, job, Arc::new(v)).await,
+                Some(Err(_)) => finish_failed(&self.inner, job, false).await,
+                None => finish_failed(&self.inner, job, true).await,
+            }
+        });
+    }
+}
+
+/// Stores a loaded value (under the load's guards) and releases the load's lock.
+async fn finish_ok<T>(inner: &Inner, job: LoadJob, value: Arc<T>)
+where
+    T: Serialize + Send + Sync + 'static,
+{
+    refresh::record_loader_time(&job.ke.stats, job.loader_started.elapsed());
+    let ttl = job
+        .opts
+        .entry_ttl(&*value, job.ke.cfg.ttl(), inner.jitter(&job.ke));
+    let mut ticket = job.ticket;
+    store(
+        inner,
+        &job.ke,
+        &mut ticket,
+        value,
+        StoreSpec {
+            fp: fingerprint::<T>(&job.ke, Some(&job.opts)),
+            ttl,
+            tags: job.opts.tag_list(),
+            tokens: job.tokens.as_deref(),
+            write: job.write,
+            loaded_at: job.started,
+        },
+    )
+    .await;
+    release(inner, ticket.key(), job.lock).await;
+}
+
+/// Counts a failed (or timed-out) loader call and releases the load's lock.
+async fn finish_failed(inner: &Inner, job: LoadJob, timed_out: bool) {
+    if timed_out {
+        KindStats::inc(&job.ke.stats.hard_timeouts);
+        tracing::debug!(kind = %job.ke.name, "loader abandoned at its hard timeout");
+    } else {
+        KindStats::inc(&job.ke.stats.loader_errors);
+    }
+    if job.refresh {
+        KindStats::inc(&job.ke.stats.refresh_failures);
+    }
+    if let Some(Write::IfUnchanged { seen, leased: true }) = &job.write {
+        release_lease(inner, &job.ke, job.ticket.key(), seen).await;
+    }
+    release(inner, job.ticket.key(), job.lock).await;
+}
+
+/// Releases the lease a load put under `full` when it stores nothing.
+async fn release_lease(inner: &Inner, ke: &KindEntry, full: &str, lease: &[u8]) {
+    if let Some(entries) = inner.entries_for(ke) {
+        entries.release_lease(ke, full, lease).await;
+    }
+}
+
+/// Releases a load's distributed lock, wakes this instance's waiters and tells the others.
+async fn release(inner: &Inner, full: &str, lock: Option<LockGuard>) {
+    if let Some(lock) = lock {
+        lock.release().await;
+        inner.coherence.lock_waiters.wake(full);
+        inner.coherence.publish(Message::Loaded(full)).await;
+    }
+}
+
+/// The lock step of a load that missed in both tiers (see the `lock` module).
+async fn lock_step<T>(
+    inner: &Inner,
+    ke: &KindEntry,
+    ticket: &Ticket,
+    fp: u64,
+    wait: bool,
+) -> LockOutcome<Arc<T>>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+{
+    let Some(l2) = inner.l2.as_ref() else {
+        return LockOutcome::Fallback;
+    };
+    let full = ticket.key();
+    let req = LockRequest {
+        l2,
+        waiters: &inner.coherence.lock_waiters,
+        stats: &ke.stats,
+        key: lock::lock_key(&inner.prefix, full),
+        full,
+        ttl: inner.lock_ttl,
+        wait_bound: inner.lock_wait,
+        wait,
+    };
+    lock::acquire(req, || async {
+        match read::<T>(inner, ke, ticket, fp, false).await {
+            L2Read::Fresh(found) => Poll::Filled(found.value),
+            L2Read::Unavailable => Poll::Unavailable,
+            L2Read::Stale(..) | L2Read::Miss(_) | L2Read::Leased(_) => Poll::Waiting,
+        }
+    })
+    .await
+}
+
+/// Starts a background refresh of `full` unless one is running already. `current` is the value
+/// being served (the refresh's stale fallback) and `created_ms` when it was written.
+fn spawn_refresh<T, E, H>(
+    inner: &Arc<Inner>,
+    ke: &Arc<KindEntry>,
+    full: &str,
+    opts: &EntryOptions,
+    current: Arc<T>,
+    created_ms: u64,
+    loader: OwnedLoader<T, E, H>,
+) where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    H: HardTimeout,
+{
+    let Some(claim) = inner.refreshing.claim(full) else {
+        return;
+    };
+    KindStats::inc(&ke.stats.refreshes);
+    tracing::debug!(kind = %ke.name, "eager refresh started");
+    let ticket = inner.coherence.gens.begin(full);
+    let (inner, ke, opts) = (inner.clone(), ke.clone(), opts.clone());
+    tokio::spawn(async move {
+        let mode = LoadMode::Refresh {
+            current,
+            created_ms,
+            claim,
+        };
+        // Through the single-flight map: callers whose copy expires meanwhile join this load.
+        let flight = ticket.flight_key(REFRESH_FLIGHT);
+        let _ = inner
+            .flights
+            .try_get_with(flight, async {
+                Err::<Never, _>(load(&inner, &ke, ticket, &opts, None, loader, mode).await)
+            })
+            .await;
+    });
+}
+
+// ---- Writes -------------------------------------------------------------------------------------
+
+/// How [`store`] writes a value.
+pub(crate) struct StoreSpec<'a> {
+    /// The fingerprint its entry carries ([`fingerprint`]).
+    pub(crate) fp: u64,
+    pub(crate) ttl: Duration,
+    /// Its tags, and their current tokens (`None`: they could not be had: no L2 write).
+    pub(crate) tags: &'a [String],
+    pub(crate) tokens: Option<&'a [TagVersion]>,
+    /// How to write it to L2 (`None`: not at all).
+    pub(crate) write: Option<Write>,
+    /// When the load that produced it (or the write) began.
+    pub(crate) loaded_at: Instant,
+}
+
+/// Stores a value in the kind's tiers: the write-back of a load (`write`: compare-and-set against
+/// what it read) or a `set` (`Write::Overwrite`, with the write's ticket). `None`: L2 could not be
+/// read, so it is not written.
+///
+/// - L2: a load's compare-and-set decides for itself; a `set` is skipped only when this instance
+///   wrote or invalidated the key since it began (news from elsewhere may be late news of an older
+///   write, and never cancels a `set`). A `set` whose value does not reach L2 must not leave the
+///   older value there for other instances: it is deleted (a refusal) or its invalidation queued
+///   (an outage).
+/// - L1: unless the ticket was superseded since (checked again after the insert).
+pub(crate) async fn store<T>(
+    inner: &Inner,
+    ke: &KindEntry,
+    ticket: &mut Ticket,
+    value: Arc<T>,
+    spec: StoreSpec<'_>,
+) where
+    T: Serialize + Send + Sync + 'static,
+{
+    let StoreSpec {
+        fp,
+        ttl,
+        tags,
+        tokens,
+        write,
+        loaded_at,
+    } = spec;
+    let overwrite = matches!(write, Some(Write::Overwrite));
+    // What must happen in L2 if the value does not reach it.
+    let unwritten = match &write {
+        Some(Write::Overwrite) => Unwritten::Set,
+        Some(Write::IfUnchanged { seen, leased: true }) => Unwritten::Lease(seen.clone()),
+        _ => Unwritten::Nothing,
+    };
+    let mut payload_len = None;
+    if let Some(entries) = inner.entries_for(ke) {
+        let began = inner.coherence.write_began();
+        match (write, tokens) {
+            (None, _) => KindStats::inc(&ke.stats.l2_skipped),
+            // Tags without their tokens: the entry could not be checked against tag
+            // invalidations.
+            (Some(_), None) => {
+                KindStats::inc(&ke.stats.l2_skipped);
+                unwritten.apply(inner, ke, ticket.key(), false).await;
+            }
+            (Some(Write::Overwrite), _) if ticket.superseded_here() => {}
+            (Some(_), Some(_)) if entries.l2().breaker.is_rejecting() => {
+                // Breaker open: dropped (and counted) before any encoding work.
+                entries.l2().breaker.count_rejected();
+                KindStats::inc(&ke.stats.l2_skipped);
+                unwritten.apply(inner, ke, ticket.key(), true).await;
+            }
+            (Some(how), Some(tokens)) => match entries.encode(ke, &*value, fp, ttl, tokens) {
+                None => unwritten.apply(inner, ke, ticket.key(), false).await,
+                Some(encoded) => {
+                    payload_len = Some(encoded.payload_len);
+                    match entries.write(ke, ticket.key(), &encoded, &how).await {
+                        Written::Stored if overwrite => {
+                            inner.coherence.written(ticket.key(), began);
+                            // Loads of the key that read L2 before this write must not fill L1
+                            // with the older value.
+                            ticket.supersede_others();
+                        }
+                        Written::Stored | Written::Conflict => {}
+                        Written::Failed { outage } => {
+                            unwritten.apply(inner, ke, ticket.key(), outage).await
+                        }
+                    }
+                }
+            },
+        }
+    }
+    if ke.cfg.tier_routing().l1() {
+        let size = payload_len.unwrap_or_else(|| {
+            crate::codec::to_msgpack(&*value).map_or(std::mem::size_of::<T>(), |p| p.len())
+        });
+        let fresh_for = inner
+            .coherence
+            .l1_lifetime(ttl, ke.cfg.l1_ttl_cap(), !tags.is_empty());
+        inner
+            .coherence
+            .store_local(
+                ticket,
+                ke.id,
+                NewEntry {
+                    value,
+                    payload_bytes: size,
+                    fresh_for,
+                    loaded_at,
+                    tags,
+                    age: Age::starting_now(ttl),
+                },
+            )
+            .await;
+    }
+}
+
+/// What a value that did not reach L2 leaves to do there.
+enum Unwritten {
+    /// A load's write-back over what it read: nothing (the next read misses).
+    Nothing,
+    /// A load's write-back over its own lease: release the lease.
+    Lease(Vec<u8>),
+    /// A `set`: the older value must not stay there for other instances. It is deleted, or (L2
+    /// out) its invalidation is queued.
+    Set,
+}
+
+impl Unwritten {
+    async fn apply(&self, inner: &Inner, ke: &KindEntry, full: &str, outage: bool) {
+        match self {
+            Unwritten::Nothing => {}
+            Unwritten::Lease(lease) if !outage => release_lease(inner, ke, full, lease).await,
+            Unwritten::Lease(_) => {}
+            Unwritten::Set => {
+                let removed = match (outage, inner.entries_for(ke)) {
+                    (false, Some(entries)) => entries.remove(ke, full).await,
+                    _ => false,
+                };
+                if !removed {
+                    inner.coherence.queue(PendingOp::Key(full.to_owned()));
+                }
+            }
+        }
+    }
+}
