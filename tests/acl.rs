@@ -150,3 +150,108 @@ async fn passwords_never_reach_the_logs() {
         "password in the logs:\n{text}"
     );
 }
+
+/// Everything but letters and digits as `%XX`.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_with_url_delimiters_work_encoded_and_are_never_echoed() {
+    let logs = captured();
+    // Every URL delimiter, a `%` escape look-alike and base64 padding, around a marker.
+    const DELIMS: &str = "b64/+Dq@PWMARK2:x%2F#y?z,w=v&u==";
+    let server = RedisServer::start_with(&[
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "delimuser",
+        "on",
+        &format!(">{DELIMS}"),
+        "~app:*",
+        "&app:*",
+        "+@all",
+    ]);
+    let port = server.port();
+    let needles = [
+        DELIMS.to_owned(),
+        percent_encode(DELIMS),
+        "PWMARK2".to_owned(),
+        "b64/+Dq".to_owned(),
+    ];
+    let leaked = |text: &str| needles.iter().find(|s| text.contains(s.as_str())).cloned();
+    let encoded = format!(
+        "redis://delimuser:{}@127.0.0.1:{port}",
+        percent_encode(DELIMS)
+    );
+
+    // Percent-encoded: it works, and `Debug` shows the user and host but not the password.
+    let builder = Cache::builder().redis_url(encoded.clone()).prefix("app");
+    let debug = format!("{builder:?}");
+    let cache = builder.build().await.expect("encoded password works");
+    cache.set(Kind::API_RESPONSE, "k", 1u32).await;
+    assert_eq!(cache.stats().total.l2.errors, 0);
+    let debug = format!("{debug} {cache:?}");
+    assert_eq!(leaked(&debug), None, "{debug}");
+    assert!(
+        debug.contains(&format!("redis://delimuser:***@127.0.0.1:{port}")),
+        "{debug}"
+    );
+
+    // Unencoded, alone or in a cluster list (split at its commas, as from REDIS_CLUSTER_URLS):
+    // an `Error::Config` without the password.
+    let raw = format!("redis://delimuser:{DELIMS}@127.0.0.1:{port}");
+    let err = Cache::builder()
+        .redis_url(raw.clone())
+        .build()
+        .await
+        .expect_err("an unencoded `/` and `?` do not parse");
+    let list = format!("{raw},redis://delimuser:{DELIMS}@127.0.0.1:1");
+    let cluster_err = Cache::builder()
+        .redis_cluster(list.split(','))
+        .build()
+        .await
+        .expect_err("nor in a list");
+    for e in [&err, &cluster_err] {
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        let text = format!("{e} {e:?}");
+        assert_eq!(leaked(&text), None, "{text}");
+        assert!(text.contains("delimuser:***@"), "{text}");
+    }
+
+    // A wrong password (encoded), and an unreachable server: errors and logs stay clean.
+    let wrong = Cache::builder()
+        .redis_url(format!(
+            "redis://delimuser:{}x@127.0.0.1:{port}",
+            percent_encode(DELIMS)
+        ))
+        .prefix("app")
+        .build()
+        .await
+        .expect_err("a wrong password fails the build");
+    assert!(matches!(wrong, Error::Auth(_)), "{wrong:?}");
+    assert_eq!(leaked(&format!("{wrong} {wrong:?}")), None, "{wrong:?}");
+    let dead = RedisServer::reserve();
+    let down = Cache::builder()
+        .redis_url(encoded.replace(&format!(":{port}"), &format!(":{}", dead.port())))
+        .prefix("app")
+        .build()
+        .await
+        .expect("an unreachable Redis is not a build error");
+    let _ = down.get::<u32>(Kind::API_RESPONSE, "k").await;
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    assert!(
+        text.contains(&format!("delimuser:***@127.0.0.1:{}", dead.port())),
+        "the logs name the server:\n{text}"
+    );
+    assert_eq!(leaked(&text), None, "password in the logs:\n{text}");
+}

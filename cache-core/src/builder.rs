@@ -117,15 +117,10 @@ fn parse_bool(name: &str, v: &str) -> Result<bool> {
 }
 
 impl std::fmt::Debug for CacheBuilder {
-    /// Passwords in the URLs are redacted.
+    /// Passwords in the URLs are redacted (the list as a whole: see `redact_url`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let urls: Vec<String> = self
-            .l2_urls
-            .iter()
-            .map(|u| crate::l2::redact_url(u))
-            .collect();
         f.debug_struct("CacheBuilder")
-            .field("l2_urls", &urls)
+            .field("l2_urls", &crate::l2::conn::shown_urls(&self.l2_urls))
             .field("cluster", &self.cluster)
             .field(
                 "tls_root_cert",

@@ -19,10 +19,11 @@
 //!   once in the log and shown in `stats()` while it lasts; reads go on.
 
 pub(crate) mod conn;
+mod redact;
 mod scripts;
 
-pub(crate) use conn::redact_url;
 use conn::Conn;
+pub(crate) use redact::redact_url;
 use redis::{AsyncCommands, RedisError};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,10 +49,7 @@ pub(crate) struct L2Config {
 impl std::fmt::Debug for L2Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("L2Config")
-            .field(
-                "urls",
-                &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
-            )
+            .field("urls", &conn::shown_urls(&self.urls))
             .field("cluster", &self.cluster)
             .field(
                 "tls_root_cert",
@@ -193,12 +191,7 @@ impl L2 {
             breaker: Breaker::new(cfg.breaker.clone()),
             op_timeout: cfg.op_timeout,
             connect_timeout: cfg.connect_timeout,
-            url_redacted: cfg
-                .urls
-                .iter()
-                .map(|u| redact_url(u))
-                .collect::<Vec<_>>()
-                .join(","),
+            url_redacted: conn::shown_urls(&cfg.urls),
             cluster: cfg.cluster,
             oom_until: AtomicU64::new(0),
             oom_warned: AtomicBool::new(false),

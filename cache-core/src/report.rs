@@ -60,11 +60,33 @@ pub fn entry_key(prefix: &str, kind: &str, key: &str) -> String {
     crate::key::full_key(prefix, kind, key)
 }
 
-/// `redis://user:password@host` with the password replaced by `***`: what to print instead of a
-/// Redis URL.
+/// What to print instead of a Redis URL, or a comma-separated list of them (`REDIS_CLUSTER_URLS`):
+/// every password, and every part that might hold one, replaced by `***`.
+///
+/// Handles what users write, not only what parses: passwords holding `/`, `@`, `:`, `#`, `?`,
+/// `,` or `%` escapes, `rediss://`, `valkey://`, `unix://` / `redis+unix://` sockets with
+/// `pass=` in the query, node lists, URLs without a scheme and malformed ones. Where a URL can be
+/// read more than one way, what could be a secret under any reading is masked (the host too, if it
+/// must); the username stays visible when it is plainly one.
 ///
 /// ```
-/// assert_eq!(cache_core::redact_url("redis://app:s3cret@db:6379/0"), "redis://app:***@db:6379/0");
+/// use cache_core::redact_url;
+/// assert_eq!(redact_url("redis://app:s3cret@db:6379/0"), "redis://app:***@db:6379/0");
+/// // An unencoded `/` in the password (base64) does not end the password.
+/// assert_eq!(redact_url("redis://:ab/cd==@db:6379"), "redis://:***@db:6379");
+/// // Unix sockets take their credentials from the query.
+/// assert_eq!(
+///     redact_url("redis+unix:///run/redis.sock?db=1&pass=s3cret"),
+///     "redis+unix:///run/redis.sock?db=1&***"
+/// );
+/// // Cluster node lists, a comma inside a password included.
+/// assert_eq!(
+///     redact_url("redis://:p,w@n1:7000,redis://:p,w@n2:7001"),
+///     "redis://:***@n1:7000,redis://:***@n2:7001"
+/// );
+/// // No scheme, or a malformed URL: still no password.
+/// assert_eq!(redact_url("app:s3cret@db:6379"), "app:***@db:6379");
+/// assert_eq!(redact_url("redis://:s3cret"), "redis://:***");
 /// ```
 pub fn redact_url(url: &str) -> String {
     crate::l2::redact_url(url)

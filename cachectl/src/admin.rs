@@ -27,12 +27,11 @@ async fn admin_cache(g: &Global, t: &Target) -> Result<Cache> {
     let cache = b
         .build()
         .await
-        .map_err(|e| CliError::Cache(e.to_string()))?;
+        .map_err(|e| CliError::Cache(t.scrub(&e.to_string())))?;
     // The library degrades silently when Redis is down; an admin command must not.
-    cache
-        .ping_l2()
-        .await
-        .map_err(|e| CliError::Cache(format!("Redis at {} is not usable: {e}", t.display)))?;
+    cache.ping_l2().await.map_err(|e| {
+        CliError::Cache(t.scrub(&format!("Redis at {} is not usable: {e}", t.display)))
+    })?;
     Ok(cache)
 }
 

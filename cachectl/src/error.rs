@@ -47,11 +47,13 @@ pub(crate) enum CliError {
 
 pub(crate) type Result<T, E = CliError> = std::result::Result<T, E>;
 
-/// Removes `secrets` (passwords of the URLs in use) from a message, whatever produced it.
+/// Removes `secrets` (the URLs in use, their passwords) from a message, whatever produced it;
+/// the longest first, so that a URL goes whole rather than around a password inside it.
 pub(crate) fn scrub(msg: &str, secrets: &[String]) -> String {
+    let mut secrets: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     secrets
-        .iter()
-        .filter(|s| !s.is_empty())
+        .into_iter()
         .fold(msg.to_owned(), |m, s| m.replace(s.as_str(), "***"))
 }
 
@@ -66,5 +68,11 @@ mod tests {
             scrub("auth s3cret failed (s3cret)", &secrets),
             "auth *** failed (***)"
         );
+    }
+
+    #[test]
+    fn scrub_removes_a_whole_url_before_the_password_inside_it() {
+        let secrets = vec!["s3cret".to_owned(), "redis://:s3cret@h".to_owned()];
+        assert_eq!(scrub("at redis://:s3cret@h: no", &secrets), "at ***: no");
     }
 }

@@ -72,8 +72,59 @@ fn print(report: &Report, json: bool) -> std::io::Result<()> {
     out.flush()
 }
 
+/// Parses the command line. clap's errors quote the arguments they are about (`unexpected
+/// argument 'redis://:pw@host' found` when a URL lands in the wrong place), so they are printed
+/// with every argument and Redis variable that holds a URL redacted; help and version as usual.
+fn parse_cli() -> Cli {
+    let err = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(e) => e,
+    };
+    if !err.use_stderr() {
+        err.exit();
+    }
+    let given = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .chain(
+            ["REDIS_URL", "REDIS_CLUSTER_URLS"]
+                .into_iter()
+                .filter_map(|v| std::env::var(v).ok()),
+        );
+    eprint!("{}", redact_given(&err.render().to_string(), given));
+    std::process::exit(err.exit_code());
+}
+
+/// `msg` with every string of `given` (arguments, variables) that holds a Redis URL, and every
+/// part of one (the value of `--opt=VALUE`, the items of a comma-separated list), replaced by its
+/// redaction; the longest first.
+fn redact_given(msg: &str, given: impl IntoIterator<Item = String>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for g in given {
+        let value = g.split_once('=').map_or(g.as_str(), |(_, v)| v);
+        let items: Vec<String> = g
+            .split(',')
+            .chain(value.split(','))
+            .map(str::to_owned)
+            .collect();
+        parts.push(value.to_owned());
+        parts.extend(items);
+        parts.push(g);
+    }
+    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    parts.dedup();
+    parts.into_iter().fold(msg.to_owned(), |m, p| {
+        let redacted = cache_core::redact_url(&p);
+        if p.is_empty() || redacted == p {
+            m
+        } else {
+            m.replace(&p, &redacted)
+        }
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     // Logs go to stderr; the library's own warnings are quiet unless RUST_LOG asks for them.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,cache_core=error"));
@@ -106,4 +157,27 @@ fn main() -> ExitCode {
     // Background tasks of an admin `Cache` end with the runtime.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_given;
+
+    #[test]
+    fn quoted_arguments_holding_urls_are_redacted() {
+        let msg = "error: unexpected argument 'redis://:s3cret@db:6379' found\n\n  tip: to pass \
+                   'redis://:s3cret@db:6379' as a value, use '-- redis://:s3cret@db:6379'";
+        let out = redact_given(
+            msg,
+            ["stats".to_owned(), "redis://:s3cret@db:6379".to_owned()],
+        );
+        assert!(!out.contains("s3cret"), "{out}");
+        assert_eq!(out.matches("redis://:***@db:6379").count(), 3, "{out}");
+        // `--opt=VALUE` and comma-separated pieces (a password holding a comma, split by clap).
+        let out = redact_given(
+            "'--redis-url=redis://:a,b@db' and 'b@db' and 'redis://:a'",
+            ["--redis-url=redis://:a,b@db".to_owned()],
+        );
+        assert!(!out.contains(":a") && !out.contains("b@"), "{out}");
+    }
 }

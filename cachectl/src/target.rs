@@ -49,26 +49,35 @@ impl Target {
             }
             (None, _) => return Err(CliError::NoRedis),
         };
-        let display = urls
-            .iter()
-            .map(|u| cache_core::redact_url(u))
-            .collect::<Vec<_>>()
-            .join(",");
+        // The list redacted as a whole: a password holding a comma was split in two by
+        // `--cluster-nodes`, and its pieces redacted one by one could pass for a host or a port.
+        let display = cache_core::redact_url(&urls.join(","));
         let timeout = Duration::from_millis(g.timeout_ms.max(1));
         let mut infos = Vec::with_capacity(urls.len());
-        for u in &urls {
+        for (i, u) in urls.iter().enumerate() {
             // redis-rs' parse error may echo the URL: report only the redacted URL.
             let info = u.as_str().into_connection_info().map_err(|_| {
+                let which = match urls.len() {
+                    1 => display.clone(),
+                    n => format!("(node {} of {n}) in {display}", i + 1),
+                };
                 CliError::Usage(format!(
-                    "invalid Redis URL {} (expected redis://[user:password@]host:port[/db])",
-                    cache_core::redact_url(u)
+                    "invalid Redis URL {which} (expected redis://[user:password@]host:port[/db], \
+                     with `/`, `?`, `#`, `@` and `%` in the password percent-encoded)"
                 ))
             })?;
             infos.push(info);
         }
-        let secrets: Vec<String> = infos
+        // Scrubbed from every message: the URLs as given, and the passwords as redis-rs decoded
+        // them (what a connection error could quote).
+        let secrets: Vec<String> = urls
             .iter()
-            .filter_map(|i| i.redis_settings().password().map(str::to_owned))
+            .cloned()
+            .chain(
+                infos
+                    .iter()
+                    .filter_map(|i| i.redis_settings().password().map(str::to_owned)),
+            )
             .collect();
         let connect_err = |e: RedisError| CliError::Connect {
             target: display.clone(),
@@ -123,6 +132,11 @@ impl Target {
     /// The URL(s) as given (with passwords: never print them, use [`Self::display`]).
     pub(crate) fn urls(&self) -> &[String] {
         &self.urls
+    }
+
+    /// `msg` without the URLs as given or their passwords.
+    pub(crate) fn scrub(&self, msg: &str) -> String {
+        scrub(msg, &self.secrets)
     }
 
     /// The command deadline.
@@ -216,7 +230,7 @@ impl Target {
                 T::from_redis_value(v).map_err(|e| CliError::Redis {
                     what,
                     target: self.display.clone(),
-                    detail: e.to_string(),
+                    detail: self.scrub(&e.to_string()),
                 })
             }
             _ => self.query(&what, cmd).await,

@@ -35,6 +35,15 @@ impl Run {
 /// Runs `cachectl args...` with `stdin` (closed when `None`), away from the caller's REDIS_* and
 /// CACHE_* variables, off the async runtime's worker threads.
 async fn cachectl(args: Vec<String>, stdin: Option<&'static str>) -> Run {
+    cachectl_env(args, vec![], stdin).await
+}
+
+/// [`cachectl`] with these variables set.
+async fn cachectl_env(
+    args: Vec<String>,
+    vars: Vec<(&'static str, String)>,
+    stdin: Option<&'static str>,
+) -> Run {
     tokio::task::spawn_blocking(move || {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cachectl"))
             .args(&args)
@@ -42,6 +51,7 @@ async fn cachectl(args: Vec<String>, stdin: Option<&'static str>) -> Run {
             .env_remove("REDIS_CLUSTER_URLS")
             .env_remove("CACHE_PREFIX")
             .env_remove("RUST_LOG")
+            .envs(vars)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -632,6 +642,128 @@ async fn the_redis_password_never_appears_in_any_output() {
     }
     let bad = run("wr0ng-pw", "invalidate").await;
     assert!(!bad.stderr.contains("wr0ng-pw"), "{bad:?}");
+}
+
+/// Everything but letters and digits as `%XX`.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_with_url_delimiters_are_never_echoed_wherever_the_url_is_given() {
+    // A base64-like password with every URL delimiter but `?` (which hides the host too).
+    const PW: &str = "Zk/9+PWMARKq@x:y%2Fz#w,v=u&t==";
+    let leaked = |r: &Run| {
+        let all = format!("{}{}", r.stdout, r.stderr);
+        [PW, &percent_encode(PW), "PWMARK", "Zk/9"]
+            .into_iter()
+            .any(|s| all.contains(s))
+    };
+    let server = RedisServer::start_with(&["--requirepass", PW]);
+    let port = server.port();
+    let prefix = unique_prefix("ctl-delims");
+    let with = |url: String, rest: &[&str]| {
+        let mut a = vec![
+            "--redis-url".to_owned(),
+            url,
+            "--prefix".into(),
+            prefix.clone(),
+        ];
+        a.extend(rest.iter().map(|s| (*s).to_owned()));
+        a
+    };
+    let encoded = format!("redis://:{}@127.0.0.1:{port}", percent_encode(PW));
+    let raw = format!("redis://:{PW}@127.0.0.1:{port}");
+
+    // Percent-encoded, as redis-rs wants it: works, and is shown redacted.
+    let good = cachectl(with(encoded.clone(), &["health"]), None)
+        .await
+        .ok();
+    assert!(!leaked(&good), "{good:?}");
+    assert!(
+        good.stdout
+            .contains(&format!("redis://:***@127.0.0.1:{port}")),
+        "{good:?}"
+    );
+
+    // Unencoded: a usage error naming the host, not the password; by option or by variable.
+    let bad = cachectl(with(raw.clone(), &["stats"]), None).await;
+    let by_var = cachectl_env(
+        vec!["--prefix".into(), prefix.clone(), "stats".into()],
+        vec![("REDIS_URL", raw.clone())],
+        None,
+    )
+    .await;
+    for r in [&bad, &by_var] {
+        assert_eq!(r.code, Some(2), "{r:?}");
+        assert!(!leaked(r), "{r:?}");
+        assert!(
+            r.stderr
+                .contains(&format!("invalid Redis URL redis://:***@127.0.0.1:{port}")),
+            "{r:?}"
+        );
+    }
+
+    // A cluster list: `--cluster-nodes` splits at the commas inside the password too.
+    let list = format!("{raw},redis://:{PW}@127.0.0.1:1");
+    let cluster = cachectl(
+        vec!["--cluster-nodes".into(), list.clone(), "keys".into()],
+        None,
+    )
+    .await;
+    let cluster_var = cachectl_env(
+        vec!["keys".into()],
+        vec![("REDIS_CLUSTER_URLS", list.clone())],
+        None,
+    )
+    .await;
+    for r in [&cluster, &cluster_var] {
+        assert_eq!(r.code, Some(2), "{r:?}");
+        assert!(!leaked(r), "{r:?}");
+        assert!(r.stderr.contains("invalid Redis URL (node "), "{r:?}");
+    }
+
+    // Misplaced, or clashing with another option: clap's own errors quote arguments.
+    let misplaced = cachectl(vec!["stats".into(), raw.clone()], None).await;
+    let inline = cachectl(
+        vec![
+            format!("--redis-url={raw}"),
+            format!("--cluster-nodes={list}"),
+            "stats".into(),
+        ],
+        None,
+    )
+    .await;
+    let typo = cachectl(vec!["--redis-ur".into(), raw.clone(), "stats".into()], None).await;
+    for r in [&misplaced, &inline, &typo] {
+        assert_eq!(r.code, Some(2), "{r:?}");
+        assert!(r.stderr.contains("error"), "{r:?}");
+        assert!(!leaked(r), "{r:?}");
+    }
+    assert!(
+        misplaced.stderr.contains("redis://:***@127.0.0.1"),
+        "{misplaced:?}"
+    );
+
+    // Well-formed but wrong: every command, through the tool's connection and the library's.
+    let wrong = format!("redis://:{}x@127.0.0.1:{port}", percent_encode(PW));
+    for rest in [
+        &["health"][..],
+        &["stats"],
+        &["invalidate", "--key", "api_response:k"],
+    ] {
+        let r = cachectl(with(wrong.clone(), rest), None).await;
+        assert_eq!(r.code, Some(1), "{r:?}");
+        assert!(!leaked(&r), "{r:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use super::L2Config;
+use super::{redact_url, L2Config};
 use crate::error::Error;
 
 /// The L2 connection: single node or cluster. Cheap to clone (both sides multiplex).
@@ -46,28 +46,42 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// How messages name the URLs of `urls`: the redaction of the whole list (a password holding a
+/// comma was split across two "URLs" by whoever split the list; redacted one by one, its pieces
+/// could pass for a host or a port), and which node of it is meant.
+pub(crate) fn shown_urls(urls: &[String]) -> String {
+    redact_url(&urls.join(","))
+}
+
+/// `URL` of a single node, `(node N of M) in URLS` of a list.
+fn node_name(urls: &[String], i: usize) -> String {
+    match urls {
+        [_] => shown_urls(urls),
+        _ => format!("(node {} of {}) in {}", i + 1, urls.len(), shown_urls(urls)),
+    }
+}
+
 /// A parsed URL with `TCP_NODELAY` on. redis-rs leaves Nagle's algorithm on: pipelined requests on
 /// a multiplexed connection would then wait for delayed ACKs (up to ~40 ms) whenever the network
-/// has latency.
-fn connection_info(url: &str) -> Result<redis::ConnectionInfo, Error> {
+/// has latency. `name` is how messages name the URL (see [`node_name`]).
+fn connection_info(url: &str, name: &str) -> Result<redis::ConnectionInfo, Error> {
     if url.contains("#insecure") {
         return Err(Error::Config(format!(
-            "{}: the `#insecure` TLS fragment (no certificate verification) is refused",
-            redact_url(url)
+            "{name}: the `#insecure` TLS fragment (no certificate verification) is refused"
         )));
     }
     if url.starts_with("rediss://") && !cfg!(feature = "tls") {
         return Err(Error::Config(format!(
-            "{}: a `rediss://` (TLS) URL needs cache-core's `tls` feature",
-            redact_url(url)
+            "{name}: a `rediss://` (TLS) URL needs cache-core's `tls` feature"
         )));
     }
     let info = url.into_connection_info().map_err(|e| {
-        Error::Config(format!(
-            "invalid Redis URL {}: {}",
-            redact_url(url),
-            kind_text(&e)
-        ))
+        let hint = if url.contains('@') {
+            " (a password holding `/`, `?`, `#`, `@` or `%` must be percent-encoded)"
+        } else {
+            ""
+        };
+        Error::Config(format!("invalid Redis URL {name}: {}{hint}", kind_text(&e)))
     })?;
     let tcp = info.tcp_settings().clone().set_nodelay(true);
     Ok(info.set_tcp_settings(tcp))
@@ -172,18 +186,18 @@ pub(crate) fn clients(
     urls: &[String],
     root_cert: Option<&[u8]>,
 ) -> Result<Vec<redis::Client>, Error> {
-    urls.iter().map(|u| client(u, root_cert)).collect()
+    urls.iter()
+        .enumerate()
+        .map(|(i, u)| client(u, &node_name(urls, i), root_cert))
+        .collect()
 }
 
-/// A client for `url`; a `rediss://` one trusts `root_cert` (PEM) when given, else the system roots.
-fn client(url: &str, root_cert: Option<&[u8]>) -> Result<redis::Client, Error> {
-    let info = connection_info(url)?;
+/// A client for `url` (named `name` in messages); a `rediss://` one trusts `root_cert` (PEM) when
+/// given, else the system roots.
+fn client(url: &str, name: &str, root_cert: Option<&[u8]>) -> Result<redis::Client, Error> {
+    let info = connection_info(url, name)?;
     let invalid = |e: redis::RedisError| {
-        Error::Config(format!(
-            "invalid Redis URL {}: {}",
-            redact_url(url),
-            kind_text(&e)
-        ))
+        Error::Config(format!("invalid Redis URL {name}: {}", kind_text(&e)))
     };
     #[cfg(feature = "tls")]
     if let (Some(pem), true) = (root_cert, url.starts_with("rediss://")) {
@@ -224,7 +238,7 @@ pub(crate) fn connect(cfg: &L2Config) -> Result<Conn, Error> {
                     .into(),
             ));
         };
-        let client = client(url, root_cert)?;
+        let client = client(url, &node_name(urls, 0), root_cert)?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(op_timeout))
@@ -243,7 +257,8 @@ pub(crate) fn connect(cfg: &L2Config) -> Result<Conn, Error> {
     }
     let infos = urls
         .iter()
-        .map(|u| connection_info(u))
+        .enumerate()
+        .map(|(i, u)| connection_info(u, &node_name(urls, i)))
         .collect::<Result<Vec<_>, _>>()?;
     let tcp = infos[0].tcp_settings().clone();
     #[cfg(feature = "tls")]
@@ -285,32 +300,9 @@ pub(crate) fn connect(cfg: &L2Config) -> Result<Conn, Error> {
     ))
 }
 
-/// Replaces the password of a `redis://user:password@host` URL with `***`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let redacted = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_owned()
-            };
-            format!("{}{}@{}", &url[..scheme_end + 3], redacted, &rest[at + 1..])
-        }
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{group_by_master, key_slot, masters, redact_url, slot_owners};
+    use super::{group_by_master, key_slot, masters, slot_owners};
 
     #[test]
     fn masters_are_parsed_from_cluster_nodes_output() {
@@ -325,18 +317,6 @@ mod tests {
                 ("127.0.0.1".to_string(), 30002)
             ]
         );
-    }
-
-    #[test]
-    fn passwords_are_redacted_from_urls() {
-        assert_eq!(
-            redact_url("redis://user:s3cret@host:6379/0"),
-            "redis://user:***@host:6379/0"
-        );
-        assert_eq!(redact_url("rediss://:s3cret@host"), "rediss://:***@host");
-        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
-        assert_eq!(redact_url("redis://tok@host"), "redis://***@host");
-        assert!(!redact_url("redis://u:p@ss@host").contains("p@ss"));
     }
 
     #[test]
