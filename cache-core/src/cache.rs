@@ -404,10 +404,11 @@ impl Cache {
 
     /// Returns the value cached under `key` of `kind`, from L1 or L2, or `None`.
     ///
-    /// A value stored as another type reads as `None`.
+    /// A value stored as another type reads as `None`. (`T: Serialize`: a value read from L2 is
+    /// weighed for L1 by walking it.)
     pub async fn get<T>(&self, kind: impl AsRef<str>, key: &str) -> Option<Arc<T>>
     where
-        T: DeserializeOwned + Send + Sync + 'static,
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
         if !self.inner.enabled {
             return None;
@@ -833,7 +834,7 @@ impl Cache {
     /// as `Unavailable`: L2 may still hold what was invalidated.
     pub(crate) async fn read_l2<T>(&self, ke: &KindEntry, full: &str, g0: u64) -> L2Read<T>
     where
-        T: DeserializeOwned + Send + Sync + 'static,
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
         let Some(l2) = self.inner.l2.as_ref() else {
             return L2Read::Miss(None);
@@ -935,7 +936,7 @@ impl Cache {
                     ke,
                     full,
                     value.clone(),
-                    decoded.raw_len,
+                    crate::heap_size::heap_bytes(&*value),
                     remaining,
                     &tag_names,
                     g0,
@@ -1092,7 +1093,7 @@ impl Cache {
                 self.inner.gens.bump(full);
                 g = self.inner.gens.snapshot(full);
             }
-            let size = payload.as_ref().map_or(std::mem::size_of::<T>(), Vec::len);
+            let size = crate::heap_size::heap_bytes(&*value);
             let names: Vec<String> = tags.iter().map(|(t, _)| t.clone()).collect();
             let age = Age {
                 created_ms: now_ms,
@@ -1264,7 +1265,9 @@ impl Cache {
             .values()
             .chain(std::iter::once(&inner.unregistered));
         for k in all.clone() {
-            kinds.insert(k.name.clone(), stats::summarize([&k.stats]));
+            let mut t = stats::summarize([&k.stats]);
+            t.l1.max_bytes = inner.l1.max_bytes();
+            kinds.insert(k.name.clone(), t);
         }
         let mut total = stats::summarize(all.map(|k| &k.stats));
         total.l1.entries = inner.l1.entries();
@@ -1385,7 +1388,15 @@ impl Inner {
         }
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let entry = L1Entry::new(
-            value, size, fresh_for, self.grace, token, loaded_at, tags, age,
+            value,
+            size,
+            &ke.stats.l1,
+            fresh_for,
+            self.grace,
+            token,
+            loaded_at,
+            tags,
+            age,
         );
         self.l1.insert(full.to_owned(), entry).await;
         // An invalidation between our generation check and the insert: take our entry back out.

@@ -7,22 +7,71 @@
 
 use moka::{future::Cache as Moka, notification::RemovalCause, Expiry};
 use std::any::Any;
+use std::mem::size_of;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::heap_size::alloc_bytes;
 use crate::refresh::Age;
 
-/// What one entry costs on the heap besides its key's characters, its value and its tags: moka's
-/// own per-entry structures (the entry and its info, the hash-table bucket, the access-order and
-/// write-order deque nodes, the expiration timer node), the `Arc<String>` holding the key, the
-/// `Arc` around the value and the entry's own allocation (`EntryInner`). Measured with a counting
-/// allocator (`cargo bench -p cache-benches --bench compare`, section "L1 memory"), not derived:
-/// moka's layout is not part of its API, so re-measure it when upgrading moka.
-const ENTRY_OVERHEAD: usize = 400;
+/// What moka's own structures cost per entry, in malloc chunk bytes: the entry and its info, the
+/// hash-table bucket, the access-order and write-order deque nodes, the expiration timer node, the
+/// `Arc` around the key, and the entry's share of the frequency sketch and of hash-table slack.
+/// Everything else an entry holds is counted exactly (the key's characters, our `EntryInner`, the
+/// value's `Arc`, the tags) or estimated (the value's heap, [`crate::heap_size`]).
+///
+/// Measured, not derived (moka's layout is not part of its API: re-measure when upgrading moka):
+/// `COMPARE_ONLY=memory cargo bench -p cache-benches --bench compare` fills an L1 with `u64`
+/// values (no heap of their own) under a counting global allocator, and prints the malloc chunks
+/// per entry beyond what the weigher counts ("moka's own per-entry cost is ENTRY_OVERHEAD +N
+/// bytes"): add N here. With moka 0.12.16 (1,000,000 keys into 64 MiB, 144,631 entries kept),
+/// 591 bytes of chunks per entry against 464 weighed with 256 here: 383.
+const ENTRY_OVERHEAD: usize = 384;
+
+/// One kind's share of L1: entries, weighted bytes and evictions. Kept exact by [`L1::insert`]
+/// (before the entry reaches moka) and by moka's eviction listener (every removal, whatever its
+/// cause), through the `Arc` each entry holds: an L1 hit never touches it.
+#[derive(Debug, Default)]
+pub(crate) struct KindOccupancy {
+    entries: AtomicU64,
+    bytes: AtomicU64,
+    evictions: AtomicU64,
+}
+
+impl KindOccupancy {
+    fn added(&self, weight: u32) {
+        self.entries.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(u64::from(weight), Ordering::Relaxed);
+    }
+
+    fn removed(&self, weight: u32, evicted: bool) {
+        self.entries.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(u64::from(weight), Ordering::Relaxed);
+        if evicted {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Entries held (those inserted and not yet removed; moka's own count lags until its
+    /// pending maintenance runs).
+    pub(crate) fn entries(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    /// Weighted bytes held.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Entries evicted to keep the cache within its budget (or refused by its admission policy).
+    pub(crate) fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+}
 
 /// Heap bytes of one tag name beyond its characters (the `String` in the boxed slice).
-const TAG_OVERHEAD: usize = std::mem::size_of::<String>();
+const TAG_OVERHEAD: usize = size_of::<String>();
 
 pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
 
@@ -37,7 +86,10 @@ struct EntryInner {
     fresh_until: Instant,
     lifetime: Duration,
     token: u64,
+    /// Malloc chunk bytes of everything but the key (see [`weight`]).
     weight: u32,
+    /// The stats of the entry's kind.
+    kind: Arc<KindOccupancy>,
     /// Only for entries with tags (rare).
     tagged: Option<Box<Tagged>>,
     /// When the value was written and until when it is fresh, as in its L2 envelope (the L1
@@ -53,12 +105,15 @@ struct Tagged {
 }
 
 impl L1Entry {
-    /// `payload_bytes` stands for the heap data inside the value (its encoded size); the value's
-    /// own size and its `Arc` are added here, the key and moka's share in the weigher.
+    /// `value_heap`: the heap the value owns besides its own inline bytes (its
+    /// [`heap_bytes`](crate::heap_size::heap_bytes)); the value's `Arc`, this entry's allocation,
+    /// its tags and moka's share are added here, the key in the weigher. `kind`: the occupancy
+    /// counters of the entry's kind.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new<T: Send + Sync + 'static>(
         value: Arc<T>,
-        payload_bytes: usize,
+        value_heap: usize,
+        kind: &Arc<KindOccupancy>,
         fresh_for: Duration,
         grace: Duration,
         token: u64,
@@ -66,13 +121,20 @@ impl L1Entry {
         tags: &[String],
         age: Age,
     ) -> Self {
-        let value_bytes = payload_bytes + std::mem::size_of::<T>();
+        // The `Arc<T>` is one allocation: two counters and the value.
+        let value_bytes = alloc_bytes(2 * size_of::<usize>() + size_of::<T>()) + value_heap;
         let tags_bytes: usize = if tags.is_empty() {
             0
         } else {
-            std::mem::size_of::<Tagged>()
-                + tags.iter().map(|t| t.len() + TAG_OVERHEAD).sum::<usize>()
+            alloc_bytes(size_of::<Tagged>())
+                + alloc_bytes(tags.len() * TAG_OVERHEAD)
+                + tags.iter().map(|t| alloc_bytes(t.len())).sum::<usize>()
         };
+        let own = alloc_bytes(2 * size_of::<usize>() + size_of::<EntryInner>());
+        let weight = value_bytes
+            .saturating_add(tags_bytes)
+            .saturating_add(own)
+            .saturating_add(ENTRY_OVERHEAD);
         L1Entry(Arc::new(EntryInner {
             value,
             tagged: (!tags.is_empty()).then(|| {
@@ -81,7 +143,8 @@ impl L1Entry {
                     loaded_at,
                 })
             }),
-            weight: u32::try_from(value_bytes + tags_bytes + ENTRY_OVERHEAD).unwrap_or(u32::MAX),
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+            kind: kind.clone(),
             fresh_until: Instant::now() + fresh_for,
             lifetime: fresh_for + grace,
             token,
@@ -119,6 +182,15 @@ impl L1Entry {
     }
 }
 
+/// What an entry weighs in L1 (and in its kind's stats): its own weight and its key's characters
+/// (a `String` of exactly the key's length, moved into moka). Computed on insert and removal only.
+fn weight(key: &str, entry: &L1Entry) -> u32 {
+    entry
+        .0
+        .weight
+        .saturating_add(u32::try_from(alloc_bytes(key.len())).unwrap_or(u32::MAX))
+}
+
 struct EntryExpiry;
 
 impl Expiry<String, L1Entry> for EntryExpiry {
@@ -149,13 +221,14 @@ impl L1 {
         let ev = evictions.clone();
         let cache = Moka::builder()
             .max_capacity(max_bytes)
-            .weigher(|k: &String, v: &L1Entry| {
-                v.0.weight
-                    .saturating_add(u32::try_from(k.len()).unwrap_or(u32::MAX))
-            })
+            .weigher(|k: &String, v: &L1Entry| weight(k, v))
             .expire_after(EntryExpiry)
-            .eviction_listener(move |_k, _v, cause| {
-                if cause == RemovalCause::Size {
+            // Called once for every entry that leaves the cache: replaced, invalidated, expired,
+            // evicted, or refused by the admission policy right after its insert (`Size`).
+            .eviction_listener(move |k: Arc<String>, v: L1Entry, cause| {
+                let evicted = cause == RemovalCause::Size;
+                v.0.kind.removed(weight(&k, &v), evicted);
+                if evicted {
                     ev.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -182,6 +255,8 @@ impl L1 {
     }
 
     pub(crate) async fn insert(&self, key: String, entry: L1Entry) {
+        // Counted before moka holds it, so that its removal is never counted first.
+        entry.0.kind.added(weight(&key, &entry));
         self.cache.insert(key, entry).await;
     }
 
@@ -241,5 +316,102 @@ impl L1 {
     /// Applies pending maintenance (for exact counts in stats and tests).
     pub(crate) async fn sync(&self) {
         self.cache.run_pending_tasks().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(value: Vec<u64>, kind: &Arc<KindOccupancy>, token: u64) -> L1Entry {
+        let heap = crate::heap_size::heap_bytes(&value);
+        let ttl = Duration::from_secs(60);
+        L1Entry::new(
+            Arc::new(value),
+            heap,
+            kind,
+            ttl,
+            Duration::ZERO,
+            token,
+            Instant::now(),
+            &[],
+            Age::starting_now(ttl),
+        )
+    }
+
+    fn figures(k: &KindOccupancy) -> (u64, u64, u64) {
+        (k.entries(), k.bytes(), k.evictions())
+    }
+
+    #[test]
+    fn a_value_weighs_its_heap_its_arc_and_the_entry() {
+        let kind = Arc::new(KindOccupancy::default());
+        let e = entry(vec![7; 1000], &kind, 0);
+        let expected = alloc_bytes(8000)
+            + alloc_bytes(16 + size_of::<Vec<u64>>())
+            + alloc_bytes(16 + size_of::<EntryInner>())
+            + ENTRY_OVERHEAD;
+        assert_eq!(e.0.weight as usize, expected);
+        assert_eq!(weight("abc", &e) as usize, expected + 32);
+    }
+
+    #[tokio::test]
+    async fn each_kind_counts_its_own_entries_through_every_removal() {
+        let l1 = L1::new(1 << 20);
+        let (a, b) = (
+            Arc::new(KindOccupancy::default()),
+            Arc::new(KindOccupancy::default()),
+        );
+        for i in 0..10 {
+            l1.insert(format!("a{i}"), entry(vec![1; 10], &a, i)).await;
+        }
+        l1.insert("b0".into(), entry(vec![1; 1000], &b, 100)).await;
+        l1.sync().await;
+        let wa = u64::from(weight("a0", &entry(vec![1; 10], &a, 0)));
+        let wb = u64::from(weight("b0", &entry(vec![1; 1000], &b, 0)));
+        assert_eq!(figures(&a), (10, 10 * wa, 0));
+        assert_eq!(figures(&b), (1, wb, 0));
+        assert_eq!(l1.bytes(), 10 * wa + wb);
+
+        // Replaced, invalidated, removed by token (and not removed by a stale token).
+        l1.insert("a0".into(), entry(vec![1; 10], &a, 50)).await;
+        l1.invalidate("a1").await;
+        l1.remove_if_token("a2", 2).await;
+        l1.remove_if_token("a3", 999).await;
+        l1.sync().await;
+        assert_eq!(figures(&a), (8, 8 * wa, 0));
+        assert_eq!(l1.entries(), 9);
+
+        l1.invalidate_prefix("b").await;
+        l1.sync().await;
+        assert_eq!(figures(&b), (0, 0, 0));
+
+        l1.invalidate_all();
+        l1.sync().await;
+        assert_eq!(figures(&a), (0, 0, 0));
+        assert_eq!((l1.entries(), l1.bytes()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn entries_over_the_budget_count_as_their_kinds_evictions() {
+        let l1 = L1::new(20_000);
+        let (a, b) = (
+            Arc::new(KindOccupancy::default()),
+            Arc::new(KindOccupancy::default()),
+        );
+        // Larger than the whole budget: refused at once.
+        l1.insert("huge".into(), entry(vec![1; 10_000], &b, 0))
+            .await;
+        for i in 0..200 {
+            l1.insert(format!("a{i}"), entry(vec![1; 20], &a, i)).await;
+            l1.sync().await;
+        }
+        assert_eq!(figures(&b), (0, 0, 1));
+        let (entries, bytes, evictions) = figures(&a);
+        assert_eq!(entries + evictions, 200);
+        assert!(evictions > 100, "{evictions} evictions");
+        assert_eq!((entries, bytes), (l1.entries(), l1.bytes()));
+        assert!(bytes <= 20_000);
+        assert_eq!(l1.evictions(), evictions + 1);
     }
 }

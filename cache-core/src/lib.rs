@@ -73,6 +73,7 @@ mod connect;
 mod error;
 mod freshness;
 mod generations;
+mod heap_size;
 mod jitter;
 mod key;
 mod kind;

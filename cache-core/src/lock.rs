@@ -18,7 +18,7 @@
 //! [`KindConfig::distributed_lock`]: crate::KindConfig::distributed_lock
 //! [`CacheBuilder::distributed_lock_wait`]: crate::CacheBuilder::distributed_lock_wait
 
-use serde::de::DeserializeOwned;
+use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -162,7 +162,7 @@ impl Cache {
         wait: bool,
     ) -> LockOutcome<T>
     where
-        T: DeserializeOwned + Send + Sync + 'static,
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
         let inner = &self.inner;
         let Some(l2) = inner.l2.as_ref().filter(|l2| !l2.breaker.is_rejecting()) else {

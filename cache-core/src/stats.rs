@@ -7,9 +7,11 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::breaker::BreakerState;
+use crate::l1::KindOccupancy;
 
 /// A latency histogram with ~19% resolution: 4 sub-buckets per power of two of nanoseconds.
 pub(crate) struct Histogram {
@@ -153,6 +155,8 @@ pub(crate) struct KindStats {
     pub(crate) write_latency: Histogram,
     /// Whether a decode error was logged at WARN already (later ones go to DEBUG).
     pub(crate) decode_error_logged: AtomicBool,
+    /// The kind's L1 entries, bytes and evictions (each L1 entry holds this `Arc`).
+    pub(crate) l1: Arc<KindOccupancy>,
 }
 
 impl KindStats {
@@ -192,13 +196,17 @@ pub struct L1Stats {
     pub misses: u64,
     /// `hits / (hits + misses)`, 0 when there were no lookups.
     pub hit_rate: f64,
-    /// Entries currently held (cache-wide; approximate while writes are pending).
+    /// Entries currently held (approximate while writes are pending: exact after
+    /// [`Cache::sync`](crate::Cache::sync)).
     pub entries: u64,
-    /// Weighted size in bytes currently held (cache-wide).
+    /// Weighted size in bytes currently held: the estimated memory of the entries (their values'
+    /// heap as malloc hands it out, their keys, tags and the cache's per-entry structures), which
+    /// the byte budget bounds.
     pub bytes: u64,
-    /// The byte budget.
+    /// The byte budget (shared by all kinds: a kind's figure is the cache's).
     pub max_bytes: u64,
-    /// Entries evicted to stay within the byte budget (cache-wide).
+    /// Entries evicted to stay within the byte budget (including entries the admission policy
+    /// refused right after their insert).
     pub evictions: u64,
 }
 
@@ -385,7 +393,7 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-/// Sums recorders into one `TierStats` (L1 gauges are filled in by the caller).
+/// Sums recorders into one `TierStats` (the L1 budget is filled in by the caller).
 pub(crate) fn summarize<'a>(recorders: impl IntoIterator<Item = &'a KindStats>) -> TierStats {
     let mut t = TierStats::default();
     let mut rl = HistAcc::default();
@@ -395,6 +403,9 @@ pub(crate) fn summarize<'a>(recorders: impl IntoIterator<Item = &'a KindStats>) 
     for r in recorders {
         t.l1.hits += r.l1_hits.load(Relaxed);
         t.l1.misses += r.l1_misses.load(Relaxed);
+        t.l1.entries += r.l1.entries();
+        t.l1.bytes += r.l1.bytes();
+        t.l1.evictions += r.l1.evictions();
         t.l2.hits += r.l2_hits.load(Relaxed);
         t.l2.misses += r.l2_misses.load(Relaxed);
         t.l2.errors += r.l2_errors.load(Relaxed);

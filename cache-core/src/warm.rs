@@ -653,7 +653,7 @@ where
                 None
             }
         };
-        let size = payload.as_ref().map_or(std::mem::size_of::<T>(), Vec::len);
+        let size = crate::heap_size::heap_bytes(&*value);
         if let (true, Some(payload)) = (write_l2, payload.as_ref()) {
             let now_ms = unix_ms();
             let header = Header {
@@ -780,7 +780,7 @@ async fn pull_hot<T, F>(
     read_at: Instant,
 ) -> (u64, bool)
 where
-    T: DeserializeOwned + Send + Sync + 'static,
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     let now_ms = unix_ms();
     let mut fresh: Vec<(usize, codec::Decoded<T>)> = Vec::new();
@@ -856,12 +856,13 @@ where
         if ke.cfg.tier_routing().l1() {
             let remaining = Duration::from_millis(d.header.fresh_until_ms.saturating_sub(now_ms));
             let names: Vec<String> = d.tags.into_iter().map(|(t, _)| t).collect();
+            let size = crate::heap_size::heap_bytes(&d.value);
             store_l1(
                 inner,
                 ke,
                 &p.full,
                 Arc::new(d.value),
-                d.raw_len,
+                size,
                 remaining,
                 &names,
                 p.g0,
