@@ -25,8 +25,10 @@ use crate::refresh::Age;
 /// `COMPARE_ONLY=memory cargo bench -p cache-benches --bench compare` fills an L1 with `u64`
 /// values (no heap of their own) under a counting global allocator, and prints the malloc chunks
 /// per entry beyond what the weigher counts ("moka's own per-entry cost is ENTRY_OVERHEAD +N
-/// bytes"): add N here. With moka 0.12.16 (1,000,000 keys into 64 MiB, 144,631 entries kept),
-/// 591 bytes of chunks per entry against 464 weighed with 256 here: 383.
+/// bytes"): add N here. With moka 0.12.16: 591 bytes of chunks per entry against 464 weighed
+/// with 256 here (1,000,000 keys into 64 MiB, 144,631 entries kept): 383; re-run with 384, N was
+/// +7.6 (113,359 entries kept) and, in quick mode (100,000 keys into 4 MiB), +0.5. Part of it
+/// varies with the entry count (hash-table slack, the frequency sketch), within ~10 bytes.
 const ENTRY_OVERHEAD: usize = 384;
 
 /// One kind's share of L1: entries, weighted bytes and evictions. Kept exact by [`L1::insert`]
