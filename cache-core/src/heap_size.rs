@@ -39,8 +39,10 @@
 //!
 //! - **Capacity beyond length.** A `Vec` or `String` grown by pushing may hold up to twice its
 //!   length; only the length is serialized. Values decoded from L2 are allocated at their exact
-//!   length (serde's `Vec` and `String` deserializers reserve the encoded length), and values built
-//!   by `collect`/`format!` are close to it; a value with much spare capacity is underestimated.
+//!   length (serde's `String` is copied from the input, and its `Vec` reserves the encoded length,
+//!   up to 1 MiB); values built by `collect` from a sized iterator are exact, and `format!`
+//!   reserves up to twice its literal text (the compare bench's values: ~5% more than estimated).
+//!   A value with much spare capacity is underestimated.
 //! - **Boxes and sharing.** `Box<T>` serializes as `T`: its allocation is not seen (the boxed
 //!   value's own heap is). An `Arc`/`Rc` (serde's `rc` feature) is counted in full at each place it
 //!   is serialized, though shared: an overestimate.
