@@ -455,6 +455,139 @@ async fn l1_stays_within_its_byte_budget_and_counts_evictions() {
     assert!(s.l1.evictions > 800, "{} evictions", s.l1.evictions);
 }
 
+/// The L1 figures of one kind: `(entries, bytes, evictions)`.
+fn l1_of(cache: &Cache, kind: Kind) -> (u64, u64, u64) {
+    let s = cache.stats();
+    let k = &s.kinds[kind.name()].l1;
+    (k.entries, k.bytes, k.evictions)
+}
+
+/// Per-kind figures add up to moka's own totals.
+fn assert_kinds_add_up(cache: &Cache) {
+    let s = cache.stats();
+    let sum = |f: fn(&cache_core::L1Stats) -> u64| s.kinds.values().map(|k| f(&k.l1)).sum::<u64>();
+    assert_eq!(sum(|l| l.entries), s.total.l1.entries, "entries");
+    assert_eq!(sum(|l| l.bytes), s.total.l1.bytes, "bytes");
+    assert_eq!(sum(|l| l.evictions), s.total.l1.evictions, "evictions");
+    for k in s.kinds.values() {
+        assert_eq!(k.l1.max_bytes, s.total.l1.max_bytes);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_entries_bytes_and_evictions_are_kept_per_kind() {
+    init_tracing();
+    let cache = Cache::builder()
+        .prefix(unique_prefix("perkind"))
+        .l1_max_bytes(200_000)
+        .build()
+        .await
+        .unwrap();
+    // One kind overflows the budget on its own.
+    for i in 0..2_000 {
+        cache
+            .set(Kind::API_RESPONSE, &format!("k{i}"), "v".repeat(1_000))
+            .await;
+    }
+    cache.sync().await;
+    let (entries, bytes, evictions) = l1_of(&cache, Kind::API_RESPONSE);
+    assert!((50..200).contains(&entries), "{entries} entries");
+    assert!(bytes <= 200_000 && bytes > 100_000, "{bytes} bytes");
+    assert_eq!(
+        entries + evictions,
+        2_000,
+        "every insert is held or evicted"
+    );
+    // A 1,000-byte string takes a 1,008-byte malloc chunk, plus the entry's own structures.
+    assert!(
+        bytes / entries > 1_008,
+        "{} bytes per entry",
+        bytes / entries
+    );
+    assert_eq!(l1_of(&cache, Kind::MODEL_DATA), (0, 0, 0));
+    assert_kinds_add_up(&cache);
+
+    // Emptied explicitly: its entries and bytes go, its evictions stay.
+    cache.clear_kind(Kind::API_RESPONSE).await.unwrap();
+    cache.sync().await;
+    assert_eq!(l1_of(&cache, Kind::API_RESPONSE), (0, 0, evictions));
+
+    // Another kind, filled differently: three large embeddings, weighed by their heap (a
+    // 5,000-float `Vec<f32>` is one 20,000-byte buffer, 20,016 bytes in a malloc chunk).
+    for i in 0..3 {
+        cache
+            .set(Kind::MODEL_DATA, &format!("e{i}"), vec![0.5f32; 5_000])
+            .await;
+    }
+    cache.sync().await;
+    let (entries, bytes, evictions) = l1_of(&cache, Kind::MODEL_DATA);
+    assert_eq!((entries, evictions), (3, 0));
+    assert!(
+        (3 * 20_016..3 * 21_000).contains(&bytes),
+        "{bytes} bytes for three 20,016-byte buffers"
+    );
+    let per_entry = bytes / 3;
+    // Replaced: counted once.
+    cache.set(Kind::MODEL_DATA, "e0", vec![0.5f32; 5_000]).await;
+    cache.invalidate(Kind::MODEL_DATA, "e1").await;
+    cache.sync().await;
+    assert_eq!(l1_of(&cache, Kind::MODEL_DATA), (2, 2 * per_entry, 0));
+    assert_kinds_add_up(&cache);
+
+    // Expired: removed from its kind's figures too.
+    cache
+        .set_with(
+            Kind::SESSION_DATA,
+            "short",
+            "x".repeat(100),
+            &EntryOptions::new().ttl(Duration::from_millis(50)),
+        )
+        .await;
+    cache.sync().await;
+    assert_eq!(l1_of(&cache, Kind::SESSION_DATA).0, 1);
+    cache_tests::within(Duration::from_secs(10), "the entry expires", || async {
+        cache.sync().await;
+        l1_of(&cache, Kind::SESSION_DATA) == (0, 0, 0)
+    })
+    .await;
+    assert_kinds_add_up(&cache);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_values_weigh_their_heap_not_their_encoding() {
+    #[derive(Serialize)]
+    struct Item {
+        name: String,
+        tags: Vec<String>,
+    }
+    let cache = Cache::builder()
+        .prefix(unique_prefix("heapweight"))
+        .build()
+        .await
+        .unwrap();
+    // 12 items of small strings: ~300 bytes of MessagePack, ~2.4 KiB of malloc chunks.
+    let value: Vec<Item> = (0..12)
+        .map(|i| Item {
+            name: format!("item-{i}"),
+            tags: vec!["a".into(), "b".into(), "c".into()],
+        })
+        .collect();
+    let encoded = rmp_serde::to_vec_named(&value).unwrap().len() as u64;
+    cache.set(Kind::API_RESPONSE, "items", value).await;
+    cache.sync().await;
+    let (_, bytes, _) = l1_of(&cache, Kind::API_RESPONSE);
+    // The buffer of 12 items (48 bytes each), 12 names, 12 tag buffers and 36 tags: at least
+    // 60 allocations of 32 bytes or more.
+    assert!(
+        bytes > 12 * 48 + 60 * 32,
+        "{bytes} bytes weighed for {encoded} encoded"
+    );
+    assert!(
+        bytes > 4 * encoded,
+        "{bytes} bytes weighed for {encoded} encoded"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_cache_always_runs_the_loader() {
     let server = RedisServer::start();

@@ -298,9 +298,12 @@ impl CacheBuilder {
         self
     }
 
-    /// The L1 budget in bytes of heap: each entry weighs its key, its value (the value's encoded
-    /// size stands for the heap data inside it) and ~400 bytes of per-entry bookkeeping (moka's and
-    /// ours, measured). The allocator's own per-block overhead comes on top. Default: 64 MiB.
+    /// The L1 budget in bytes of memory, as the allocator hands it out (malloc chunks, headers and
+    /// rounding included): each entry weighs its key, its value's heap (estimated by walking the
+    /// value's `Serialize` impl: strings, buffers, collections and maps, each allocation rounded
+    /// as glibc malloc rounds it) and ~500 bytes of per-entry bookkeeping (moka's and ours,
+    /// measured). Spare capacity in a value's strings and vectors cannot be seen and comes on top.
+    /// Default: 64 MiB.
     pub fn l1_max_bytes(mut self, bytes: u64) -> Self {
         self.l1_max_bytes = bytes;
         self

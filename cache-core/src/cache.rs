@@ -93,10 +93,11 @@ impl Cache {
 
     /// Returns the value cached under `key` of `kind`, from L1 or L2, or `None`.
     ///
-    /// A value stored as another type reads as `None`.
+    /// A value stored as another type reads as `None`. (`T: Serialize`: a value read from L2 is
+    /// weighed for L1 by walking it.)
     pub async fn get<T>(&self, kind: impl AsRef<str>, key: &str) -> Option<Arc<T>>
     where
-        T: DeserializeOwned + Send + Sync + 'static,
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
         load::get(&self.inner, kind.as_ref(), key).await
     }
@@ -397,7 +398,9 @@ impl Cache {
             .unlink_matching(&key::kind_pattern(&self.inner.prefix, kind))
             .await;
         // After L2, as in `invalidate`: loads that read L2 before the sweep lose their L1 insert.
+        // Dead at once (an epoch); removed here, since the caller asked for it.
         self.inner.coherence.drop_kind(ke.id, Origin::Here);
+        self.inner.l1.sweep(usize::MAX).await;
         let removed = removed?;
         let l1_prefix = key::kind_key_prefix(&self.inner.prefix, kind);
         self.inner
@@ -417,6 +420,7 @@ impl Cache {
             .unlink_matching(&key::prefix_pattern(&self.inner.prefix))
             .await;
         self.inner.coherence.drop_all(Origin::Here);
+        self.inner.l1.sweep(usize::MAX).await;
         let removed = removed?;
         self.inner.coherence.publish(Message::Clear("")).await;
         Ok(removed)

@@ -227,8 +227,6 @@ pub(crate) fn encode<T: Serialize>(
 pub(crate) struct Decoded<T> {
     pub(crate) header: Header,
     pub(crate) tags: Vec<TagVersion>,
-    /// Size of the MessagePack payload (after decompression).
-    pub(crate) raw_len: usize,
     pub(crate) value: T,
 }
 
@@ -251,7 +249,6 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(
     Ok(Some(Decoded {
         header: env.header,
         tags: env.tags,
-        raw_len: payload.len(),
         value,
     }))
 }

@@ -32,8 +32,6 @@ pub(crate) struct Found<T> {
     pub(crate) age: Age,
     /// The entry's tags (names).
     pub(crate) tags: Vec<String>,
-    /// Size of its MessagePack payload.
-    pub(crate) raw_len: usize,
     /// The identity of the write (for a compare-and-set against it).
     pub(crate) seen: Vec<u8>,
 }
@@ -231,7 +229,6 @@ impl EntryStore {
                 fresh_until_ms: decoded.header.fresh_until_ms,
             },
             tags: decoded.tags.into_iter().map(|(t, _)| t).collect(),
-            raw_len: decoded.raw_len,
             seen,
         };
         if unix_ms() >= found.age.fresh_until_ms {

@@ -33,6 +33,8 @@ pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
     };
     let Some(l2) = inner.l2.as_ref() else {
         tracing::info!(prefix = %inner.prefix, "no Redis URL configured: running L1-only");
+        drop(inner);
+        spawn(weak);
         return Ok(());
     };
     let reachable = match l2
@@ -78,6 +80,12 @@ pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
         );
     }
     drop(inner);
+    spawn(weak);
+    Ok(())
+}
+
+/// Spawns the background task. It holds a weak reference and ends with the cache.
+fn spawn(weak: std::sync::Weak<crate::inner::Inner>) {
     tokio::spawn(async move {
         let mut last_heartbeat = Instant::now();
         let mut last_prune = Instant::now();
@@ -87,10 +95,15 @@ pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
             let Some(inner) = weak.upgrade() else {
                 return;
             };
-            let Some(l2) = inner.l2.as_ref() else {
-                return;
-            };
             let c = &inner.coherence;
+            inner.l1.sweep(SWEEP_PER_TICK).await;
+            if last_prune.elapsed() >= Duration::from_secs(60) {
+                last_prune = Instant::now();
+                c.prune();
+            }
+            let Some(l2) = inner.l2.as_ref() else {
+                continue;
+            };
             if l2.breaker.state() == BreakerState::Open {
                 // Eagerly (whatever the cool-down) while invalidations wait: until they are
                 // replayed, other instances may read what they remove. Also when the backplane
@@ -107,18 +120,12 @@ pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
                 last_heartbeat = Instant::now();
                 c.publish(coherence::Message::Heartbeat).await;
             }
-            inner.l1.sweep(SWEEP_PER_TICK).await;
-            if last_prune.elapsed() >= Duration::from_secs(60) {
-                last_prune = Instant::now();
-                c.prune();
-            }
             if last_report.elapsed() >= inner.stats_report_interval {
                 last_report = Instant::now();
                 report::publish_stats(&inner).await;
             }
         }
     });
-    Ok(())
 }
 
 /// Wrong password, unknown user, or a password missing: `WRONGPASS`, `NOAUTH`, or redis-rs'

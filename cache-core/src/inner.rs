@@ -55,7 +55,15 @@ impl Inner {
     pub(crate) fn stats(&self) -> Stats {
         let mut kinds = std::collections::BTreeMap::new();
         for k in self.kinds.all() {
-            kinds.insert(k.name.clone(), stats::summarize([&k.stats]));
+            let mut t = stats::summarize([&k.stats]);
+            if let Some(o) = self.l1.occupancy(k.id) {
+                t.l1.entries = o.entries();
+                t.l1.bytes = o.bytes();
+                t.l1.evictions = o.evictions();
+            }
+            // The budget is shared by all kinds.
+            t.l1.max_bytes = self.l1.max_bytes();
+            kinds.insert(k.name.clone(), t);
         }
         let mut total = stats::summarize(self.kinds.all().map(|k| &k.stats));
         total.l1.entries = self.l1.entries();

@@ -7,22 +7,74 @@
 
 use moka::{future::Cache as Moka, notification::RemovalCause, Expiry};
 use std::any::Any;
+use std::mem::size_of;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock::Age;
+use crate::heap_size::alloc_bytes;
 
-/// What one entry costs on the heap besides its key's characters, its value and its tags: moka's
-/// own per-entry structures (the entry and its info, the hash-table bucket, the access-order and
-/// write-order deque nodes, the expiration timer node), the `Arc<String>` holding the key, the
-/// `Arc` around the value and the entry's own allocation (`EntryInner`). Measured with a counting
-/// allocator (`cargo bench -p cache-benches --bench compare`, section "L1 memory"), not derived:
-/// moka's layout is not part of its API, so re-measure it when upgrading moka.
-const ENTRY_OVERHEAD: usize = 400;
+/// What moka's own structures cost per entry, in malloc chunk bytes: the entry and its info, the
+/// hash-table bucket, the access-order and write-order deque nodes, the expiration timer node, the
+/// `Arc` around the key, and the entry's share of the frequency sketch and of hash-table slack.
+/// Everything else an entry holds is counted exactly (the key's characters, our `EntryInner`, the
+/// value's `Arc`, the tags) or estimated (the value's heap, [`crate::heap_size`]).
+///
+/// Measured, not derived (moka's layout is not part of its API: re-measure when upgrading moka):
+/// `COMPARE_ONLY=memory cargo bench -p cache-benches --bench compare` fills an L1 with `u64`
+/// values (no heap of their own) under a counting global allocator, and prints the malloc chunks
+/// per entry beyond what the weigher counts ("moka's own per-entry cost is ENTRY_OVERHEAD +N
+/// bytes"): add N here. With moka 0.12.16: 591 bytes of chunks per entry against 464 weighed
+/// with 256 here (1,000,000 keys into 64 MiB, 144,631 entries kept): 383; re-run with 384, N was
+/// +7.6 (113,359 entries kept) and, in quick mode (100,000 keys into 4 MiB), +0.5. Part of it
+/// varies with the entry count (hash-table slack, the frequency sketch), within ~10 bytes.
+const ENTRY_OVERHEAD: usize = 384;
 
 /// Heap bytes of one tag name beyond its characters (the `String` in the boxed slice).
-const TAG_OVERHEAD: usize = std::mem::size_of::<String>();
+const TAG_OVERHEAD: usize = size_of::<String>();
+
+/// One kind's share of L1: entries, weighted bytes and evictions. Kept exact by [`L1::insert`]
+/// (before the entry reaches moka) and by moka's eviction listener (every removal, whatever its
+/// cause), through the kind id each entry carries: an L1 hit never touches it. Dead entries (of
+/// an older epoch) count until they are swept or evicted: they still take their memory.
+#[derive(Debug, Default)]
+pub(crate) struct KindOccupancy {
+    entries: AtomicU64,
+    bytes: AtomicU64,
+    evictions: AtomicU64,
+}
+
+impl KindOccupancy {
+    fn added(&self, weight: u32) {
+        self.entries.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(u64::from(weight), Ordering::Relaxed);
+    }
+
+    fn removed(&self, weight: u32, evicted: bool) {
+        self.entries.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(u64::from(weight), Ordering::Relaxed);
+        if evicted {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Entries held (those inserted and not yet removed; moka's own count lags until its
+    /// pending maintenance runs).
+    pub(crate) fn entries(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    /// Weighted bytes held.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Entries evicted to keep the cache within its budget (or refused by its admission policy).
+    pub(crate) fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+}
 
 pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
 
@@ -41,6 +93,7 @@ struct EntryInner {
     /// The kind's id and its L1 epoch when stored: an entry of an older epoch is dead.
     kind: u32,
     epoch: u64,
+    /// Malloc chunk bytes of everything but the key (see [`weight`]).
     weight: u32,
     /// Only for entries with tags (rare).
     tagged: Option<Box<Tagged>>,
@@ -59,9 +112,10 @@ struct Tagged {
 /// What to store in L1 (see [`L1::insert`]).
 pub(crate) struct NewEntry<'a, T> {
     pub(crate) value: Arc<T>,
-    /// The heap data inside the value (its encoded size); the value's own size and its `Arc` are
-    /// added, the key and moka's share in the weigher.
-    pub(crate) payload_bytes: usize,
+    /// The heap the value owns besides its own inline bytes (its
+    /// [`heap_bytes`](crate::heap_size::heap_bytes)); the value's `Arc`, the entry's allocation, its
+    /// tags and moka's share are added, the key in the weigher.
+    pub(crate) value_heap: usize,
     /// How long the value is served as fresh.
     pub(crate) fresh_for: Duration,
     /// When the load that produced it began (for tag invalidations heard later).
@@ -80,19 +134,26 @@ impl L1Entry {
     ) -> Self {
         let NewEntry {
             value,
-            payload_bytes,
+            value_heap,
             fresh_for,
             loaded_at,
             tags,
             age,
         } = e;
-        let value_bytes = payload_bytes + std::mem::size_of::<T>();
+        // The `Arc<T>` is one allocation: two counters and the value.
+        let value_bytes = alloc_bytes(2 * size_of::<usize>() + size_of::<T>()) + value_heap;
         let tags_bytes: usize = if tags.is_empty() {
             0
         } else {
-            std::mem::size_of::<Tagged>()
-                + tags.iter().map(|t| t.len() + TAG_OVERHEAD).sum::<usize>()
+            alloc_bytes(size_of::<Tagged>())
+                + alloc_bytes(tags.len() * TAG_OVERHEAD)
+                + tags.iter().map(|t| alloc_bytes(t.len())).sum::<usize>()
         };
+        let own = alloc_bytes(2 * size_of::<usize>() + size_of::<EntryInner>());
+        let weight = value_bytes
+            .saturating_add(tags_bytes)
+            .saturating_add(own)
+            .saturating_add(ENTRY_OVERHEAD);
         L1Entry(Arc::new(EntryInner {
             value,
             tagged: (!tags.is_empty()).then(|| {
@@ -101,7 +162,7 @@ impl L1Entry {
                     loaded_at,
                 })
             }),
-            weight: u32::try_from(value_bytes + tags_bytes + ENTRY_OVERHEAD).unwrap_or(u32::MAX),
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
             fresh_until: Instant::now() + fresh_for,
             lifetime: fresh_for + grace,
             token,
@@ -141,6 +202,15 @@ impl L1Entry {
     }
 }
 
+/// What an entry weighs in L1 (and in its kind's stats): its own weight and its key's characters
+/// (a `String` of exactly the key's length, moved into moka). Computed on insert and removal only.
+fn weight(key: &str, entry: &L1Entry) -> u32 {
+    entry
+        .0
+        .weight
+        .saturating_add(u32::try_from(alloc_bytes(key.len())).unwrap_or(u32::MAX))
+}
+
 struct EntryExpiry;
 
 impl Expiry<String, L1Entry> for EntryExpiry {
@@ -168,6 +238,8 @@ pub(crate) struct L1 {
     cache: Moka<String, L1Entry>,
     max_bytes: u64,
     evictions: Arc<AtomicU64>,
+    /// Per kind id: entries, bytes and evictions.
+    occupancy: Arc<[KindOccupancy]>,
     /// Per kind id: the current epoch.
     epochs: Box<[AtomicU64]>,
     next_token: AtomicU64,
@@ -181,16 +253,22 @@ impl L1 {
     /// An L1 of `max_bytes` for `kinds` kind ids, keeping entries `grace` past their freshness.
     pub(crate) fn new(max_bytes: u64, kinds: usize, grace: Duration) -> Self {
         let evictions = Arc::new(AtomicU64::new(0));
-        let ev = evictions.clone();
+        let occupancy: Arc<[KindOccupancy]> = (0..kinds.max(1))
+            .map(|_| KindOccupancy::default())
+            .collect();
+        let (ev, occ) = (evictions.clone(), occupancy.clone());
         let cache = Moka::builder()
             .max_capacity(max_bytes)
-            .weigher(|k: &String, v: &L1Entry| {
-                v.0.weight
-                    .saturating_add(u32::try_from(k.len()).unwrap_or(u32::MAX))
-            })
+            .weigher(|k: &String, v: &L1Entry| weight(k, v))
             .expire_after(EntryExpiry)
-            .eviction_listener(move |_k, _v, cause| {
-                if cause == RemovalCause::Size {
+            // Called once for every entry that leaves the cache: replaced, invalidated, expired,
+            // evicted, or refused by the admission policy right after its insert (`Size`).
+            .eviction_listener(move |k: Arc<String>, v: L1Entry, cause| {
+                let evicted = cause == RemovalCause::Size;
+                if let Some(o) = occ.get(v.0.kind as usize) {
+                    o.removed(weight(&k, &v), evicted);
+                }
+                if evicted {
                     ev.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -199,6 +277,7 @@ impl L1 {
             cache,
             max_bytes,
             evictions,
+            occupancy,
             epochs: (0..kinds.max(1)).map(|_| AtomicU64::new(0)).collect(),
             next_token: AtomicU64::new(1),
             grace,
@@ -247,8 +326,17 @@ impl L1 {
         let kind = u32::try_from(kind).unwrap_or(u32::MAX);
         let epoch = self.epoch(kind);
         let entry = L1Entry::new(entry, self.grace, token, kind, epoch);
+        // Counted before moka holds it, so that its removal is never counted first.
+        if let Some(o) = self.occupancy.get(kind as usize) {
+            o.added(weight(&key, &entry));
+        }
         self.cache.insert(key, entry).await;
         token
+    }
+
+    /// The L1 share of kind `kind`.
+    pub(crate) fn occupancy(&self, kind: usize) -> Option<&KindOccupancy> {
+        self.occupancy.get(kind)
     }
 
     pub(crate) async fn invalidate(&self, key: &str) {
@@ -335,5 +423,110 @@ impl L1 {
     /// Applies pending maintenance (for exact counts in stats and tests).
     pub(crate) async fn sync(&self) {
         self.cache.run_pending_tasks().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_entry(value: &Arc<Vec<u64>>) -> NewEntry<'static, Vec<u64>> {
+        let ttl = Duration::from_secs(60);
+        NewEntry {
+            value: value.clone(),
+            value_heap: crate::heap_size::heap_bytes(&**value),
+            fresh_for: ttl,
+            loaded_at: Instant::now(),
+            tags: &[],
+            age: Age::starting_now(ttl),
+        }
+    }
+
+    fn figures(l1: &L1, kind: usize) -> (u64, u64, u64) {
+        let k = l1.occupancy(kind).expect("kind");
+        (k.entries(), k.bytes(), k.evictions())
+    }
+
+    #[test]
+    fn a_value_weighs_its_heap_its_arc_and_the_entry() {
+        let e = L1Entry::new(new_entry(&Arc::new(vec![7; 1000])), Duration::ZERO, 0, 0, 0);
+        let expected = alloc_bytes(8000)
+            + alloc_bytes(16 + size_of::<Vec<u64>>())
+            + alloc_bytes(16 + size_of::<EntryInner>())
+            + ENTRY_OVERHEAD;
+        assert_eq!(e.0.weight as usize, expected);
+        assert_eq!(weight("abc", &e) as usize, expected + 32);
+    }
+
+    #[tokio::test]
+    async fn each_kind_counts_its_own_entries_through_every_removal() {
+        let l1 = L1::new(1 << 20, 2, Duration::ZERO);
+        let (small, big) = (Arc::new(vec![1u64; 10]), Arc::new(vec![1u64; 1000]));
+        let mut tokens = Vec::new();
+        for i in 0..10 {
+            tokens.push(l1.insert(format!("a{i}"), 0, new_entry(&small)).await);
+        }
+        l1.insert("b0".into(), 1, new_entry(&big)).await;
+        l1.sync().await;
+        let w = |key: &str, v: &Arc<Vec<u64>>| {
+            u64::from(weight(
+                key,
+                &L1Entry::new(new_entry(v), Duration::ZERO, 0, 0, 0),
+            ))
+        };
+        let (wa, wb) = (w("a0", &small), w("b0", &big));
+        assert_eq!(figures(&l1, 0), (10, 10 * wa, 0));
+        assert_eq!(figures(&l1, 1), (1, wb, 0));
+        assert_eq!(l1.bytes(), 10 * wa + wb);
+
+        // Replaced, invalidated, removed by token (and not removed by a stale token).
+        l1.insert("a0".into(), 0, new_entry(&small)).await;
+        l1.invalidate("a1").await;
+        l1.remove_if_token("a2", tokens[2]).await;
+        l1.remove_if_token("a3", 999_999).await;
+        l1.sync().await;
+        assert_eq!(figures(&l1, 0), (8, 8 * wa, 0));
+        assert_eq!(l1.entries(), 9);
+
+        // Dropped (dead at once) and swept: still counted until swept, since they take memory.
+        l1.drop_kind(1);
+        assert!(
+            l1.live(l1.get("b0").await).is_none(),
+            "a dropped entry is dead at once"
+        );
+        assert!(
+            l1.live(l1.get("a0").await).is_some(),
+            "other kinds are untouched"
+        );
+        assert_eq!(figures(&l1, 1).0, 1);
+        while l1.sweep(1_000).await > 0 {}
+        l1.sync().await;
+        assert_eq!(figures(&l1, 1), (0, 0, 0));
+
+        l1.drop_all();
+        while l1.sweep(3).await > 0 {}
+        l1.sync().await;
+        assert_eq!(figures(&l1, 0), (0, 0, 0));
+        assert_eq!((l1.entries(), l1.bytes()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn entries_over_the_budget_count_as_their_kinds_evictions() {
+        let l1 = L1::new(20_000, 2, Duration::ZERO);
+        // Larger than the whole budget: refused at once.
+        l1.insert("huge".into(), 1, new_entry(&Arc::new(vec![1; 10_000])))
+            .await;
+        let small = Arc::new(vec![1u64; 20]);
+        for i in 0..200 {
+            l1.insert(format!("a{i}"), 0, new_entry(&small)).await;
+            l1.sync().await;
+        }
+        assert_eq!(figures(&l1, 1), (0, 0, 1));
+        let (entries, bytes, evictions) = figures(&l1, 0);
+        assert_eq!(entries + evictions, 200);
+        assert!(evictions > 100, "{evictions} evictions");
+        assert_eq!((entries, bytes), (l1.entries(), l1.bytes()));
+        assert!(bytes <= 20_000);
+        assert_eq!(l1.evictions(), evictions + 1);
     }
 }

@@ -73,6 +73,7 @@ mod coherence;
 mod entry_store;
 mod error;
 mod freshness;
+mod heap_size;
 mod housekeeper;
 mod inner;
 mod jitter;

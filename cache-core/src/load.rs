@@ -22,6 +22,7 @@ use crate::clock::{unix_ms, Age};
 use crate::codec::TagVersion;
 use crate::coherence::{Message, PendingOp, Ticket};
 use crate::entry_store::{Found, L2Read, Write, Written};
+use crate::heap_size::heap_bytes;
 use crate::inner::{Inner, Never};
 use crate::key;
 use crate::kind::KindEntry;
@@ -78,7 +79,7 @@ struct LoadJob {
 /// `Cache::get`: L1, then L2; never the loader.
 pub(crate) async fn get<T>(inner: &Arc<Inner>, kind: &str, key: &str) -> Option<Arc<T>>
 where
-    T: DeserializeOwned + Send + Sync + 'static,
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     if !inner.enabled {
         return None;
@@ -294,7 +295,7 @@ fn l1_found<T: Send + Sync + 'static>(
 }
 
 /// Copies a value found in L2 into L1 (if the kind uses it), unless `ticket` was superseded.
-async fn copy_to_l1<T: Send + Sync + 'static>(
+async fn copy_to_l1<T: Serialize + Send + Sync + 'static>(
     inner: &Inner,
     ke: &KindEntry,
     ticket: &Ticket,
@@ -315,7 +316,7 @@ async fn copy_to_l1<T: Send + Sync + 'static>(
             ke.id,
             NewEntry {
                 value: found.value.clone(),
-                payload_bytes: found.raw_len,
+                value_heap: heap_bytes(&*found.value),
                 fresh_for,
                 loaded_at: read_at,
                 tags: &found.tags,
@@ -340,7 +341,7 @@ pub(crate) fn fingerprint<T>(ke: &KindEntry, opts: Option<&EntryOptions>) -> u64
 /// value into L1. Records provenance.
 async fn read<T>(inner: &Inner, ke: &KindEntry, ticket: &Ticket, fp: u64, lease: bool) -> L2Read<T>
 where
-    T: DeserializeOwned + Send + Sync + 'static,
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     let Some(entries) = inner.entries_for(ke) else {
         return L2Read::Miss(None);
@@ -677,7 +678,7 @@ async fn lock_step<T>(
     wait: bool,
 ) -> LockOutcome<Arc<T>>
 where
-    T: DeserializeOwned + Send + Sync + 'static,
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     let Some(l2) = inner.l2.as_ref() else {
         return LockOutcome::Fallback;
@@ -792,7 +793,6 @@ pub(crate) async fn store<T>(
         Some(Write::IfUnchanged { seen, leased: true }) => Unwritten::Lease(seen.clone()),
         _ => Unwritten::Nothing,
     };
-    let mut payload_len = None;
     if let Some(entries) = inner.entries_for(ke) {
         let began = inner.coherence.write_began();
         match (write, tokens) {
@@ -813,7 +813,6 @@ pub(crate) async fn store<T>(
             (Some(how), Some(tokens)) => match entries.encode(ke, &*value, fp, ttl, tokens) {
                 None => unwritten.apply(inner, ke, ticket.key(), false).await,
                 Some(encoded) => {
-                    payload_len = Some(encoded.payload_len);
                     match entries.write(ke, ticket.key(), &encoded, &how).await {
                         Written::Stored if overwrite => {
                             inner.coherence.written(ticket.key(), began);
@@ -831,9 +830,7 @@ pub(crate) async fn store<T>(
         }
     }
     if ke.cfg.tier_routing().l1() {
-        let size = payload_len.unwrap_or_else(|| {
-            crate::codec::to_msgpack(&*value).map_or(std::mem::size_of::<T>(), |p| p.len())
-        });
+        let value_heap = heap_bytes(&*value);
         let fresh_for = inner
             .coherence
             .l1_lifetime(ttl, ke.cfg.l1_ttl_cap(), !tags.is_empty());
@@ -844,7 +841,7 @@ pub(crate) async fn store<T>(
                 ke.id,
                 NewEntry {
                     value,
-                    payload_bytes: size,
+                    value_heap,
                     fresh_for,
                     loaded_at,
                     tags,

@@ -366,7 +366,7 @@ fn encode_stats(s: &Stats, enc: &mut DescriptorEncoder<'_>) -> Result<(), FmtErr
         w.per_kind(s, name, help, None, |t| Value::Counter(get(t)))?;
     }
 
-    // L1 occupancy: cache-wide (moka does not split it by kind).
+    // L1 occupancy: moka's cache-wide totals (per-kind figures are in `Stats::kinds`).
     let l1 = &s.total.l1;
     for (name, help, v) in [
         (

@@ -211,13 +211,18 @@ pub struct L1Stats {
     pub misses: u64,
     /// `hits / (hits + misses)`, 0 when there were no lookups.
     pub hit_rate: f64,
-    /// Entries currently held (cache-wide; approximate while writes are pending).
+    /// Entries currently held (approximate while writes are pending: exact after
+    /// [`Cache::sync`](crate::Cache::sync)). Entries dropped by a clear or a resynchronisation
+    /// count until they are swept or evicted, since they still take their memory.
     pub entries: u64,
-    /// Weighted size in bytes currently held (cache-wide).
+    /// Weighted size in bytes currently held: the estimated memory of the entries (their values'
+    /// heap as malloc hands it out, their keys, tags and the cache's per-entry structures), which
+    /// the byte budget bounds.
     pub bytes: u64,
-    /// The byte budget.
+    /// The byte budget (shared by all kinds: a kind's figure is the cache's).
     pub max_bytes: u64,
-    /// Entries evicted to stay within the byte budget (cache-wide).
+    /// Entries evicted to stay within the byte budget (including entries the admission policy
+    /// refused right after their insert).
     pub evictions: u64,
 }
 

@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use crate::clock::{unix_ms, Age};
-use crate::codec;
 use crate::coherence::Ticket;
 use crate::entry_store::L2Read;
+use crate::heap_size::heap_bytes;
 use crate::inner::Inner;
 use crate::key;
 use crate::kind::KindEntry;
@@ -536,12 +536,13 @@ where
                     // Already fresh in L2: copied into L1, the loader is not called.
                     out.already_hot += 1;
                     c.loader = None;
+                    let heap = heap_bytes(&*found.value);
                     store_l1(
                         inner,
                         ke,
                         &c.ticket,
                         found.value,
-                        found.raw_len,
+                        heap,
                         found.age.remaining(unix_ms()),
                         &found.tags,
                         started,
@@ -609,17 +610,13 @@ where
             // Invalidated (or set) while loading: the value may be stale; keep neither copy.
             continue;
         }
-        let mut size = None;
         if let (Some(entries), Some((seen, _)), Some(tokens)) = (entries, &c.write, &tokens) {
             if let Some(encoded) = entries.encode(ke, &*value, fp, ttl, tokens) {
-                size = Some(encoded.payload_len);
                 writes.push((c.ticket.key().to_owned(), seen.clone(), encoded));
                 unused_leases.retain(|(j, _)| *j != i);
             }
         }
-        let size = size.unwrap_or_else(|| {
-            codec::to_msgpack(&*value).map_or(std::mem::size_of::<T>(), |p| p.len())
-        });
+        let size = heap_bytes(&*value);
         loaded.push((i, loaded_at, value, size, ttl));
     }
 
@@ -724,7 +721,7 @@ async fn store_l1<T: Send + Sync + 'static>(
             ke.id,
             NewEntry {
                 value,
-                payload_bytes: size,
+                value_heap: size,
                 fresh_for,
                 loaded_at,
                 tags,
