@@ -766,7 +766,7 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
             .set(Kind::API_RESPONSE, &key(id), api_response(id))
             .await;
     }
-    probe.sync().await;
+    probe.run_pending_tasks().await;
     let s = probe.stats().total.l1;
     let per_entry = s.bytes / s.entries.max(1);
     let budget = per_entry * l1_keys as u64;
@@ -1213,8 +1213,8 @@ where
             .await;
     }
     // Apply moka's pending evictions before counting.
-    cache.sync().await;
-    cache.sync().await;
+    cache.run_pending_tasks().await;
+    cache.run_pending_tasks().await;
     let (heap, chunks) = (heap::live() as f64, heap::chunks() as f64);
     let rss = rss_bytes().zip(rss0).map(|(a, b)| a.saturating_sub(b));
     let stats = cache.stats();

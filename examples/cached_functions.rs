@@ -10,20 +10,26 @@
 use cache_core::{cached, Cache};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 static RATE_API_CALLS: AtomicUsize = AtomicUsize::new(0);
 
 /// A slow external API (80 ms per call), cached for 60 s under the default key: the function's
 /// path and a hash of `(from, to)`.
+///
+/// Concurrent callers of one pair share one call, and so its error: the error type is cloned to
+/// each of them (an `Arc` shares one `io::Error`).
 #[cached(kind = "api_response", ttl = 60)]
-async fn exchange_rate(from: String, to: String) -> Result<f64, std::io::Error> {
+async fn exchange_rate(from: String, to: String) -> Result<f64, Arc<std::io::Error>> {
     RATE_API_CALLS.fetch_add(1, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(80)).await;
     match (from.as_str(), to.as_str()) {
         ("EUR", "USD") => Ok(1.08),
         ("USD", "JPY") => Ok(151.2),
-        _ => Err(std::io::Error::other(format!("no rate for {from}/{to}"))),
+        _ => Err(Arc::new(std::io::Error::other(format!(
+            "no rate for {from}/{to}"
+        )))),
     }
 }
 
@@ -75,7 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Start from a clean slate so the first calls are real misses.
     let _ = cache.clear_all().await;
     // `#[cached]` functions without `cache = ...` use the installed cache.
-    cache_core::install(cache.clone()).map_err(|_| "a cache was installed already")?;
+    cache_core::set_default_cache(cache.clone()).map_err(|_| "a cache was installed already")?;
 
     println!("\n-- free function: exchange_rate(from, to), ttl 60 s");
     for round in 1..=3 {

@@ -45,7 +45,7 @@ async fn ask(
     content_hash: String,
     question: String,
     data: Arc<String>,
-) -> Result<Answer, std::io::Error> {
+) -> Result<Answer, Arc<std::io::Error>> {
     MODEL_CALLS.fetch_add(1, Ordering::Relaxed);
     let prompt_tokens = (data.len() + question.len()) as u64 / 4;
     TOKENS_BILLED.fetch_add(prompt_tokens, Ordering::Relaxed);
@@ -99,7 +99,7 @@ fn answer_from(csv: &str, question: &str) -> String {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     init_logging();
     let cache = connect("llm-example").await?;
-    cache_core::install(cache.clone()).map_err(|_| "a cache was installed already")?;
+    cache_core::set_default_cache(cache.clone()).map_err(|_| "a cache was installed already")?;
 
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sales.csv");
     let original = std::fs::read_to_string(path)?;

@@ -92,7 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         API_CALLS.load(Ordering::Relaxed) - before
     );
 
-    cache.sync().await;
+    cache.run_pending_tasks().await;
     let s = cache.stats();
     println!(
         "API calls: {}   hit rate: {:.1}%   L1 hits: {}   L2 hits: {}   L1 entries: {}",

@@ -34,7 +34,7 @@ struct Settings {
     newsletter: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum DbError {
     NotFound(u64),
 }

@@ -6,7 +6,7 @@
 //! the loader's time"), never as tight absolute bounds. The tests run one at a time (a process-wide
 //! lock) so that their timings do not disturb each other on a 2-core machine.
 
-use cache_core::{Cache, EntryOptions, Error, Kind, KindConfig, LoadError, Tiers};
+use cache_core::{Cache, EntryOptions, Error, Kind, KindConfig, LoadError, OwnedOptions, Tiers};
 use cache_tests::{init_tracing, unique_prefix, within, RedisServer};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
@@ -473,7 +473,7 @@ async fn a_per_call_hard_timeout_with_a_stale_value_serves_the_stale_value() {
         .await
         .expect("build");
     let calls = Arc::new(AtomicUsize::new(0));
-    let opts = EntryOptions::new().hard_timeout(Duration::from_millis(150));
+    let opts = OwnedOptions::new().hard_timeout(Duration::from_millis(150));
     cache
         .get_or_load_owned("origin", "k", &opts, versioned(&calls, Duration::ZERO))
         .await

@@ -111,7 +111,7 @@ async fn invalidated_entries_stay_invalid_under_eviction(policy: &str) {
     }
     // Touch the entries (not the tokens) so that the tokens are the least recently used.
     let entry_keys: Vec<String> = (0..N)
-        .map(|i| cache_core::entry_key(&prefix, "l2only", &format!("k{i}")))
+        .map(|i| cache_core::admin::entry_key(&prefix, "l2only", &format!("k{i}")))
         .collect();
     let token_keys: Vec<String> = tags.iter().map(|t| format!("{prefix}:t1:{t}")).collect();
     {
@@ -269,7 +269,7 @@ async fn a_lost_tombstone_or_lease_never_lets_an_earlier_load_store_an_old_value
     ] {
         let prefix = unique_prefix("tomb-loss");
         let (a, b) = (cache(&server, &prefix).await, cache(&server, &prefix).await);
-        let full = cache_core::entry_key(&prefix, "l2only", "k");
+        let full = cache_core::admin::entry_key(&prefix, "l2only", "k");
         if present_before {
             a.set(l2_only(), "k", "v0".to_string()).await;
             // Make it stale in L2 for loads: invalidate then let a load start after.
@@ -373,7 +373,7 @@ async fn error_replies_are_handled_per_operation_and_never_open_the_breaker() {
     let cache = cache(&server, &prefix).await;
     let mut c = server.conn().await;
     // Another type under an entry key.
-    let full = cache_core::entry_key(&prefix, "l2only", "list");
+    let full = cache_core::admin::entry_key(&prefix, "l2only", "list");
     let _: () = c.rpush(&full, "someone else's list").await.expect("RPUSH");
     for _ in 0..10 {
         assert!(cache.get::<String>(l2_only(), "list").await.is_none());

@@ -4,7 +4,7 @@
 //! Only `warm_endpoint_runs_the_registered_warmers_and_answers_the_report` installs a global
 //! cache (for the registered `#[cached(..., warm)]` function below).
 
-use cache_core::{cached, Cache, EntryOptions, Kind, PROMETHEUS_CONTENT_TYPE};
+use cache_core::{cached, metrics::PROMETHEUS_CONTENT_TYPE, Cache, EntryOptions, Kind};
 use cache_tests::{cache_on, unique_prefix, RedisServer};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -119,7 +119,8 @@ async fn motd() -> String {
 async fn warm_endpoint_runs_the_registered_warmers_and_answers_the_report() {
     let server = RedisServer::start();
     let cache = cache_on(&server, &unique_prefix("http-warm")).await;
-    cache_core::install(cache.clone()).expect("the only test of this binary that installs");
+    cache_core::set_default_cache(cache.clone())
+        .expect("the only test of this binary that installs");
     let addr = serve(cache.clone()).await;
 
     let r = request(addr, "POST", "/cache/warm", "").await;

@@ -451,7 +451,7 @@ async fn question_mark_and_early_return_work_in_the_body() {
     static CACHE: OnceLock<Cache> = OnceLock::new();
     static CALLS: AtomicUsize = AtomicUsize::new(0);
 
-    #[derive(Debug, PartialEq)]
+    #[derive(Debug, Clone, PartialEq)]
     enum SumError {
         Int(String),
     }
@@ -530,7 +530,7 @@ async fn warm_registers_the_function_and_running_it_fills_the_installed_cache() 
     let server = RedisServer::start();
     let cache = cache_on(&server, "macro-warm").await;
     // The only test of this binary that installs a global cache.
-    cache_core::install(cache.clone()).expect("nothing installed before");
+    cache_core::set_default_cache(cache.clone()).expect("nothing installed before");
 
     let warmer = cache_core::__private::warmers()
         .find(|w| w.name == "macros::countries")

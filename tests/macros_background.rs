@@ -32,7 +32,7 @@ async fn cache_with_grace(server: &RedisServer, prefix: &str) -> Cache {
         .expect("build cache")
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum QuoteError {
     Cache(cache_core::Error),
 }

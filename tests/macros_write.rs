@@ -653,7 +653,7 @@ async fn a_refresh_companion_reloads_its_function_but_not_the_calls_its_body_mak
     assert_eq!((repo.calls(), repo.queries()), (1, 1));
 
     // The `refresh` scope reaches every call inside it.
-    assert_eq!(cache_core::refresh(repo.summary()).await, "v2 Grace");
+    assert_eq!(cache_core::scope::refresh(repo.summary()).await, "v2 Grace");
     assert_eq!((repo.calls(), repo.queries()), (2, 2));
     assert_eq!(repo.summary().await, "v2 Grace");
     assert_eq!(repo.version().await, 2);
@@ -666,20 +666,20 @@ async fn the_bypass_scope_neither_reads_nor_writes_the_cache() {
     repo.db.insert(1, "Ada");
 
     // Not written.
-    assert!(cache_core::bypass(repo.user(1)).await.is_ok());
+    assert!(cache_core::scope::bypass(repo.user(1)).await.is_ok());
     assert_eq!(keys_under(&server, repo.cache.prefix()).await.len(), 0);
     assert_eq!(repo.queries(), 1);
 
     // Not read: a cached entry is ignored, and stays.
     repo.user(1).await.expect("user");
     repo.db.insert(1, "Grace");
-    let fresh = cache_core::bypass(async { repo.user(1).await }).await;
+    let fresh = cache_core::scope::bypass(async { repo.user(1).await }).await;
     assert_eq!(fresh.expect("user").name, "Grace");
     assert_eq!(repo.user(1).await.expect("user").name, "Ada");
     assert_eq!(repo.queries(), 3);
 
     // The traced companion says the body ran.
-    let traced = cache_core::bypass(repo.user_traced(1)).await;
+    let traced = cache_core::scope::bypass(repo.user_traced(1)).await;
     assert_eq!(traced.source, Source::Loader);
 }
 

@@ -2,7 +2,7 @@
 //! (checked by a strict parser below), and the hit and miss series per `tier` and `kind` carry
 //! exactly the numbers of `Cache::stats`.
 
-use cache_core::{Cache, Kind, PROMETHEUS_CONTENT_TYPE};
+use cache_core::{metrics::PROMETHEUS_CONTENT_TYPE, Cache, Kind};
 use cache_tests::{init_tracing, unique_prefix, RedisServer};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;

@@ -345,7 +345,7 @@ async fn flushing_a_large_l1_after_a_resubscription_does_not_stall_callers() {
         .await
         .expect("fill");
     }
-    a.sync().await;
+    a.run_pending_tasks().await;
     let entries = a.stats().total.l1.entries;
     assert!(entries as usize >= ENTRIES * 9 / 10, "L1 holds {entries}");
     let stop = Arc::new(AtomicBool::new(false));

@@ -184,7 +184,7 @@ async fn invalidate_removes_the_key_from_l1_and_l2() {
     let mut conn = server.conn().await;
     let key = format!("{prefix}:v1:session_data:s1");
     let raw: Vec<u8> = conn.get(&key).await.unwrap();
-    let inspected = cache_core::codec::inspect(&raw, 1 << 20).unwrap();
+    let inspected = cache_core::admin::inspect(&raw, 1 << 20).unwrap();
     assert!(inspected.tombstone && inspected.msgpack.is_empty());
     let pttl: i64 = conn.pttl(&key).await.unwrap();
     assert!(pttl > 0 && pttl <= 60_000, "tombstone PTTL {pttl}");
@@ -412,7 +412,7 @@ async fn stats_snapshot_counts_per_tier_and_kind_and_serializes() {
         .get::<String>(Kind::MODEL_DATA, "absent")
         .await
         .is_none());
-    cache.sync().await;
+    cache.run_pending_tasks().await;
     let s = cache.stats();
     let m = &s.kinds["model_data"];
     assert_eq!((m.l1.hits, m.l1.misses, m.l2.misses), (3, 1, 1));
@@ -448,7 +448,7 @@ async fn l1_stays_within_its_byte_budget_and_counts_evictions() {
             .set(Kind::API_RESPONSE, &format!("k{i}"), "v".repeat(1_000))
             .await;
     }
-    cache.sync().await;
+    cache.run_pending_tasks().await;
     let s = cache.stats().total;
     assert!(s.l1.bytes <= 100_000, "{} bytes", s.l1.bytes);
     assert!(s.l1.entries < 100, "{} entries", s.l1.entries);
@@ -465,7 +465,8 @@ fn l1_of(cache: &Cache, kind: Kind) -> (u64, u64, u64) {
 /// Per-kind figures add up to moka's own totals.
 fn assert_kinds_add_up(cache: &Cache) {
     let s = cache.stats();
-    let sum = |f: fn(&cache_core::L1Stats) -> u64| s.kinds.values().map(|k| f(&k.l1)).sum::<u64>();
+    let sum =
+        |f: fn(&cache_core::stats::L1Stats) -> u64| s.kinds.values().map(|k| f(&k.l1)).sum::<u64>();
     assert_eq!(sum(|l| l.entries), s.total.l1.entries, "entries");
     assert_eq!(sum(|l| l.bytes), s.total.l1.bytes, "bytes");
     assert_eq!(sum(|l| l.evictions), s.total.l1.evictions, "evictions");
@@ -489,7 +490,7 @@ async fn l1_entries_bytes_and_evictions_are_kept_per_kind() {
             .set(Kind::API_RESPONSE, &format!("k{i}"), "v".repeat(1_000))
             .await;
     }
-    cache.sync().await;
+    cache.run_pending_tasks().await;
     let (entries, bytes, evictions) = l1_of(&cache, Kind::API_RESPONSE);
     assert!((50..200).contains(&entries), "{entries} entries");
     assert!(bytes <= 200_000 && bytes > 100_000, "{bytes} bytes");
@@ -509,7 +510,7 @@ async fn l1_entries_bytes_and_evictions_are_kept_per_kind() {
 
     // Emptied explicitly: its entries and bytes go, its evictions stay.
     cache.clear_kind(Kind::API_RESPONSE).await.unwrap();
-    cache.sync().await;
+    cache.run_pending_tasks().await;
     assert_eq!(l1_of(&cache, Kind::API_RESPONSE), (0, 0, evictions));
 
     // Another kind, filled differently: three large embeddings, weighed by their heap (a
@@ -519,7 +520,7 @@ async fn l1_entries_bytes_and_evictions_are_kept_per_kind() {
             .set(Kind::MODEL_DATA, &format!("e{i}"), vec![0.5f32; 5_000])
             .await;
     }
-    cache.sync().await;
+    cache.run_pending_tasks().await;
     let (entries, bytes, evictions) = l1_of(&cache, Kind::MODEL_DATA);
     assert_eq!((entries, evictions), (3, 0));
     assert!(
@@ -530,7 +531,7 @@ async fn l1_entries_bytes_and_evictions_are_kept_per_kind() {
     // Replaced: counted once.
     cache.set(Kind::MODEL_DATA, "e0", vec![0.5f32; 5_000]).await;
     cache.invalidate(Kind::MODEL_DATA, "e1").await;
-    cache.sync().await;
+    cache.run_pending_tasks().await;
     assert_eq!(l1_of(&cache, Kind::MODEL_DATA), (2, 2 * per_entry, 0));
     assert_kinds_add_up(&cache);
 
@@ -543,10 +544,10 @@ async fn l1_entries_bytes_and_evictions_are_kept_per_kind() {
             &EntryOptions::new().ttl(Duration::from_millis(50)),
         )
         .await;
-    cache.sync().await;
+    cache.run_pending_tasks().await;
     assert_eq!(l1_of(&cache, Kind::SESSION_DATA).0, 1);
     cache_tests::within(Duration::from_secs(10), "the entry expires", || async {
-        cache.sync().await;
+        cache.run_pending_tasks().await;
         l1_of(&cache, Kind::SESSION_DATA) == (0, 0, 0)
     })
     .await;
@@ -574,7 +575,7 @@ async fn typed_values_weigh_their_heap_not_their_encoding() {
         .collect();
     let encoded = rmp_serde::to_vec_named(&value).unwrap().len() as u64;
     cache.set(Kind::API_RESPONSE, "items", value).await;
-    cache.sync().await;
+    cache.run_pending_tasks().await;
     let (_, bytes, _) = l1_of(&cache, Kind::API_RESPONSE);
     // The buffer of 12 items (48 bytes each), 12 names, 12 tag buffers and 36 tags: at least
     // 60 allocations of 32 bytes or more.

@@ -27,7 +27,8 @@ async fn greeting() -> String {
 async fn registered_warm_functions_run_and_fill_the_installed_cache() {
     let server = RedisServer::start();
     let cache = cache_on(&server, &unique_prefix("warm-registered")).await;
-    cache_core::install(cache.clone()).expect("the only test of this binary that installs");
+    cache_core::set_default_cache(cache.clone())
+        .expect("the only test of this binary that installs");
 
     let report = cache.warm().await;
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use crate::breaker::BreakerState;
-use crate::coherence::{Message, Origin};
+use crate::coherence::{Confirmation, Message, Origin};
 use crate::entry_store::Write;
 use crate::error::{Error, LoadError, Result};
 use crate::inner::Inner;
@@ -17,7 +17,7 @@ use crate::key;
 use crate::l2::L2Error;
 use crate::load;
 use crate::loader::{self, HardTimeout, LazyError, OwnedLoader};
-use crate::options::EntryOptions;
+use crate::options::{EntryOptions, OwnedOptions};
 use crate::provenance::{self, Lookup};
 use crate::stats::{KindStats, Stats};
 
@@ -177,11 +177,11 @@ impl Cache {
     /// - **Hard timeout** ([`KindConfig::hard_timeout`](crate::KindConfig::hard_timeout)): the loader is abandoned; callers get a
     ///   stale value if there is one, else [`LoadError::Cache`]`(`[`Error::LoaderTimeout`]`)`.
     ///
-    /// Each can also be set per call in `opts`. Background work obeys the same guards as any
+    /// Each can also be set per call ([`OwnedOptions`]). Background work obeys the same guards as any
     /// load: a refresh or a late completion never overwrites an invalidation or a newer `set`.
     ///
     /// ```
-    /// use cache_core::{Cache, EntryOptions, Kind, KindConfig, LoadError};
+    /// use cache_core::{Cache, Kind, KindConfig, LoadError, OwnedOptions};
     /// use std::time::Duration;
     ///
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -191,7 +191,7 @@ impl Cache {
     ///     .await?;
     /// let symbol = "ACME".to_string(); // moved into the loader: it must own what it uses
     /// let price = cache
-    ///     .get_or_load_owned("quote", "ACME", &EntryOptions::new(), move || async move {
+    ///     .get_or_load_owned("quote", "ACME", &OwnedOptions::new(), move || async move {
     ///         Ok::<_, std::io::Error>(format!("{symbol}: 42.0"))
     ///     })
     ///     .await
@@ -199,7 +199,7 @@ impl Cache {
     /// assert_eq!(*price, "ACME: 42.0");
     ///
     /// // A hard timeout and no stale value: the cache's own error.
-    /// let opts = EntryOptions::new().hard_timeout(Duration::from_millis(10));
+    /// let opts = OwnedOptions::new().hard_timeout(Duration::from_millis(10));
     /// let slow = cache
     ///     .get_or_load_owned("quote", "SLOW", &opts, || async {
     ///         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -219,7 +219,7 @@ impl Cache {
         &self,
         kind: impl AsRef<str>,
         key: &str,
-        opts: &EntryOptions,
+        opts: impl Into<OwnedOptions>,
         loader: F,
     ) -> std::result::Result<Arc<T>, LoadError<E>>
     where
@@ -228,8 +228,9 @@ impl Cache {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
     {
+        let opts: OwnedOptions = opts.into();
         let res = self
-            .get_or_load_lazy(kind.as_ref(), key, opts, move || {
+            .get_or_load_lazy(kind.as_ref(), key, &opts, move || {
                 loader::owned::<T, E, Duration, _, _>(loader)
             })
             .await;
@@ -245,7 +246,7 @@ impl Cache {
         &self,
         kind: &str,
         key: &str,
-        opts: &EntryOptions,
+        opts: &OwnedOptions,
         make: M,
     ) -> std::result::Result<Arc<T>, LazyError<E, H>>
     where
@@ -254,7 +255,7 @@ impl Cache {
         H: HardTimeout,
         M: FnOnce() -> OwnedLoader<T, E, H>,
     {
-        load::get_or_load_lazy(&self.inner, kind, key, opts, make).await
+        load::get_or_load_lazy(&self.inner, kind, key, opts.entry(), opts.per_call(), make).await
     }
 
     /// [`get_or_load_with`](Self::get_or_load_with), also telling where the value came from and
@@ -332,11 +333,12 @@ impl Cache {
         // Waits for this instance's earlier writes of the key, and supersedes its loads in flight.
         let mut write = inner.coherence.gens.begin_write(&full).await;
         let started = Instant::now();
-        let tokens = match inner.entries_for(ke) {
-            Some(entries) => entries.tag_tokens(ke, opts.tag_list()).await,
-            None => Some(Vec::new()),
-        };
         let ttl = opts.entry_ttl(&value, ke.cfg.ttl(), inner.jitter(ke));
+        let tokens = match inner.entries_for(ke) {
+            // A zero TTL stores nothing: no tokens needed.
+            Some(entries) if !ttl.is_zero() => entries.tag_tokens(ke, opts.tag_list()).await,
+            _ => Some(Vec::new()),
+        };
         load::store(
             inner,
             ke,
@@ -384,6 +386,36 @@ impl Cache {
         }
         let stats = &self.inner.kinds.unregistered().stats;
         self.inner.coherence.invalidate_tags(stats, tags).await;
+    }
+
+    /// [`invalidate`](Self::invalidate), then waits (at most `timeout`) until every other
+    /// instance subscribed to the backplane confirms it dropped its copy: for the flows that need
+    /// read-your-writes across instances. `invalidate` alone returns once L2 is updated and the
+    /// message is sent; other instances drop their L1 copies when the message arrives (about a
+    /// millisecond later on a local network: see the README).
+    ///
+    /// Instances that do not answer in time (busy, partitioned, or of a release without
+    /// confirmations) leave the [`Confirmation`] incomplete; their copies still go when the
+    /// message arrives, or when they resubscribe.
+    pub async fn invalidate_confirmed(
+        &self,
+        kind: impl AsRef<str>,
+        key: &str,
+        timeout: Duration,
+    ) -> Confirmation {
+        self.invalidate(kind, key).await;
+        self.inner.coherence.confirm(timeout).await
+    }
+
+    /// [`invalidate_tags`](Self::invalidate_tags), confirmed as in
+    /// [`invalidate_confirmed`](Self::invalidate_confirmed).
+    pub async fn invalidate_tags_confirmed(
+        &self,
+        tags: &[&str],
+        timeout: Duration,
+    ) -> Confirmation {
+        self.invalidate_tags(tags).await;
+        self.inner.coherence.confirm(timeout).await
     }
 
     /// Removes every entry of `kind` from L1 and L2 (SCAN + UNLINK, never KEYS). Returns the number
@@ -445,7 +477,7 @@ impl Cache {
 
     /// Applies moka's pending maintenance so that entry counts and sizes in [`stats`](Self::stats)
     /// are exact (they are otherwise updated lazily).
-    pub async fn sync(&self) {
+    pub async fn run_pending_tasks(&self) {
         self.inner.l1.sync().await;
     }
 

@@ -7,8 +7,10 @@
 
 mod compress;
 mod envelope;
+mod shape;
 
 pub(crate) use envelope::{Envelope, Header, TagVersion, IDENTITY_LEN};
+pub(crate) use shape::{shape_of, Shape};
 
 use serde::{de::DeserializeOwned, Serialize};
 

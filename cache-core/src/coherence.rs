@@ -25,9 +25,11 @@ pub(crate) use backplane::{
 pub(crate) use generations::{Generations, Origin, Ticket};
 pub(crate) use pending::{PendingInvalidations, PendingOp};
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::codec;
@@ -73,6 +75,36 @@ pub(crate) struct Coherence {
     pub(crate) lock_waiters: Arc<LockWaiters>,
     /// Evidence that Redis answers again (the backplane resubscribed): probe at once.
     probe_soon: AtomicBool,
+    /// Confirmation requests of this instance waiting for acknowledgements, by id.
+    confirmations: Mutex<HashMap<u64, Arc<AckWait>>>,
+}
+
+/// One confirmation request: the acknowledgements heard so far.
+#[derive(Default)]
+struct AckWait {
+    acks: AtomicUsize,
+    notify: Notify,
+}
+
+/// What [`Cache::invalidate_confirmed`](crate::Cache::invalidate_confirmed) (or the tag form)
+/// found: how many other instances were subscribed to the backplane, and how many confirmed they
+/// had dropped their copies before the timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Confirmation {
+    /// Other instances subscribed when the invalidation was sent.
+    pub expected: usize,
+    /// Those that confirmed within the timeout.
+    pub acknowledged: usize,
+    /// How long the confirmations took (the timeout when some are missing).
+    pub waited: Duration,
+}
+
+impl Confirmation {
+    /// Whether every instance subscribed confirmed.
+    pub fn is_complete(&self) -> bool {
+        self.acknowledged >= self.expected
+    }
 }
 
 impl Coherence {
@@ -98,6 +130,7 @@ impl Coherence {
             backplane,
             lock_waiters: Arc::default(),
             probe_soon: AtomicBool::new(false),
+            confirmations: Mutex::default(),
         }
     }
 
@@ -238,6 +271,84 @@ impl Coherence {
         }
     }
 
+    /// Asks the other instances subscribed to the backplane to confirm they applied the messages
+    /// this instance sent so far, and waits for them (at most `timeout`). Messages of one
+    /// publisher reach each subscriber in order, so a confirmation covers every earlier message.
+    pub(crate) async fn confirm(&self, timeout: Duration) -> Confirmation {
+        let started = Instant::now();
+        let (Some(bp), Some(l2)) = (self.backplane.as_ref(), self.l2.as_deref()) else {
+            return Confirmation {
+                expected: 0,
+                acknowledged: 0,
+                waited: Duration::ZERO,
+            };
+        };
+        let subscribed = match tokio::time::timeout(timeout, l2.subscribers(&bp.channel)).await {
+            Ok(Ok(n)) => n as usize,
+            _ => {
+                return Confirmation {
+                    expected: 0,
+                    acknowledged: 0,
+                    waited: started.elapsed(),
+                }
+            }
+        };
+        let expected = subscribed.saturating_sub(usize::from(bp.is_subscribed()));
+        let id: u64 = rand::random();
+        let wait = Arc::new(AckWait::default());
+        self.confirmations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, wait.clone());
+        let request = format!("{id:016x}");
+        self.publish(Message::Confirm(&request)).await;
+        let deadline = tokio::time::Instant::now() + timeout.saturating_sub(started.elapsed());
+        loop {
+            let notified = wait.notify.notified();
+            if wait.acks.load(Ordering::Acquire) >= expected {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        self.confirmations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        Confirmation {
+            expected,
+            acknowledged: wait.acks.load(Ordering::Acquire),
+            waited: started.elapsed(),
+        }
+    }
+
+    /// An acknowledgement heard on the backplane (`to:id`): counted if it answers one of ours.
+    fn acknowledged(&self, payload: &str) {
+        let Some(bp) = self.backplane.as_ref() else {
+            return;
+        };
+        let Some((to, id)) = payload.split_once(':') else {
+            return;
+        };
+        let (Ok(to), Ok(id)) = (u64::from_str_radix(to, 16), u64::from_str_radix(id, 16)) else {
+            return;
+        };
+        if to != bp.instance {
+            return;
+        }
+        let wait = self
+            .confirmations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned();
+        if let Some(w) = wait {
+            w.acks.fetch_add(1, Ordering::AcqRel);
+            w.notify.notify_waiters();
+        }
+    }
+
     /// Publishes `msg` on the backplane (nothing without one).
     pub(crate) async fn publish(&self, msg: Message<'_>) {
         if let (Some(bp), Some(l2)) = (self.backplane.as_ref(), self.l2.as_deref()) {
@@ -365,7 +476,7 @@ impl Listener for Coherence {
         self.backplane.as_ref()
     }
 
-    async fn heard(&self, msg: Message<'_>) {
+    async fn heard(&self, from: u64, msg: Message<'_>) {
         match msg {
             Message::Key(full) => self.drop_local(full, Origin::Elsewhere).await,
             Message::Tag(tag) => self.local_tags.mark(tag),
@@ -377,6 +488,12 @@ impl Listener for Coherence {
             }
             Message::Loaded(full) => self.lock_waiters.wake(full),
             Message::Heartbeat => {}
+            // Every earlier message of the sender has been applied (delivery is in order).
+            Message::Confirm(id) => {
+                let ack = format!("{from:016x}:{id}");
+                self.publish(Message::Ack(&ack)).await;
+            }
+            Message::Ack(payload) => self.acknowledged(payload),
         }
     }
 

@@ -7,8 +7,9 @@
 
 use std::time::Duration;
 
-/// Errors returned by `cache-core`.
-#[derive(Debug, thiserror::Error)]
+/// Errors returned by `cache-core`. `Clone`, so that one error can be handed to every caller of a
+/// shared load.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The configuration is invalid (a bad environment variable, a zero byte budget...).
@@ -32,9 +33,6 @@ pub enum Error {
     /// L2 is not configured (no `REDIS_URL`, or the cache runs L1-only).
     #[error("L2 is not configured")]
     NoL2,
-    /// A value could not be encoded or decoded.
-    #[error(transparent)]
-    Codec(#[from] crate::codec::CodecError),
     /// A loader ran past its hard timeout and no stale value was at hand: the load was abandoned.
     /// Retry later, or raise the kind's [`hard_timeout`](crate::KindConfig::hard_timeout).
     #[error("the loader did not finish within its hard timeout of {0:?}")]

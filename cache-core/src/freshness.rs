@@ -2,12 +2,13 @@
 //! XFetch), soft and hard loader timeouts, and the distributed lock.
 //!
 //! Each setting can be given per kind ([`KindConfig`](crate::KindConfig)) and per call
-//! ([`EntryOptions`](crate::EntryOptions)); a per-call value wins over the kind's. This module only
+//! ([`OwnedOptions`](crate::OwnedOptions), and the lock on
+//! [`EntryOptions`](crate::EntryOptions)); a per-call value wins over the kind's. This module only
 //! holds the values and resolves them; the behaviours live in `refresh`, `loader` and `lock`.
 
 use std::time::Duration;
 
-use crate::EntryOptions;
+use crate::options::OwnedOptions;
 
 /// Freshness settings; `None` means "not set here" (fall back to the kind, then off).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -102,7 +103,7 @@ impl Resolved {
 }
 
 /// Per-call freshness settings.
-impl EntryOptions {
+impl OwnedOptions {
     /// Eager refresh for this call (see [`KindConfig::eager_refresh`](crate::KindConfig::eager_refresh)): read after this fraction
     /// of its TTL, the entry is refreshed once in the background. A value outside `(0, 1)` (for
     /// example `1.0`) turns it off for this call. Only [`Cache::get_or_load_owned`](crate::Cache::get_or_load_owned) refreshes.
@@ -134,14 +135,6 @@ impl EntryOptions {
     #[must_use]
     pub fn hard_timeout(mut self, timeout: Duration) -> Self {
         self.freshness.hard_timeout = Some(timeout);
-        self
-    }
-
-    /// Distributed single-flight for this call (see [`KindConfig::distributed_lock`](crate::KindConfig::distributed_lock)); `false`
-    /// turns it off for a kind that has it. Default: the kind's setting.
-    #[must_use]
-    pub fn distributed_lock(mut self, on: bool) -> Self {
-        self.freshness.lock = Some(on);
         self
     }
 }

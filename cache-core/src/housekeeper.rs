@@ -6,11 +6,11 @@
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
+use crate::admin as report;
 use crate::breaker::BreakerState;
 use crate::coherence;
 use crate::error::Error;
 use crate::l2::L2Error;
-use crate::report;
 use crate::Cache;
 
 /// How often the background task runs. A probe is sent once the breaker's cool-down has passed,

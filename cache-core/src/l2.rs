@@ -555,6 +555,35 @@ impl L2 {
         .await
     }
 
+    /// How many connections are subscribed to `channel` (`PUBSUB NUMSUB`; on a cluster, summed
+    /// over the masters, where the instances subscribe).
+    pub(crate) async fn subscribers(&self, channel: &str) -> Result<u64, L2Error> {
+        let mut total = 0;
+        for node in self.scan_targets().await? {
+            let mut cmd = redis::cmd("PUBSUB");
+            cmd.arg("NUMSUB").arg(channel);
+            let reply: (String, u64) = self
+                .run(|c| async move {
+                    match (c, node.as_ref()) {
+                        (Conn::Cluster(mut cc), Some((host, port))) => {
+                            use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+                            let routing =
+                                RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                                    host: host.clone(),
+                                    port: *port,
+                                });
+                            let v = cc.route_command(cmd, routing).await?;
+                            redis::from_redis_value(v).map_err(RedisError::from)
+                        }
+                        (mut c, _) => cmd.query_async(&mut c).await,
+                    }
+                })
+                .await?;
+            total += reply.1;
+        }
+        Ok(total)
+    }
+
     pub(crate) async fn unlink(&self, keys: &[&str]) -> Result<u64, L2Error> {
         if keys.is_empty() {
             return Ok(0);

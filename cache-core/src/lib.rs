@@ -49,7 +49,7 @@
 //! [`Error`], [`LoadError`].
 //!
 //! Per call: [`Cache::get_or_load_traced`] returns a [`Lookup`] telling where the value came from
-//! ([`Source`]: L1, L2, the loader, a stale fallback) and its age; [`bypass`] and [`refresh`] scope
+//! ([`Source`]: L1, L2, the loader, a stale fallback) and its age; [`scope::bypass`] and [`scope::refresh`] scope
 //! how the `#[cached]` functions called inside a future use the cache.
 //!
 //! Attribute macros (feature `macros`, on by default): `#[cached]` reads through the cache;
@@ -57,18 +57,18 @@
 //! succeeds, on every instance.
 //!
 //! Operations: [`Cache::warm`] / [`Cache::warm_with`] ([`WarmPlan`], [`WarmReport`]) fill the cache
-//! at startup; [`Cache::prometheus_text`] exports the stats for Prometheus; each instance publishes
+//! at startup; `Cache::prometheus_text` (feature `metrics`) exports the stats for Prometheus; each instance publishes
 //! its stats to Redis for the `cachectl` admin tool; the `http` feature adds an axum router
 //! ([`http::router`]) with stats, warm, invalidate, health and metrics endpoints.
 #![warn(missing_docs, unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod admin;
 mod breaker;
 mod builder;
-mod bypass;
 mod cache;
 mod clock;
-pub mod codec;
+mod codec;
 mod coherence;
 mod entry_store;
 mod error;
@@ -85,13 +85,16 @@ mod load;
 mod loader;
 mod lock;
 mod macro_support;
-mod metrics;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod options;
 mod provenance;
 mod refresh;
-mod report;
-mod stats;
+pub mod scope;
+pub mod stats;
 mod tags;
+mod typed;
 mod warm;
 
 #[cfg(feature = "http")]
@@ -107,24 +110,20 @@ pub mod __private {
 
 pub use breaker::BreakerState;
 pub use builder::CacheBuilder;
-pub use bypass::{bypass, refresh};
 pub use cache::Cache;
 #[cfg(feature = "macros")]
 pub use cache_macros::{cache_invalidate, cache_put, cached};
+pub use coherence::Confirmation;
 pub use error::{Error, LoadError, Result};
 pub use key::MAX_KEY_PART;
 pub use kind::{Kind, KindConfig, Tiers};
-pub use macro_support::{install, installed};
-pub use metrics::{CacheCollector, PROMETHEUS_CONTENT_TYPE};
-pub use options::EntryOptions;
+pub use macro_support::{default_cache, set_default_cache};
+pub use options::{EntryOptions, OwnedOptions};
 pub use provenance::{Lookup, Source};
-pub use report::{cluster_masters, entry_key, redact_url, stats_key_pattern, InstanceReport};
-pub use stats::{
-    BackplaneStats, BreakerStats, L1Stats, L2Stats, LatencyStats, LoaderStats, LockStats,
-    PendingInvalidationStats, Stats, TierStats,
-};
+pub use stats::Stats;
+pub use typed::Typed;
 pub use warm::{
-    WarmFailure, WarmPlan, WarmReport, WarmerSummary, DEFAULT_WARM_CONCURRENCY,
+    WarmFailure, WarmOutput, WarmPlan, WarmReport, WarmerSummary, DEFAULT_WARM_CONCURRENCY,
     DEFAULT_WARM_TIMEOUT,
 };
 

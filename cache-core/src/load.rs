@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use crate::clock::{unix_ms, Age};
 use crate::codec::TagVersion;
-use crate::coherence::{Message, PendingOp, Ticket};
+use crate::coherence::{Message, Origin, PendingOp, Ticket};
 use crate::entry_store::{Found, L2Read, Write, Written};
+use crate::freshness::Freshness;
 use crate::heap_size::heap_bytes;
 use crate::inner::{Inner, Never};
 use crate::key;
@@ -151,14 +152,15 @@ where
     Box::pin(async move {
         if !ke.warned_in_place.load(Ordering::Relaxed)
             && opts
-                .freshness
+                .lock_override()
                 .resolve(ke.cfg.freshness())
                 .needs_owned_loader()
             && !ke.warned_in_place.swap(true, Ordering::Relaxed)
         {
             tracing::warn!(kind, "eager refresh and loader timeouts need an owned loader: they apply to get_or_load_owned and to #[cached] functions with refresh/xfetch/soft_timeout/hard_timeout, not to get_or_load/get_or_load_with");
         }
-        match miss(inner, ke, &full, opts, stale, InPlace(loader)).await {
+        let fresh = opts.lock_override();
+        match miss(inner, ke, &full, opts, fresh, stale, InPlace(loader)).await {
             Ok(v) => Ok(v),
             Err(LazyError::Loader(e)) => Err(e),
             Err(LazyError::TimedOut(never)) => match never {},
@@ -175,6 +177,7 @@ pub(crate) async fn get_or_load_lazy<T, E, H, M>(
     kind: &str,
     key: &str,
     opts: &EntryOptions,
+    fresh: Freshness,
     make: M,
 ) -> Result<Arc<T>, LazyError<E, H>>
 where
@@ -184,7 +187,7 @@ where
     M: FnOnce() -> OwnedLoader<T, E, H>,
 {
     let ke = inner.kinds.get(kind);
-    let policy = opts.freshness.resolve(ke.cfg.freshness());
+    let policy = fresh.resolve(ke.cfg.freshness());
     if !inner.enabled {
         KindStats::inc(&ke.stats.loader_calls);
         let fut = make().call();
@@ -217,7 +220,15 @@ where
                 |a: &Age| refresh::is_due(&policy, *a, unix_ms(), refresh::loader_time(&ke.stats));
             if let Some(age) = l1.age.filter(|a| policy.refreshes() && due(a)) {
                 let full = lookup.to_full();
-                spawn_refresh(inner, ke, &full, opts, v.clone(), age.created_ms, make());
+                spawn_refresh(
+                    inner,
+                    ke,
+                    &full,
+                    (opts, fresh),
+                    v.clone(),
+                    age.created_ms,
+                    make(),
+                );
             }
             return Ok(v);
         }
@@ -232,7 +243,7 @@ where
     }
     // Boxed, as in `get_or_load_with`: a hit does not carry the miss path's state machine.
     let full = lookup.to_full();
-    Box::pin(miss(inner, ke, &full, opts, stale, Lazy(make))).await
+    Box::pin(miss(inner, ke, &full, opts, fresh, stale, Lazy(make))).await
 }
 
 // ---- L1 -----------------------------------------------------------------------------------------
@@ -367,6 +378,7 @@ async fn miss<T, E, L>(
     ke: &Arc<KindEntry>,
     full: &str,
     opts: &EntryOptions,
+    fresh: Freshness,
     stale: Option<Arc<T>>,
     loader: L,
 ) -> Result<Arc<T>, LazyError<E, L::TimedOut>>
@@ -392,9 +404,16 @@ where
         .flights
         .try_get_with(flight, async {
             // What the load found travels with its outcome to every caller of the flight.
-            let led =
-                provenance::capture(load(inner, ke, ticket, opts, stale, loader, LoadMode::Miss))
-                    .await;
+            let led = provenance::capture(load(
+                inner,
+                ke,
+                ticket,
+                (opts, fresh),
+                stale,
+                loader,
+                LoadMode::Miss,
+            ))
+            .await;
             Err::<Never, _>(led)
         })
         .await;
@@ -421,7 +440,7 @@ async fn load<T, E, L>(
     inner: &Arc<Inner>,
     ke: &Arc<KindEntry>,
     ticket: Ticket,
-    opts: &EntryOptions,
+    (opts, fresh): (&EntryOptions, Freshness),
     mut stale: Option<Arc<T>>,
     loader: L,
     mode: LoadMode<T>,
@@ -432,7 +451,7 @@ where
     L: Loader<T, E>,
 {
     let started = Instant::now();
-    let policy = opts.freshness.resolve(ke.cfg.freshness());
+    let policy = fresh.resolve(ke.cfg.freshness());
     // A refresh serves the current value to callers that join it past its soft timeout, and also
     // after a failure when fail-safe is on.
     let (current, refreshed_from, claim) = match mode {
@@ -453,7 +472,9 @@ where
     // caller's only wait).
     let uses_l2 = inner.entries_for(ke).is_some();
     let fp = fingerprint::<T>(ke, Some(opts));
-    let write = match read::<T>(inner, ke, &ticket, fp, true).await {
+    // A load that can store nothing (a zero TTL) reads without leasing: no Redis write at all.
+    let lease = !opts.never_stores();
+    let write = match read::<T>(inner, ke, &ticket, fp, lease).await {
         L2Read::Fresh(found) => match refreshed_from {
             None => {
                 let due = policy.refreshes()
@@ -469,7 +490,7 @@ where
                             inner,
                             ke,
                             ticket.key(),
-                            opts,
+                            (opts, fresh),
                             found.value.clone(),
                             found.age.created_ms,
                             owned,
@@ -522,6 +543,7 @@ where
     }
     // The tokens of the entry's tags as of now, before the loader runs.
     let tokens = match (inner.entries_for(ke), &write) {
+        _ if !lease => None,
         (Some(entries), Some(_)) => entries.tag_tokens(ke, opts.tag_list()).await,
         _ => None,
     };
@@ -710,7 +732,7 @@ fn spawn_refresh<T, E, H>(
     inner: &Arc<Inner>,
     ke: &Arc<KindEntry>,
     full: &str,
-    opts: &EntryOptions,
+    (opts, fresh): (&EntryOptions, Freshness),
     current: Arc<T>,
     created_ms: u64,
     loader: OwnedLoader<T, E, H>,
@@ -737,7 +759,7 @@ fn spawn_refresh<T, E, H>(
         let _ = inner
             .flights
             .try_get_with(flight, async {
-                Err::<Never, _>(load(&inner, &ke, ticket, &opts, None, loader, mode).await)
+                Err::<Never, _>(load(&inner, &ke, ticket, (&opts, fresh), None, loader, mode).await)
             })
             .await;
     });
@@ -793,6 +815,17 @@ pub(crate) async fn store<T>(
         Some(Write::IfUnchanged { seen, leased: true }) => Unwritten::Lease(seen.clone()),
         _ => Unwritten::Nothing,
     };
+    if ttl.is_zero() {
+        // Stored nowhere. A `set` with a zero TTL removes the key everywhere (the older value
+        // must not stay), like an invalidation; a load's lease is released.
+        if inner.entries_for(ke).is_some() {
+            unwritten.apply(inner, ke, ticket.key(), false).await;
+        }
+        if overwrite {
+            inner.coherence.drop_local(ticket.key(), Origin::Here).await;
+        }
+        return;
+    }
     if let Some(entries) = inner.entries_for(ke) {
         let began = inner.coherence.write_began();
         match (write, tokens) {

@@ -1,9 +1,13 @@
-//! Per-call options of a load or a write: TTL (fixed or computed from the value), tags, and the
-//! freshness overrides of [`KindConfig`](crate::KindConfig).
+//! Per-call options of a load or a write: TTL (fixed or computed from the value, zero meaning "do
+//! not store"), negative caching, tags, schema, the distributed lock ([`EntryOptions`]); and, for
+//! loaders that can outlive the call, the freshness overrides of [`KindConfig`](crate::KindConfig)
+//! ([`OwnedOptions`]).
 
+use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::codec::{shape_of, Shape};
 use crate::freshness::Freshness;
 use crate::jitter;
 
@@ -16,26 +20,49 @@ use crate::jitter;
 /// assert_eq!(opts.ttl_override(), Some(Duration::from_secs(30)));
 /// ```
 ///
-/// The freshness settings of a kind ([`KindConfig`]) can be overridden per call; a per-call value
-/// wins over the kind's:
+/// # A zero TTL means "do not store"
+/// A TTL of zero (fixed, computed by [`ttl_with`](Self::ttl_with), or a zero
+/// [`none_ttl`](Self::none_ttl) / [`error_ttl`](Self::error_ttl)) stores nothing in either tier
+/// and writes nothing to Redis: a load returns its value uncached, and a `set` with a zero TTL
+/// removes the key everywhere (the older value must not stay), like `invalidate`.
+///
+/// # Negative caching
+/// For values that can be absent or failed (`Option<T>`, `Result<T, E>` loaded with an infallible
+/// loader), [`none_ttl`](Self::none_ttl) and [`error_ttl`](Self::error_ttl) give `None` and `Err`
+/// their own, usually short, TTL:
 ///
 /// ```
-/// use cache_core::EntryOptions;
+/// use cache_core::{Cache, EntryOptions, Kind};
+/// use std::convert::Infallible;
 /// use std::time::Duration;
-/// let opts = EntryOptions::new()
-///     .eager_refresh(0.8)
-///     .soft_timeout(Duration::from_millis(100))
-///     .hard_timeout(Duration::from_secs(2))
-///     .distributed_lock(true);
-/// # let _ = opts;
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let cache = Cache::builder().prefix("docs-negative").build().await?;
+/// // A user that does not exist is remembered for 30 s, an existing one for the kind's TTL.
+/// let opts = EntryOptions::new().none_ttl(Duration::from_secs(30));
+/// let user = cache
+///     .get_or_load_with(Kind::DATABASE_QUERY, "user:404", &opts, || async {
+///         Ok::<Option<String>, Infallible>(None)
+///     })
+///     .await
+///     .unwrap();
+/// assert!(user.is_none());
+/// # Ok::<_, cache_core::Error>(())
+/// # }).unwrap();
 /// ```
+///
+/// The freshness settings of a kind (eager refresh, loader timeouts) can be overridden per call
+/// only where they can apply, with [`OwnedOptions`] on
+/// [`Cache::get_or_load_owned`](crate::Cache::get_or_load_owned).
 #[derive(Debug, Clone, Default)]
 pub struct EntryOptions {
     ttl: Option<Duration>,
     tags: Vec<String>,
-    pub(crate) freshness: Freshness,
     ttl_fn: Option<TtlFn>,
     schema: Option<Arc<str>>,
+    none_ttl: Option<Duration>,
+    error_ttl: Option<Duration>,
+    lock: Option<bool>,
 }
 
 /// A TTL computed from the value to store; `None` when the value is of another type.
@@ -63,7 +90,7 @@ impl EntryOptions {
         Self::default()
     }
 
-    /// The TTL of this entry. Default: the kind's TTL.
+    /// The TTL of this entry; zero: do not store it (see above). Default: the kind's TTL.
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
@@ -101,10 +128,10 @@ impl EntryOptions {
     }
 
     /// The TTL computed from the value being stored, for values of type `T` (what a load returns,
-    /// or what [`Cache::set_with`] stores): for instance a short TTL for an empty result, or the
-    /// `max-age` an API response carries. Takes precedence over [`ttl`](Self::ttl) for values of
-    /// type `T`; values of other types get the fixed TTL. A zero duration is stored for 1 ms.
-    /// Default: none.
+    /// or what [`Cache::set_with`](crate::Cache::set_with) stores): for instance a short TTL for an
+    /// empty result, or the `max-age` an API response carries (`max-age=0`: a zero duration, not
+    /// stored). Takes precedence over [`ttl`](Self::ttl) for values of type `T`; values of other
+    /// types get the fixed TTL. Default: none.
     ///
     /// ```
     /// use cache_core::{Cache, EntryOptions, Kind};
@@ -146,6 +173,52 @@ impl EntryOptions {
         self
     }
 
+    /// Negative caching: how long an absent value (`None`, from a loader or a `set`) is kept;
+    /// zero: absent values are not cached at all. Applies to values whose `Serialize` impl says
+    /// "none" (an `Option<T>` that is `None`). Takes precedence over the other TTLs for such values.
+    /// Default: absent values are cached like any other.
+    #[must_use]
+    pub fn none_ttl(mut self, ttl: Duration) -> Self {
+        self.none_ttl = Some(ttl);
+        self
+    }
+
+    /// Error caching: how long a failed value (the `Err` of a `Result<T, E>` stored as the value,
+    /// e.g. by a loader returning `Ok::<Result<T, E>, Infallible>(...)`) is kept, so that a failing
+    /// origin is not asked again at once; zero: errors are not cached. Default: cached like any
+    /// other value.
+    #[must_use]
+    pub fn error_ttl(mut self, ttl: Duration) -> Self {
+        self.error_ttl = Some(ttl);
+        self
+    }
+
+    /// Distributed single-flight for this call (see
+    /// [`KindConfig::distributed_lock`](crate::KindConfig::distributed_lock)); `false` turns it
+    /// off for a kind that has it. Default: the kind's setting.
+    #[must_use]
+    pub fn distributed_lock(mut self, on: bool) -> Self {
+        self.lock = Some(on);
+        self
+    }
+
+    /// Whether nothing loaded with these options can be stored (a fixed zero TTL, and nothing
+    /// that could compute another): a load then neither leases its key nor writes it back.
+    pub(crate) fn never_stores(&self) -> bool {
+        self.ttl == Some(Duration::ZERO)
+            && self.ttl_fn.is_none()
+            && self.none_ttl.is_none_or(|d| d.is_zero())
+            && self.error_ttl.is_none_or(|d| d.is_zero())
+    }
+
+    /// The per-call freshness settings of a borrowed loader: the lock only.
+    pub(crate) fn lock_override(&self) -> Freshness {
+        Freshness {
+            lock: self.lock,
+            ..Freshness::default()
+        }
+    }
+
     /// The TTL for `value`: computed, else fixed; `None`: the kind's TTL.
     pub(crate) fn ttl_for<T: 'static>(&self, value: &T) -> Option<Duration> {
         self.ttl_fn
@@ -154,14 +227,93 @@ impl EntryOptions {
             .or(self.ttl)
     }
 
-    /// The TTL an entry holding `value` is stored with: computed from the value, else fixed, else
-    /// `kind_ttl`; cut by the jitter `fraction` (see the `jitter` module).
-    pub(crate) fn entry_ttl<T: 'static>(
+    /// The TTL an entry holding `value` is stored with: the negative-caching TTL of an absent or
+    /// failed value, else computed from the value, else fixed, else `kind_ttl`; cut by the jitter
+    /// `fraction` (see the `jitter` module). Zero (do not store) stays zero.
+    pub(crate) fn entry_ttl<T: Serialize + 'static>(
         &self,
         value: &T,
         kind_ttl: Duration,
         fraction: f64,
     ) -> Duration {
-        jitter::jittered(self.ttl_for(value).unwrap_or(kind_ttl), fraction)
+        let negative = match (self.none_ttl, self.error_ttl) {
+            (None, None) => None,
+            (none, error) => match shape_of(value) {
+                Shape::Absent => none,
+                Shape::Error => error,
+                Shape::Value => None,
+            },
+        };
+        let ttl = negative.or_else(|| self.ttl_for(value)).unwrap_or(kind_ttl);
+        if ttl.is_zero() {
+            return Duration::ZERO;
+        }
+        jitter::jittered(ttl, fraction)
+    }
+}
+
+/// Options of a load whose loader can outlive the call
+/// ([`Cache::get_or_load_owned`](crate::Cache::get_or_load_owned)): the [`EntryOptions`] and the
+/// freshness settings of a kind ([`KindConfig`](crate::KindConfig)) for this call; a per-call
+/// value wins over the kind's.
+///
+/// ```
+/// use cache_core::{EntryOptions, OwnedOptions};
+/// use std::time::Duration;
+/// let opts = OwnedOptions::from(EntryOptions::new().ttl(Duration::from_secs(60)))
+///     .eager_refresh(0.8)
+///     .soft_timeout(Duration::from_millis(100))
+///     .hard_timeout(Duration::from_secs(2));
+/// assert_eq!(opts.entry().ttl_override(), Some(Duration::from_secs(60)));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct OwnedOptions {
+    entry: EntryOptions,
+    pub(crate) freshness: Freshness,
+}
+
+impl OwnedOptions {
+    /// Options with every default (the kind's settings).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The entry options (TTL, tags, ...).
+    pub fn entry(&self) -> &EntryOptions {
+        &self.entry
+    }
+
+    /// These freshness settings with `entry` as the entry options.
+    pub(crate) fn with_entry(self, entry: EntryOptions) -> Self {
+        Self { entry, ..self }
+    }
+
+    /// The resolved per-call freshness: these settings, and the lock of the entry options.
+    pub(crate) fn per_call(&self) -> Freshness {
+        Freshness {
+            lock: self.entry.lock,
+            ..self.freshness
+        }
+    }
+}
+
+impl From<EntryOptions> for OwnedOptions {
+    fn from(entry: EntryOptions) -> Self {
+        Self {
+            entry,
+            freshness: Freshness::default(),
+        }
+    }
+}
+
+impl From<&EntryOptions> for OwnedOptions {
+    fn from(entry: &EntryOptions) -> Self {
+        entry.clone().into()
+    }
+}
+
+impl From<&OwnedOptions> for OwnedOptions {
+    fn from(o: &OwnedOptions) -> Self {
+        o.clone()
     }
 }

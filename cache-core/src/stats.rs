@@ -1,5 +1,6 @@
-//! Counters recorded on the hot path (relaxed atomics, per kind) and the public, serde-serializable
-//! snapshot returned by [`Cache::stats`](crate::Cache::stats).
+//! The snapshot [`Cache::stats`](crate::Cache::stats) returns ([`Stats`], serde-serializable:
+//! per tier, per kind, and the state of the breaker, the backplane and the pending queue), and the
+//! counters behind it, recorded on the hot path (relaxed atomics, per kind).
 //!
 //! Each kind has its own recorder; tier totals are summed when a snapshot is taken, so a hit costs a
 //! single atomic increment.
@@ -212,7 +213,7 @@ pub struct L1Stats {
     /// `hits / (hits + misses)`, 0 when there were no lookups.
     pub hit_rate: f64,
     /// Entries currently held (approximate while writes are pending: exact after
-    /// [`Cache::sync`](crate::Cache::sync)). Entries dropped by a clear or a resynchronisation
+    /// [`Cache::run_pending_tasks`](crate::Cache::run_pending_tasks)). Entries dropped by a clear or a resynchronisation
     /// count until they are swept or evicted, since they still take their memory.
     pub entries: u64,
     /// Weighted size in bytes currently held: the estimated memory of the entries (their values'

@@ -32,6 +32,7 @@ use crate::key;
 use crate::kind::KindEntry;
 use crate::l1::NewEntry;
 use crate::l2::L2;
+use crate::macro_support::warming;
 use crate::options::EntryOptions;
 use crate::stats::KindStats;
 use crate::Cache;
@@ -157,9 +158,9 @@ impl<'a> WarmPlan<'a> {
         self
     }
 
-    /// Whether the zero-argument `#[cached(..., warm)]` functions of the program run too. They fill
-    /// the cache they are bound to (the installed one unless they name `cache = ...`), which need not
-    /// be the cache `warm_with` is called on. Default: `true`.
+    /// Whether the zero-argument `#[cached(..., warm)]` functions of the program run too. They
+    /// fill the cache `warm_with` is called on (a function naming its own `cache = ...` fills
+    /// that one). Default: `true`.
     pub fn registered(mut self, on: bool) -> Self {
         self.registered = on;
         self
@@ -245,13 +246,91 @@ impl<'a> WarmPlan<'a> {
                 warmer,
                 run: Box::new(move |ctx| {
                     async move {
-                        let res = guarded(&ctx, run()).await;
+                        let cache = Cache::from_inner(ctx.inner.clone());
+                        let res = guarded(&ctx, warming(cache, run())).await;
                         one_outcome(warmer, name, res)
                     }
                     .boxed()
                 }),
             });
         }
+    }
+
+    /// Calls of a function, one per item of `args`, under the concurrency bound and the timeout
+    /// like a loader, reported as `name`: the way to warm a `#[cached]` function that takes
+    /// arguments, so that the keys warmed are exactly the ones the function reads. Inside the
+    /// calls, `#[cached]` functions that name no `cache = ...` use the cache being warmed.
+    ///
+    /// `f` returns anything [`WarmOutput`] covers: `()` (a function returning `T` or `Option<T>`:
+    /// ignore the value), or a `Result` whose `Err` is reported as a failure.
+    ///
+    /// ```
+    /// use cache_core::{cached, Cache, WarmPlan};
+    ///
+    /// #[cached(kind = "database_query")]
+    /// async fn price(item: u32) -> Result<u64, String> {
+    ///     Ok(u64::from(item) * 100)
+    /// }
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let cache = Cache::builder().prefix("docs-warm-calls").build().await?;
+    /// let report = cache
+    ///     .warm_with(WarmPlan::new().registered(false).calls("price", [1, 2, 3], price))
+    ///     .await;
+    /// assert_eq!(report.warmed, 3);
+    /// # Ok::<_, cache_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn calls<A, F, Fut>(
+        mut self,
+        name: impl Into<String>,
+        args: impl IntoIterator<Item = A>,
+        f: F,
+    ) -> Self
+    where
+        A: Send + 'a,
+        F: Fn(A) -> Fut + Send + Sync + 'a,
+        Fut: Future + Send + 'a,
+        Fut::Output: WarmOutput,
+    {
+        let warmer = self.warmers.len();
+        let name: Arc<str> = Arc::from(name.into());
+        self.warmers.push(name.to_string());
+        let f = Arc::new(f);
+        for a in args {
+            let (f, name) = (f.clone(), name.clone());
+            self.jobs.push(Job {
+                warmer,
+                run: Box::new(move |ctx| {
+                    async move {
+                        let cache = Cache::from_inner(ctx.inner.clone());
+                        let call = async move { f(a).await.outcome() };
+                        let res = guarded(&ctx, warming(cache, call)).await;
+                        one_outcome(warmer, &name, res)
+                    }
+                    .boxed()
+                }),
+            });
+        }
+        self
+    }
+}
+
+/// What a warming call returns: `()` (success), or a `Result` whose `Err` is a failure.
+pub trait WarmOutput {
+    /// `Err` with the reason when the call failed.
+    fn outcome(self) -> Result<(), String>;
+}
+
+impl WarmOutput for () {
+    fn outcome(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<T, E: Display> WarmOutput for Result<T, E> {
+    fn outcome(self) -> Result<(), String> {
+        self.map(drop).map_err(|e| e.to_string())
     }
 }
 
@@ -304,8 +383,11 @@ pub struct WarmReport {
 }
 
 impl Cache {
-    /// Runs every zero-argument `#[cached(..., warm)]` function of the program, 8 at a time, each
-    /// with a 30 s deadline. Same as `warm_with(WarmPlan::new())`.
+    /// Warms this cache: runs every zero-argument `#[cached(..., warm)]` function of the program
+    /// against it (the functions use this cache, whatever the default cache is; a function
+    /// naming its own `cache = ...` fills that one), 8 at a time, each with a 30 s deadline. Same
+    /// as `warm_with(WarmPlan::new())`; functions with arguments are warmed with
+    /// [`WarmPlan::calls`].
     ///
     /// Failures are reported, never returned or raised: warming is an optimization.
     pub async fn warm(&self) -> WarmReport {

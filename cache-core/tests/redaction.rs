@@ -8,7 +8,7 @@
 //! form, nor its marker appears", an output must hold no upper-case letter at all: no piece of a
 //! password got through.
 
-use cache_core::{redact_url, Cache};
+use cache_core::{admin::redact_url, Cache};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRunner};
 use redis::{ConnectionAddr, IntoConnectionInfo};

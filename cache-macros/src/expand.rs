@@ -53,7 +53,7 @@ pub(crate) fn expand(args: &Args, item: &ItemFn, plan: &Plan) -> TokenStream {
         // the function (temporary lifetime extension of `let x = &temp;`).
         Some(expr) => quote_spanned! {expr.span()=>
             let __cache_ref: &::cache_core::Cache = &(#expr);
-            let __cache_cache = ::core::option::Option::Some(__cache_ref);
+            let __cache_cache = ::core::option::Option::Some(::std::borrow::Cow::Borrowed(__cache_ref));
         },
         None => quote! {
             let __cache_cache = ::cache_core::__private::global();
@@ -106,7 +106,17 @@ pub(crate) fn expand(args: &Args, item: &ItemFn, plan: &Plan) -> TokenStream {
             let t = ttl_tokens(args.none_ttl.as_ref().map(|(_, t)| t));
             (quote! { cached_option }, quote! { #t, }, None)
         }
-        (Returns::Result, None) => (quote! { cached_result }, TokenStream::new(), None),
+        (Returns::Result, None) => {
+            // Concurrent callers share one call of the body, and so its error: checked at the
+            // error type, with a message saying why.
+            let span = plan.err_ty.as_ref().map_or(ret_ty.span(), Spanned::span);
+            let check = quote_spanned! {span=>
+                ::cache_core::__private::assert_shared_error(
+                    ::core::marker::PhantomData::<#ret_ty>,
+                );
+            };
+            (quote! { cached_result }, TokenStream::new(), Some(check))
+        }
         (Returns::Result, Some((k, ttl))) => {
             let ttl = duration_tokens(ttl);
             // The error type must be storable: checked at the error type (or at `cache_errors`
@@ -131,6 +141,10 @@ pub(crate) fn expand(args: &Args, item: &ItemFn, plan: &Plan) -> TokenStream {
         .map(|(_, c)| companions(item, c, plan));
     let body_typer = body_typer();
     let freshness = freshness_tokens(args);
+    let lock = args
+        .lock
+        .as_ref()
+        .map(|(_, on)| quote! { .distributed_lock(#on) });
     let schema = schema_tokens(args);
     let prelude = quote! {
         #warm
@@ -141,7 +155,8 @@ pub(crate) fn expand(args: &Args, item: &ItemFn, plan: &Plan) -> TokenStream {
             cache: __cache_cache,
             kind: #kind,
             key: #key,
-            opts: ::cache_core::__private::options(#ttl, ::std::vec![#(#tags),*])#freshness #schema,
+            opts: ::cache_core::__private::options(#ttl, ::std::vec![#(#tags),*]) #lock #schema,
+            fresh: ::cache_core::__private::fresh() #freshness,
             ttl_fn: #ttl_fn,
         };
     };
@@ -175,7 +190,6 @@ pub(crate) fn expand(args: &Args, item: &ItemFn, plan: &Plan) -> TokenStream {
     }
 }
 
-/// The freshness settings as `EntryOptions` setter calls.
 /// `.schema("...")` on the options, when the function names a schema.
 fn schema_tokens(args: &Args) -> TokenStream {
     match &args.schema {
@@ -184,6 +198,7 @@ fn schema_tokens(args: &Args) -> TokenStream {
     }
 }
 
+/// The freshness settings as `OwnedOptions` setter calls (background mode).
 fn freshness_tokens(args: &Args) -> TokenStream {
     let mut out = TokenStream::new();
     if let Some((_, f)) = &args.refresh {
@@ -199,9 +214,6 @@ fn freshness_tokens(args: &Args) -> TokenStream {
     if let Some((_, t)) = &args.hard_timeout {
         let d = timeout_tokens(t);
         out.extend(quote! { .hard_timeout(#d) });
-    }
-    if let Some((_, on)) = &args.lock {
-        out.extend(quote! { .distributed_lock(#on) });
     }
     out
 }

@@ -29,7 +29,7 @@ mod validate;
 /// #[derive(Clone, Serialize, Deserialize)]
 /// struct User { id: u64, name: String }
 ///
-/// #[derive(Debug)]
+/// #[derive(Debug, Clone)] // concurrent callers share one call, and so its error
 /// struct DbError;
 ///
 /// #[cached(kind = "database_query", key = "user:{id}", ttl = 600)]
@@ -38,8 +38,9 @@ mod validate;
 /// }
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// // Once at startup; without it, `#[cached]` functions run uncached (with one warning).
-/// cache_core::install(Cache::from_env().await?).ok();
+/// // Once at startup: the cache of `#[cached]` functions that name none (without it, a call
+/// // panics in a debug build).
+/// cache_core::set_default_cache(Cache::from_env().await?).ok();
 /// let user = load_user(42).await.unwrap(); // miss: runs the body, caches the user
 /// let again = load_user(42).await.unwrap(); // hit: the body does not run
 /// assert_eq!(again.name, user.name);
@@ -207,11 +208,12 @@ mod validate;
 /// `cache = <expr>`: the cache to use, evaluated at each call before the body runs. Anything
 /// that coerces from `&<expr>` to `&Cache` works: a `Cache`, a `&Cache`, `self.cache`, an
 /// `Arc<Cache>`, a `static CACHE: LazyLock<Cache>`. For a cache built asynchronously, keep it in a
-/// `OnceLock<Cache>` and write `cache = CACHE.get().expect("cache built at startup")`, or
-/// `install` it.
+/// `OnceLock<Cache>` and write `cache = CACHE.get().expect("cache built at startup")`, or make it
+/// the default cache.
 ///
-/// Default: the cache installed with `cache_core::install(cache)` at startup. When none is
-/// installed, the function runs uncached and one warning is logged.
+/// Default: the default cache, set with `cache_core::set_default_cache(cache)` at startup (inside
+/// `Cache::warm`, the cache being warmed). A call before any default cache is set is a bug: it
+/// panics in a debug build, and runs uncached with an error logged (once) in a release build.
 ///
 /// ```
 /// use cache_core::{cached, Cache};
@@ -253,7 +255,7 @@ mod validate;
 ///   entry; a failed reload leaves it, unless errors are cached). The calls the body makes read
 ///   through the cache as usual.
 ///
-/// For all the calls made inside a future, see `cache_core::bypass` and `cache_core::refresh`.
+/// For all the calls made inside a future, see `cache_core::scope::bypass` and `cache_core::scope::refresh`.
 /// Companions need a free function or an inherent `impl` (a trait `impl` cannot gain methods).
 ///
 /// ```
@@ -307,7 +309,7 @@ mod validate;
 /// ```
 /// use cache_core::{cached, Cache};
 ///
-/// #[derive(Debug)]
+/// #[derive(Debug, Clone)]
 /// enum AppError { Cache(cache_core::Error) }
 /// impl From<cache_core::Error> for AppError {
 ///     fn from(e: cache_core::Error) -> Self { AppError::Cache(e) }
@@ -371,7 +373,7 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// struct User { id: u64, name: String }
-/// #[derive(Debug)]
+/// #[derive(Debug, Clone)]
 /// struct DbError;
 ///
 /// #[cached(kind = "database_query", key = "user:{id}", cache = CACHE)]

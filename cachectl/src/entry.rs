@@ -1,7 +1,7 @@
 //! `cachectl get` and `cachectl keys`: entries as the key layout `{prefix}:v1:{kind}:{key}` and
-//! the envelope (via `cache_core::codec::inspect`) describe them.
+//! the envelope (via `cache_core::admin::inspect`) describe them.
 
-use cache_core::codec;
+use cache_core::admin as codec;
 use serde::Serialize;
 
 use crate::error::{CliError, Result};
@@ -50,7 +50,7 @@ pub(crate) fn parse_entry(prefix: &str, arg: &str) -> Result<EntryRef> {
         Some((kind, key)) if valid_name(kind) && !key.is_empty() => Ok(EntryRef {
             kind: kind.to_owned(),
             key: key.to_owned(),
-            full: cache_core::entry_key(prefix, kind, key),
+            full: cache_core::admin::entry_key(prefix, kind, key),
         }),
         _ => Err(CliError::Usage(format!(
             "{arg:?}: expected KIND:KEY (e.g. api_response:user:42) or the full Redis key \

@@ -114,7 +114,7 @@ fn redact_given(msg: &str, given: impl IntoIterator<Item = String>) -> String {
     parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
     parts.dedup();
     parts.into_iter().fold(msg.to_owned(), |m, p| {
-        let redacted = cache_core::redact_url(&p);
+        let redacted = cache_core::admin::redact_url(&p);
         if p.is_empty() || redacted == p {
             m
         } else {

@@ -1,6 +1,6 @@
 //! `cachectl stats`: the reports that live instances publish under `{prefix}:stats:*`.
 
-use cache_core::{InstanceReport, TierStats};
+use cache_core::{admin::InstanceReport, stats::TierStats};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,7 +16,7 @@ pub(crate) async fn read_reports(
     t: &Target,
     prefix: &str,
 ) -> Result<(Vec<InstanceReport>, Vec<String>)> {
-    let pattern = cache_core::stats_key_pattern(prefix);
+    let pattern = cache_core::admin::stats_key_pattern(prefix);
     let pairs = t
         .scan(&pattern, None, |keys| async move {
             let values = t.get_many(&keys).await?;

@@ -51,7 +51,7 @@ impl Target {
         };
         // The list redacted as a whole: a password holding a comma was split in two by
         // `--cluster-nodes`, and its pieces redacted one by one could pass for a host or a port.
-        let display = cache_core::redact_url(&urls.join(","));
+        let display = cache_core::admin::redact_url(&urls.join(","));
         let timeout = Duration::from_millis(g.timeout_ms.max(1));
         let mut infos = Vec::with_capacity(urls.len());
         for (i, u) in urls.iter().enumerate() {
@@ -193,7 +193,7 @@ impl Target {
         let text: String = self
             .query("CLUSTER NODES", redis::cmd("CLUSTER").arg("NODES"))
             .await?;
-        let nodes: Vec<Node> = cache_core::cluster_masters(&text)
+        let nodes: Vec<Node> = cache_core::admin::cluster_masters(&text)
             .into_iter()
             .map(|(host, port)| Node {
                 label: format!("{host}:{port}"),

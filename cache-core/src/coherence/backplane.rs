@@ -43,6 +43,11 @@ pub(crate) enum Message<'a> {
     Loaded(&'a str),
     /// Liveness only.
     Heartbeat,
+    /// The sender waits for the others to acknowledge the messages it sent before this one
+    /// (payload: the request id, hex).
+    Confirm(&'a str),
+    /// Acknowledges a `Confirm` (payload: `{requester:016x}:{request id:016x}`).
+    Ack(&'a str),
 }
 
 impl Message<'_> {
@@ -54,6 +59,8 @@ impl Message<'_> {
             Message::Clear(c) => ('c', *c),
             Message::Loaded(k) => ('l', *k),
             Message::Heartbeat => ('h', ""),
+            Message::Confirm(id) => ('q', *id),
+            Message::Ack(a) => ('a', *a),
         };
         format!("{t}\t{instance:016x}\t{p}")
     }
@@ -70,6 +77,8 @@ impl Message<'_> {
             "c" => Message::Clear(p),
             "l" => Message::Loaded(p),
             "h" => Message::Heartbeat,
+            "q" => Message::Confirm(p),
+            "a" => Message::Ack(p),
             _ => return None,
         };
         Some((instance, m))
@@ -134,8 +143,8 @@ pub(crate) trait Listener: Send + Sync + 'static {
     /// The backplane (state and counters) the subscriber serves; `None` ends the subscriber.
     fn backplane(&self) -> Option<&Backplane>;
 
-    /// A message from another instance.
-    fn heard(&self, msg: Message<'_>) -> impl Future<Output = ()> + Send;
+    /// A message from another instance (`from`: its instance id).
+    fn heard(&self, from: u64, msg: Message<'_>) -> impl Future<Output = ()> + Send;
 
     /// The subscription is up again after being down: invalidations may have been missed.
     fn resubscribed(&self);
@@ -150,7 +159,7 @@ async fn handle(listener: &impl Listener, bp: &Backplane, payload: &str) {
     if from == bp.instance || msg == Message::Heartbeat {
         return;
     }
-    listener.heard(msg).await;
+    listener.heard(from, msg).await;
 }
 
 /// After a (re)subscription: the listener flushes what may have missed an invalidation.
@@ -289,6 +298,8 @@ mod tests {
             Message::Clear(""),
             Message::Loaded("app:v1:k:a"),
             Message::Heartbeat,
+            Message::Confirm("00000000000000ff"),
+            Message::Ack("0000000000000abc:00000000000000ff"),
         ] {
             let wire = m.encode(0xabc);
             assert_eq!(Message::decode(&wire), Some((0xabc, m)));

@@ -3,7 +3,7 @@
 use cache_core::{cached, Cache};
 use std::time::Duration;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum AppError {
     Cache(cache_core::Error),
     NotFound,

@@ -56,7 +56,7 @@ async fn sorted(mut items: Vec<i32>, by: &str) -> Vec<i32> {
 
 #[tokio::main]
 async fn main() {
-    cache_core::install(Cache::builder().prefix("ui").build().await.unwrap()).unwrap();
+    cache_core::set_default_cache(Cache::builder().prefix("ui").build().await.unwrap()).unwrap();
     for _ in 0..2 {
         assert_eq!(user(1).await, "user-1");
         assert_eq!(page("eu".into(), 7).await, vec![7, 7]);

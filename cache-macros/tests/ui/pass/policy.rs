@@ -75,7 +75,7 @@ fn assert_send<T: Send>(t: T) -> T {
 #[tokio::main]
 async fn main() {
     let cache = Cache::builder().prefix("ui-policy").build().await.unwrap();
-    cache_core::install(cache.clone()).unwrap();
+    cache_core::set_default_cache(cache.clone()).unwrap();
 
     list(1, None).await;
     list(1, None).await;
@@ -100,8 +100,8 @@ async fn main() {
     assert!(repo.echo_traced("hi").await.is_cached());
     assert_eq!(repo.echo_refresh("hi").await, "hi");
 
-    assert_eq!(assert_send(cache_core::bypass(lookup(5))).await.as_deref(), Ok("5"));
-    assert_eq!(assert_send(cache_core::refresh(lookup(5))).await.as_deref(), Ok("5"));
-    let handle = tokio::spawn(cache_core::refresh(async { lookup(6).await }));
+    assert_eq!(assert_send(cache_core::scope::bypass(lookup(5))).await.as_deref(), Ok("5"));
+    assert_eq!(assert_send(cache_core::scope::refresh(lookup(5))).await.as_deref(), Ok("5"));
+    let handle = tokio::spawn(cache_core::scope::refresh(async { lookup(6).await }));
     assert_eq!(handle.await.unwrap().as_deref(), Ok("6"));
 }

@@ -7,10 +7,16 @@ use std::time::Duration;
 
 static CALLS: AtomicUsize = AtomicUsize::new(0);
 
-#[derive(Debug)]
+// Concurrent callers share one call of the body, and so its error: `Clone`.
+#[derive(Debug, Clone)]
 enum AppError {
     NotFound,
     Parse(std::num::ParseIntError),
+}
+
+/// A one-parameter `Result` alias (as `std::io::Result`), with a shareable error.
+mod io {
+    pub type Result<T> = std::result::Result<T, std::sync::Arc<std::io::Error>>;
 }
 
 impl From<std::num::ParseIntError> for AppError {
@@ -47,10 +53,10 @@ async fn parse(input: String) -> Result<i64, AppError> {
 
 /// A `Result` alias with one parameter.
 #[cached(kind = "api_response")]
-async fn read(name: String) -> std::io::Result<String> {
+async fn read(name: String) -> io::Result<String> {
     CALLS.fetch_add(1, Ordering::SeqCst);
     if name == "missing" {
-        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "missing"));
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "missing").into());
     }
     Ok(name.to_uppercase())
 }
@@ -68,7 +74,7 @@ fn calls() -> usize {
 
 #[tokio::main]
 async fn main() {
-    cache_core::install(Cache::builder().prefix("ui").build().await.unwrap()).unwrap();
+    cache_core::set_default_cache(Cache::builder().prefix("ui").build().await.unwrap()).unwrap();
 
     assert_eq!(find(1).await.as_deref(), Some("item-1"));
     assert_eq!(find(1).await.as_deref(), Some("item-1"));

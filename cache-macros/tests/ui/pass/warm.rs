@@ -17,7 +17,7 @@ pub async fn default_country() -> Option<String> {
     Some("fr".into())
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct NoDisplay;
 
 #[cached(warm, kind = "static_data")]
@@ -27,7 +27,7 @@ async fn failing() -> Result<u32, NoDisplay> {
 
 #[tokio::main]
 async fn main() {
-    cache_core::install(Cache::builder().prefix("ui").build().await.unwrap()).unwrap();
+    cache_core::set_default_cache(Cache::builder().prefix("ui").build().await.unwrap()).unwrap();
     // Names are `module_path!()::fn` (the module is the crate root here).
     let mut names: Vec<&str> = cache_core::__private::warmers()
         .map(|w| w.name.rsplit("::").next().unwrap())

@@ -6,7 +6,7 @@ use cache_core::{cache_invalidate, cache_put, cached, Cache, Kind};
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct DbError;
 
 #[cached(kind = "database_query", key = "user:{id}")]
@@ -95,7 +95,7 @@ fn assert_send<T: Send>(t: T) -> T {
 #[tokio::main]
 async fn main() {
     let cache = Cache::builder().prefix("ui-write").build().await.unwrap();
-    cache_core::install(cache.clone()).unwrap();
+    cache_core::set_default_cache(cache.clone()).unwrap();
 
     assert_send(rename(1, "ada")).await.unwrap();
     assert_eq!(user(1).await.unwrap(), "ada-1"); // the put's value

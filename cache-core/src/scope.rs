@@ -52,7 +52,7 @@ tokio::task_local! {
 /// price(1).await; // miss: cached
 /// price(1).await; // hit
 /// assert_eq!(CALLS.load(Ordering::SeqCst), 1);
-/// assert_eq!(cache_core::bypass(price(1)).await, 100); // the body runs
+/// assert_eq!(cache_core::scope::bypass(price(1)).await, 100); // the body runs
 /// assert_eq!(CALLS.load(Ordering::SeqCst), 2);
 /// # });
 /// ```
@@ -90,7 +90,7 @@ pub fn bypass<F: Future>(fut: F) -> impl Future<Output = F::Output> {
 /// assert_eq!(config_version().await, 1);
 /// VERSION.store(2, Ordering::SeqCst);
 /// assert_eq!(config_version().await, 1); // cached
-/// assert_eq!(cache_core::refresh(config_version()).await, 2); // reloaded and stored
+/// assert_eq!(cache_core::scope::refresh(config_version()).await, 2); // reloaded and stored
 /// assert_eq!(config_version().await, 2);
 /// # });
 /// ```

@@ -1,9 +1,10 @@
-//! Stats reports for admin tools: each instance periodically stores its [`Stats`] snapshot in Redis
-//! under `{prefix}:stats:{instance}` (JSON, expiring after three report intervals, so instances
-//! that stopped disappear by themselves). `cachectl stats` and `cachectl health` read them.
+//! For admin tools (`cachectl`, dashboards): what instances publish about themselves, and the
+//! helpers such tools share with the library so that they build the same keys, read the same
+//! envelopes and never print a password.
 //!
-//! Also the small helpers admin tools share with the library so that they build the same keys and
-//! never print a password: [`entry_key`], [`stats_key_pattern`], [`redact_url`].
+//! Each instance periodically stores an [`InstanceReport`] (its [`Stats`] snapshot) in Redis under
+//! `{prefix}:stats:{instance}` (JSON, expiring after three report intervals, so instances that
+//! stopped disappear by themselves). `cachectl stats` and `cachectl health` read them.
 
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, OnceLock};
@@ -13,6 +14,8 @@ use tracing::Instrument;
 use crate::clock::unix_ms;
 use crate::inner::Inner;
 use crate::Stats;
+
+pub use crate::codec::{inspect, CodecError, Inspected};
 
 /// What an instance publishes: its stats snapshot and who it is.
 ///
@@ -43,7 +46,7 @@ pub(crate) fn stats_key(prefix: &str, instance: u64) -> String {
 /// The SCAN pattern matching every instance report of `prefix`.
 ///
 /// ```
-/// assert_eq!(cache_core::stats_key_pattern("app"), "app:stats:*");
+/// assert_eq!(cache_core::admin::stats_key_pattern("app"), "app:stats:*");
 /// ```
 pub fn stats_key_pattern(prefix: &str) -> String {
     // Prefixes are validated to `[A-Za-z0-9_.-]`, which holds no glob character.
@@ -54,7 +57,7 @@ pub fn stats_key_pattern(prefix: &str) -> String {
 /// keys with `{`/`}` are hashed).
 ///
 /// ```
-/// assert_eq!(cache_core::entry_key("app", "api_response", "u:1"), "app:v1:api_response:u:1");
+/// assert_eq!(cache_core::admin::entry_key("app", "api_response", "u:1"), "app:v1:api_response:u:1");
 /// ```
 pub fn entry_key(prefix: &str, kind: &str, key: &str) -> String {
     crate::key::full_key(prefix, kind, key)
@@ -70,7 +73,7 @@ pub fn entry_key(prefix: &str, kind: &str, key: &str) -> String {
 /// must); the username stays visible when it is plainly one.
 ///
 /// ```
-/// use cache_core::redact_url;
+/// use cache_core::admin::redact_url;
 /// assert_eq!(redact_url("redis://app:s3cret@db:6379/0"), "redis://app:***@db:6379/0");
 /// // An unencoded `/` in the password (base64) does not end the password.
 /// assert_eq!(redact_url("redis://:ab/cd==@db:6379"), "redis://:***@db:6379");
@@ -166,7 +169,7 @@ pub(crate) async fn publish_stats(inner: &Arc<Inner>) {
 /// ```
 /// let nodes = "07c3 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460\n\
 ///              e7d1 127.0.0.1:7004@17004 slave 07c3 0 0 1 connected\n";
-/// assert_eq!(cache_core::cluster_masters(nodes), vec![("127.0.0.1".to_string(), 7001)]);
+/// assert_eq!(cache_core::admin::cluster_masters(nodes), vec![("127.0.0.1".to_string(), 7001)]);
 /// ```
 pub fn cluster_masters(cluster_nodes: &str) -> Vec<(String, u16)> {
     crate::l2::conn::masters(cluster_nodes)
