@@ -881,3 +881,6 @@ impl Unwritten {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
