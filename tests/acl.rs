@@ -3,9 +3,10 @@
 //! appears in `Debug` output, errors or logs.
 
 use cache_core::{Cache, Error, Kind};
-use cache_tests::RedisServer;
+use cache_tests::{serial, within, RedisServer};
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 const PASSWORD: &str = "s3cret-Pa55word";
 
@@ -21,6 +22,24 @@ fn captured() -> &'static Arc<Mutex<Vec<u8>>> {
             .try_init();
         buf
     })
+}
+
+/// The captured logs from byte `from` on.
+fn logs_since(from: usize) -> String {
+    let logs = captured().lock().unwrap();
+    String::from_utf8_lossy(&logs[from.min(logs.len())..]).into_owned()
+}
+
+/// Waits until a background probe of an unreachable server has failed (and been logged) since
+/// byte `from` of the logs: the background retries have run and logged what they log. The tests
+/// that read the logs hold `serial()`, so the probe is their own cache's.
+async fn a_background_probe_failed_since(from: usize) {
+    within(
+        Duration::from_secs(10),
+        "a background probe of the unreachable server is logged",
+        || async { logs_since(from).contains("probe failed") },
+    )
+    .await;
 }
 
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -106,6 +125,7 @@ async fn a_wrong_password_is_a_clear_error_without_the_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_never_reach_the_logs() {
+    let _serial = serial().await;
     let logs = captured();
     let server = acl_server();
     // Right password, wrong password, an unreachable server with a password, a malformed URL.
@@ -122,6 +142,7 @@ async fn passwords_never_reach_the_logs() {
         .build()
         .await;
     let dead = RedisServer::reserve();
+    let mark = logs.lock().unwrap().len();
     let down = Cache::builder()
         .redis_url(format!(
             "redis://cacheuser:{PASSWORD}@127.0.0.1:{}",
@@ -138,10 +159,13 @@ async fn passwords_never_reach_the_logs() {
         .await
         .expect_err("malformed URL");
     assert!(!format!("{bad} {bad:?}").contains(PASSWORD), "{bad:?}");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    a_background_probe_failed_since(mark).await;
     let text = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
     assert!(
-        text.contains("unreachable at startup"),
+        logs_since(mark).contains(&format!(
+            "cacheuser:***@127.0.0.1:{} unreachable at startup",
+            dead.port()
+        )),
         "the logs were captured:\n{text}"
     );
     assert!(!text.contains(PASSWORD), "password in the logs:\n{text}");
@@ -166,6 +190,7 @@ fn percent_encode(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_with_url_delimiters_work_encoded_and_are_never_echoed() {
+    let _serial = serial().await;
     let logs = captured();
     // Every URL delimiter, a `%` escape look-alike and base64 padding, around a marker.
     const DELIMS: &str = "b64/+Dq@PWMARK2:x%2F#y?z,w=v&u==";
@@ -241,6 +266,7 @@ async fn passwords_with_url_delimiters_work_encoded_and_are_never_echoed() {
     assert!(matches!(wrong, Error::Auth(_)), "{wrong:?}");
     assert_eq!(leaked(&format!("{wrong} {wrong:?}")), None, "{wrong:?}");
     let dead = RedisServer::reserve();
+    let mark = logs.lock().unwrap().len();
     let down = Cache::builder()
         .redis_url(encoded.replace(&format!(":{port}"), &format!(":{}", dead.port())))
         .prefix("app")
@@ -248,6 +274,7 @@ async fn passwords_with_url_delimiters_work_encoded_and_are_never_echoed() {
         .await
         .expect("an unreachable Redis is not a build error");
     let _ = down.get::<u32>(Kind::API_RESPONSE, "k").await;
+    a_background_probe_failed_since(mark).await;
     let text = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
     assert!(
         text.contains(&format!("delimuser:***@127.0.0.1:{}", dead.port())),

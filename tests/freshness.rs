@@ -2,23 +2,24 @@
 //! soft and hard loader timeouts, the distributed lock between two instances, TTL jitter, and
 //! invalidations made while Redis is hung (SIGSTOP) taking effect after SIGCONT.
 //!
-//! Timings are asserted as relations with generous margins (e.g. "every caller is faster than half
-//! the loader's time"), never as tight absolute bounds. The tests run one at a time (a process-wide
-//! lock) so that their timings do not disturb each other on a 2-core machine.
+//! "No caller waits for the loader" is checked with a loader held at a [`Gate`] until the callers
+//! are done (a caller that waited for it would never finish), not with a latency bound; the
+//! latencies are printed. The remaining timings are relations with generous margins, never tight
+//! absolute bounds. The tests run one at a time (`serial()`) so that their timings do not disturb
+//! each other on a 2-core machine.
 
 use cache_core::{Cache, EntryOptions, Error, Kind, KindConfig, LoadError, OwnedOptions, Tiers};
-use cache_tests::{init_tracing, unique_prefix, within, RedisServer};
+use cache_tests::{init_tracing, serial, unique_prefix, within, Gate, RedisServer};
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Barrier, Mutex, MutexGuard};
+use tokio::sync::{oneshot, Barrier};
 
 type Res<T> = Result<T, std::io::Error>;
 
-async fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::const_new(());
-    LOCK.lock().await
-}
+/// A bound on what must finish at once: only reached by a caller stuck behind a held loader.
+const STUCK: Duration = Duration::from_secs(20);
 
 fn builder(server: &RedisServer, prefix: &str) -> cache_core::CacheBuilder {
     init_tracing();
@@ -30,6 +31,20 @@ fn summary(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
     v.sort();
     let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
     (at(0.5), at(0.99), v[v.len() - 1])
+}
+
+type BoxedLoad = std::pin::Pin<Box<dyn std::future::Future<Output = Res<String>> + Send>>;
+
+/// A loader that counts its calls, waits until `gate` opens, and returns `v{call number}`.
+fn gated(calls: &Arc<AtomicUsize>, gate: &Gate) -> impl FnOnce() -> BoxedLoad + Send + 'static {
+    let (calls, gate) = (calls.clone(), gate.clone());
+    move || {
+        Box::pin(async move {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            gate.wait().await;
+            Ok(format!("v{n}"))
+        })
+    }
 }
 
 /// A loader that counts its calls, takes `took`, and returns `v{call number}`.
@@ -54,12 +69,12 @@ fn versioned(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eager_refresh_runs_once_in_the_background_and_no_caller_waits_for_it() {
     let _serial = serial().await;
-    const LOADER: Duration = Duration::from_millis(600);
     let server = RedisServer::start();
+    // Refreshed from a quarter of a 6 s TTL: the readers are done long before the entry expires.
     let cache = builder(&server, &unique_prefix("refresh"))
         .kind(
             Kind::new("quote"),
-            KindConfig::new(Duration::from_secs(3)).eager_refresh(0.5),
+            KindConfig::new(Duration::from_secs(6)).eager_refresh(0.25),
         )
         .build()
         .await
@@ -67,20 +82,27 @@ async fn eager_refresh_runs_once_in_the_background_and_no_caller_waits_for_it() 
     let calls = Arc::new(AtomicUsize::new(0));
     let opts = EntryOptions::new();
     let first = cache
-        .get_or_load_owned("quote", "ACME", &opts, versioned(&calls, LOADER))
+        .get_or_load_owned("quote", "ACME", &opts, versioned(&calls, Duration::ZERO))
         .await
         .expect("cold load");
     assert_eq!(*first, "v1");
-    // Past half of the 3 s TTL, well before expiry.
-    tokio::time::sleep(Duration::from_millis(1_700)).await;
+    // Past a quarter of the TTL, well before expiry.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
 
-    // 50 readers for 1 s: the first read past the threshold starts the refresh (600 ms).
+    // 50 readers for 1 s: the first read past the threshold starts the refresh, whose loader is
+    // held until every reader is done.
+    let gate = Gate::closed();
     let readers = 50;
     let barrier = Arc::new(Barrier::new(readers));
     let tasks: Vec<_> = (0..readers)
         .map(|_| {
-            let (cache, calls, barrier, opts) =
-                (cache.clone(), calls.clone(), barrier.clone(), opts.clone());
+            let (cache, calls, barrier, opts, gate) = (
+                cache.clone(),
+                calls.clone(),
+                barrier.clone(),
+                opts.clone(),
+                gate.clone(),
+            );
             tokio::spawn(async move {
                 barrier.wait().await;
                 let until = Instant::now() + Duration::from_millis(1_000);
@@ -88,7 +110,7 @@ async fn eager_refresh_runs_once_in_the_background_and_no_caller_waits_for_it() 
                 while Instant::now() < until {
                     let t = Instant::now();
                     let v = cache
-                        .get_or_load_owned("quote", "ACME", &opts, versioned(&calls, LOADER))
+                        .get_or_load_owned("quote", "ACME", &opts, gated(&calls, &gate))
                         .await
                         .expect("read");
                     seen.push((t.elapsed(), (*v).clone()));
@@ -100,16 +122,35 @@ async fn eager_refresh_runs_once_in_the_background_and_no_caller_waits_for_it() 
         .collect();
     let mut latencies = Vec::new();
     let mut values = Vec::new();
-    for t in tasks {
-        for (lat, v) in t.await.expect("reader") {
+    let all_done = tokio::time::timeout(STUCK, futures::future::join_all(tasks))
+        .await
+        .expect("a reader waited for the refresh (its loader is held until the readers are done)");
+    for seen in all_done {
+        for (lat, v) in seen.expect("reader") {
             latencies.push(lat);
             values.push(v);
         }
     }
+    assert!(values.iter().all(|v| v == "v1"), "{values:?}");
+    within(
+        Duration::from_secs(5),
+        "the refresh's loader runs",
+        || async { calls.load(Ordering::SeqCst) == 2 },
+    )
+    .await;
+    gate.open();
+    let landed = within(
+        Duration::from_secs(5),
+        "the refreshed value is served",
+        || async {
+            cache.get::<String>("quote", "ACME").await.as_deref() == Some(&"v2".to_string())
+        },
+    )
+    .await;
     let (p50, p99, max) = summary(latencies.clone());
     let s = cache.stats().total;
     println!(
-        "eager refresh: {} reads by {readers} callers during a {LOADER:?} refresh: p50 {p50:?} p99 {p99:?} max {max:?}; loader calls {}, refreshes {}",
+        "eager refresh: {} reads by {readers} callers while the refresh was held: p50 {p50:?} p99 {p99:?} max {max:?}; served {landed:?} after its release; loader calls {}, refreshes {}",
         latencies.len(),
         calls.load(Ordering::SeqCst),
         s.loader.refreshes
@@ -120,14 +161,6 @@ async fn eager_refresh_runs_once_in_the_background_and_no_caller_waits_for_it() 
         "the cold load and exactly one refresh"
     );
     assert_eq!(s.loader.refreshes, 1);
-    assert!(values.iter().all(|v| v == "v1" || v == "v2"), "{values:?}");
-    assert!(
-        values.iter().any(|v| v == "v2"),
-        "the refreshed value was served"
-    );
-    // Nobody waited for the 600 ms loader.
-    assert!(p99 < LOADER / 10, "p99 {p99:?}");
-    assert!(max < LOADER / 2, "max {max:?}");
     // The refreshed value replaced the old one in L2 as well.
     let from_l2 = builder(&server, cache.prefix())
         .build()
@@ -142,7 +175,6 @@ async fn eager_refresh_runs_once_in_the_background_and_no_caller_waits_for_it() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eager_refresh_also_applies_to_entries_read_from_l2() {
     let _serial = serial().await;
-    const LOADER: Duration = Duration::from_millis(400);
     let server = RedisServer::start();
     let cache = builder(&server, &unique_prefix("refresh-l2"))
         .kind(
@@ -156,25 +188,39 @@ async fn eager_refresh_also_applies_to_entries_read_from_l2() {
         .expect("build");
     let calls = Arc::new(AtomicUsize::new(0));
     let opts = EntryOptions::new();
-    let get = || cache.get_or_load_owned("l2only", "k", &opts, versioned(&calls, LOADER));
-    assert_eq!(*get().await.expect("cold"), "v1");
+    let cold = versioned(&calls, Duration::ZERO);
+    let cold = cache.get_or_load_owned("l2only", "k", &opts, cold).await;
+    assert_eq!(*cold.expect("cold"), "v1");
     tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // The refresh's loader is held until this read has returned.
+    let gate = Gate::closed();
     let t = Instant::now();
-    assert_eq!(
-        *get().await.expect("read"),
-        "v1",
-        "the current value, at once"
-    );
+    let read = cache.get_or_load_owned("l2only", "k", &opts, gated(&calls, &gate));
+    let read = tokio::time::timeout(STUCK, read)
+        .await
+        .expect("the read waited for the refresh it started");
+    assert_eq!(*read.expect("read"), "v1", "the current value, at once");
     let took = t.elapsed();
-    assert!(took < LOADER / 2, "{took:?}");
-    within(
+    gate.open();
+    let landed = within(
         Duration::from_secs(5),
         "the refreshed value in L2",
         || async { cache.get::<String>("l2only", "k").await.as_deref() == Some(&"v2".to_string()) },
     )
     .await;
+    println!("eager refresh from L2: the current value in {took:?}; refreshed {landed:?} after");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(cache.stats().total.loader.refreshes, 1);
+}
+
+/// A document of the refresh-race test. `_token` marks the copies made by the refresh under test
+/// (held, never read, not serialized: L2 holds bytes, not this value): once every token is gone,
+/// the refresh has ended and this process kept its value nowhere.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Doc {
+    text: String,
+    #[serde(skip)]
+    _token: Option<Arc<()>>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,7 +228,7 @@ async fn a_refresh_never_resurrects_a_value_invalidated_while_it_ran() {
     let _serial = serial().await;
     let server = RedisServer::start();
     let prefix = unique_prefix("refresh-race");
-    let kind = KindConfig::new(Duration::from_secs(2)).eager_refresh(0.5);
+    let kind = KindConfig::new(Duration::from_secs(4)).eager_refresh(0.25);
     let a = builder(&server, &prefix)
         .kind(Kind::new("doc"), kind.clone())
         .build()
@@ -193,56 +239,72 @@ async fn a_refresh_never_resurrects_a_value_invalidated_while_it_ran() {
         .build()
         .await
         .expect("build");
-    // The origin: the loader reads it when it starts, and returns what it read 400 ms later.
+    // The origin: a loader reads it when it starts.
     let source = Arc::new(StdMutex::new("old".to_string()));
     let load = |source: &Arc<StdMutex<String>>| {
         let source = source.clone();
         move || async move {
-            let read = source.lock().unwrap().clone();
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            Ok::<_, std::io::Error>(read)
+            let text = source.lock().unwrap().clone();
+            Ok::<_, std::io::Error>(Doc { text, _token: None })
         }
     };
     let opts = EntryOptions::new();
-    assert_eq!(
-        *a.get_or_load_owned("doc", "d", &opts, load(&source))
-            .await
-            .unwrap(),
-        "old"
-    );
+    let cold = a.get_or_load_owned("doc", "d", &opts, load(&source)).await;
+    assert_eq!(cold.unwrap().text, "old");
+    // Past a quarter of the TTL: the next read refreshes.
     tokio::time::sleep(Duration::from_millis(1_200)).await;
-    // This read starts a refresh, which reads "old" from the origin...
-    assert_eq!(
-        *a.get_or_load_owned("doc", "d", &opts, load(&source))
-            .await
-            .unwrap(),
-        "old"
-    );
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // ... then the origin changes and the key is invalidated, before the refresh returns.
+
+    // The refresh's loader reads "old" from the origin, says so, and returns only once released.
+    let (read_tx, read_rx) = oneshot::channel();
+    let gate = Gate::closed();
+    let token = Arc::new(());
+    let refresh_copies = Arc::downgrade(&token);
+    let refresh = {
+        let (source, gate) = (source.clone(), gate.clone());
+        move || async move {
+            let text = source.lock().unwrap().clone();
+            let _ = read_tx.send(());
+            gate.wait().await;
+            Ok::<_, std::io::Error>(Doc {
+                text,
+                _token: Some(token),
+            })
+        }
+    };
+    let current = a.get_or_load_owned("doc", "d", &opts, refresh).await;
+    assert_eq!(current.unwrap().text, "old");
+    tokio::time::timeout(STUCK, read_rx)
+        .await
+        .expect("the refresh never read the origin")
+        .expect("no refresh started: its loader was dropped");
+    // Then the origin changes and the key is invalidated, while the refresh holds "old".
     *source.lock().unwrap() = "new".to_string();
     a.invalidate("doc", "d").await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(
-        a.stats().total.loader.refreshes,
-        1,
-        "the refresh ran and ended"
-    );
+    gate.open();
+    // The last copy is the flight's record of the outcome, which the single-flight map (moka)
+    // frees through deferred (epoch-based) destruction: `sync` runs moka maintenance, which
+    // collects it. Once no copy is left, the refresh's load has returned, L1 step included.
+    within(
+        Duration::from_secs(5),
+        "the refresh ends and no copy of its value is left (a copy left was stored in L1)",
+        || async {
+            a.run_pending_tasks().await;
+            refresh_copies.strong_count() == 0
+        },
+    )
+    .await;
+    let s = a.stats().total;
+    assert_eq!(s.loader.refreshes, 1, "the refresh ran and ended");
+    assert_eq!(s.l2.write_conflicts, 1, "its write-back was refused");
     for (name, c) in [("A", &a), ("B", &b)] {
-        assert_eq!(
-            c.get::<String>("doc", "d").await,
-            None,
+        assert!(
+            c.get::<Doc>("doc", "d").await.is_none(),
             "{name}: the refresh stored its stale result"
         );
     }
     for (name, c) in [("A", &a), ("B", &b)] {
-        assert_eq!(
-            *c.get_or_load_owned("doc", "d", &opts, load(&source))
-                .await
-                .unwrap(),
-            "new",
-            "{name}"
-        );
+        let v = c.get_or_load_owned("doc", "d", &opts, load(&source)).await;
+        assert_eq!(v.unwrap().text, "new", "{name}");
     }
 }
 
@@ -279,9 +341,10 @@ async fn xfetch_refreshes_hot_keys_before_they_expire() {
         slowest = slowest.max(t.elapsed());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let s = cache.stats().total.loader;
+    let total = cache.stats().total;
+    let s = &total.loader;
     println!(
-        "XFetch: {} refreshes before expiry, slowest read {slowest:?}",
+        "XFetch: {} refreshes before expiry, slowest read {slowest:?} (loader {LOADER:?})",
         s.refreshes
     );
     assert!(s.refreshes >= 1, "no early refresh");
@@ -291,10 +354,8 @@ async fn xfetch_refreshes_hot_keys_before_they_expire() {
         "refreshing on most reads: {}",
         s.refreshes
     );
-    assert!(
-        slowest < LOADER / 2,
-        "a reader waited for a load: {slowest:?}"
-    );
+    // A read waits for a load only when it finds no fresh value in L1: none did but the first.
+    assert_eq!(total.l1.misses, 1, "a reader waited for a load: {total:?}");
 }
 
 // --- Loader timeouts -----------------------------------------------------------------------------
@@ -303,7 +364,6 @@ async fn xfetch_refreshes_hot_keys_before_they_expire() {
 async fn a_soft_timeout_serves_the_stale_value_and_the_load_completes_in_the_background() {
     let _serial = serial().await;
     const SOFT: Duration = Duration::from_millis(100);
-    const LOADER: Duration = Duration::from_millis(800);
     let server = RedisServer::start();
     let cache = builder(&server, &unique_prefix("soft"))
         .fail_safe_grace(Duration::from_secs(30))
@@ -325,23 +385,25 @@ async fn a_soft_timeout_serves_the_stale_value_and_the_load_completes_in_the_bac
     assert_eq!(*v1, "v1");
     tokio::time::sleep(Duration::from_millis(500)).await; // expired, within the grace period
 
+    // The load is held until released: a caller that waited for it would never finish.
+    let gate = Gate::closed();
     let t = Instant::now();
-    let got = cache
-        .get_or_load_owned("slow", "k", &opts, versioned(&calls, LOADER))
+    let got = cache.get_or_load_owned("slow", "k", &opts, gated(&calls, &gate));
+    let got = tokio::time::timeout(STUCK, got)
         .await
-        .expect("stale value");
+        .expect("the caller waited for the loader past its soft timeout");
     let first = t.elapsed();
-    assert_eq!(*got, "v1");
-    // While that load finishes in the background, other callers get the stale value at once and
-    // start no load of their own.
+    assert_eq!(*got.expect("stale value"), "v1");
+    // While that load goes on in the background, other callers get the stale value at once and
+    // start no load of their own (a load started here would be counted: `calls` must end at 2).
     let t2 = Instant::now();
-    // (A load started here would be counted: `calls` must end at 2.)
-    let again = cache
-        .get_or_load_owned("slow", "k", &opts, versioned(&calls, LOADER))
+    let again = cache.get_or_load_owned("slow", "k", &opts, gated(&calls, &gate));
+    let again = tokio::time::timeout(STUCK, again)
         .await
-        .expect("stale again");
+        .expect("the next caller waited for the load in the background");
     let second = t2.elapsed();
-    assert_eq!(*again, "v1");
+    assert_eq!(*again.expect("stale again"), "v1");
+    gate.open();
     let updated = within(
         Duration::from_secs(5),
         "the background load lands",
@@ -350,18 +412,11 @@ async fn a_soft_timeout_serves_the_stale_value_and_the_load_completes_in_the_bac
     .await;
     let s = cache.stats().total.loader;
     println!(
-        "soft timeout {SOFT:?}, loader {LOADER:?}: stale served after {first:?}, next caller {second:?}, cache updated {:?} after the first call",
-        first + updated
+        "soft timeout {SOFT:?}, loader held: stale served after {first:?}, next caller {second:?}, cache updated {updated:?} after the loader's release"
     );
     assert!(
         first >= SOFT - Duration::from_millis(5),
         "served before the soft timeout: {first:?}"
-    );
-    assert!(first < LOADER / 2, "waited for the loader: {first:?}");
-    assert!(second < LOADER / 4, "{second:?}");
-    assert!(
-        t.elapsed() >= LOADER - Duration::from_millis(50),
-        "updated too early"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(s.soft_timeouts, 2, "{s:?}");

@@ -914,3 +914,6 @@ impl Unwritten {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

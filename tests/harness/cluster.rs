@@ -32,9 +32,22 @@ fn rand_u16() -> u16 {
     h.finish() as u16
 }
 
-/// Three masters, no replicas. Dropping it stops every node.
+/// Three masters, no replicas. Dropping it stops every node (and, when a test failed, prints each
+/// node's log).
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let ports: Vec<u16> = self.nodes.iter().map(RedisServer::port).collect();
+            eprintln!(
+                "\n--- the test failed on the cluster of nodes {ports:?}: their logs follow ---"
+            );
+        }
+        // Each node prints its own log as it is dropped.
+    }
 }
 
 impl RedisCluster {

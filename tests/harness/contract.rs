@@ -355,13 +355,33 @@ pub async fn prefixes_are_isolated(b: Backend<'_>) {
         *bb.get::<String>(Kind::API_RESPONSE, "k").await.unwrap(),
         "from-b"
     );
+    // A marker `bb` holds in L1, which another instance of `bb`'s prefix invalidates after `a`
+    // has sent its messages: once `bb` has dropped it, any message of `a`'s that (wrongly) reached
+    // `bb`'s subscription has been handled too (on one node, Redis delivers in the order it
+    // received the PUBLISHes; on a cluster, through the cluster bus, almost always so).
+    bb.set(Kind::API_RESPONSE, "marker", 1u32).await;
+    let other_b = b.cache(&pb).await;
     a.invalidate(Kind::API_RESPONSE, "k").await;
     a.invalidate_tag("shared-tag").await;
     a.clear_all().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await; // let any (wrong) message arrive
+    other_b.invalidate(Kind::API_RESPONSE, "marker").await;
+    crate::within(
+        Duration::from_secs(5),
+        "bb hears the marker's invalidation",
+        || async { bb.get::<u32>(Kind::API_RESPONSE, "marker").await.is_none() },
+    )
+    .await;
+    // `bb` kept its own entry in L1: it heard nothing from `a`.
+    let kept = bb
+        .get_or_load_traced(Kind::API_RESPONSE, "k", &tagged, || async {
+            Err::<String, _>("bb lost its entry")
+        })
+        .await
+        .expect("bb's entry");
     assert_eq!(
-        *bb.get::<String>(Kind::API_RESPONSE, "k").await.unwrap(),
-        "from-b"
+        (kept.value.as_str(), kept.source),
+        ("from-b", cache_core::Source::L1),
+        "bb dropped its L1 copy on a message of another prefix"
     );
     let fresh_b = b.cache(&pb).await;
     assert_eq!(

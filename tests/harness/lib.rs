@@ -60,6 +60,46 @@ pub fn unique_prefix(name: &str) -> String {
     )
 }
 
+/// A gate that tasks wait at until the test opens it: it holds a loader (or any step) in flight
+/// for exactly as long as the test needs, where a sleep would only be long enough "usually". A
+/// task that must not wait for the held step can then be checked exactly: if it did wait, it would
+/// never finish (bound it with `tokio::time::timeout`).
+///
+/// Clones are the same gate.
+#[derive(Clone, Debug)]
+pub struct Gate(std::sync::Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Gate {
+    /// A closed gate.
+    pub fn closed() -> Self {
+        Gate(std::sync::Arc::new(tokio::sync::watch::channel(false).0))
+    }
+
+    /// An open gate (to be closed later).
+    pub fn opened() -> Self {
+        let gate = Self::closed();
+        gate.open();
+        gate
+    }
+
+    /// Lets every waiting task through, and every later one.
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Holds the tasks that arrive from now on.
+    pub fn close(&self) {
+        self.0.send_replace(false);
+    }
+
+    /// Waits until the gate is open.
+    pub async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        // The sender lives as long as `self`: the wait can only end with the gate open.
+        let _ = rx.wait_for(|open| *open).await;
+    }
+}
+
 /// Polls `f` every millisecond until it returns true; panics after `limit`. Returns how long it
 /// took.
 pub async fn within<F, Fut>(limit: std::time::Duration, what: &str, mut f: F) -> std::time::Duration

@@ -6,7 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A `redis-server` on 127.0.0.1 at a free port, with no persistence, in its own temp dir.
-/// Dropping it kills the process.
+/// Dropping it kills the process; dropped while a test panics, it first prints its log (the end
+/// of it) and its port, so that a failed test shows what Redis saw.
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
@@ -234,8 +235,49 @@ impl RedisServer {
     }
 }
 
+/// Most log lines printed for a failed test (the end of the log, where the failure is).
+const LOG_LINES_ON_FAILURE: usize = 200;
+
+impl RedisServer {
+    /// Prints the server's log to stderr (captured by the test harness, shown with the failed
+    /// test's output).
+    fn print_log_of_failed_test(&self) {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let skipped = lines.len().saturating_sub(LOG_LINES_ON_FAILURE);
+        let state = if self.child.is_some() {
+            "running"
+        } else {
+            "not running"
+        };
+        eprintln!(
+            "\n--- the test failed: log of redis-server on port {} ({state}), {} ---",
+            self.port,
+            self.log_path().display()
+        );
+        if lines.is_empty() {
+            eprintln!("(empty: the server was never started, or logged nothing)");
+        }
+        if skipped > 0 {
+            eprintln!("({skipped} earlier lines not shown)");
+        }
+        for line in &lines[skipped..] {
+            eprintln!("{line}");
+        }
+        eprintln!(
+            "--- end of the log of redis-server on port {} ---",
+            self.port
+        );
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // Dropped while the test panics: the server's side of the failure is in its log, which
+        // goes away with the temp dir.
+        if std::thread::panicking() {
+            self.print_log_of_failed_test();
+        }
         if self.child.is_some() {
             // A stopped process must be continued to die promptly on some systems.
             let _ = self.pid().map(|pid| {
