@@ -126,6 +126,8 @@ struct Plan {
     warm_entries: usize,
     mem_keys: usize,
     mem_budget: u64,
+    /// Key-hashing operations per round, for a 1 KiB part (scaled by size for the others).
+    key_ops: usize,
 }
 
 impl Plan {
@@ -146,6 +148,7 @@ impl Plan {
                 warm_entries: 2_000,
                 mem_keys: 100_000,
                 mem_budget: 4 << 20,
+                key_ops: 2_000,
             }
         } else {
             Plan {
@@ -160,6 +163,7 @@ impl Plan {
                 warm_entries: 10_000,
                 mem_keys: 1_000_000,
                 mem_budget: 64 << 20,
+                key_ops: 50_000,
             }
         }
     }
@@ -302,7 +306,7 @@ async fn run() {
         if plan.quick { "QUICK" } else { "full" },
         encoded.len()
     );
-    // COMPARE_ONLY=l1,l2,zipf,stampede,warm,memory runs a subset (for profiling one section).
+    // COMPARE_ONLY=l1,l2,zipf,stampede,warm,memory,keyhash runs a subset (for profiling one section).
     let only = std::env::var("COMPARE_ONLY").unwrap_or_default();
     let on = |name: &str| only.is_empty() || only.split(',').any(|s| s.trim() == name);
     let mut rows = Vec::new();
@@ -323,6 +327,9 @@ async fn run() {
     }
     if on("memory") {
         rows.extend(memory(&plan).await);
+    }
+    if on("keyhash") {
+        rows.extend(key_hash(&plan, &url).await);
     }
 
     println!("\n| measurement | tiered-cache | baseline | ratio | target | result |");
@@ -1096,6 +1103,104 @@ async fn stampede(plan: &Plan, url: &str) -> Vec<Row> {
         )
         .check("exactly 2 (1 lease, 1 value)", ours_writes == 2),
     ]
+}
+
+// ---- Key hashing --------------------------------------------------------------------------------
+
+/// The full key as the cache built it before BLAKE3: `#` and the 128-bit xxh3 of the part.
+fn xxh3_entry_key(prefix: &str, kind: &str, part: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(prefix.len() + kind.len() + 40);
+    out.push_str(prefix);
+    out.push_str(":v1:");
+    out.push_str(kind);
+    out.push(':');
+    let _ = write!(
+        out,
+        "#{:032x}",
+        xxhash_rust::xxh3::xxh3_128(part.as_bytes())
+    );
+    out
+}
+
+/// What hashing a long (user-supplied) key part costs: the full key built as the cache builds it
+/// (`cache_core::entry_key`, BLAKE3) against the former xxh3-128, per key, in thread CPU time;
+/// then the largest against one Redis round trip, which every L2 read or write of that key pays.
+async fn key_hash(plan: &Plan, url: &str) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut largest = 0.0;
+    for (label, len) in [("201 B", 201), ("1 KiB", 1 << 10), ("10 KiB", 10 << 10)] {
+        // A question-like ASCII part, just over the 200-byte limit and beyond.
+        let part: String = (0..len)
+            .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+            .collect();
+        assert!(cache_core::entry_key("kh", "model_data", &part).contains(":#"));
+        let n = (plan.key_ops * 1024 / len).max(100);
+        let mut per_key: [Vec<f64>; 2] = Default::default();
+        for round in 0..=plan.rounds {
+            for j in 0..2 {
+                let which = (round + j) % 2;
+                let t = thread_cpu();
+                for _ in 0..n {
+                    let key = if which == 0 {
+                        xxh3_entry_key("kh", "model_data", black_box(&part))
+                    } else {
+                        cache_core::entry_key("kh", "model_data", black_box(&part))
+                    };
+                    black_box(key);
+                }
+                if round > 0 {
+                    per_key[which].push((thread_cpu() - t).as_nanos() as f64 / n as f64);
+                }
+            }
+        }
+        let [xxh3, b3] = per_key.map(median);
+        println!(
+            "key part of {label} hashed, {n} keys x {} rounds (thread CPU time): xxh3-128 {xxh3:.0} \
+             ns, BLAKE3 {b3:.0} ns per key",
+            plan.rounds
+        );
+        rows.push(
+            Row::new(
+                format!("key part of {label} hashed: BLAKE3 (`entry_key`)"),
+                ns(b3),
+                format!("xxh3-128 (before): {}", ns(xxh3)),
+            )
+            .info(b3 / xxh3),
+        );
+        largest = b3;
+    }
+
+    // One round trip: a GET of an absent key, one task, wall time (it waits on the network).
+    let conn = raw_conn(url).await;
+    let n = (plan.l2_ops_1).max(100);
+    let mut rtts = Vec::new();
+    for round in 0..=plan.rounds {
+        let mut c = conn.clone();
+        let t = Instant::now();
+        for _ in 0..n {
+            let v: Option<Vec<u8>> = redis::cmd("GET")
+                .arg("kh:absent")
+                .query_async(&mut c)
+                .await
+                .expect("GET");
+            black_box(v);
+        }
+        if round > 0 {
+            rtts.push(t.elapsed().as_nanos() as f64 / n as f64);
+        }
+    }
+    let rtt = median(rtts);
+    println!("Redis round trip (GET of an absent key, 1 task, loopback): {rtt:.0} ns");
+    rows.push(
+        Row::new(
+            "BLAKE3 key of 10 KiB against one Redis round trip (GET, 1 task, loopback)",
+            ns(largest),
+            format!("round trip: {}", ns(rtt)),
+        )
+        .ratio(largest / rtt, "≤ 0.1×", largest / rtt <= 0.1),
+    );
+    rows
 }
 
 // ---- Warm ---------------------------------------------------------------------------------------

@@ -68,14 +68,16 @@ fn normalized(mut v: [f32; DIM]) -> [f32; DIM] {
     v
 }
 
-/// The cache key of a query: 128-bit hash of the vector rounded to `PRECISION` decimals.
+/// The cache key of a query: BLAKE3 hash (hex) of the vector rounded to `PRECISION` decimals.
+/// Queries come from users: a cryptographic hash keeps one from crafting a vector whose key is
+/// another query's, which would poison that query's cached results.
 fn query_key(v: &[f32; DIM]) -> String {
     let scale = 10f32.powi(PRECISION);
     let mut bytes = Vec::with_capacity(DIM * 4);
     for x in v {
         bytes.extend_from_slice(&((x * scale).round() as i32).to_le_bytes());
     }
-    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes))
+    blake3::hash(&bytes).to_hex().to_string()
 }
 
 /// Exact top-k by cosine similarity (the vectors are normalized), cached per

@@ -288,9 +288,59 @@ async fn long_keys_are_hashed_and_still_distinct() {
         2
     );
     let mut conn = server.conn().await;
-    let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
-    assert_eq!(keys.len(), 2);
-    assert!(keys.iter().all(|k| k.len() < 100), "{keys:?}");
+    let mut keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
+    keys.sort();
+    // `#` and the 256-bit BLAKE3 hash of the part, as `cache_core::entry_key` (cachectl) says.
+    let mut expected = [&k1, &k2].map(|k| cache_core::entry_key(&prefix, "database_query", k));
+    expected.sort();
+    assert_eq!(keys, expected);
+    let head = format!("{prefix}:v1:database_query:#");
+    for k in &keys {
+        let hash = k
+            .strip_prefix(&head)
+            .unwrap_or_else(|| panic!("{k} is not hashed"));
+        assert_eq!(hash.len(), 64, "{k}");
+        assert!(
+            hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            "{k}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_key_spelling_a_hashed_name_does_not_reach_that_entry() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("aim");
+    let cache = cache_on(&server, &prefix).await;
+    let question = "What is the refund policy for orders shipped abroad? ".repeat(5);
+    cache
+        .set(Kind::MODEL_DATA, &question, "the real answer".to_string())
+        .await;
+    // The name the long question is stored under, sent as a key of its own.
+    let full = cache_core::entry_key(&prefix, "model_data", &question);
+    let name = full
+        .strip_prefix(&format!("{prefix}:v1:model_data:"))
+        .expect("under the kind");
+    assert!(name.starts_with('#'), "{name}");
+    let loaded = cache
+        .get_or_load(Kind::MODEL_DATA, name, || async {
+            Ok::<_, std::io::Error>("an answer to the hash itself".to_string())
+        })
+        .await
+        .unwrap();
+    assert_eq!(*loaded, "an answer to the hash itself");
+    let fresh = cache_on(&server, &prefix).await;
+    assert_eq!(
+        fresh
+            .get::<String>(Kind::MODEL_DATA, &question)
+            .await
+            .as_deref()
+            .map(String::as_str),
+        Some("the real answer")
+    );
+    let mut conn = server.conn().await;
+    let keys: Vec<String> = conn.keys(format!("{prefix}:v1:*")).await.unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,8 +53,8 @@ pub fn stats_key_pattern(prefix: &str) -> String {
     format!("{prefix}:stats:*")
 }
 
-/// The Redis key of `key` of `kind` under `prefix`, exactly as the cache builds it (long keys and
-/// keys with `{`/`}` are hashed).
+/// The Redis key of `key` of `kind` under `prefix`, exactly as the cache builds it (key parts over
+/// 200 bytes, holding `{`/`}` or starting with `#` are replaced by `#` and their BLAKE3 hash).
 ///
 /// ```
 /// assert_eq!(cache_core::admin::entry_key("app", "api_response", "u:1"), "app:v1:api_response:u:1");

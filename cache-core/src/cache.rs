@@ -363,13 +363,47 @@ impl Cache {
     /// cannot store their now-stale result afterwards.
     pub async fn invalidate(&self, kind: impl AsRef<str>, key: &str) {
         let kind = kind.as_ref();
+        let full = key::full_key(&self.inner.prefix, kind, key);
+        self.invalidate_full(kind, &full).await;
+    }
+
+    /// [`invalidate`](Self::invalidate) by the entry's full Redis key, as
+    /// [`entry_key`](crate::entry_key) builds it and `cachectl keys` lists it: for tools, since an
+    /// entry whose key part was hashed (see [`MAX_KEY_PART`](crate::MAX_KEY_PART)) can only be
+    /// named this way. Returns `false`, doing nothing, when `full_key` is not a key this cache
+    /// could have built (another prefix, no kind, a part that would have been hashed).
+    ///
+    /// ```
+    /// use cache_core::{Cache, Kind};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let cache = Cache::builder().prefix("docs-inv-full").build().await?;
+    /// let question = "What does the contract say about renewals? ".repeat(8); // > 200 bytes
+    /// cache.set(Kind::MODEL_DATA, &question, "30 days' notice".to_string()).await;
+    /// let full = cache_core::entry_key("docs-inv-full", "model_data", &question);
+    /// assert!(cache.invalidate_entry_key(&full).await);
+    /// assert!(cache.get::<String>(Kind::MODEL_DATA, &question).await.is_none());
+    /// assert!(!cache.invalidate_entry_key("other-prefix:v1:model_data:x").await);
+    /// # Ok::<_, cache_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn invalidate_entry_key(&self, full_key: &str) -> bool {
+        match key::split_entry_key(&self.inner.prefix, full_key) {
+            Some((kind, _)) => {
+                self.invalidate_full(kind, full_key).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    async fn invalidate_full(&self, kind: &str, full: &str) {
         let ke = self.inner.kinds.get(kind);
         KindStats::inc(&ke.stats.invalidations);
-        let full = key::full_key(&self.inner.prefix, kind, key);
         let use_l2 = ke.cfg.tier_routing().l2();
         self.inner
             .coherence
-            .invalidate_key(&ke.stats, &full, use_l2)
+            .invalidate_key(&ke.stats, full, use_l2)
             .await;
     }
 

@@ -31,16 +31,21 @@ use crate::provenance;
 use crate::scope::{self as bypass, Mode};
 use crate::{Cache, EntryOptions, OwnedOptions};
 
-/// The default key of a `#[cached]` function: its path, then the 128-bit xxh3 hash of its
-/// arguments' MessagePack encoding (stable across processes, so instances share L2 entries).
-/// A `Serialize` impl that fails yields `None`: the call then runs uncached, with a warning.
+/// The default key of a `#[cached]` function: its path, then the BLAKE3 hash (256 bits, 64 hex
+/// digits) of its arguments' MessagePack encoding (stable across processes, so instances share L2
+/// entries). Arguments are often user input: a collision-resistant hash keeps one caller from
+/// aiming at another's entry (see the `key` module). A `Serialize` impl that fails yields `None`:
+/// the call then runs uncached, with a warning.
 #[doc(hidden)]
 pub fn default_key<A: Serialize + ?Sized>(fn_path: &str, args: &A) -> Option<String> {
     match rmp_serde::to_vec(args) {
-        Ok(bytes) => Some(format!(
-            "{fn_path}:{:032x}",
-            xxhash_rust::xxh3::xxh3_128(&bytes)
-        )),
+        Ok(bytes) => {
+            let mut key = String::with_capacity(fn_path.len() + 65);
+            key.push_str(fn_path);
+            key.push(':');
+            crate::key::push_hash(&mut key, &bytes);
+            Some(key)
+        }
         Err(e) => {
             tracing::warn!(function = fn_path, error = %e, "arguments cannot be serialized into a cache key: running uncached");
             None

@@ -132,13 +132,14 @@ mod validate;
 /// `key = "user:{id}"`: a format string over the arguments, giving the key part after
 /// `{prefix}:v1:{kind}:`. Each `{name}` must be an argument (formatted with `Display`; `{name:?}`
 /// uses `Debug`); `{{` and `}}` are literal braces. With `key`, nothing else goes into the key:
-/// make it unique per function. Key parts over 200 bytes, or containing `{`/`}`, are replaced by a
-/// hash.
+/// make it unique per function. Key parts over 200 bytes, containing `{`/`}` or starting with `#`,
+/// are replaced by `#` and their BLAKE3 hash.
 ///
-/// Default: the function's path (module, type for methods, name) and a 128-bit hash of the
-/// MessagePack encoding of the arguments (minus `self` and [`skip`](#skip)ped ones), which must
-/// then be `Serialize`. Two functions never share a default key; renaming or moving a function
-/// changes its keys (old entries then expire).
+/// Default: the function's path (module, type for methods, name) and the BLAKE3 hash (256 bits,
+/// collision resistant, since arguments are often user input) of the MessagePack encoding of the
+/// arguments (minus `self` and [`skip`](#skip)ped ones), which must then be `Serialize`. Two
+/// functions never share a default key; renaming or moving a function changes its keys (old
+/// entries then expire).
 ///
 /// # `tags`
 /// `tags = ["user:{id}", "users"]`: templates like `key`, stored with the entry for tag

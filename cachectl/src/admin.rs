@@ -64,7 +64,14 @@ pub(crate) async fn invalidate(
     let (what, json) = match (key, tag) {
         (Some(k), None) => {
             let e = parse_entry(&g.prefix, k)?;
-            cache.invalidate(e.kind.as_str(), &e.key).await;
+            // By the full key: an entry whose key part was hashed (`#...`, as `keys` lists it)
+            // cannot be named by kind and key.
+            if !cache.invalidate_entry_key(&e.full).await {
+                return Err(CliError::Usage(format!(
+                    "{k:?} is not a key the cache builds under prefix {:?}",
+                    g.prefix
+                )));
+            }
             (
                 format!("invalidated {} on every instance", e.full),
                 serde_json::json!({ "invalidated": { "key": e.full, "kind": e.kind } }),

@@ -569,6 +569,58 @@ async fn invalidate_a_key_or_a_tag_drops_it_from_every_instance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_with_a_hashed_key_is_named_by_the_full_key_that_keys_lists() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("ctl-hashed");
+    let app = instance(&server, &prefix).await;
+    let question = "Which clauses of the attached contract mention renewal? ".repeat(5);
+    app.set(Kind::MODEL_DATA, &question, 7u32).await;
+    let full = cache_core::entry_key(&prefix, "model_data", &question);
+    assert!(full.contains(":model_data:#"), "{full}");
+
+    let listed = cachectl(args(&server, &prefix, &["keys", "--json"]), None)
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        listed,
+        json!([{"key": full.clone(), "kind": "model_data"}]),
+        "keys lists the hashed name"
+    );
+    let got = cachectl(args(&server, &prefix, &["get", &full, "--json"]), None)
+        .await
+        .ok()
+        .json();
+    assert_eq!(got["value"], 7);
+
+    let r = cachectl(
+        args(&server, &prefix, &["invalidate", "--key", &full, "--json"]),
+        None,
+    )
+    .await
+    .ok();
+    assert_eq!(
+        r.json(),
+        json!({"invalidated": {"key": full.clone(), "kind": "model_data"}})
+    );
+    gone_from(&app, Kind::MODEL_DATA, &question).await;
+    let g = cachectl(args(&server, &prefix, &["get", &full, "--json"]), None)
+        .await
+        .ok()
+        .json();
+    assert_eq!(g["tombstone"], true);
+
+    // A name the cache never builds (a literal part starting with `#`) is refused, not "done".
+    let bogus = format!("{prefix}:v1:model_data:#not-a-hash");
+    let r = cachectl(
+        args(&server, &prefix, &["invalidate", "--key", &bogus]),
+        None,
+    )
+    .await;
+    assert_eq!(r.code, Some(2), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clear_asks_first_and_refuses_unless_the_answer_is_yes() {
     let server = RedisServer::start();
     let prefix = unique_prefix("ctl-clear");
