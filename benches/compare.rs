@@ -1124,7 +1124,7 @@ fn xxh3_entry_key(prefix: &str, kind: &str, part: &str) -> String {
 }
 
 /// What hashing a long (user-supplied) key part costs: the full key built as the cache builds it
-/// (`cache_core::entry_key`, BLAKE3) against the former xxh3-128, per key, in thread CPU time;
+/// (`cache_core::admin::entry_key`, BLAKE3) against the former xxh3-128, per key, in thread CPU time;
 /// then the largest against one Redis round trip, which every L2 read or write of that key pays.
 async fn key_hash(plan: &Plan, url: &str) -> Vec<Row> {
     let mut rows = Vec::new();
@@ -1134,7 +1134,7 @@ async fn key_hash(plan: &Plan, url: &str) -> Vec<Row> {
         let part: String = (0..len)
             .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
             .collect();
-        assert!(cache_core::entry_key("kh", "model_data", &part).contains(":#"));
+        assert!(cache_core::admin::entry_key("kh", "model_data", &part).contains(":#"));
         let n = (plan.key_ops * 1024 / len).max(100);
         let mut per_key: [Vec<f64>; 2] = Default::default();
         for round in 0..=plan.rounds {
@@ -1145,7 +1145,7 @@ async fn key_hash(plan: &Plan, url: &str) -> Vec<Row> {
                     let key = if which == 0 {
                         xxh3_entry_key("kh", "model_data", black_box(&part))
                     } else {
-                        cache_core::entry_key("kh", "model_data", black_box(&part))
+                        cache_core::admin::entry_key("kh", "model_data", black_box(&part))
                     };
                     black_box(key);
                 }

@@ -290,8 +290,9 @@ async fn long_keys_are_hashed_and_still_distinct() {
     let mut conn = server.conn().await;
     let mut keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
     keys.sort();
-    // `#` and the 256-bit BLAKE3 hash of the part, as `cache_core::entry_key` (cachectl) says.
-    let mut expected = [&k1, &k2].map(|k| cache_core::entry_key(&prefix, "database_query", k));
+    // `#` and the 256-bit BLAKE3 hash of the part, as `cache_core::admin::entry_key` (cachectl) says.
+    let mut expected =
+        [&k1, &k2].map(|k| cache_core::admin::entry_key(&prefix, "database_query", k));
     expected.sort();
     assert_eq!(keys, expected);
     let head = format!("{prefix}:v1:database_query:#");
@@ -317,7 +318,7 @@ async fn a_short_key_spelling_a_hashed_name_does_not_reach_that_entry() {
         .set(Kind::MODEL_DATA, &question, "the real answer".to_string())
         .await;
     // The name the long question is stored under, sent as a key of its own.
-    let full = cache_core::entry_key(&prefix, "model_data", &question);
+    let full = cache_core::admin::entry_key(&prefix, "model_data", &question);
     let name = full
         .strip_prefix(&format!("{prefix}:v1:model_data:"))
         .expect("under the kind");

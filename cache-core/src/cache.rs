@@ -368,7 +368,7 @@ impl Cache {
     }
 
     /// [`invalidate`](Self::invalidate) by the entry's full Redis key, as
-    /// [`entry_key`](crate::entry_key) builds it and `cachectl keys` lists it: for tools, since an
+    /// [`admin::entry_key`](crate::admin::entry_key) builds it and `cachectl keys` lists it: for tools, since an
     /// entry whose key part was hashed (see [`MAX_KEY_PART`](crate::MAX_KEY_PART)) can only be
     /// named this way. Returns `false`, doing nothing, when `full_key` is not a key this cache
     /// could have built (another prefix, no kind, a part that would have been hashed).
@@ -380,7 +380,7 @@ impl Cache {
     /// let cache = Cache::builder().prefix("docs-inv-full").build().await?;
     /// let question = "What does the contract say about renewals? ".repeat(8); // > 200 bytes
     /// cache.set(Kind::MODEL_DATA, &question, "30 days' notice".to_string()).await;
-    /// let full = cache_core::entry_key("docs-inv-full", "model_data", &question);
+    /// let full = cache_core::admin::entry_key("docs-inv-full", "model_data", &question);
     /// assert!(cache.invalidate_entry_key(&full).await);
     /// assert!(cache.get::<String>(Kind::MODEL_DATA, &question).await.is_none());
     /// assert!(!cache.invalidate_entry_key("other-prefix:v1:model_data:x").await);

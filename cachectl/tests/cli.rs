@@ -575,7 +575,7 @@ async fn an_entry_with_a_hashed_key_is_named_by_the_full_key_that_keys_lists() {
     let app = instance(&server, &prefix).await;
     let question = "Which clauses of the attached contract mention renewal? ".repeat(5);
     app.set(Kind::MODEL_DATA, &question, 7u32).await;
-    let full = cache_core::entry_key(&prefix, "model_data", &question);
+    let full = cache_core::admin::entry_key(&prefix, "model_data", &question);
     assert!(full.contains(":model_data:#"), "{full}");
 
     let listed = cachectl(args(&server, &prefix, &["keys", "--json"]), None)
