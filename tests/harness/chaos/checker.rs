@@ -21,7 +21,9 @@
 //!   origin never fails, and the cache must not surface L2 failures).
 //! - **Slow call.** A call longer than its latency bound ([`LatencyBounds`]): one L2 deadline
 //!   for reads, two for writes, plus the latency a fault added to the call's link, the loader's
-//!   time and a scheduling slack.
+//!   time and a scheduling slack. A call whose excess is covered by machine pauses within it
+//!   ([`Input::pauses`]: the harness's own plain thread could not run either) is excused, and
+//!   listed as such.
 //! - **Growth.** Process RSS (net of the history's own memory) or a runtime's alive tasks whose
 //!   mean over the last quarter of the run exceeds the first quarter's by more than the slack.
 //! - **Slow recovery.** After a fault's end, the time until every instance again has its breaker
@@ -198,6 +200,10 @@ pub struct Input<'a> {
     pub growth: &'a [GrowthSample],
     /// Health samples, oldest first.
     pub health: &'a [HealthSample],
+    /// When the whole process could not run: a plain OS thread of the harness (no cache code)
+    /// woke up late. Nothing the cache does explains such a pause, so a slow call is excused by
+    /// the pause time it contains, and a write that met one is due `stale` after it ended.
+    pub pauses: &'a [FaultWindow],
 }
 
 /// A class of violation.
@@ -384,6 +390,17 @@ pub fn unhealthy_text(s: &HealthSample) -> String {
         .join("; ")
 }
 
+/// A call over its bound by less than the machine pauses it contained: not a violation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Excused {
+    /// The call.
+    pub record: Record,
+    /// Its bound.
+    pub bound: Duration,
+    /// Machine pause time within the call.
+    pub paused: Duration,
+}
+
 /// What the checker found.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Findings {
@@ -391,6 +408,8 @@ pub struct Findings {
     pub violations: Vec<Violation>,
     /// The recovery time after each fault.
     pub recoveries: Vec<Recovery>,
+    /// Slow calls explained by machine pauses.
+    pub excused: Vec<Excused>,
 }
 
 impl Findings {
@@ -401,27 +420,59 @@ impl Findings {
 }
 
 /// When write `w` must be visible to every instance: `stale` after it returned, or
-/// `recovery + stale` after the end of a fault met on the way (see the module docs).
-/// `faults` must be sorted by start.
-pub fn visible_by(w: &Record, faults: &[FaultWindow], bounds: &Bounds) -> u64 {
+/// `recovery + stale` after the end of a fault met on the way, or `stale` after the end of a
+/// machine pause met on the way (see the module docs). `faults` and `pauses` must be sorted by
+/// start.
+pub fn visible_by(
+    w: &Record,
+    faults: &[FaultWindow],
+    pauses: &[FaultWindow],
+    bounds: &Bounds,
+) -> u64 {
     let stale = bounds.stale.as_nanos() as u64;
     let recovery = bounds.recovery.as_nanos() as u64;
     let mut vis = w.end_ns + stale;
-    for f in faults {
-        if f.start_ns > vis {
-            break;
+    loop {
+        let before = vis;
+        for f in faults {
+            if f.start_ns > vis {
+                break;
+            }
+            if f.end_ns + recovery >= w.start_ns {
+                vis = vis.max(f.end_ns + recovery + stale);
+            }
         }
-        if f.end_ns + recovery >= w.start_ns {
-            vis = vis.max(f.end_ns + recovery + stale);
+        for p in pauses {
+            if p.start_ns > vis {
+                break;
+            }
+            if p.end_ns >= w.start_ns {
+                vis = vis.max(p.end_ns + stale);
+            }
+        }
+        if vis == before {
+            return vis;
         }
     }
-    vis
+}
+
+/// Machine pause time within `[from, to]`.
+fn paused_within(pauses: &[FaultWindow], from: u64, to: u64) -> Duration {
+    Duration::from_nanos(
+        pauses
+            .iter()
+            .filter(|p| p.start_ns <= to && p.end_ns >= from)
+            .map(|p| p.end_ns.min(to) - p.start_ns.max(from))
+            .sum(),
+    )
 }
 
 /// Checks a run. Pure: the same input gives the same findings.
 pub fn check(input: &Input<'_>, bounds: &Bounds) -> Findings {
     let mut faults: Vec<FaultWindow> = input.faults.to_vec();
     faults.sort_by_key(|f| f.start_ns);
+    let mut pauses: Vec<FaultWindow> = input.pauses.to_vec();
+    pauses.sort_by_key(|p| p.start_ns);
     let mut out = Findings::default();
     let records = input.records;
 
@@ -501,7 +552,16 @@ pub fn check(input: &Input<'_>, bounds: &Bounds) -> Findings {
         if r.primary {
             let bound = bounds.latency.bound(r.op, added_rtt(r));
             if r.duration() > bound {
-                slow.push(Violation::SlowCall { record: *r, bound });
+                let paused = paused_within(&pauses, r.start_ns, r.end_ns);
+                if r.duration() - bound <= paused {
+                    out.excused.push(Excused {
+                        record: *r,
+                        bound,
+                        paused,
+                    });
+                } else {
+                    slow.push(Violation::SlowCall { record: *r, bound });
+                }
             }
         }
     }
@@ -512,7 +572,11 @@ pub fn check(input: &Input<'_>, bounds: &Bounds) -> Findings {
             .iter()
             .map(|&i| {
                 let w = &records[i];
-                (visible_by(w, &faults, bounds), w.version.unwrap_or(0), i)
+                (
+                    visible_by(w, &faults, &pauses, bounds),
+                    w.version.unwrap_or(0),
+                    i,
+                )
             })
             .collect();
         vis.sort_unstable();
@@ -530,7 +594,7 @@ pub fn check(input: &Input<'_>, bounds: &Bounds) -> Findings {
             if let (Some((v, wi)), Some(got)) = (best, r.version) {
                 if got < v {
                     let newer = records[wi];
-                    let visible_by_ns = visible_by(&newer, &faults, bounds);
+                    let visible_by_ns = visible_by(&newer, &faults, &pauses, bounds);
                     stale.push(Violation::StaleRead {
                         read: *r,
                         newer,
@@ -744,6 +808,7 @@ mod tests {
                 final_versions: finals,
                 growth: &[],
                 health: &[],
+                pauses: &[],
             },
             &bounds(),
         )
@@ -842,7 +907,7 @@ mod tests {
         // A write long after the fault's recovery is visible after the stale bound only.
         let later = rec(0, Op::Set, 1, 9_000, 9_001, Some(12));
         assert_eq!(
-            visible_by(&later, std::slice::from_ref(&fault), &bounds()),
+            visible_by(&later, std::slice::from_ref(&fault), &[], &bounds()),
             9_251 * MS
         );
     }
@@ -998,6 +1063,7 @@ mod tests {
                 final_versions: &[],
                 growth: &[],
                 health: &health,
+                pauses: &[],
             },
             &bounds(),
         );
@@ -1047,6 +1113,7 @@ mod tests {
                 final_versions: &[],
                 growth: &[],
                 health: &health,
+                pauses: &[],
             },
             &bounds(),
         );
@@ -1057,5 +1124,48 @@ mod tests {
             "i0 3 invalidations pending, backplane unsubscribed"
         );
         assert_eq!(classes(&f), [Class::SlowRecovery]);
+    }
+
+    #[test]
+    fn machine_pauses_excuse_the_time_they_took_and_delay_what_was_due() {
+        let pause = FaultWindow {
+            label: "machine stall".into(),
+            start_ns: 1_000 * MS,
+            end_ns: 1_600 * MS,
+            instance: None,
+            added_rtt: Duration::ZERO,
+        };
+        let h = [
+            // 700 ms, 447 over its 253 ms bound, 600 of them paused: excused.
+            rec(0, Op::GetOrLoad, 1, 950, 1_650, Some(0)),
+            // 900 ms: 647 over, only 600 paused: slow.
+            rec(1, Op::GetOrLoad, 1, 950, 1_850, Some(0)),
+            // A write just before the pause: due 250 ms after it, not after the write.
+            rec(0, Op::Set, 2, 900, 910, Some(5)),
+            rec(1, Op::GetOrLoad, 2, 1_700, 1_701, Some(0)),
+            rec(2, Op::GetOrLoad, 2, 1_900, 1_901, Some(0)),
+        ];
+        let f = check(
+            &Input {
+                records: &h,
+                faults: &[],
+                final_versions: &[],
+                growth: &[],
+                health: &[],
+                pauses: std::slice::from_ref(&pause),
+            },
+            &bounds(),
+        );
+        assert_eq!(f.excused.len(), 1);
+        assert_eq!(f.excused[0].record.instance, 0);
+        assert_eq!(f.excused[0].paused, Duration::from_millis(600));
+        assert_eq!(classes(&f), [Class::StaleRead, Class::SlowCall]);
+        let Violation::StaleRead { read, .. } = &f.violations[0] else {
+            unreachable!()
+        };
+        assert_eq!(
+            read.instance, 2,
+            "the read at 1.7 s was within the stale bound of the pause"
+        );
     }
 }

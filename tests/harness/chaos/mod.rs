@@ -287,6 +287,12 @@ pub fn run(cfg: &SoakConfig) -> SoakOutcome {
     let _ = machine_probe.join();
 
     let windows: Vec<_> = injected.iter().map(|f| f.window()).collect();
+    let stalls = std::mem::take(&mut *stalls.lock().unwrap_or_else(|p| p.into_inner()));
+    let pauses: Vec<_> = stalls
+        .iter()
+        .filter(|s| s.instance.is_none())
+        .map(monitor::Stall::window)
+        .collect();
     let findings = checker::check(
         &Input {
             records: &records,
@@ -294,6 +300,7 @@ pub fn run(cfg: &SoakConfig) -> SoakOutcome {
             final_versions: &final_versions,
             growth: &samples.growth,
             health: &samples.health,
+            pauses: &pauses,
         },
         &cfg.bounds(),
     );
@@ -305,7 +312,6 @@ pub fn run(cfg: &SoakConfig) -> SoakOutcome {
             stats: i.cache.stats(),
         })
         .collect();
-    let stalls = std::mem::take(&mut *stalls.lock().unwrap_or_else(|p| p.into_inner()));
     let report = SoakReport::new(
         cfg.clone(),
         report::Timeline {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::checker::{GrowthSample, HealthSample, InstanceHealth};
+use super::checker::{FaultWindow, GrowthSample, HealthSample, InstanceHealth};
 use super::history::Clock;
 
 /// How often health is sampled.
@@ -27,6 +27,22 @@ pub struct Stall {
     pub t_ns: u64,
     /// How late.
     pub late: Duration,
+}
+
+impl Stall {
+    /// The time it could not run, as a window for the checker.
+    pub fn window(&self) -> FaultWindow {
+        FaultWindow {
+            label: match self.instance {
+                None => "machine stall".into(),
+                Some(i) => format!("runtime i{i} stall"),
+            },
+            start_ns: self.t_ns.saturating_sub(self.late.as_nanos() as u64),
+            end_ns: self.t_ns,
+            instance: self.instance,
+            added_rtt: Duration::ZERO,
+        }
+    }
 }
 
 /// The process's resident set size, from `/proc/self/status` (`VmRSS`, in KiB: no page size

@@ -701,6 +701,27 @@ impl fmt::Display for SoakReport {
             )?;
         }
 
+        if !self.findings.excused.is_empty() {
+            writeln!(
+                f,
+                "slow calls excused (their excess lies within machine stalls: the harness's plain thread could not run either): {}",
+                self.findings.excused.len()
+            )?;
+            for e in self.findings.excused.iter().take(3) {
+                writeln!(
+                    f,
+                    "  - i{} {} k{} [{}..{}] took {} (bound {}), {} of it with the machine stalled",
+                    e.record.instance,
+                    e.record.op.name(),
+                    e.record.key,
+                    secs(e.record.start_ns),
+                    secs(e.record.end_ns),
+                    ms(e.record.duration()),
+                    ms(e.bound),
+                    ms(e.paused)
+                )?;
+            }
+        }
         let by_class = self.violations_by_class();
         let total: usize = by_class.values().sum();
         let episodes = stale_episodes(&self.findings);
