@@ -27,7 +27,8 @@
 //! - **Growth.** Process RSS (net of the history's own memory) or a runtime's alive tasks whose
 //!   mean over the last quarter of the run exceeds the first quarter's by more than the slack.
 //! - **Slow recovery.** After a fault's end, the time until every instance again has its breaker
-//!   closed, nothing pending and its backplane subscribed, when that exceeds [`Bounds::recovery`].
+//!   closed, nothing pending and its backplane subscribed, when that exceeds [`Bounds::recovery`]
+//!   (machine pauses in between not counted).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -365,6 +366,9 @@ pub struct Recovery {
     pub inherited_from: Option<usize>,
     /// What was still wrong at the last unhealthy sample (e.g. `i1 breaker open, 3 pending`).
     pub unhealthy: String,
+    /// Machine pause time between the fault's end and the last unhealthy sample: not counted
+    /// against the recovery bound.
+    pub paused: Duration,
 }
 
 /// What was wrong with each unhealthy instance in `s`.
@@ -655,7 +659,7 @@ pub fn check(input: &Input<'_>, bounds: &Bounds) -> Findings {
     out.violations.extend(errors);
     out.violations.extend(slow);
     out.violations.extend(growth(input.growth, &bounds.growth));
-    let (recoveries, slow_rec) = recoveries(&faults, input.faults, input.health, bounds);
+    let (recoveries, slow_rec) = recoveries(&faults, input.faults, input.health, &pauses, bounds);
     out.violations.extend(slow_rec);
     out.recoveries = recoveries;
     out
@@ -713,6 +717,7 @@ fn recoveries(
     sorted: &[FaultWindow],
     original: &[FaultWindow],
     health: &[HealthSample],
+    pauses: &[FaultWindow],
     bounds: &Bounds,
 ) -> (Vec<Recovery>, Vec<Violation>) {
     let mut recs = Vec::new();
@@ -723,14 +728,16 @@ fn recoveries(
         let Some(index) = index_of(f) else {
             continue;
         };
+        // Not recovered from the previous fault yet: no healthy sample since its end.
         let inherited_from = n
             .checked_sub(1)
-            .filter(|_| {
-                health
+            .filter(|&p| {
+                let prev = &sorted[p];
+                let mut between = health
                     .iter()
-                    .rev()
-                    .find(|s| s.t_ns < f.start_ns)
-                    .is_some_and(|s| !healthy(s))
+                    .filter(|s| s.t_ns >= prev.end_ns && s.t_ns < f.start_ns)
+                    .peekable();
+                between.peek().is_some() && !between.any(healthy)
             })
             .and_then(|p| index_of(&sorted[p]));
         let until = sorted.get(n + 1).map_or(u64::MAX, |next| next.start_ns);
@@ -751,14 +758,16 @@ fn recoveries(
             ),
             None => (since(after[after.len() - 1]), None, after.last().copied()),
         };
+        let paused = paused_within(pauses, f.end_ns, f.end_ns + at_least.as_nanos() as u64);
         let rec = Recovery {
             fault: index,
             at_least,
             at_most,
             inherited_from,
             unhealthy: last_bad.map_or(String::new(), unhealthy_text),
+            paused,
         };
-        if rec.at_least > bounds.recovery {
+        if rec.at_least.saturating_sub(paused) > bounds.recovery {
             violations.push(Violation::SlowRecovery(rec.clone()));
         }
         recs.push(rec);
@@ -1167,5 +1176,54 @@ mod tests {
             read.instance, 2,
             "the read at 1.7 s was within the stale bound of the pause"
         );
+    }
+
+    #[test]
+    fn machine_pauses_are_not_counted_against_recovery() {
+        let fault = FaultWindow {
+            label: "cut".into(),
+            start_ns: 1_000 * MS,
+            end_ns: 1_000 * MS,
+            instance: None,
+            added_rtt: Duration::ZERO,
+        };
+        let pause = FaultWindow {
+            label: "machine stall".into(),
+            start_ns: 1_200 * MS,
+            end_ns: 3_200 * MS,
+            instance: None,
+            added_rtt: Duration::ZERO,
+        };
+        let ok = InstanceHealth {
+            breaker_closed: true,
+            pending: 0,
+            subscribed: true,
+        };
+        let bad = InstanceHealth {
+            subscribed: false,
+            ..ok
+        };
+        // Unhealthy until 3.5 s: 2.5 s after the fault, 2 s of which the machine was stalled.
+        let health: Vec<_> = (0..6_000)
+            .step_by(250)
+            .map(|t| HealthSample {
+                t_ns: t * MS,
+                instances: vec![if (1_000..3_500).contains(&t) { bad } else { ok }],
+            })
+            .collect();
+        let f = check(
+            &Input {
+                records: &[],
+                faults: std::slice::from_ref(&fault),
+                final_versions: &[],
+                growth: &[],
+                health: &health,
+                pauses: std::slice::from_ref(&pause),
+            },
+            &bounds(),
+        );
+        assert_eq!(f.recoveries[0].at_least, Duration::from_millis(2_250));
+        assert_eq!(f.recoveries[0].paused, Duration::from_millis(2_000));
+        assert!(f.violations.is_empty(), "{:?}", f.violations);
     }
 }

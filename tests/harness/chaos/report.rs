@@ -450,6 +450,11 @@ fn recovery_text(r: &Recovery) -> String {
         Some(m) => format!("{}..{}", ms(r.at_least), ms(m)),
         None => format!("> {} (not before the next fault)", ms(r.at_least)),
     };
+    let t = if r.paused.is_zero() {
+        t
+    } else {
+        format!("{t}, {} of it with the machine stalled", ms(r.paused))
+    };
     match r.inherited_from {
         Some(p) => format!("{t} (still recovering from #{} as it began)", p + 1),
         None => t,
