@@ -505,7 +505,10 @@ impl fmt::Display for SoakReport {
         )?;
         writeln!(
             f,
-            "cache: kind `{}` TTL {:?}, l2_timeout {:?}, unsynced_l1_ttl {:?}, breaker_open_l1_ttl {:?}, breaker (threshold, cool-down) and tombstone TTL at their defaults (5 failures, 0.5-4 s, 60 s), stats reports off",
+            "cache: prefix `{}`; kind `{}` TTL {:?}, l2_timeout {:?}, unsynced_l1_ttl {:?}, breaker_open_l1_ttl {:?}, breaker (threshold, cool-down) and tombstone TTL at their defaults (5 failures, 0.5-4 s, 60 s), stats reports off",
+            self.instances
+                .first()
+                .map_or("?", |i| i.stats.prefix.as_str()),
             workload::KIND,
             c.ttl,
             c.l2_timeout,
