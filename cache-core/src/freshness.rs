@@ -8,8 +8,6 @@
 
 use std::time::Duration;
 
-use crate::options::OwnedOptions;
-
 /// Freshness settings; `None` means "not set here" (fall back to the kind, then off).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Freshness {
@@ -99,43 +97,6 @@ impl Resolved {
     /// Whether a caller of the in-place API (`get_or_load_with`) loses settings it cannot honour.
     pub(crate) fn needs_owned_loader(&self) -> bool {
         self.refreshes() || self.soft_timeout.is_some() || self.hard_timeout.is_some()
-    }
-}
-
-/// Per-call freshness settings.
-impl OwnedOptions {
-    /// Eager refresh for this call (see [`KindConfig::eager_refresh`](crate::KindConfig::eager_refresh)): read after this fraction
-    /// of its TTL, the entry is refreshed once in the background. A value outside `(0, 1)` (for
-    /// example `1.0`) turns it off for this call. Only [`Cache::get_or_load_owned`](crate::Cache::get_or_load_owned) refreshes.
-    /// Default: the kind's setting.
-    #[must_use]
-    pub fn eager_refresh(mut self, fraction: f64) -> Self {
-        self.freshness.refresh_at = Some(fraction);
-        self
-    }
-
-    /// XFetch probabilistic early refresh for this call (see [`KindConfig::xfetch`](crate::KindConfig::xfetch)). A beta that
-    /// is not finite and above 0 turns it off. Default: the kind's setting.
-    #[must_use]
-    pub fn xfetch(mut self, beta: f64) -> Self {
-        self.freshness.xfetch_beta = Some(beta);
-        self
-    }
-
-    /// Soft loader timeout for this call (see [`KindConfig::soft_timeout`](crate::KindConfig::soft_timeout)); ignored when not
-    /// shorter than the hard timeout. Default: the kind's setting.
-    #[must_use]
-    pub fn soft_timeout(mut self, timeout: Duration) -> Self {
-        self.freshness.soft_timeout = Some(timeout);
-        self
-    }
-
-    /// Hard loader timeout for this call (see [`KindConfig::hard_timeout`](crate::KindConfig::hard_timeout)); zero means none.
-    /// Default: the kind's setting.
-    #[must_use]
-    pub fn hard_timeout(mut self, timeout: Duration) -> Self {
-        self.freshness.hard_timeout = Some(timeout);
-        self
     }
 }
 
