@@ -314,3 +314,49 @@ async fn warm_writes_are_pipelined_so_round_trips_do_not_grow_with_the_entries()
         .expect("DBSIZE");
     assert!(stored >= n, "only {stored} keys in Redis");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warmed_values_whose_ttl_is_zero_are_stored_nowhere_and_leave_no_lease() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("warm-zero-ttl");
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .prefix(&prefix)
+        .stats_report_interval(Duration::ZERO)
+        // With a grace period an entry outlives its TTL (to be served if the origin fails): a
+        // zero-TTL value written anyway would stay for the grace period.
+        .fail_safe_grace(Duration::from_secs(60))
+        .build()
+        .await
+        .expect("build cache");
+    // Odd values get a zero TTL from the TTL function: "do not store", as on the read path.
+    let opts = cache_core::EntryOptions::new().ttl_with(|v: &u64| {
+        if v % 2 == 1 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(60)
+        }
+    });
+    let report = cache
+        .warm_with(WarmPlan::new().registered(false).entries_with(
+            Kind::DATABASE_QUERY,
+            opts,
+            (0..10u64).map(|i| (format!("n:{i}"), move || async move { Res::Ok(i) })),
+        ))
+        .await;
+    assert_eq!(report.warmed, 10, "{report:?}");
+
+    let mut c = server.conn().await;
+    for i in 0..10u64 {
+        let key = format!("{prefix}:v1:database_query:n:{i}");
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .expect("EXISTS");
+        // Even values are in Redis; odd ones are not (not even the batch's lease).
+        assert_eq!(exists, i % 2 == 0, "{key}");
+        let cached: Option<Arc<u64>> = cache.get(Kind::DATABASE_QUERY, &format!("n:{i}")).await;
+        assert_eq!(cached.as_deref().copied(), (i % 2 == 0).then_some(i), "{key}");
+    }
+}

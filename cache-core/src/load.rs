@@ -11,6 +11,11 @@
 //! ```
 //!
 //! Writes (`set`) go through [`store`] too, with an unconditional L2 write.
+//!
+//! Longer than the other modules (~900 lines) on purpose: the read path reads top to bottom in one
+//! file. What it calls has its own module: the loader's timeouts (`loader`), the distributed lock
+//! (`lock`), refresh claims (`refresh`), the L2 entry store (`entry_store`) and generations and
+//! L1 writes (`coherence`); its unit tests are in `load/tests.rs`.
 
 use serde::{de::DeserializeOwned, Serialize};
 use std::future::Future;

@@ -1,0 +1,277 @@
+//! Warming entries in batches: the L2 protocol of a load (the entry store's read with leases, its
+//! checks, and compare-and-set write-back), one pipeline per batch instead of one round trip per
+//! key. Keys fresh in L1 or L2 are not loaded.
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use serde::{de::DeserializeOwned, Serialize};
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{guarded, Ctx, JobResult, WarmFailure};
+use crate::clock::{unix_ms, Age};
+use crate::coherence::Ticket;
+use crate::entry_store::L2Read;
+use crate::heap_size::heap_bytes;
+use crate::inner::Inner;
+use crate::key;
+use crate::kind::KindEntry;
+use crate::l1::NewEntry;
+use crate::options::EntryOptions;
+use crate::stats::KindStats;
+
+/// One entry of a batch on its way: its ticket (taken before looking at L2 or calling the loader,
+/// as a load does), its loader until it runs, and what its write-back may replace.
+struct Cold<F> {
+    key: String,
+    ticket: Ticket,
+    loader: Option<F>,
+    /// What the write-back compares against, and whether it is this batch's own lease.
+    write: Option<(Vec<u8>, bool)>,
+}
+
+/// Warms one batch of entries of one kind (see [`Cache::warm_with`]): the same L2 protocol as a
+/// load (the entry store's read with leases, checks and compare-and-set write-back), in pipelines.
+pub(super) async fn warm_batch<T, E, F, Fut>(
+    ctx: Arc<Ctx>,
+    warmer: usize,
+    kind: Arc<str>,
+    opts: Arc<EntryOptions>,
+    batch: Vec<(String, F)>,
+) -> JobResult
+where
+    F: FnOnce() -> Fut + Send,
+    Fut: Future<Output = Result<T, E>> + Send,
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    E: Display + Send,
+{
+    let started = Instant::now();
+    let inner = &*ctx.inner;
+    let ke = inner.kinds.get(&kind);
+    let mut out = JobResult {
+        warmer,
+        ..JobResult::default()
+    };
+    let mut cold: Vec<Cold<F>> = Vec::with_capacity(batch.len());
+    for (key, loader) in batch {
+        let full = key::full_key(&inner.prefix, &kind, &key);
+        let ticket = inner.coherence.gens.begin(&full);
+        if ke.cfg.tier_routing().l1() && l1_fresh::<T>(inner, &full).await {
+            out.already_hot += 1;
+            continue;
+        }
+        cold.push(Cold {
+            key,
+            ticket,
+            loader: Some(loader),
+            write: None,
+        });
+    }
+    let entries = inner.entries_for(ke);
+    let fp = crate::load::fingerprint::<T>(ke, Some(&opts));
+    if let (Some(entries), false) = (entries, cold.is_empty()) {
+        let fulls: Vec<String> = cold.iter().map(|c| c.ticket.key().to_owned()).collect();
+        let reads = entries.read_many::<T>(ke, &fulls, fp).await;
+        for (c, r) in cold.iter_mut().zip(reads) {
+            match r {
+                L2Read::Fresh(found) => {
+                    // Already fresh in L2: copied into L1, the loader is not called.
+                    out.already_hot += 1;
+                    c.loader = None;
+                    let heap = heap_bytes(&*found.value);
+                    store_l1(
+                        inner,
+                        ke,
+                        &c.ticket,
+                        found.value,
+                        heap,
+                        found.age.remaining(unix_ms()),
+                        &found.tags,
+                        started,
+                        found.age,
+                    )
+                    .await;
+                }
+                L2Read::Stale(found) => c.write = Some((found.seen, false)),
+                L2Read::Miss(seen) => c.write = seen.map(|s| (s, false)),
+                L2Read::Leased(lease) => c.write = Some((lease, true)),
+                L2Read::Unavailable => c.write = None,
+            }
+        }
+    }
+    cold.retain(|c| c.loader.is_some());
+    let hot_count = out.already_hot;
+
+    // The tokens of the entries' tags, read before the loaders run.
+    let tokens = match entries {
+        Some(entries) if cold.iter().any(|c| c.write.is_some()) => {
+            entries.tag_tokens(ke, opts.tag_list()).await
+        }
+        _ => None,
+    };
+
+    // Run the loaders (the concurrency bound is the shared semaphore).
+    let name = format!("entries({kind})");
+    let in_flight = FuturesUnordered::new();
+    for (i, c) in cold.iter_mut().enumerate() {
+        if let Some(loader) = c.loader.take() {
+            in_flight.push(load_one(&ctx, ke, i, loader));
+        }
+    }
+    let loads: Vec<_> = in_flight.collect().await;
+
+    // Encode what was loaded; drop what an invalidation superseded meanwhile.
+    let jitter = inner.jitter(ke);
+    let mut loaded: Vec<(usize, Instant, Arc<T>, usize, Duration)> = Vec::new();
+    let mut writes = Vec::new();
+    // Leases of entries that store nothing (failed, superseded, not encodable) are released.
+    let mut unused_leases = Vec::new();
+    for (i, loaded_at, res) in loads {
+        let c = &cold[i];
+        if let Some((lease, true)) = &c.write {
+            unused_leases.push((i, lease.clone()));
+        }
+        let value = match res {
+            Ok(v) => Arc::new(v),
+            Err((reason, timed_out)) => {
+                KindStats::inc(&ke.stats.loader_errors);
+                tracing::debug!(kind = %ke.name, key = %c.key, %reason, "warm loader failed");
+                out.failed.push(WarmFailure {
+                    warmer: name.clone(),
+                    key: Some(c.key.clone()),
+                    reason,
+                    timed_out,
+                });
+                continue;
+            }
+        };
+        out.warmed += 1;
+        // Warming writes many entries at once: the jitter keeps them from expiring at once.
+        let ttl = opts.entry_ttl(&*value, ke.cfg.ttl(), jitter);
+        if !c.ticket.is_current() || ttl.is_zero() {
+            // Invalidated (or set) while loading: the value may be stale; keep neither copy. A
+            // zero TTL (from a TTL function) stores nothing, as on the read path.
+            continue;
+        }
+        if let (Some(entries), Some((seen, _)), Some(tokens)) = (entries, &c.write, &tokens) {
+            if let Some(encoded) = entries.encode(ke, &*value, fp, ttl, tokens) {
+                writes.push((c.ticket.key().to_owned(), seen.clone(), encoded));
+                unused_leases.retain(|(j, _)| *j != i);
+            }
+        }
+        let size = heap_bytes(&*value);
+        loaded.push((i, loaded_at, value, size, ttl));
+    }
+
+    // One pipeline (per 128 keys / 1 MiB) for the batch.
+    if let (Some(entries), false) = (entries, writes.is_empty()) {
+        let count = writes.len() as u64;
+        if entries.write_many(ke, writes).await.is_err() {
+            out.l2_write_errors += count;
+        }
+    }
+    if let Some(entries) = entries {
+        for (i, lease) in unused_leases {
+            entries
+                .release_lease(ke, cold[i].ticket.key(), &lease)
+                .await;
+        }
+    }
+    if ke.cfg.tier_routing().l1() {
+        for (i, loaded_at, value, size, ttl) in loaded {
+            let c = &cold[i];
+            store_l1(
+                inner,
+                ke,
+                &c.ticket,
+                value,
+                size,
+                ttl,
+                opts.tag_list(),
+                loaded_at,
+                Age::starting_now(ttl),
+            )
+            .await;
+        }
+    }
+    tracing::debug!(
+        kind = %ke.name,
+        hot = hot_count,
+        loaded = out.warmed,
+        failed = out.failed.len(),
+        took = ?started.elapsed(),
+        "warm batch done"
+    );
+    out
+}
+
+/// Calls one loader (under the permit and the deadline), counting the call.
+async fn load_one<T, E, F, Fut>(
+    ctx: &Ctx,
+    ke: &KindEntry,
+    i: usize,
+    loader: F,
+) -> (usize, Instant, Result<T, (String, bool)>)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: Display,
+{
+    let loaded_at = Instant::now();
+    KindStats::inc(&ke.stats.loader_calls);
+    let res = guarded(
+        ctx,
+        async move { loader().await.map_err(|e| e.to_string()) },
+    )
+    .await;
+    (i, loaded_at, res)
+}
+
+/// Whether L1 holds a fresh, live `T` under `full`.
+async fn l1_fresh<T: Send + Sync + 'static>(inner: &Inner, full: &str) -> bool {
+    let Some(entry) = inner.l1.live(inner.l1.get(full).await) else {
+        return false;
+    };
+    if !entry.holds::<T>() {
+        return false;
+    }
+    let tag_invalidated = entry
+        .tags()
+        .is_some_and(|(tags, at)| inner.coherence.tags_invalidated_since(tags, at));
+    !tag_invalidated && (inner.l1.grace().is_zero() || entry.is_fresh(Instant::now()))
+}
+
+/// Puts a warmed value into L1 through the coherence component (the one way into L1).
+#[allow(clippy::too_many_arguments)]
+async fn store_l1<T: Send + Sync + 'static>(
+    inner: &Inner,
+    ke: &KindEntry,
+    ticket: &Ticket,
+    value: Arc<T>,
+    size: usize,
+    ttl: Duration,
+    tags: &[String],
+    loaded_at: Instant,
+    age: Age,
+) {
+    let fresh_for = inner
+        .coherence
+        .l1_lifetime(ttl, ke.cfg.l1_ttl_cap(), !tags.is_empty());
+    inner
+        .coherence
+        .store_local(
+            ticket,
+            ke.id,
+            NewEntry {
+                value,
+                value_heap: size,
+                fresh_for,
+                loaded_at,
+                tags,
+                age,
+            },
+        )
+        .await;
+}
