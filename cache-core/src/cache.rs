@@ -512,7 +512,7 @@ impl Cache {
     /// Applies moka's pending maintenance so that entry counts and sizes in [`stats`](Self::stats)
     /// are exact (they are otherwise updated lazily).
     pub async fn run_pending_tasks(&self) {
-        self.inner.l1.sync().await;
+        self.inner.l1.run_pending_tasks().await;
     }
 
     /// The circuit breaker's state, or `None` without an L2.

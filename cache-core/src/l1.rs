@@ -421,7 +421,7 @@ impl L1 {
     }
 
     /// Applies pending maintenance (for exact counts in stats and tests).
-    pub(crate) async fn sync(&self) {
+    pub(crate) async fn run_pending_tasks(&self) {
         self.cache.run_pending_tasks().await;
     }
 }
@@ -467,7 +467,7 @@ mod tests {
             tokens.push(l1.insert(format!("a{i}"), 0, new_entry(&small)).await);
         }
         l1.insert("b0".into(), 1, new_entry(&big)).await;
-        l1.sync().await;
+        l1.run_pending_tasks().await;
         let w = |key: &str, v: &Arc<Vec<u64>>| {
             u64::from(weight(
                 key,
@@ -484,7 +484,7 @@ mod tests {
         l1.invalidate("a1").await;
         l1.remove_if_token("a2", tokens[2]).await;
         l1.remove_if_token("a3", 999_999).await;
-        l1.sync().await;
+        l1.run_pending_tasks().await;
         assert_eq!(figures(&l1, 0), (8, 8 * wa, 0));
         assert_eq!(l1.entries(), 9);
 
@@ -500,12 +500,12 @@ mod tests {
         );
         assert_eq!(figures(&l1, 1).0, 1);
         while l1.sweep(1_000).await > 0 {}
-        l1.sync().await;
+        l1.run_pending_tasks().await;
         assert_eq!(figures(&l1, 1), (0, 0, 0));
 
         l1.drop_all();
         while l1.sweep(3).await > 0 {}
-        l1.sync().await;
+        l1.run_pending_tasks().await;
         assert_eq!(figures(&l1, 0), (0, 0, 0));
         assert_eq!((l1.entries(), l1.bytes()), (0, 0));
     }
@@ -519,7 +519,7 @@ mod tests {
         let small = Arc::new(vec![1u64; 20]);
         for i in 0..200 {
             l1.insert(format!("a{i}"), 0, new_entry(&small)).await;
-            l1.sync().await;
+            l1.run_pending_tasks().await;
         }
         assert_eq!(figures(&l1, 1), (0, 0, 1));
         let (entries, bytes, evictions) = figures(&l1, 0);
