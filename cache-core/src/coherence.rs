@@ -240,6 +240,10 @@ impl Coherence {
 
     /// Invalidates every entry carrying one of `tags`, on every instance: new tokens in L2
     /// (queued when L2 is out), local copies rejected, a message per tag to the others.
+    ///
+    /// The tags are marked here before L2 changes (loads in flight stop filling L1) and again
+    /// after: a read that began between the two marks may have seen the old tokens in L2, and its
+    /// L1 copy must be rejected too.
     pub(crate) async fn invalidate_tags(&self, stats: &KindStats, tags: &[&str]) {
         for t in tags {
             self.local_tags.mark(t);
@@ -265,6 +269,9 @@ impl Coherence {
                     tracing::warn!(error = ?e, "Redis refused a tag invalidation and its fallback delete");
                 }
             }
+        }
+        for t in tags {
+            self.local_tags.mark(t);
         }
         for t in tags {
             self.publish(Message::Tag(t)).await;
@@ -405,17 +412,30 @@ impl Coherence {
         tracing::debug!(count = ops.len(), "replaying queued invalidations");
         let mut done = 0;
         'batches: for batch in ops.chunks(REPLAY_BATCH) {
-            let results = futures::future::join_all(batch.iter().map(|(op, _)| async move {
+            let results = futures::future::join_all(batch.iter().map(|(op, seq)| async move {
                 match op {
                     PendingOp::Key(full) => {
-                        l2.invalidate(full, &codec::tombstone_now(), self.tombstone_ttl)
-                            .await
+                        // In this instance's write order of the key: a `set` of it that reached
+                        // L2 since the invalidation was queued superseded it, and its value must
+                        // not be deleted by the older invalidation.
+                        let _order = self.gens.begin_write(full).await;
+                        if !self.pending.is_queued(op, *seq) {
+                            return None;
+                        }
+                        Some(
+                            l2.invalidate(full, &codec::tombstone_now(), self.tombstone_ttl)
+                                .await,
+                        )
                     }
-                    PendingOp::Tag(tag) => tags::invalidate(l2, &self.prefix, &[tag]).await,
+                    PendingOp::Tag(tag) => Some(tags::invalidate(l2, &self.prefix, &[tag]).await),
                 }
             }))
             .await;
             for ((op, seq), res) in batch.iter().zip(results) {
+                let Some(res) = res else {
+                    // Superseded by a write meanwhile: nothing to apply or announce.
+                    continue;
+                };
                 match res {
                     Err(e) if e.is_outage() => {
                         // Expected while L2 is still failing: the next attempt follows a probe.

@@ -132,9 +132,12 @@ impl Generations {
         };
         let guard = order.lock_owned().await;
         self.bump(key, Origin::Here);
+        // The new ticket is taken before the first is dropped: the slot (and with it the write
+        // order that later writes of the key wait on) must not be removed in between.
+        let after = self.begin(key);
         drop(ticket);
         WriteTicket {
-            ticket: self.begin(key),
+            ticket: after,
             _order: guard,
         }
     }
@@ -333,5 +336,24 @@ mod tests {
         // Writes of other keys do not wait.
         let _a = g.begin_write("a").await;
         let _b = g.begin_write("b").await;
+    }
+
+    #[tokio::test]
+    async fn a_write_waits_for_the_previous_write_of_its_key_with_nothing_else_in_flight() {
+        let g = Generations::new();
+        // No other ticket of the key is held: the first write's own tickets keep the write order.
+        let w1 = g.begin_write("k").await;
+        let g2 = g.clone();
+        let second = tokio::spawn(async move { g2.begin_write("k").await.ticket.is_current() });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !second.is_finished(),
+            "the second write must wait for the first"
+        );
+        drop(w1);
+        assert!(second.await.unwrap());
+        assert_eq!(g.slots(), 0);
     }
 }

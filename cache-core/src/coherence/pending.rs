@@ -39,7 +39,6 @@ pub(crate) enum PendingOp {
 struct Queue {
     keys: HashMap<String, u64>,
     tags: HashMap<String, u64>,
-    next_seq: u64,
 }
 
 /// The queue and its counters.
@@ -47,6 +46,9 @@ pub(crate) struct PendingInvalidations {
     max: usize,
     len: AtomicUsize,
     queue: Mutex<Queue>,
+    /// The sequence number of the next queued invalidation (taken under the queue's lock, read
+    /// without it).
+    next_seq: AtomicU64,
     replaying: AtomicBool,
     pub(crate) queued: AtomicU64,
     pub(crate) replayed: AtomicU64,
@@ -59,6 +61,7 @@ impl PendingInvalidations {
             max,
             len: AtomicUsize::new(0),
             queue: Mutex::new(Queue::default()),
+            next_seq: AtomicU64::new(0),
             replaying: AtomicBool::new(false),
             queued: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
@@ -79,8 +82,7 @@ impl PendingInvalidations {
     /// because the queue is full.
     pub(crate) fn push(&self, op: PendingOp) -> bool {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = q.next_seq;
-        q.next_seq += 1;
+        let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
         let total = q.keys.len() + q.tags.len();
         let (map, name) = match op {
             PendingOp::Key(k) => (&mut q.keys, k),
@@ -127,13 +129,17 @@ impl PendingInvalidations {
     /// The sequence number the next queued invalidation gets: an operation that began before
     /// it may supersede what is queued now (see [`supersede_key`](Self::supersede_key)).
     pub(crate) fn next_seq(&self) -> u64 {
-        if self.is_empty() {
-            return u64::MAX;
-        }
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .next_seq
+        self.next_seq.load(Ordering::Acquire)
+    }
+
+    /// Whether `op` is still queued as `seq` (not superseded by a write, nor queued again).
+    pub(crate) fn is_queued(&self, op: &PendingOp, seq: u64) -> bool {
+        let q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, name) = match op {
+            PendingOp::Key(k) => (&q.keys, k),
+            PendingOp::Tag(t) => (&q.tags, t),
+        };
+        map.get(name) == Some(&seq)
     }
 
     /// Drops the queued invalidation of `full` if it was queued before `seq`: a write of the key
