@@ -133,6 +133,7 @@ impl Cache {
             key,
             &EntryOptions::default(),
             loader,
+            load::any_err,
         )
         .await
     }
@@ -162,7 +163,7 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<T, E>>,
     {
-        load::get_or_load_with(&self.inner, kind.as_ref(), key, opts, loader).await
+        load::get_or_load_with(&self.inner, kind.as_ref(), key, opts, loader, load::any_err).await
     }
 
     /// [`get_or_load_with`](Self::get_or_load_with) for an owned loader (`Send + 'static`), which
@@ -230,9 +231,13 @@ impl Cache {
     {
         let opts: OwnedOptions = opts.into();
         let res = self
-            .get_or_load_lazy(kind.as_ref(), key, &opts, move || {
-                loader::owned::<T, E, Duration, _, _>(loader)
-            })
+            .get_or_load_lazy(
+                kind.as_ref(),
+                key,
+                &opts,
+                move || loader::owned::<T, E, Duration, _, _>(loader),
+                load::any_err,
+            )
             .await;
         res.map_err(|e| match e {
             LazyError::Loader(e) => LoadError::Loader(e),
@@ -241,13 +246,15 @@ impl Cache {
     }
 
     /// The owned-loader read path with the loader made only when a load or a refresh needs it
-    /// (the `#[cached]` functions with freshness arguments).
+    /// (the `#[cached]` functions with freshness arguments); `failure` tells a failed load from
+    /// an output returned uncached.
     pub(crate) async fn get_or_load_lazy<T, E, H, M>(
         &self,
         kind: &str,
         key: &str,
         opts: &OwnedOptions,
         make: M,
+        failure: load::Failure<E>,
     ) -> std::result::Result<Arc<T>, LazyError<E, H>>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -255,7 +262,8 @@ impl Cache {
         H: HardTimeout,
         M: FnOnce() -> OwnedLoader<T, E, H>,
     {
-        load::get_or_load_lazy(&self.inner, kind, key, opts.entry(), opts.per_call(), make).await
+        let (entry, fresh) = (opts.entry(), opts.per_call());
+        load::get_or_load_lazy(&self.inner, kind, key, entry, fresh, make, failure).await
     }
 
     /// [`get_or_load_with`](Self::get_or_load_with), also telling where the value came from and

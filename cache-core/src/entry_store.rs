@@ -381,22 +381,25 @@ impl EntryStore {
 
     // --- Batches (warming) ---
 
-    /// [`read`](Self::read) of many keys of one kind for loads (leases for the absent ones), in
-    /// pipelines: one round trip per 128 keys (per master on a cluster), then one MGET of the tag
-    /// tokens the fresh entries carry.
+    /// [`read`](Self::read) of many keys of one kind for loads (leases for the absent ones, kept
+    /// for `lease_ttl` or the tombstone TTL if longer), in pipelines: one round trip per 128 keys
+    /// (per master on a cluster); then the entries found are checked concurrently (a tagged entry
+    /// takes a round trip for its tokens).
     pub(crate) async fn read_many<T>(
         &self,
         ke: &KindEntry,
         fulls: &[String],
         fp: u64,
+        lease_ttl: Duration,
     ) -> Vec<L2Read<T>>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
         let leases: Vec<Vec<u8>> = fulls.iter().map(|_| codec::tombstone_now()).collect();
+        let lease_ttl = lease_ttl.max(self.coherence.tombstone_ttl());
         let replies = match self
             .l2
-            .read_or_lease_many(fulls, &leases, self.coherence.tombstone_ttl())
+            .read_or_lease_many(fulls, &leases, lease_ttl)
             .instrument(
                 tracing::debug_span!("l2.read_or_lease_many", kind = %ke.name, keys = fulls.len()),
             )

@@ -50,6 +50,18 @@ pub(crate) enum Outcome<T, E, X> {
     TimedOut(X),
 }
 
+/// Tells whether a loader's `Err` is a failure, or an output returned uncached.
+///
+/// A failure may be answered with a stale value (fail-safe) and counts as a loader error. An
+/// uncached output (a `#[cached]` function's `None`, or a value its `unless` refused) is the answer
+/// of the call: every caller of the load gets it, and a stale value is never served instead.
+pub(crate) type Failure<E> = fn(&E) -> bool;
+
+/// Every `Err` is a failure: the loaders of the public API.
+pub(crate) fn any_err<E>(_: &E) -> bool {
+    true
+}
+
 /// Why a load runs.
 enum LoadMode<T> {
     /// A caller found no fresh value.
@@ -119,6 +131,7 @@ pub(crate) async fn get_or_load_with<T, E, F, Fut>(
     key: &str,
     opts: &EntryOptions,
     loader: F,
+    failure: Failure<E>,
 ) -> Result<Arc<T>, Arc<E>>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -132,7 +145,9 @@ where
         return Box::pin(async move {
             KindStats::inc(&ke.stats.loader_calls);
             loader().await.map(Arc::new).map_err(|e| {
-                KindStats::inc(&ke.stats.loader_errors);
+                if failure(&e) {
+                    KindStats::inc(&ke.stats.loader_errors);
+                }
                 Arc::new(e)
             })
         })
@@ -165,7 +180,7 @@ where
             tracing::warn!(kind, "eager refresh and loader timeouts need an owned loader: they apply to get_or_load_owned and to #[cached] functions with refresh/xfetch/soft_timeout/hard_timeout, not to get_or_load/get_or_load_with");
         }
         let fresh = opts.lock_override();
-        match miss(inner, ke, &full, opts, fresh, stale, InPlace(loader)).await {
+        match miss(inner, ke, &full, opts, (fresh, failure), stale, InPlace(loader)).await {
             Ok(v) => Ok(v),
             Err(LazyError::Loader(e)) => Err(e),
             Err(LazyError::TimedOut(never)) => match never {},
@@ -184,6 +199,7 @@ pub(crate) async fn get_or_load_lazy<T, E, H, M>(
     opts: &EntryOptions,
     fresh: Freshness,
     make: M,
+    failure: Failure<E>,
 ) -> Result<Arc<T>, LazyError<E, H>>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -210,7 +226,9 @@ where
             None => fut.await,
         };
         return res.map(Arc::new).map_err(|e| {
-            KindStats::inc(&ke.stats.loader_errors);
+            if failure(&e) {
+                KindStats::inc(&ke.stats.loader_errors);
+            }
             LazyError::Loader(Arc::new(e))
         });
     }
@@ -229,7 +247,7 @@ where
                     inner,
                     ke,
                     &full,
-                    (opts, fresh),
+                    (opts, fresh, failure),
                     v.clone(),
                     age.created_ms,
                     make(),
@@ -241,6 +259,7 @@ where
             if inner.refreshing.is_claimed(&lookup.to_full()) {
                 // A load of this key is finishing in the background after its soft timeout.
                 KindStats::inc(&ke.stats.soft_timeouts);
+                provenance::note_stale_served();
                 return Ok(s.clone());
             }
         }
@@ -248,7 +267,16 @@ where
     }
     // Boxed, as in `get_or_load_with`: a hit does not carry the miss path's state machine.
     let full = lookup.to_full();
-    Box::pin(miss(inner, ke, &full, opts, fresh, stale, Lazy(make))).await
+    Box::pin(miss(
+        inner,
+        ke,
+        &full,
+        opts,
+        (fresh, failure),
+        stale,
+        Lazy(make),
+    ))
+    .await
 }
 
 // ---- L1 -----------------------------------------------------------------------------------------
@@ -318,28 +346,40 @@ async fn copy_to_l1<T: Serialize + Send + Sync + 'static>(
     found: &Found<T>,
     read_at: Instant,
 ) {
+    let value = found.value.clone();
+    fill_l1(inner, ke, ticket, value, &found.tags, read_at, found.age).await;
+}
+
+/// Puts a value into L1 if the kind uses it, for as long as `age` leaves it fresh (within the
+/// limits of [`Coherence::l1_lifetime`](crate::coherence::Coherence::l1_lifetime)), unless
+/// `ticket` was superseded: what loads, reads, writes and warming put into L1 goes through here.
+pub(crate) async fn fill_l1<T: Serialize + Send + Sync + 'static>(
+    inner: &Inner,
+    ke: &KindEntry,
+    ticket: &Ticket,
+    value: Arc<T>,
+    tags: &[String],
+    loaded_at: Instant,
+    age: Age,
+) {
     if !ke.cfg.tier_routing().l1() {
         return;
     }
-    let ttl = found.age.remaining(unix_ms());
-    let fresh_for = inner
-        .coherence
-        .l1_lifetime(ttl, ke.cfg.l1_ttl_cap(), !found.tags.is_empty());
-    inner
-        .coherence
-        .store_local(
-            ticket,
-            ke.id,
-            NewEntry {
-                value: found.value.clone(),
-                value_heap: heap_bytes(&*found.value),
-                fresh_for,
-                loaded_at: read_at,
-                tags: &found.tags,
-                age: found.age,
-            },
-        )
-        .await;
+    let fresh_for = inner.coherence.l1_lifetime(
+        age.remaining(unix_ms()),
+        ke.cfg.l1_ttl_cap(),
+        !tags.is_empty(),
+    );
+    let value_heap = heap_bytes(&*value);
+    let entry = NewEntry {
+        value,
+        value_heap,
+        fresh_for,
+        loaded_at,
+        tags,
+        age,
+    };
+    inner.coherence.store_local(ticket, ke.id, entry).await;
 }
 
 // ---- L2 -----------------------------------------------------------------------------------------
@@ -383,7 +423,7 @@ async fn miss<T, E, L>(
     ke: &Arc<KindEntry>,
     full: &str,
     opts: &EntryOptions,
-    fresh: Freshness,
+    (fresh, failure): (Freshness, Failure<E>),
     stale: Option<Arc<T>>,
     loader: L,
 ) -> Result<Arc<T>, LazyError<E, L::TimedOut>>
@@ -413,7 +453,7 @@ where
                 inner,
                 ke,
                 ticket,
-                (opts, fresh),
+                (opts, fresh, failure),
                 stale,
                 loader,
                 LoadMode::Miss,
@@ -445,7 +485,7 @@ async fn load<T, E, L>(
     inner: &Arc<Inner>,
     ke: &Arc<KindEntry>,
     ticket: Ticket,
-    (opts, fresh): (&EntryOptions, Freshness),
+    (opts, fresh, failure): (&EntryOptions, Freshness, Failure<E>),
     mut stale: Option<Arc<T>>,
     loader: L,
     mode: LoadMode<T>,
@@ -495,7 +535,7 @@ where
                             inner,
                             ke,
                             ticket.key(),
-                            (opts, fresh),
+                            (opts, fresh, failure),
                             found.value.clone(),
                             found.age.created_ms,
                             owned,
@@ -572,6 +612,7 @@ where
     };
     let detach = Background {
         inner: inner.clone(),
+        failure,
     };
     match loader.run(job, timeouts, detach).await {
         Run::Done(job, Ok(v)) => {
@@ -579,6 +620,11 @@ where
             let v = Arc::new(v);
             finish_ok(inner, job, v.clone()).await;
             Outcome::Value(v)
+        }
+        Run::Done(job, Err(e)) if !failure(&e) => {
+            // Returned uncached: the answer of this call, not a reason to serve a stale value.
+            finish_uncached(inner, job).await;
+            Outcome::Failed(Arc::new(e))
         }
         Run::Done(job, Err(e)) => {
             let name = job.ke.name.clone();
@@ -598,21 +644,26 @@ where
             match stale {
                 Some(s) => {
                     KindStats::inc(&ke.stats.stale_served);
+                    provenance::note_stale_served();
                     Outcome::Value(s)
                 }
                 None => Outcome::TimedOut(x),
             }
         }
-        Run::Detached(s) => Outcome::Value(s),
+        Run::Detached(s) => {
+            provenance::note_stale_served();
+            Outcome::Value(s)
+        }
     }
 }
 
 /// Finishes loads that went on in the background past their soft timeout.
-struct Background {
+struct Background<E> {
     inner: Arc<Inner>,
+    failure: Failure<E>,
 }
 
-impl<T, E> Detach<T, E, LoadJob> for Background
+impl<T, E> Detach<T, E, LoadJob> for Background<E>
 where
     T: Serialize + Send + Sync + 'static,
     E: Send + Sync + 'static,
@@ -628,6 +679,7 @@ where
         tokio::spawn(async move {
             match rest.await {
                 Some(Ok(v)) => finish_ok(&self.inner, job, Arc::new(v)).await,
+                Some(Err(e)) if !(self.failure)(&e) => finish_uncached(&self.inner, job).await,
                 Some(Err(_)) => finish_failed(&self.inner, job, false).await,
                 None => finish_failed(&self.inner, job, true).await,
             }
@@ -678,6 +730,23 @@ async fn finish_failed(inner: &Inner, job: LoadJob, timed_out: bool) {
         release_lease(inner, &job.ke, job.ticket.key(), seen).await;
     }
     release(inner, job.ticket.key(), job.lock).await;
+}
+
+/// Ends a load whose output is returned uncached: its lease and lock are released. A refresh's
+/// entry is dropped everywhere: its fresh answer says the value it holds is no longer the answer.
+async fn finish_uncached(inner: &Inner, job: LoadJob) {
+    refresh::record_loader_time(&job.ke.stats, job.loader_started.elapsed());
+    if let Some(Write::IfUnchanged { seen, leased: true }) = &job.write {
+        release_lease(inner, &job.ke, job.ticket.key(), seen).await;
+    }
+    release(inner, job.ticket.key(), job.lock).await;
+    if job.refresh {
+        let uses_l2 = inner.entries_for(&job.ke).is_some();
+        inner
+            .coherence
+            .invalidate_key(&job.ke.stats, job.ticket.key(), uses_l2)
+            .await;
+    }
 }
 
 /// Releases the lease a load put under `full` when it stores nothing.
@@ -737,7 +806,7 @@ fn spawn_refresh<T, E, H>(
     inner: &Arc<Inner>,
     ke: &Arc<KindEntry>,
     full: &str,
-    (opts, fresh): (&EntryOptions, Freshness),
+    (opts, fresh, failure): (&EntryOptions, Freshness, Failure<E>),
     current: Arc<T>,
     created_ms: u64,
     loader: OwnedLoader<T, E, H>,
@@ -764,7 +833,8 @@ fn spawn_refresh<T, E, H>(
         let _ = inner
             .flights
             .try_get_with(flight, async {
-                Err::<Never, _>(load(&inner, &ke, ticket, (&opts, fresh), None, loader, mode).await)
+                let opts = (&opts, fresh, failure);
+                Err::<Never, _>(load(&inner, &ke, ticket, opts, None, loader, mode).await)
             })
             .await;
     });
@@ -795,7 +865,8 @@ pub(crate) struct StoreSpec<'a> {
 ///   write, and never cancels a `set`). A `set` whose value does not reach L2 must not leave the
 ///   older value there for other instances: it is deleted (a refusal) or its invalidation queued
 ///   (an outage).
-/// - L1: unless the ticket was superseded since (checked again after the insert).
+/// - L1: unless the ticket was superseded since (checked again after the insert), or a load's
+///   compare-and-set found L2 changed (the value may be older than what replaced it there).
 pub(crate) async fn store<T>(
     inner: &Inner,
     ke: &KindEntry,
@@ -858,7 +929,11 @@ pub(crate) async fn store<T>(
                             // with the older value.
                             ticket.supersede_others();
                         }
-                        Written::Stored | Written::Conflict => {}
+                        Written::Stored => {}
+                        // L2 no longer holds what the load read: an invalidation, a write or a
+                        // load elsewhere replaced it (or it was evicted). The loaded value may be
+                        // older than that: not kept here either.
+                        Written::Conflict => return,
                         Written::Failed { outage } => {
                             unwritten.apply(inner, ke, ticket.key(), outage).await
                         }
@@ -867,27 +942,16 @@ pub(crate) async fn store<T>(
             },
         }
     }
-    if ke.cfg.tier_routing().l1() {
-        let value_heap = heap_bytes(&*value);
-        let fresh_for = inner
-            .coherence
-            .l1_lifetime(ttl, ke.cfg.l1_ttl_cap(), !tags.is_empty());
-        inner
-            .coherence
-            .store_local(
-                ticket,
-                ke.id,
-                NewEntry {
-                    value,
-                    value_heap,
-                    fresh_for,
-                    loaded_at,
-                    tags,
-                    age: Age::starting_now(ttl),
-                },
-            )
-            .await;
-    }
+    fill_l1(
+        inner,
+        ke,
+        ticket,
+        value,
+        tags,
+        loaded_at,
+        Age::starting_now(ttl),
+    )
+    .await;
 }
 
 /// What a value that did not reach L2 leaves to do there.

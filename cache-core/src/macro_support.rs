@@ -193,6 +193,10 @@ pub(crate) trait Shape: Clone + Send + Sync + 'static {
     fn opts(&self, r: &Ready<'_, Self::Value>) -> EntryOptions;
     /// Stored, or kept (`refused`: `unless` said no).
     fn sort(&self, out: Self::Out, refused: bool) -> Result<Self::Stored, Self::Kept>;
+    /// Whether a kept output is a failure (an `Err`): fail-safe may answer it with a stale value,
+    /// and it counts as a loader error. Anything else kept (`None`, a value `unless` refused) is
+    /// the answer of the call, returned uncached.
+    fn failure(kept: &Self::Kept) -> bool;
     /// The output of a hit.
     fn hit(&self, stored: Arc<Self::Stored>) -> Self::Out;
     /// The output of a load that stored nothing.
@@ -247,14 +251,20 @@ where
         }
         Mode::Normal => {
             let opts = shape.opts(&r);
-            let res = r
-                .cache
-                .get_or_load_with::<S::Stored, S::Kept, _, _>(r.kind, &r.key, &opts, || async {
-                    let out = body().await;
-                    let refused = refused(&shape, &out);
-                    shape.sort(out, refused)
-                })
-                .await;
+            let load = || async {
+                let out = body().await;
+                let refused = refused(&shape, &out);
+                shape.sort(out, refused)
+            };
+            let res = crate::load::get_or_load_with::<S::Stored, S::Kept, _, _>(
+                &r.cache.inner,
+                r.kind,
+                &r.key,
+                &opts,
+                load,
+                S::failure,
+            )
+            .await;
             match res {
                 Ok(v) => shape.hit(v),
                 Err(kept) => {
@@ -299,9 +309,13 @@ where
             let sorter = shape.clone();
             let res = r
                 .cache
-                .get_or_load_lazy::<S::Stored, S::Kept, H, _>(r.kind, &r.key, &opts, || {
-                    background::bg_loader(make(), move |out, refused| sorter.sort(out, refused))
-                })
+                .get_or_load_lazy::<S::Stored, S::Kept, H, _>(
+                    r.kind,
+                    &r.key,
+                    &opts,
+                    || background::bg_loader(make(), move |out, refused| sorter.sort(out, refused)),
+                    S::failure,
+                )
                 .await;
             match res {
                 Ok(v) => shape.hit(v),
