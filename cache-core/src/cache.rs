@@ -14,7 +14,6 @@ use crate::entry_store::Write;
 use crate::error::{Error, LoadError, Result};
 use crate::inner::Inner;
 use crate::key;
-use crate::l2::L2Error;
 use crate::load;
 use crate::loader::{self, HardTimeout, LazyError, OwnedLoader};
 use crate::options::{EntryOptions, OwnedOptions};
@@ -537,10 +536,7 @@ impl Cache {
         l2.ping()
             .instrument(tracing::debug_span!("l2.ping"))
             .await
-            .map_err(|e| match e {
-                L2Error::Timeout => Error::Timeout(l2.op_timeout()),
-                other => other.into(),
-            })
+            .map_err(Error::from)
     }
 
     /// The key prefix of this cache.

@@ -22,7 +22,7 @@ use crate::clock::{unix_ms, Age};
 use crate::codec::{self, CodecConfig, CodecError, Header, TagVersion};
 use crate::coherence::Coherence;
 use crate::kind::KindEntry;
-use crate::l2::{ReadOrLease, Refusal, L2};
+use crate::l2::{CasResult, L2Error, ReadOrLease, Refusal, L2};
 use crate::stats::KindStats;
 use crate::tags;
 
@@ -295,7 +295,7 @@ impl EntryStore {
                 payload_len: payload.len(),
                 envelope_overhead: codec::envelope_overhead(tags),
                 bytes,
-                px: ttl + self.grace,
+                px: ttl.saturating_add(self.grace),
             }),
             Err(CodecError::TooLarge { size, max }) => {
                 KindStats::inc(&ke.stats.oversized);
@@ -438,7 +438,8 @@ impl EntryStore {
     }
 
     /// Compare-and-set writes of many encoded entries (`(full, expected identity, entry)`), in
-    /// pipelines. Per entry, what happened; `Err` when L2 failed (nothing more was sent).
+    /// pipelines. Per entry, what happened (a refusal counted as one, an entry of a failed
+    /// pipeline as `Failed { outage }`); `Err` when no entry reached L2.
     pub(crate) async fn write_many(
         &self,
         ke: &KindEntry,
@@ -451,30 +452,38 @@ impl EntryStore {
             .iter()
             .map(|(full, seen, e)| (full.clone(), seen.clone(), e.bytes.clone(), e.px))
             .collect();
-        match self
+        let done = self
             .l2
             .set_if_unchanged_many(&batch)
             .instrument(tracing::debug_span!("l2.set_if_unchanged_many", kind = %ke.name, keys = batch.len()))
-            .await
-        {
-            Ok(written) => Ok(written
-                .into_iter()
-                .zip(&items)
-                .map(|(w, (_, _, e))| {
-                    if w {
-                        e.count_written(ke);
-                        Written::Stored
-                    } else {
-                        KindStats::inc(&ke.stats.l2_write_conflicts);
-                        Written::Conflict
-                    }
-                })
-                .collect()),
-            Err(e) => {
-                ke.stats.count_l2_error(&e);
-                Err(())
-            }
+            .await;
+        let outage = done.failure.as_ref().is_none_or(L2Error::is_outage);
+        if let Some(e) = &done.failure {
+            ke.stats.count_l2_error(e);
         }
+        if done.items.iter().all(|r| *r == CasResult::Failed) {
+            return Err(());
+        }
+        Ok(done
+            .items
+            .into_iter()
+            .zip(&items)
+            .map(|(r, (_, _, e))| match r {
+                CasResult::Stored => {
+                    e.count_written(ke);
+                    Written::Stored
+                }
+                CasResult::Conflict => {
+                    KindStats::inc(&ke.stats.l2_write_conflicts);
+                    Written::Conflict
+                }
+                CasResult::Refused(_) => {
+                    KindStats::inc(&ke.stats.l2_refused);
+                    Written::Failed { outage: false }
+                }
+                CasResult::Failed => Written::Failed { outage },
+            })
+            .collect())
     }
 }
 
@@ -503,10 +512,16 @@ impl Encoded {
 fn count_decode_error(ke: &KindEntry, full: &str, e: &CodecError) {
     use std::sync::atomic::Ordering;
     KindStats::inc(&ke.stats.decode_errors);
+    // The class only: MessagePack and zstd messages may quote the stored data.
+    let error: std::borrow::Cow<'static, str> = match e {
+        CodecError::MessagePack(_) => "messagepack".into(),
+        CodecError::Compression(_) => "compression".into(),
+        other => other.to_string().into(),
+    };
     if !ke.stats.decode_error_logged.swap(true, Ordering::Relaxed) {
-        tracing::warn!(kind = %ke.name, key = full, error = %e,
+        tracing::warn!(kind = %ke.name, key = full, error = %error,
             "undecodable value in L2 treated as a miss (further ones are logged at debug level)");
     } else {
-        tracing::debug!(kind = %ke.name, key = full, error = %e, "undecodable value in L2 treated as a miss");
+        tracing::debug!(kind = %ke.name, key = full, error = %error, "undecodable value in L2 treated as a miss");
     }
 }

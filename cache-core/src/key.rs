@@ -1,9 +1,20 @@
-//! Redis key building: `{prefix}:v{format}:{kind}:{key}`.
+//! Redis key building: `{prefix}:v1:{kind}:{key}`.
 //!
-//! The envelope format version is part of every key, so a new format moves to new keys instead of
-//! misreading old bytes. A user key part longer than [`MAX_KEY_PART`] bytes, containing `{` or `}`
-//! (which Redis Cluster would treat as a hash tag and pile keys onto one slot), or starting with `#`,
-//! is replaced by `#` followed by its BLAKE3 hash in hex (the full 256 bits: 64 hex digits).
+//! `v1` names the key space: a change that would make the bytes under existing keys unreadable
+//! would move to `v2` instead of misreading them. Changes that only give some entries new names
+//! keep `v1`: the switch from xxh3 to BLAKE3 for hashed parts moved those entries to new keys (the
+//! README's "Upgrading" section says what that means during a deploy), and the old ones are simply
+//! never read again and expire with their TTL. A user key part longer than [`MAX_KEY_PART`] bytes,
+//! containing `{` or `}` (which Redis Cluster would treat as a hash tag and pile keys onto one
+//! slot), or starting with `#`, is replaced by `#` followed by its BLAKE3 hash in hex (the full 256
+//! bits: 64 hex digits).
+//!
+//! Kind names are checked where kinds are registered (ASCII letters, digits, `_`, `-`, `.`; at
+//! most 64 bytes: [`is_valid_name`]). A name used without being registered is not checked (reads
+//! and writes take any `&str` and cannot fail), so any other name is hashed the same way (`#` and
+//! 64 hex digits): a kind `a:b` with key `c` and a kind `a` with key `b:c` get different keys, and
+//! a kind holding `{x}` never becomes a cluster hash tag. A valid name never starts with `#`, so a
+//! hashed name never takes the name of a valid one.
 //!
 //! # Why a cryptographic hash, and why all 256 bits
 //! Hashed parts are often user input (an LLM question, a search query, a `#[cached]` function's
@@ -30,7 +41,7 @@ pub(crate) fn full_key(prefix: &str, kind: &str, key: &str) -> String {
     let mut out = String::with_capacity(prefix.len() + kind.len() + key.len().min(40) + 8);
     out.push_str(prefix);
     out.push_str(":v1:");
-    out.push_str(kind);
+    push_kind(&mut out, kind);
     out.push(':');
     push_key_part(&mut out, key);
     out
@@ -119,15 +130,22 @@ pub(crate) fn split_entry_key<'a>(prefix: &str, full: &'a str) -> Option<(&'a st
         .strip_prefix(prefix)?
         .strip_prefix(":v1:")?
         .split_once(':')?;
-    let hashed = part.strip_prefix('#').is_some_and(|h| {
+    ((is_valid_name(kind) || is_hash_name(kind)) && (is_hash_name(part) || !needs_hashing(part)))
+        .then_some((kind, part))
+}
+
+/// Whether `s` is a hashed name: `#` and 64 lowercase hex digits.
+fn is_hash_name(s: &str) -> bool {
+    s.strip_prefix('#').is_some_and(|h| {
         h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    });
-    (is_valid_name(kind) && (hashed || !needs_hashing(part))).then_some((kind, part))
+    })
 }
 
 /// Pattern matching every key of `kind` (for SCAN).
 pub(crate) fn kind_pattern(prefix: &str, kind: &str) -> String {
-    format!("{}:v1:{}:*", glob_escape(prefix), glob_escape(kind))
+    let mut name = String::new();
+    push_kind(&mut name, kind);
+    format!("{}:v1:{}:*", glob_escape(prefix), glob_escape(&name))
 }
 
 /// Pattern matching every key of the cache (for SCAN).
@@ -137,7 +155,23 @@ pub(crate) fn prefix_pattern(prefix: &str) -> String {
 
 /// The L1 key prefix shared by every entry of `kind`.
 pub(crate) fn kind_key_prefix(prefix: &str, kind: &str) -> String {
-    format!("{prefix}:v1:{kind}:")
+    let mut out = String::with_capacity(prefix.len() + kind.len().min(65) + 5);
+    out.push_str(prefix);
+    out.push_str(":v1:");
+    push_kind(&mut out, kind);
+    out.push(':');
+    out
+}
+
+/// Appends a kind name: as is when it is a valid name (every registered kind's is), else `#` and
+/// its BLAKE3 hash (see the module docs).
+fn push_kind(out: &mut String, kind: &str) {
+    if is_valid_name(kind) {
+        out.push_str(kind);
+    } else {
+        out.push('#');
+        push_hash(out, kind.as_bytes());
+    }
 }
 
 /// Whether a user key part is replaced by its hash: too long, holding cluster hash-tag braces, or
@@ -161,7 +195,8 @@ pub(crate) fn push_hash(out: &mut String, bytes: &[u8]) {
     out.push_str(blake3::hash(bytes).to_hex().as_str());
 }
 
-fn glob_escape(s: &str) -> String {
+/// `s` with the glob characters of SCAN's `MATCH` (`*`, `?`, `[`, `]`, `\`) escaped.
+pub(crate) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -309,6 +344,31 @@ mod tests {
         ] {
             assert_eq!(split_entry_key("app", bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn kind_names_that_are_not_valid_names_are_hashed() {
+        // `a:b` + `c` and `a` + `b:c` would otherwise be one key.
+        assert_ne!(full_key("app", "a:b", "c"), full_key("app", "a", "b:c"));
+        assert_eq!(full_key("app", "a", "b:c"), "app:v1:a:b:c");
+        let hashed = full_key("app", "a:b", "c");
+        let kind = format!("#{}", blake3::hash(b"a:b").to_hex());
+        assert_eq!(hashed, format!("app:v1:{kind}:c"));
+        // Braces in a kind never make a cluster hash tag.
+        assert!(!full_key("app", "{x}", "k").contains('{'));
+        // Every key function agrees, and the key splits back into its kind and part.
+        for bad in ["a:b", "{x}", "", "sp ace", "#not-a-hash", &"k".repeat(65)] {
+            let full = full_key("app", bad, "k");
+            assert!(full.starts_with(&kind_key_prefix("app", bad)), "{bad}");
+            let (k, part) = split_entry_key("app", &full).expect(&full);
+            assert_eq!((k.len(), part), (65, "k"), "{bad}");
+            let pattern = kind_pattern("app", bad);
+            assert_eq!(pattern, format!("{}*", kind_key_prefix("app", bad)), "{bad}");
+            // The lookup key of an unregistered kind is built like the full key.
+            assert_eq!(LookupKey::new(None, "app", bad, "k").to_full(), full);
+        }
+        // Valid names stay as they are.
+        assert_eq!(kind_key_prefix("app", "api_response"), "app:v1:api_response:");
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //! What goes wrong is sorted into two kinds ([`L2Error`]):
 //! - **outages** (the breaker open, our deadline, I/O errors, refused connections, and the replies
 //!   that mean "not serving now": `LOADING`, `READONLY`, `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`,
-//!   `BUSY`): retrying later helps, so they count toward the breaker and invalidations that hit one
-//!   are queued for replay;
+//!   `BUSY`, `MISCONF` (writes stopped after a failed background save), `NOREPLICAS` (fewer
+//!   replicas than `min-replicas-to-write`), `ERR max number of clients reached`): retrying later
+//!   helps, so they count toward the breaker and invalidations that hit one are queued for replay.
+//!   In a pipeline, one such reply fails the whole batch as an outage;
 //! - **refusals** (`OOM` under `maxmemory` with `noeviction`, `NOPERM`, `WRONGTYPE`, any other error
 //!   reply): Redis answered, and the same command would be refused again. They never count toward the
 //!   breaker and are never queued: each operation handles them (an invalidation falls back to
@@ -25,8 +27,9 @@ mod redact;
 mod scripts;
 
 use conn::Conn;
-use error::{redacted_error, wrong_count};
-pub(crate) use error::{L2Error, Refusal};
+pub(crate) use batch::CasResult;
+use error::wrong_count;
+pub(crate) use error::{redacted as redacted_error, L2Error, Refusal};
 pub(crate) use redact::redact_url;
 use redis::{AsyncCommands, RedisError};
 use std::future::Future;
@@ -34,7 +37,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::breaker::{Breaker, BreakerConfig};
-use crate::clock::unix_ms;
 use crate::error::Error;
 
 /// L2 connection settings.
@@ -85,12 +87,13 @@ pub(crate) struct L2 {
     connect_timeout: Duration,
     pub(crate) url_redacted: String,
     cluster: bool,
-    /// Until when (Unix ms) Redis is taken to refuse writes for lack of memory.
+    /// The origin of [`oom_until`](Self::oom_until): monotonic (a wall-clock step must neither
+    /// prolong nor cut the hold), and tokio's, like the breaker's, so tests can pause it.
+    epoch: tokio::time::Instant,
+    /// Until when (ms since `epoch`; 0: not) Redis is taken to refuse writes for lack of memory.
     oom_until: AtomicU64,
     oom_warned: AtomicBool,
     noperm_warned: AtomicBool,
-    /// Writes Redis refused (memory, permissions, type).
-    pub(crate) refused_writes: AtomicU64,
     /// The server does not take `SET ... NX GET` (Redis before 7.0): lease in two round trips.
     no_set_nx_get: AtomicBool,
 }
@@ -109,10 +112,10 @@ impl L2 {
             connect_timeout: cfg.connect_timeout,
             url_redacted: conn::shown_urls(&cfg.urls),
             cluster: cfg.cluster,
+            epoch: tokio::time::Instant::now(),
             oom_until: AtomicU64::new(0),
             oom_warned: AtomicBool::new(false),
             noperm_warned: AtomicBool::new(false),
-            refused_writes: AtomicU64::new(0),
             no_set_nx_get: AtomicBool::new(false),
         })
     }
@@ -122,17 +125,19 @@ impl L2 {
         self.cluster
     }
 
-    pub(crate) fn op_timeout(&self) -> Duration {
-        self.op_timeout
-    }
-
     pub(crate) fn connect_timeout(&self) -> Duration {
         self.connect_timeout
     }
 
     /// Whether Redis refused a write for lack of memory within the last second.
     pub(crate) fn refusing_writes(&self) -> bool {
-        unix_ms() < self.oom_until.load(Ordering::Relaxed)
+        let until = self.oom_until.load(Ordering::Relaxed);
+        until != 0 && self.elapsed_ms() < until
+    }
+
+    /// Milliseconds since `epoch` (monotonic).
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Runs one operation under the breaker and the deadline.
@@ -148,7 +153,7 @@ impl L2 {
                 Ok(v)
             }
             Ok(Err(e)) => {
-                let e = L2Error::from_redis(e);
+                let e = L2Error::from_redis(e, self.op_timeout);
                 if e.is_outage() {
                     permit.failure();
                 } else {
@@ -159,7 +164,7 @@ impl L2 {
             }
             Err(_) => {
                 permit.failure();
-                Err(L2Error::Timeout)
+                Err(L2Error::Timeout(self.op_timeout))
             }
         }
     }
@@ -187,10 +192,10 @@ impl L2 {
         let Some(refusal) = e.refusal() else {
             return;
         };
-        self.refused_writes.fetch_add(1, Ordering::Relaxed);
         match refusal {
             Refusal::OutOfMemory => {
-                let until = unix_ms().saturating_add(OOM_HOLD.as_millis() as u64);
+                let hold = u64::try_from(OOM_HOLD.as_millis()).unwrap_or(u64::MAX);
+                let until = self.elapsed_ms().saturating_add(hold).max(1);
                 self.oom_until.store(until, Ordering::Relaxed);
                 if !self.oom_warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(redis = %self.url_redacted,
@@ -201,13 +206,13 @@ impl L2 {
             }
             Refusal::NoPermission => {
                 if !self.noperm_warned.swap(true, Ordering::Relaxed) {
-                    tracing::error!(redis = %self.url_redacted, error = %redacted_error(e),
+                    tracing::error!(redis = %self.url_redacted, error = %e,
                         "Redis refused a command of the cache (NOPERM): the ACL user lacks a \
                          permission the cache needs; see the README's ACL section");
                 }
             }
             Refusal::WrongType | Refusal::Other => {
-                tracing::debug!(error = %redacted_error(e), "Redis refused a write");
+                tracing::debug!(error = %e, "Redis refused a write");
             }
         }
     }
@@ -269,10 +274,7 @@ impl L2 {
                     .map_or(ReadOrLease::Absent, ReadOrLease::Found))
             }
             Err(L2Error::Refused(Refusal::Other, e)) if is_syntax_error(&e) => {
-                tracing::info!(
-                    "Redis does not take SET NX GET (before 7.0): leases take two round trips"
-                );
-                self.no_set_nx_get.store(true, Ordering::Relaxed);
+                self.lease_in_two_steps();
                 Box::pin(self.read_or_lease(key, lease, ttl)).await
             }
             Err(e) => Err(e),
@@ -293,9 +295,11 @@ impl L2 {
         .await
     }
 
-    /// Replaces `key` with `tombstone` (an invalidation). When Redis refuses the write (memory,
-    /// another type under the key), the key is deleted instead, which Redis always accepts: a
+    /// Replaces `key` with `tombstone` (an invalidation; a SET replaces a value of any type). When
+    /// Redis refuses the write (`OOM` under `maxmemory` with `noeviction`, a `NOPERM`, any other
+    /// refusal), the key is deleted instead, which Redis accepts even when out of memory: a
     /// missing tombstone only costs in-flight loads their write-back (their leases are gone too).
+    /// An outage is returned as is (the caller queues the invalidation).
     pub(crate) async fn invalidate(
         &self,
         key: &str,
@@ -475,26 +479,10 @@ impl L2 {
     /// over the masters, where the instances subscribe).
     pub(crate) async fn subscribers(&self, channel: &str) -> Result<u64, L2Error> {
         let mut total = 0;
-        for node in self.scan_targets().await? {
+        for node in self.node_targets().await? {
             let mut cmd = redis::cmd("PUBSUB");
             cmd.arg("NUMSUB").arg(channel);
-            let reply: (String, u64) = self
-                .run(|c| async move {
-                    match (c, node.as_ref()) {
-                        (Conn::Cluster(mut cc), Some((host, port))) => {
-                            use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-                            let routing =
-                                RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                                    host: host.clone(),
-                                    port: *port,
-                                });
-                            let v = cc.route_command(cmd, routing).await?;
-                            redis::from_redis_value(v).map_err(RedisError::from)
-                        }
-                        (mut c, _) => cmd.query_async(&mut c).await,
-                    }
-                })
-                .await?;
+            let reply: (String, u64) = self.query_on(node.as_ref(), cmd).await?;
             total += reply.1;
         }
         Ok(total)
@@ -510,9 +498,30 @@ impl L2 {
 
     /// Deletes every key matching `pattern` with SCAN + UNLINK in batches (never KEYS), on every
     /// master of a cluster. Each round trip has the L2 deadline; the whole sweep does not.
+    ///
+    /// On a cluster where some hash slot has no known master (a master failed and no replica took
+    /// over yet), nothing is deleted and the sweep fails: keys of those slots could not be reached,
+    /// and reporting success would leave them behind unnoticed.
     pub(crate) async fn unlink_matching(&self, pattern: &str) -> Result<u64, L2Error> {
+        let targets = if self.cluster {
+            let nodes = self.cluster_nodes().await?;
+            let (masters, owners) = conn::slot_owners(&nodes);
+            let orphans = owners.iter().filter(|o| o.is_none()).count();
+            if orphans > 0 {
+                return Err(L2Error::Unavailable(RedisError::from((
+                    redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+                    "hash slots without a known master",
+                    format!(
+                        "{orphans} hash slots have no known master: their keys cannot be reached"
+                    ),
+                ))));
+            }
+            masters.into_iter().map(Some).collect()
+        } else {
+            vec![None]
+        };
         let mut removed = 0;
-        for node in self.scan_targets().await? {
+        for node in targets {
             let mut cursor: u64 = 0;
             loop {
                 let (next, keys) = self.scan_page(node.as_ref(), cursor, pattern, 1000).await?;
@@ -527,12 +536,14 @@ impl L2 {
         Ok(removed)
     }
 
-    /// Where a SCAN must run: the one node, or every master of the cluster (`(host, port)`).
-    pub(crate) async fn scan_targets(&self) -> Result<Vec<Option<(String, u16)>>, L2Error> {
+    /// Where a per-node command must run: the one node (`None`), or every master of the cluster
+    /// (`(host, port)`).
+    async fn node_targets(&self) -> Result<Vec<Option<(String, u16)>>, L2Error> {
         if !self.cluster {
             return Ok(vec![None]);
         }
-        Ok(self.masters().await?.into_iter().map(Some).collect())
+        let nodes = self.cluster_nodes().await?;
+        Ok(conn::masters(&nodes).into_iter().map(Some).collect())
     }
 
     /// `CLUSTER NODES` of the cluster.
@@ -543,12 +554,8 @@ impl L2 {
         .await
     }
 
-    async fn masters(&self) -> Result<Vec<(String, u16)>, L2Error> {
-        Ok(conn::masters(&self.cluster_nodes().await?))
-    }
-
     /// One SCAN page on `node` (`None`: the single node).
-    pub(crate) async fn scan_page(
+    async fn scan_page(
         &self,
         node: Option<&(String, u16)>,
         cursor: u64,
@@ -561,6 +568,16 @@ impl L2 {
             .arg(pattern)
             .arg("COUNT")
             .arg(count);
+        self.query_on(node, cmd).await
+    }
+
+    /// Runs `cmd` on `node` of a cluster, routed by address (`None`: on the single node, or where
+    /// redis-rs routes it), under the breaker and the deadline.
+    async fn query_on<T: redis::FromRedisValue + Send>(
+        &self,
+        node: Option<&(String, u16)>,
+        cmd: redis::Cmd,
+    ) -> Result<T, L2Error> {
         self.run(|c| async move {
             match (c, node) {
                 (Conn::Cluster(mut cc), Some((host, port))) => {
@@ -589,15 +606,14 @@ impl L2 {
     /// A PING that bypasses the breaker's admission (used at startup) but reports to it.
     pub(crate) async fn ping_unguarded(&self) -> Result<(), L2Error> {
         let mut c = self.conn.clone();
-        match tokio::time::timeout(
-            self.op_timeout.max(Duration::from_millis(1)) * 4,
-            redis::cmd("PING").query_async::<()>(&mut c),
-        )
-        .await
-        {
+        let deadline = self
+            .op_timeout
+            .max(Duration::from_millis(1))
+            .saturating_mul(4);
+        match tokio::time::timeout(deadline, redis::cmd("PING").query_async::<()>(&mut c)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(L2Error::from_redis(e)),
-            Err(_) => Err(L2Error::Timeout),
+            Ok(Err(e)) => Err(L2Error::from_redis(e, deadline)),
+            Err(_) => Err(L2Error::Timeout(deadline)),
         }
     }
 
@@ -665,9 +681,15 @@ impl L2 {
     }
 }
 
-/// PX argument of a TTL: whole milliseconds, at least 1.
+/// The largest PX the cache sends: Redis refuses an expiry whose absolute time (now + PX, in ms)
+/// overflows a signed 64-bit integer ("invalid expire time"); half of that range stays clear of
+/// it for the next ~146 million years. TTLs are capped far below it
+/// ([`MAX_TTL`](crate::options::MAX_TTL)); this only guards the arithmetic.
+const MAX_PX: u64 = (i64::MAX as u64) / 2;
+
+/// PX argument of a TTL: whole milliseconds, at least 1, at most [`MAX_PX`].
 fn px(ttl: &Duration) -> u64 {
-    ttl.as_millis().clamp(1, u64::MAX as u128) as u64
+    u64::try_from(ttl.as_millis()).map_or(MAX_PX, |ms| ms.clamp(1, MAX_PX))
 }
 
 fn is_syntax_error(e: &RedisError) -> bool {

@@ -171,14 +171,14 @@ impl KindStats {
     pub(crate) fn count_l2_error(&self, e: &L2Error) {
         match e {
             L2Error::Skipped => Self::inc(&self.l2_skipped),
-            L2Error::Timeout => Self::inc(&self.l2_timeouts),
-            L2Error::Unavailable(err) => {
+            L2Error::Timeout(_) => Self::inc(&self.l2_timeouts),
+            L2Error::Unavailable(_) => {
                 Self::inc(&self.l2_errors);
-                tracing::debug!(error = %err, "L2 operation failed");
+                tracing::debug!(error = %e, "L2 operation failed");
             }
-            L2Error::Refused(refusal, err) => {
+            L2Error::Refused(..) => {
                 Self::inc(&self.l2_refused);
-                tracing::debug!(?refusal, error = %err, "Redis refused an L2 operation");
+                tracing::debug!(error = %e, "Redis refused an L2 operation");
             }
         }
     }

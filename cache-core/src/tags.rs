@@ -57,10 +57,15 @@ pub(crate) fn new_token() -> u64 {
     rand::random_range((1u64 << 32)..(1u64 << 62))
 }
 
-/// A token read from Redis; `None` for anything that is not one (absent, garbage).
+/// Most decimal digits of a token: every such number fits a `u64`, and new tokens (below 2^62)
+/// have at most 19. The tag token script keeps exactly these values and replaces anything else.
+pub(crate) const TOKEN_MAX_DIGITS: usize = 19;
+
+/// A token read from Redis: 1 to [`TOKEN_MAX_DIGITS`] decimal digits; `None` for anything else
+/// (absent, garbage, a number too long).
 pub(crate) fn parse_token(raw: Option<&[u8]>) -> Option<u64> {
     let s = std::str::from_utf8(raw?).ok()?;
-    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+    if s.is_empty() || s.len() > TOKEN_MAX_DIGITS || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     s.parse().ok()
@@ -206,6 +211,9 @@ mod tests {
             b" 0",
             b"0x10",
             b"99999999999999999999999",
+            // 20 digits, over u64::MAX; and 20 digits below it (longer than any token).
+            b"99999999999999999999",
+            b"10000000000000000000",
         ] {
             assert!(
                 !all_current(&stored[1..], &current(Some(garbage), None)[..1]),

@@ -6,8 +6,30 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::conn::{self, Conn};
-use super::error::{is_outage, oom_error, wrong_count};
+use super::error::{is_outage, oom_error, redacted, wrong_count};
 use super::{px, scripts, L2Error, ReadOrLease, Refusal, L2};
+
+/// What a compare-and-set of a batch ([`L2::set_if_unchanged_many`]) did to one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CasResult {
+    /// Written.
+    Stored,
+    /// The key no longer held what was expected: left alone.
+    Conflict,
+    /// Redis refused the command (memory, permissions...): not written.
+    Refused(Refusal),
+    /// Its pipeline failed ([`CasBatch::failure`]): whether it was written is unknown (a timed-out
+    /// write may still land).
+    Failed,
+}
+
+/// What [`L2::set_if_unchanged_many`] did: per item, and the failure that stopped some pipelines
+/// (an outage, or a malformed answer), if any. Pipelines that went through keep their results.
+#[derive(Debug)]
+pub(crate) struct CasBatch {
+    pub(crate) items: Vec<CasResult>,
+    pub(crate) failure: Option<L2Error>,
+}
 
 impl L2 {
     // --- Batches (warming, stats reports) ---
@@ -19,26 +41,26 @@ impl L2 {
 
     /// [`read_or_lease`](Self::read_or_lease) of many keys (`leases[i]` for `keys[i]`), in
     /// pipelines; per key, `Err` when Redis refused that key's command (another type under it).
+    /// An outage in any pipeline (including a reply such as `LOADING`) fails the whole batch.
+    ///
+    /// On a Redis that does not take `SET ... NX GET` (before 7.0), the keys are read with `GET`,
+    /// then the absent ones are leased with a second pipeline of `SET ... NX PX`. While Redis
+    /// refuses writes for lack of memory, the keys are only read (no leases: the loads then do not
+    /// write back).
     pub(crate) async fn read_or_lease_many(
         &self,
         keys: &[String],
         leases: &[Vec<u8>],
         ttl: Duration,
     ) -> Result<Vec<Result<ReadOrLease, Refusal>>, L2Error> {
-        if self.refusing_writes() || self.no_set_nx_get.load(Ordering::Relaxed) {
-            // No leases: read only (the loads then do not write back).
-            let cmds: Vec<redis::Cmd> = keys
-                .iter()
-                .map(|k| {
-                    let mut c = redis::cmd("GET");
-                    c.arg(k);
-                    c
-                })
-                .collect();
-            let replies = self.per_key_pipeline(keys, &cmds, |_| 0).await?;
-            return Ok(replies.into_iter().map(|v| read_reply(v, false)).collect());
+        if self.refusing_writes() {
+            let replies = self.replies(keys, &gets(keys), |_| 0).await?;
+            return Ok(replies.into_iter().map(|r| self.read_reply(r, false)).collect());
         }
         let px = px(&ttl);
+        if self.no_set_nx_get.load(Ordering::Relaxed) {
+            return self.read_then_lease_many(keys, leases, px).await;
+        }
         let cmds: Vec<redis::Cmd> = keys
             .iter()
             .zip(leases)
@@ -48,31 +70,88 @@ impl L2 {
                 c
             })
             .collect();
-        let replies = self
-            .per_key_pipeline(keys, &cmds, |i| leases[i].len())
-            .await?;
-        let out: Vec<Result<ReadOrLease, Refusal>> =
-            replies.into_iter().map(|v| read_reply(v, true)).collect();
-        if out.iter().any(|r| matches!(r, Err(Refusal::OutOfMemory))) {
-            self.note_refusal(&L2Error::Refused(Refusal::OutOfMemory, oom_error()));
-            return Box::pin(self.read_or_lease_many(keys, leases, ttl)).await;
-        }
-        if out.iter().any(|r| matches!(r, Err(Refusal::Other)))
-            && !self.no_set_nx_get.load(Ordering::Relaxed)
+        let replies = self.replies(keys, &cmds, |i| leases[i].len()).await?;
+        if replies
+            .iter()
+            .any(|r| matches!(r, Err(e) if super::is_syntax_error(e)))
         {
-            // Most likely a Redis before 7.0: read without leases.
-            self.no_set_nx_get.store(true, Ordering::Relaxed);
+            self.lease_in_two_steps();
+            return self.read_then_lease_many(keys, leases, px).await;
+        }
+        let out: Vec<Result<ReadOrLease, Refusal>> = replies
+            .into_iter()
+            .map(|r| self.read_reply(r, true))
+            .collect();
+        if out.iter().any(|r| matches!(r, Err(Refusal::OutOfMemory))) {
+            // Now refusing writes: read only.
+            self.note_refusal(&L2Error::Refused(Refusal::OutOfMemory, oom_error()));
             return Box::pin(self.read_or_lease_many(keys, leases, ttl)).await;
         }
         Ok(out)
     }
 
+    /// The leases of a Redis without `SET ... NX GET`: a pipeline of `GET`, then one of
+    /// `SET key lease NX PX` for the keys found absent. A key written between the two is not
+    /// leased (whatever was written is newer than the load's start), nor is one whose `SET` was
+    /// refused.
+    async fn read_then_lease_many(
+        &self,
+        keys: &[String],
+        leases: &[Vec<u8>],
+        px: u64,
+    ) -> Result<Vec<Result<ReadOrLease, Refusal>>, L2Error> {
+        let replies = self.replies(keys, &gets(keys), |_| 0).await?;
+        let mut out: Vec<Result<ReadOrLease, Refusal>> = replies
+            .into_iter()
+            .map(|r| self.read_reply(r, false))
+            .collect();
+        let absent: Vec<usize> = (0..out.len())
+            .filter(|&i| matches!(out[i], Ok(ReadOrLease::Absent)))
+            .collect();
+        if absent.is_empty() {
+            return Ok(out);
+        }
+        let absent_keys: Vec<String> = absent.iter().map(|&i| keys[i].clone()).collect();
+        let cmds: Vec<redis::Cmd> = absent
+            .iter()
+            .map(|&i| {
+                let mut c = redis::cmd("SET");
+                c.arg(&keys[i]).arg(&leases[i]).arg("NX").arg("PX").arg(px);
+                c
+            })
+            .collect();
+        let replies = self
+            .replies(&absent_keys, &cmds, |j| leases[absent[j]].len())
+            .await?;
+        let mut oom = false;
+        for (&i, r) in absent.iter().zip(replies) {
+            out[i] = match r {
+                Ok(redis::Value::Nil) => Ok(ReadOrLease::Absent),
+                Ok(_) => Ok(ReadOrLease::Leased),
+                Err(e) => {
+                    let e = L2Error::from_redis(e, self.op_timeout);
+                    oom |= e.refusal() == Some(Refusal::OutOfMemory);
+                    Ok(ReadOrLease::Absent)
+                }
+            };
+        }
+        if oom {
+            self.note_refusal(&L2Error::Refused(Refusal::OutOfMemory, oom_error()));
+        }
+        Ok(out)
+    }
+
     /// [`set_if_unchanged`](Self::set_if_unchanged) of many `(key, expected, bytes, ttl)` items, in
-    /// pipelines. Per item: whether it was written (`false` also for a refusal, which is counted).
+    /// pipelines: what happened to each item, refusals counted as such (and noted, as for single
+    /// writes). A failed pipeline (an outage) fails its items only; the others keep their results.
+    ///
+    /// When Redis lost the script cache (a restart, a failover, `SCRIPT FLUSH`), the scripts are
+    /// loaded again and only the items answered `NOSCRIPT` are sent again: the others were applied
+    /// (sending them again would find their own write and report a conflict).
     pub(crate) async fn set_if_unchanged_many(
         &self,
         items: &[(String, Vec<u8>, Vec<u8>, Duration)],
-    ) -> Result<Vec<bool>, L2Error> {
+    ) -> CasBatch {
         let script = &*scripts::CAS;
         let keys: Vec<String> = items.iter().map(|(k, ..)| k.clone()).collect();
         let cmds: Vec<redis::Cmd> = items
@@ -88,81 +167,136 @@ impl L2 {
                 c
             })
             .collect();
-        let size = |i: usize| items[i].2.len();
-        let mut replies = self.per_key_pipeline(&keys, &cmds, size).await?;
-        if replies.iter().any(is_noscript) {
-            // A restarted Redis (or a failover) lost the script cache.
+        let (mut replies, mut failure) = self
+            .per_key_pipeline(&keys, &cmds, |i| items[i].2.len())
+            .await;
+        let lost: Vec<usize> = (0..replies.len())
+            .filter(|&i| matches!(&replies[i], Some(r) if is_noscript(r)))
+            .collect();
+        if !lost.is_empty() {
             self.load_scripts().await;
-            replies = self.per_key_pipeline(&keys, &cmds, size).await?;
-        }
-        let mut out = Vec::with_capacity(replies.len());
-        for r in replies {
-            match r {
-                Ok(redis::Value::Int(n)) => out.push(n == 1),
-                Ok(_) => out.push(false),
-                Err(e) => {
-                    self.note_refusal(&L2Error::from_redis(e));
-                    out.push(false);
-                }
+            let lost_keys: Vec<String> = lost.iter().map(|&i| keys[i].clone()).collect();
+            let lost_cmds: Vec<redis::Cmd> = lost.iter().map(|&i| cmds[i].clone()).collect();
+            let (again, err) = self
+                .per_key_pipeline(&lost_keys, &lost_cmds, |j| items[lost[j]].2.len())
+                .await;
+            for (&i, r) in lost.iter().zip(again) {
+                replies[i] = r;
             }
+            failure = failure.or(err);
         }
-        if out.iter().any(|w| *w) && self.oom_until.load(Ordering::Relaxed) != 0 {
+        let out: Vec<CasResult> = replies
+            .into_iter()
+            .map(|r| match r {
+                None => CasResult::Failed,
+                Some(Ok(redis::Value::Int(1))) => CasResult::Stored,
+                Some(Ok(redis::Value::Int(_))) => CasResult::Conflict,
+                Some(Ok(_)) => CasResult::Refused(Refusal::Other),
+                Some(Err(e)) => {
+                    let e = L2Error::from_redis(e, self.op_timeout);
+                    self.note_refusal(&e);
+                    CasResult::Refused(e.refusal().unwrap_or(Refusal::Other))
+                }
+            })
+            .collect();
+        if out.contains(&CasResult::Stored) && self.oom_until.load(Ordering::Relaxed) != 0 {
             self.oom_until.store(0, Ordering::Relaxed);
         }
-        Ok(out)
+        CasBatch {
+            items: out,
+            failure,
+        }
     }
 
-    /// Sends `cmds` (`cmds[i]` touches `keys[i]` only) in pipelines and returns one reply per
-    /// command, in order; an error reply comes back as `Value::ServerError`.
-    ///
-    /// Chunked rather than given a scaled deadline: a pipeline carries at most
-    /// [`Self::MANY_CHUNK_KEYS`] commands or about [`Self::MANY_CHUNK_BYTES`] of values (`size(i)`),
-    /// and each chunk is one round trip under the normal L2 deadline and one breaker permit, so a
-    /// hung Redis costs one deadline per call, not one scaled to the batch. The first failure stops
-    /// the rest.
-    ///
-    /// On a Redis Cluster a pipeline must go to the master that serves its keys: the commands are
-    /// grouped by master (slot table from one `CLUSTER NODES`), and each master gets its own
-    /// pipelines, all masters in parallel. A group whose pipeline fails (a slot moved meanwhile) is
-    /// sent again as single commands, which redis-rs routes and redirects by itself.
-    async fn per_key_pipeline(
+    /// Leases take two round trips from now on (Redis does not take `SET ... NX GET`).
+    pub(super) fn lease_in_two_steps(&self) {
+        if !self.no_set_nx_get.swap(true, Ordering::Relaxed) {
+            tracing::info!("Redis does not take SET NX GET (before 7.0): leases take two round trips");
+        }
+    }
+
+    /// [`per_key_pipeline`](Self::per_key_pipeline) when a failure of any pipeline fails the whole
+    /// batch: one reply per command.
+    async fn replies(
         &self,
         keys: &[String],
         cmds: &[redis::Cmd],
         size: impl Fn(usize) -> usize + Sync,
     ) -> Result<Vec<Reply>, L2Error> {
-        let mut out: Vec<Reply> = (0..cmds.len()).map(|_| Ok(redis::Value::Nil)).collect();
+        let (replies, failure) = self.per_key_pipeline(keys, cmds, size).await;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        replies
+            .into_iter()
+            .map(|r| r.ok_or_else(wrong_count))
+            .collect()
+    }
+
+    /// Sends `cmds` (`cmds[i]` touches `keys[i]` only) in pipelines and returns one reply per
+    /// command, in order (an error reply as that command's `Err`; `None` for a command whose
+    /// pipeline failed or was not sent), and the first failure.
+    ///
+    /// Chunked rather than given a scaled deadline: a pipeline carries at most
+    /// [`Self::MANY_CHUNK_KEYS`] commands or about [`Self::MANY_CHUNK_BYTES`] of values (`size(i)`),
+    /// and each chunk is one round trip under the normal L2 deadline and one breaker permit, so a
+    /// hung Redis costs one deadline per call, not one scaled to the batch. A chunk fails as a
+    /// whole on an outage: an I/O error, the deadline, or a reply of a server not serving now
+    /// (`LOADING`, `READONLY`, `MISCONF`...: the breaker hears of it). The first failure stops the
+    /// rest of the node's chunks.
+    ///
+    /// On a Redis Cluster a pipeline must go to the master that serves its keys: the commands are
+    /// grouped by master (slot table from one `CLUSTER NODES`), and each master gets its own
+    /// pipelines, all masters in parallel; a failure on one master leaves the others' results. A
+    /// group whose pipeline fails (a slot moved meanwhile) is sent again as single commands, which
+    /// redis-rs routes and redirects by itself.
+    async fn per_key_pipeline(
+        &self,
+        keys: &[String],
+        cmds: &[redis::Cmd],
+        size: impl Fn(usize) -> usize + Sync,
+    ) -> (Vec<Option<Reply>>, Option<L2Error>) {
+        let mut out: Vec<Option<Reply>> = (0..cmds.len()).map(|_| None).collect();
         if cmds.is_empty() {
-            return Ok(out);
+            return (out, None);
         }
         if !self.cluster {
             let all: Vec<usize> = (0..cmds.len()).collect();
-            for (i, v) in self.pipeline_group(cmds, &all, None, &size).await? {
-                out[i] = v;
+            let (done, failure) = self.pipeline_group(cmds, &all, None, &size).await;
+            for (i, v) in done {
+                out[i] = Some(v);
             }
-            return Ok(out);
+            return (out, failure);
         }
-        let nodes = self.cluster_nodes().await?;
+        let nodes = match self.cluster_nodes().await {
+            Ok(nodes) => nodes,
+            Err(e) => return (out, Some(e)),
+        };
         let (masters, owners) = conn::slot_owners(&nodes);
         let groups = conn::group_by_master(keys.iter().map(|k| k.as_bytes()), &owners);
-        let results = futures::future::try_join_all(groups.iter().map(|(owner, members)| {
+        let results = futures::future::join_all(groups.iter().map(|(owner, members)| {
             self.pipeline_group(cmds, members, owner.and_then(|o| masters.get(o)), &size)
         }))
-        .await?;
-        for (i, v) in results.into_iter().flatten() {
-            out[i] = v;
+        .await;
+        let mut first = None;
+        for (done, failure) in results {
+            for (i, v) in done {
+                out[i] = Some(v);
+            }
+            first = first.or(failure);
         }
-        Ok(out)
+        (out, first)
     }
 
-    /// Pipelines of `cmds[members]`, chunk after chunk, to `node` (cluster) or the node.
+    /// Pipelines of `cmds[members]`, chunk after chunk, to `node` (cluster) or the node, until one
+    /// fails: the replies of the chunks that went through, and the failure.
     async fn pipeline_group(
         &self,
         cmds: &[redis::Cmd],
         members: &[usize],
         node: Option<&(String, u16)>,
         size: &(impl Fn(usize) -> usize + Sync),
-    ) -> Result<Vec<(usize, Reply)>, L2Error> {
+    ) -> (Vec<(usize, Reply)>, Option<L2Error>) {
         let mut out = Vec::with_capacity(members.len());
         let mut start = 0;
         while start < members.len() {
@@ -176,30 +310,44 @@ impl L2 {
                 end += 1;
             }
             let chunk: Vec<&redis::Cmd> = members[start..end].iter().map(|&i| &cmds[i]).collect();
-            let replies = self.run(|c| pipeline_chunk(c, chunk, node)).await?;
-            if replies.len() != end - start {
-                return Err(wrong_count());
-            }
+            let replies = match self.run(|c| pipeline_chunk(c, chunk, node)).await {
+                Ok(r) if r.len() == end - start => r,
+                Ok(_) => return (out, Some(wrong_count())),
+                Err(e) => return (out, Some(e)),
+            };
             out.extend(members[start..end].iter().copied().zip(replies));
             start = end;
         }
-        Ok(out)
+        (out, None)
     }
+
+    /// The reply of a GET (`leasing`: of a `SET ... NX GET`) in a batch.
+    fn read_reply(&self, r: Reply, leasing: bool) -> Result<ReadOrLease, Refusal> {
+        match r {
+            Ok(redis::Value::Nil) if leasing => Ok(ReadOrLease::Leased),
+            Ok(redis::Value::Nil) => Ok(ReadOrLease::Absent),
+            Ok(redis::Value::BulkString(b)) => Ok(ReadOrLease::Found(b)),
+            Ok(_) => Err(Refusal::Other),
+            Err(e) => Err(L2Error::from_redis(e, self.op_timeout)
+                .refusal()
+                .unwrap_or(Refusal::Other)),
+        }
+    }
+}
+
+/// One `GET` per key.
+fn gets(keys: &[String]) -> Vec<redis::Cmd> {
+    keys.iter()
+        .map(|k| {
+            let mut c = redis::cmd("GET");
+            c.arg(k);
+            c
+        })
+        .collect()
 }
 
 fn is_noscript(r: &Reply) -> bool {
     matches!(r, Err(e) if e.code() == Some("NOSCRIPT"))
-}
-
-/// The reply of a GET (`leasing`: of a `SET ... NX GET`) in a batch.
-fn read_reply(r: Reply, leasing: bool) -> Result<ReadOrLease, Refusal> {
-    match r {
-        Ok(redis::Value::Nil) if leasing => Ok(ReadOrLease::Leased),
-        Ok(redis::Value::Nil) => Ok(ReadOrLease::Absent),
-        Ok(redis::Value::BulkString(b)) => Ok(ReadOrLease::Found(b)),
-        Ok(_) => Err(Refusal::Other),
-        Err(e) => Err(L2Error::from_redis(e).refusal().unwrap_or(Refusal::Other)),
-    }
 }
 
 /// The reply of one command of a batch: its value, or the error Redis answered it with.
@@ -228,7 +376,7 @@ async fn pipeline_chunk(
     let cc = match (c, node) {
         (Conn::Single(mut sc), _) => {
             let replies: Vec<redis::Value> = p.query_async(&mut sc).await?;
-            return Ok(replies.into_iter().map(reply).collect());
+            return replies_or_outage(replies);
         }
         (Conn::Cluster(cc), Some((host, port))) => {
             use redis::cluster_routing::SingleNodeRoutingInfo;
@@ -240,13 +388,13 @@ async fn pipeline_chunk(
             let count = chunk.len();
             match pc.route_pipeline(p, 0, count, route).await {
                 Ok(replies) if !replies.iter().any(is_redirect) => {
-                    return Ok(replies.into_iter().map(reply).collect())
+                    return replies_or_outage(replies)
                 }
                 Ok(_) => {
                     tracing::debug!("a slot moved under a pipeline to a cluster master: sending its commands one by one");
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "pipeline to a cluster master failed: sending its commands one by one");
+                    tracing::debug!(error = %redacted(&e), "pipeline to a cluster master failed: sending its commands one by one");
                 }
             }
             cc
@@ -265,6 +413,18 @@ async fn pipeline_chunk(
             Err(e) if is_outage(&e) => return Err(e),
             other => out.push(other),
         }
+    }
+    Ok(out)
+}
+
+/// The replies of a pipeline sent with `ignore_errors`, one per command, unless one of them is a
+/// reply of a server not serving now (`LOADING`, `READONLY`, `MISCONF`...): that one fails the
+/// chunk, as an outage, so that the breaker hears of it (`ignore_errors` would otherwise hand it
+/// back as a successful pipeline).
+fn replies_or_outage(replies: Vec<redis::Value>) -> Result<Vec<Reply>, RedisError> {
+    let out: Vec<Reply> = replies.into_iter().map(reply).collect();
+    if let Some(Err(e)) = out.iter().find(|r| matches!(r, Err(e) if is_outage(e))) {
+        return Err(e.clone());
     }
     Ok(out)
 }

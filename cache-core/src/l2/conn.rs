@@ -88,7 +88,8 @@ fn connection_info(url: &str, name: &str) -> Result<redis::ConnectionInfo, Error
 }
 
 /// The masters of a cluster, from `CLUSTER NODES` output: `(host, port)` of every line flagged
-/// `master` and not failed.
+/// `master` and not `fail`. A master only suspected by this node (`fail?`, PFAIL) is kept: it
+/// still serves its slots until the cluster agrees it failed.
 pub(crate) fn masters(cluster_nodes: &str) -> Vec<(String, u16)> {
     cluster_nodes
         .lines()
@@ -97,7 +98,8 @@ pub(crate) fn masters(cluster_nodes: &str) -> Vec<(String, u16)> {
             let _id = f.next()?;
             let addr = f.next()?;
             let flags = f.next()?;
-            if !flags.split(',').any(|x| x == "master") || flags.contains("fail") {
+            let has = |flag: &str| flags.split(',').any(|x| x == flag);
+            if !has("master") || has("fail") {
                 return None;
             }
             // ip:port@cport[,hostname]
@@ -317,6 +319,27 @@ mod tests {
                 ("127.0.0.1".to_string(), 30002)
             ]
         );
+    }
+
+    #[test]
+    fn only_the_exact_fail_flag_drops_a_master() {
+        let out = "a1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460\n\
+                   b2 127.0.0.1:30002@40002 master,fail? - 0 0 2 connected 5461-10922\n\
+                   c3 127.0.0.1:30003@40003 master,fail - 0 0 3 connected\n\
+                   d4 127.0.0.1:30004@40004 master,nofailover - 0 0 4 connected 10923-16383\n";
+        assert_eq!(
+            masters(out),
+            vec![
+                ("127.0.0.1".to_string(), 30001),
+                ("127.0.0.1".to_string(), 30002),
+                ("127.0.0.1".to_string(), 30004)
+            ]
+        );
+        // The suspected master keeps its slots.
+        let (nodes, owners) = slot_owners(out);
+        assert_eq!(nodes.len(), 3);
+        assert_eq!(owners[5461], Some(1));
+        assert!(owners.iter().all(Option::is_some));
     }
 
     #[test]

@@ -6,9 +6,11 @@
 use std::sync::LazyLock;
 
 /// Compare-and-set of a load's write-back: SET only if the key still holds the write (or lease) the
-/// load saw when it began, identified by the first bytes of its envelope. A key that is absent
-/// (evicted, expired, flushed), holds something else, or is of another type, is left alone.
-/// ARGV: expected identity, new bytes, PX.
+/// load saw when it began, identified by the first bytes of its envelope (36:
+/// [`IDENTITY_LEN`](crate::codec::IDENTITY_LEN); an expected identity shorter than that is a whole
+/// value, garbage, which must then match whole). A key that is absent (evicted, expired, flushed),
+/// holds something else, or is of another type, is left alone. ARGV: expected identity, new bytes,
+/// PX.
 const CAS_LUA: &str = r"
 local ok, cur = pcall(redis.call, 'GET', KEYS[1])
 if not ok or not cur then return 0 end
@@ -21,9 +23,13 @@ return 1
 /// The current token of a tag, creating it (ARGV[1]) when the tag has none, or when what its key
 /// holds is not a token (garbage, another type): a fresh token matches no entry stored before, so
 /// replacing garbage only turns entries into misses. Refreshes the key's expiry. ARGV: new token, PX.
+///
+/// A token is 1 to 19 decimal digits: exactly what `tags::parse_token` accepts (every such number
+/// fits a `u64`; new tokens are below 2^62, 19 digits at most), so the script never hands out, nor
+/// keeps alive, a value the cache would then refuse.
 const TAG_TOKEN_LUA: &str = r"
 local ok, cur = pcall(redis.call, 'GET', KEYS[1])
-if ok and cur and string.len(cur) <= 20 and string.match(cur, '^%d+$') then
+if ok and cur and string.len(cur) <= 19 and string.match(cur, '^%d+$') then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return cur
 end
@@ -76,3 +82,24 @@ pub(crate) static UNLOCK: LazyLock<redis::Script> =
 
 /// Every script, for preloading after a (re)connection.
 pub(crate) const ALL: [&str; 5] = [CAS_LUA, RELEASE_LUA, TAG_TOKEN_LUA, LOCK_LUA, UNLOCK_LUA];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compare_and_set_uses_the_envelope_identity_length() {
+        let check = format!("string.len(ARGV[1]) < {}", crate::codec::IDENTITY_LEN);
+        assert!(CAS_LUA.contains(&check), "{CAS_LUA}");
+    }
+
+    #[test]
+    fn the_tag_token_script_keeps_what_the_parser_accepts() {
+        // The longest digit string the script keeps as a token, and the parser's bound.
+        let digits = crate::tags::TOKEN_MAX_DIGITS;
+        assert!(TAG_TOKEN_LUA.contains(&format!("string.len(cur) <= {digits}")));
+        let longest = "9".repeat(digits);
+        assert!(crate::tags::parse_token(Some(longest.as_bytes())).is_some());
+        assert!(crate::tags::parse_token(Some(format!("{longest}9").as_bytes())).is_none());
+    }
+}
