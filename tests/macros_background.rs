@@ -318,7 +318,7 @@ async fn lock_argument_makes_one_body_run_for_two_instances_with_100_callers_eac
     assert_eq!(la.acquired + lb.acquired, 1);
 }
 
-// A free function in background mode: a `&str` and a `mut` owned argument, the installed-per-test
+// A free function in background mode: a `&str` and a `mut` owned argument, a per-test
 // cache through a static.
 static FREE_CACHE: OnceLock<Cache> = OnceLock::new();
 static FREE_CALLS: AtomicUsize = AtomicUsize::new(0);
