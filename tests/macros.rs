@@ -4,7 +4,8 @@
 //!
 //! Every test builds its own `Cache` with a unique prefix and passes it with `cache = ...` (a field
 //! behind `&self`, or a `OnceLock` declared next to the functions inside the test); only
-//! `warm_registers_the_function_and_running_it_fills_the_installed_cache` uses the global `install`.
+//! `warm_registers_the_function_and_running_it_fills_the_default_cache` sets the global default
+//! cache.
 
 use cache_core::{cached, Cache, Kind};
 use cache_tests::{init_tracing, unique_prefix, RedisServer};
@@ -520,7 +521,7 @@ async fn tags_from_the_attribute_invalidate_the_entries() {
 
 static WARM_CALLS: AtomicUsize = AtomicUsize::new(0);
 
-/// Uses the installed (global) cache: no `cache = ...`.
+/// Uses the default (global) cache: no `cache = ...`.
 #[cached(kind = "static_data", key = "countries", warm)]
 async fn countries() -> Vec<String> {
     WARM_CALLS.fetch_add(1, Ordering::SeqCst);
@@ -528,11 +529,11 @@ async fn countries() -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn warm_registers_the_function_and_running_it_fills_the_installed_cache() {
+async fn warm_registers_the_function_and_running_it_fills_the_default_cache() {
     let server = RedisServer::start();
     let cache = cache_on(&server, "macro-warm").await;
     // The only test of this binary that installs a global cache.
-    cache_core::set_default_cache(cache.clone()).expect("nothing installed before");
+    cache_core::set_default_cache(cache.clone()).expect("no default cache set before");
 
     let warmer = cache_core::__private::warmers()
         .find(|w| w.name == "macros::countries")

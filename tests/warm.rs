@@ -3,7 +3,7 @@
 //! failing, timing-out and panicking warmers are reported without stopping the others, the
 //! concurrency bound holds, and Redis sees batched reads and pipelined writes.
 //!
-//! Only `registered_warm_functions_run_and_fill_the_installed_cache` installs a global cache and
+//! Only `registered_warm_functions_run_and_fill_the_default_cache` sets the global default cache and
 //! runs the registered functions; every other test passes `registered(false)`.
 
 use cache_core::{cached, Cache, Kind, WarmPlan};
@@ -16,7 +16,7 @@ type Res<T> = Result<T, String>;
 
 static GREETING_CALLS: AtomicUsize = AtomicUsize::new(0);
 
-/// A zero-argument warm function bound to the installed cache.
+/// A zero-argument warm function bound to the default cache.
 #[cached(kind = "static_data", key = "greeting", warm)]
 async fn greeting() -> String {
     GREETING_CALLS.fetch_add(1, Ordering::SeqCst);
@@ -24,7 +24,7 @@ async fn greeting() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registered_warm_functions_run_and_fill_the_installed_cache() {
+async fn registered_warm_functions_run_and_fill_the_default_cache() {
     let server = RedisServer::start();
     let cache = cache_on(&server, &unique_prefix("warm-registered")).await;
     cache_core::set_default_cache(cache.clone())

@@ -75,21 +75,6 @@ impl Cache {
         Self { inner }
     }
 
-    /// A builder with every default: L1-only, 64 MiB of L1, prefix `cache`.
-    pub fn builder() -> crate::CacheBuilder {
-        crate::CacheBuilder::new()
-    }
-
-    /// Builds a cache from the environment (see [`CacheBuilder::from_env`](crate::CacheBuilder::from_env)
-    /// for the variables).
-    ///
-    /// # Errors
-    /// [`Error::Config`] when a variable is malformed. An unreachable Redis is not an error: the cache
-    /// starts L1-only and connects in the background.
-    pub async fn from_env() -> Result<Cache> {
-        crate::CacheBuilder::from_env()?.build().await
-    }
-
     /// Returns the value cached under `key` of `kind`, from L1 or L2, or `None`.
     ///
     /// A value stored as another type reads as `None`. (`T: Serialize`: a value read from L2 is

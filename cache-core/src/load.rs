@@ -82,7 +82,8 @@ struct LoadJob {
     opts: EntryOptions,
     /// The tokens of the entry's tags (`None`: they could not be read, so no L2 write).
     tokens: Option<Vec<TagVersion>>,
-    /// How to write back (`None`: not at all, L2 could not be read).
+    /// How to write back (`None`: not at all: L2 could not be read, Redis refuses writes, or the
+    /// key held another type).
     write: Option<Write>,
     /// When the load began (before its L2 read).
     started: Instant,
@@ -438,7 +439,9 @@ where
     // key's state is part of the flight key, so a caller arriving after an invalidation never
     // joins a load that began before it.
     let ticket = inner.coherence.gens.begin(full);
-    // Callers that miss while the key is being refreshed join the refresh.
+    // Callers that miss while the key is being refreshed join the refresh's flight (a load
+    // finishing in the background after its soft timeout has none: they are served its stale
+    // value on the L1 path, or load).
     let tail = if inner.refreshing.is_claimed(full) {
         REFRESH_FLIGHT
     } else {
@@ -514,7 +517,8 @@ where
     };
     // What the write-back may replace: exactly what L2 held when this load began (or the lease it
     // put there). If L2 could not be read, nothing is written back (the read's deadline was the
-    // caller's only wait).
+    // caller's only wait); nor when the read found nothing it may replace (Redis refuses writes,
+    // another type under the key).
     let uses_l2 = inner.entries_for(ke).is_some();
     let fp = fingerprint::<T>(ke, Some(opts));
     // A load that can store nothing (a zero TTL) reads without leasing: no Redis write at all.
@@ -575,15 +579,21 @@ where
         KindStats::inc(&ke.stats.lock_fallbacks);
     } else if policy.lock {
         // A refresh does not wait: if another instance holds the lock, it is refreshing.
-        match lock_step::<T>(inner, ke, &ticket, fp, refreshed_from.is_none()).await {
-            LockOutcome::Acquired(guard) => lock = Some(guard),
-            LockOutcome::Filled(v) => return Outcome::Value(v),
-            LockOutcome::Busy => {
-                if let Some(cur) = current {
-                    return Outcome::Value(cur);
-                }
+        let answer = match lock_step::<T>(inner, ke, &ticket, fp, refreshed_from.is_none()).await {
+            LockOutcome::Acquired(guard) => {
+                lock = Some(guard);
+                None
             }
-            LockOutcome::Fallback => {}
+            LockOutcome::Filled(v) => Some(v),
+            LockOutcome::Busy => current.clone(),
+            LockOutcome::Fallback => None,
+        };
+        if let Some(v) = answer {
+            // Answered without loading: a lease this load put in L2 is released.
+            if let Some(Write::IfUnchanged { seen, leased: true }) = &write {
+                release_lease(inner, ke, ticket.key(), seen).await;
+            }
+            return Outcome::Value(v);
         }
     }
     // The tokens of the entry's tags as of now, before the loader runs.
