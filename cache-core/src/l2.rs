@@ -242,11 +242,13 @@ impl L2 {
             if let Some(found) = self.get(key).await? {
                 return Ok(ReadOrLease::Found(found));
             }
+            // As on the `SET ... NX GET` path: an `OOM` (noted by `set_nx_px`) leaves the key
+            // unleased, anything else is returned.
             return match self.set_nx_px(key, lease, px).await {
                 Ok(true) => Ok(ReadOrLease::Leased),
                 // Written meanwhile: whatever it is, it is newer than this load's start.
                 Ok(false) => Ok(ReadOrLease::Absent),
-                Err(e) if e.refusal().is_some() => Ok(ReadOrLease::Absent),
+                Err(e) if e.refusal() == Some(Refusal::OutOfMemory) => Ok(ReadOrLease::Absent),
                 Err(e) => Err(e),
             };
         }
@@ -692,6 +694,49 @@ fn px(ttl: &Duration) -> u64 {
     u64::try_from(ttl.as_millis()).map_or(MAX_PX, |ms| ms.clamp(1, MAX_PX))
 }
 
+/// Whether `e` is Redis' `ERR syntax error` reply (what a Redis before 7.0 answers to `SET ... NX
+/// GET`); nothing else switches leasing to two round trips.
 fn is_syntax_error(e: &RedisError) -> bool {
-    e.to_string().to_ascii_lowercase().contains("syntax error")
+    e.code() == Some("ERR")
+        && e
+            .detail()
+            .is_some_and(|d| d.trim_start().to_ascii_lowercase().starts_with("syntax error"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply_error(line: &str) -> RedisError {
+        let wire = format!("-{line}\r\n");
+        match redis::parse_redis_value(wire.as_bytes()) {
+            Ok(redis::Value::ServerError(e)) => e.into(),
+            other => panic!("not an error reply: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_a_syntax_error_reply_switches_leases_to_two_round_trips() {
+        assert!(is_syntax_error(&reply_error("ERR syntax error")));
+        for other in [
+            "ERR value is not an integer or out of range",
+            "WRONGTYPE Operation against a key holding the wrong kind of value",
+            "NOPERM this user has no permissions to run the 'set' command",
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "LOADING Redis is loading the dataset in memory",
+            // Quoting the words elsewhere is not the reply.
+            "ERR unknown command 'syntax error'",
+        ] {
+            assert!(!is_syntax_error(&reply_error(other)), "{other}");
+        }
+    }
+
+    #[test]
+    fn px_is_whole_milliseconds_within_what_redis_accepts() {
+        assert_eq!(px(&Duration::ZERO), 1);
+        assert_eq!(px(&Duration::from_micros(1500)), 1);
+        assert_eq!(px(&Duration::from_secs(2)), 2000);
+        assert_eq!(px(&Duration::MAX), MAX_PX);
+        assert!(MAX_PX < i64::MAX as u64 / 2 + 1);
+    }
 }

@@ -369,8 +369,8 @@ pub struct WarmReport {
     pub already_hot: u64,
     /// Everything that failed, timed out or panicked, with the reason.
     pub failed: Vec<WarmFailure>,
-    /// Loaded values that could not be written to L2 (they are in L1; L2 was down, or its breaker
-    /// open).
+    /// Loaded values that could not be written to L2 (they are in L1; L2 was down, its breaker
+    /// open, or Redis refused the write).
     pub l2_write_errors: u64,
     /// Wall time of the whole warm-up, in milliseconds.
     pub duration_ms: u64,

@@ -123,16 +123,20 @@ impl L2 {
         let replies = self
             .replies(&absent_keys, &cmds, |j| leases[absent[j]].len())
             .await?;
+        // As on the `SET ... NX GET` path: an `OOM` leaves the key unleased (read only, and
+        // writes are held from now on), any other refusal is that key's `Err`.
         let mut oom = false;
         for (&i, r) in absent.iter().zip(replies) {
             out[i] = match r {
                 Ok(redis::Value::Nil) => Ok(ReadOrLease::Absent),
                 Ok(_) => Ok(ReadOrLease::Leased),
-                Err(e) => {
-                    let e = L2Error::from_redis(e, self.op_timeout);
-                    oom |= e.refusal() == Some(Refusal::OutOfMemory);
-                    Ok(ReadOrLease::Absent)
-                }
+                Err(e) => match L2Error::from_redis(e, self.op_timeout).refusal() {
+                    Some(Refusal::OutOfMemory) => {
+                        oom = true;
+                        Ok(ReadOrLease::Absent)
+                    }
+                    refusal => Err(refusal.unwrap_or(Refusal::Other)),
+                },
             };
         }
         if oom {

@@ -170,6 +170,8 @@ where
             Ok(results) => {
                 for (i, w) in written.iter().zip(results) {
                     conflict[*i] = matches!(w, Written::Conflict);
+                    // A refused item, or one of a pipeline that failed while others went through.
+                    out.l2_write_errors += u64::from(matches!(w, Written::Failed { .. }));
                 }
             }
             Err(()) => out.l2_write_errors += count,
