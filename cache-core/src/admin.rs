@@ -43,14 +43,15 @@ pub(crate) fn stats_key(prefix: &str, instance: u64) -> String {
     format!("{prefix}:stats:{instance:016x}")
 }
 
-/// The SCAN pattern matching every instance report of `prefix`.
+/// The SCAN pattern matching every instance report of `prefix`. Glob characters in `prefix`
+/// (`*?[]\`) are escaped, so a prefix given to a tool unvalidated matches only itself.
 ///
 /// ```
 /// assert_eq!(cache_core::admin::stats_key_pattern("app"), "app:stats:*");
+/// assert_eq!(cache_core::admin::stats_key_pattern("a*"), "a\\*:stats:*");
 /// ```
 pub fn stats_key_pattern(prefix: &str) -> String {
-    // Prefixes are validated to `[A-Za-z0-9_.-]`, which holds no glob character.
-    format!("{prefix}:stats:*")
+    format!("{}:stats:*", crate::key::glob_escape(prefix))
 }
 
 /// The Redis key of `key` of `kind` under `prefix`, exactly as the cache builds it (key parts over
@@ -153,13 +154,13 @@ pub(crate) async fn publish_stats(inner: &Arc<Inner>) {
         }
     };
     let key = stats_key(&inner.prefix, instance_id(inner));
-    let ttl = (every * 3).max(Duration::from_secs(1));
+    let ttl = every.saturating_mul(3).max(Duration::from_secs(1));
     if let Err(e) = l2
         .set(&key, &json, ttl)
         .instrument(tracing::debug_span!("l2.set", op = "stats_report"))
         .await
     {
-        tracing::debug!(error = ?e, "stats report not published");
+        tracing::debug!(error = %e, "stats report not published");
     }
 }
 
@@ -189,5 +190,10 @@ mod tests {
             crate::key::full_key("p", "kind", &long)
         );
         assert!(!redact_url("redis://:pw@h").contains("pw"));
+    }
+
+    #[test]
+    fn the_stats_pattern_escapes_glob_characters_of_the_prefix() {
+        assert_eq!(stats_key_pattern("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\:stats:*");
     }
 }

@@ -230,7 +230,7 @@ impl Coherence {
                     );
                     self.queue(PendingOp::Key(full.to_owned()));
                 } else {
-                    tracing::warn!(error = ?e, "Redis refused an invalidation and its fallback delete");
+                    tracing::warn!(error = %e, "Redis refused an invalidation and its fallback delete");
                 }
             }
         }
@@ -266,7 +266,7 @@ impl Coherence {
                         self.queue(PendingOp::Tag((*t).to_owned()));
                     }
                 } else {
-                    tracing::warn!(error = ?e, "Redis refused a tag invalidation and its fallback delete");
+                    tracing::warn!(error = %e, "Redis refused a tag invalidation and its fallback delete");
                 }
             }
         }
@@ -439,14 +439,14 @@ impl Coherence {
                 match res {
                     Err(e) if e.is_outage() => {
                         // Expected while L2 is still failing: the next attempt follows a probe.
-                        tracing::debug!(error = ?e, replayed = done,
+                        tracing::debug!(error = %e, replayed = done,
                             "replaying queued invalidations failed: the rest stays queued");
                         break 'batches;
                     }
                     Err(e) => {
                         // Retrying cannot help (even the fallback delete was refused): never
                         // queued forever.
-                        tracing::warn!(error = ?e, "Redis refused a queued invalidation: dropped");
+                        tracing::warn!(error = %e, "Redis refused a queued invalidation: dropped");
                         self.pending.dropped.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(()) => {

@@ -25,8 +25,8 @@ const SWEEP_PER_TICK: usize = 2_000;
 /// holds only a weak reference and ends when the last `Cache` handle is dropped.
 ///
 /// # Errors
-/// [`Error::Auth`] when Redis rejects the credentials: retrying would not help, so the cache is not
-/// built.
+/// [`Error::Auth`] when Redis rejects the credentials, or refuses the ACL user the startup `PING`
+/// (`NOPERM`): retrying would not help, so the cache is not built.
 pub(crate) async fn start(inner: &Arc<Inner>) -> Result<(), Error> {
     let weak = Arc::downgrade(inner);
     let Some(inner) = weak.upgrade() else {
@@ -49,15 +49,20 @@ pub(crate) async fn start(inner: &Arc<Inner>) -> Result<(), Error> {
             true
         }
         Err(L2Error::Unavailable(e) | L2Error::Refused(_, e)) if is_auth_error(&e) => {
+            let what = if e.code() == Some("NOPERM") {
+                "refused the ACL user a command the cache needs"
+            } else {
+                "rejected the credentials"
+            };
             return Err(Error::Auth(format!(
-                "Redis at {} rejected the credentials: {}",
+                "Redis at {} {what}: {}",
                 l2.url_redacted,
                 e.detail().unwrap_or("authentication failed")
             )));
         }
         Err(e) => {
             l2.breaker.trip(&format!(
-                "Redis at {} unreachable at startup ({e:?}): running L1-only, retrying in the background",
+                "Redis at {} unreachable at startup ({e}): running L1-only, retrying in the background",
                 l2.url_redacted
             ));
             false
@@ -66,7 +71,7 @@ pub(crate) async fn start(inner: &Arc<Inner>) -> Result<(), Error> {
     if let Some(bp) = inner.coherence.backplane.as_ref() {
         // Subscribe before returning the cache, so it is in sync from its first call.
         let initial = if reachable {
-            coherence::subscribe_any(&l2.clients, &bp.channel, l2.connect_timeout() * 4).await
+            coherence::subscribe_any(&l2.clients, &bp.channel, l2.connect_timeout().saturating_mul(4)).await
         } else {
             None
         };
@@ -129,8 +134,10 @@ fn spawn(weak: Weak<Inner>) {
     });
 }
 
-/// Wrong password, unknown user, or a password missing: `WRONGPASS`, `NOAUTH`, or redis-rs'
-/// authentication error kind.
+/// What retrying cannot fix at startup, so the cache is not built ([`Error::Auth`]): a wrong
+/// password, an unknown user or a password missing (`WRONGPASS`, `NOAUTH`, or redis-rs'
+/// authentication error kind), or an ACL user without the permission to run the startup `PING`
+/// (`NOPERM`).
 fn is_auth_error(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))

@@ -121,7 +121,7 @@ impl Drop for LockGuard {
 async fn unlock(l2: &L2, key: &str, token: &str) {
     if let Err(e) = l2.unlock(key, token).await {
         // It expires by itself after the lock TTL.
-        tracing::debug!(error = ?e, "could not release a distributed lock");
+        tracing::debug!(error = %e, "could not release a distributed lock");
     }
 }
 

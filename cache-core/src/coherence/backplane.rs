@@ -132,7 +132,7 @@ impl Backplane {
             }
             Err(e) => {
                 self.publish_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = ?e, "backplane publish failed");
+                tracing::debug!(error = %e, "backplane publish failed");
             }
         }
     }
@@ -184,7 +184,7 @@ pub(crate) async fn subscribe(
     match sub {
         Ok(Ok(ps)) => Some(ps),
         Ok(Err(e)) => {
-            tracing::debug!(error = %e, "backplane subscription failed");
+            tracing::debug!(error = %crate::l2::redacted_error(&e), "backplane subscription failed");
             None
         }
         Err(_) => None,
@@ -232,7 +232,7 @@ pub(crate) fn spawn_subscriber<L: Listener>(
             let (ps, fresh_start) = match initial.take() {
                 Some(ps) => (Some(ps), true),
                 None => (
-                    subscribe_any(&clients, &channel, connect_timeout * 4).await,
+                    subscribe_any(&clients, &channel, connect_timeout.saturating_mul(4)).await,
                     false,
                 ),
             };
