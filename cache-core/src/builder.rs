@@ -15,6 +15,7 @@ use crate::key;
 use crate::kind::{Kind, KindConfig, Kinds};
 use crate::l1::L1;
 use crate::l2::{L2Config, L2};
+use crate::options::MAX_TTL;
 use crate::refresh::Claims;
 
 /// Builds a [`Cache`].
@@ -499,6 +500,12 @@ impl CacheBuilder {
             if cfg.ttl().is_zero() {
                 return Err(Error::Config(format!("kind {:?} has a zero TTL", k.name())));
             }
+            if cfg.ttl() > MAX_TTL || cfg.l1_ttl_cap().is_some_and(|t| t > MAX_TTL) {
+                return Err(Error::Config(format!(
+                    "kind {:?}: TTLs must be at most cache_core::MAX_TTL (100 years)",
+                    k.name()
+                )));
+            }
             if cfg
                 .schema_id()
                 .is_some_and(|s| s.is_empty() || s.len() > 128)
@@ -528,6 +535,26 @@ impl CacheBuilder {
             return Err(Error::Config(
                 "the unregistered kind TTL must be above 0".into(),
             ));
+        }
+        // Every duration setting, so that no deadline or expiry computed from one overflows.
+        for (name, d) in [
+            ("fail_safe_grace", self.grace),
+            ("invalidation_tombstone_ttl", self.tombstone_ttl),
+            ("unsynced_l1_ttl", self.unsynced_l1_ttl),
+            ("stats_report_interval", self.stats_report_interval),
+            ("breaker_open_l1_ttl", self.breaker_open_l1_ttl),
+            ("distributed_lock_ttl", self.lock_ttl),
+            ("distributed_lock_wait", self.lock_wait),
+            ("unregistered_kind_ttl", self.unregistered_ttl),
+            ("the L2 operation timeout", self.op_timeout),
+            ("the L2 connect timeout", self.connect_timeout),
+            ("the breaker cool-down", self.breaker.cooldown_max),
+        ] {
+            if d > MAX_TTL {
+                return Err(Error::Config(format!(
+                    "{name} must be at most cache_core::MAX_TTL (100 years), not {d:?}"
+                )));
+            }
         }
         Ok(())
     }
@@ -566,7 +593,7 @@ impl CacheBuilder {
                 prefix: self.prefix.clone(),
                 tombstone_ttl: self.tombstone_ttl,
                 breaker_open_l1_ttl: self.breaker_open_l1_ttl,
-                max_l1_lifetime: longest_ttl + self.grace,
+                max_l1_lifetime: longest_ttl.saturating_add(self.grace),
                 backplane: self.backplane,
                 unsynced_l1_ttl: self.unsynced_l1_ttl,
                 max_pending_invalidations: self.max_pending_invalidations,
@@ -675,5 +702,74 @@ mod tests {
             .validate()
             .is_ok());
         assert!(CacheBuilder::new().validate().is_ok());
+    }
+
+    #[test]
+    fn durations_over_max_ttl_are_config_errors() {
+        let huge = Duration::MAX;
+        let over = MAX_TTL + Duration::from_secs(1);
+        for cfg in [
+            KindConfig::new(huge),
+            KindConfig::new(over),
+            KindConfig::new(Duration::from_secs(1)).l1_ttl(huge),
+        ] {
+            let err = CacheBuilder::new()
+                .kind(Kind::new("k"), cfg.clone())
+                .validate()
+                .expect_err("a TTL over MAX_TTL");
+            assert!(matches!(&err, Error::Config(m) if m.contains("MAX_TTL")), "{err:?}");
+        }
+        for b in [
+            CacheBuilder::new().fail_safe_grace(huge),
+            CacheBuilder::new().invalidation_tombstone_ttl(huge),
+            CacheBuilder::new().unsynced_l1_ttl(huge),
+            CacheBuilder::new().stats_report_interval(huge),
+            CacheBuilder::new().breaker_open_l1_ttl(huge),
+            CacheBuilder::new().distributed_lock_ttl(huge),
+            CacheBuilder::new().distributed_lock_wait(huge),
+            CacheBuilder::new().unregistered_kind_ttl(huge),
+            CacheBuilder::new().l2_timeout(huge),
+            CacheBuilder::new().l2_connect_timeout(huge),
+            CacheBuilder::new().breaker_cooldown(Duration::from_secs(1), huge),
+        ] {
+            assert!(
+                matches!(b.validate(), Err(Error::Config(m)) if m.contains("MAX_TTL")),
+                "{b:?}"
+            );
+        }
+        // MAX_TTL itself is accepted.
+        assert!(CacheBuilder::new()
+            .kind(Kind::new("k"), KindConfig::new(MAX_TTL))
+            .fail_safe_grace(MAX_TTL)
+            .validate()
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_longest_ttls_store_and_read_without_overflow() {
+        let cache = CacheBuilder::new()
+            .prefix("max-ttl")
+            .kind(Kind::new("forever"), KindConfig::new(MAX_TTL))
+            .fail_safe_grace(MAX_TTL)
+            .build()
+            .await
+            .expect("build");
+        let forever = Kind::new("forever");
+        cache.set(forever.clone(), "kind", 1u32).await;
+        let opts = crate::EntryOptions::new().ttl(Duration::MAX);
+        cache.set_with(forever.clone(), "call", 2u32, &opts).await;
+        let computed = crate::EntryOptions::new().ttl_with(|_: &u32| Duration::MAX);
+        cache.set_with(forever.clone(), "computed", 3u32, &computed).await;
+        let none = crate::EntryOptions::new().none_ttl(Duration::MAX);
+        cache
+            .set_with(forever.clone(), "none", None::<u32>, &none)
+            .await;
+        assert_eq!(cache.get::<u32>(forever.clone(), "kind").await.as_deref(), Some(&1));
+        assert_eq!(cache.get::<u32>(forever.clone(), "call").await.as_deref(), Some(&2));
+        assert_eq!(cache.get::<u32>(forever.clone(), "computed").await.as_deref(), Some(&3));
+        assert_eq!(
+            cache.get::<Option<u32>>(forever, "none").await.as_deref(),
+            Some(&None)
+        );
     }
 }

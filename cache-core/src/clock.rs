@@ -10,8 +10,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(millis)
         .unwrap_or(0)
+}
+
+/// Whole milliseconds of `d`, saturating at `u64::MAX` (never truncated to a small number).
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// When an entry was written and until when it is fresh (wall clock, ms since the epoch, as in
@@ -28,7 +33,7 @@ impl Age {
         let now = unix_ms();
         Age {
             created_ms: now,
-            fresh_until_ms: now.saturating_add(ttl.as_millis() as u64),
+            fresh_until_ms: now.saturating_add(millis(ttl)),
         }
     }
 

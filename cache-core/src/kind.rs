@@ -158,7 +158,9 @@ pub struct KindConfig {
 }
 
 impl KindConfig {
-    /// A kind with this default TTL, using both tiers, with the L1 TTL equal to the TTL.
+    /// A kind with this default TTL, using both tiers, with the L1 TTL equal to the TTL. At most
+    /// [`MAX_TTL`](crate::MAX_TTL) (100 years): `build()` refuses a longer one
+    /// ([`Error::Config`](crate::Error::Config)), as it refuses a zero one.
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
@@ -309,7 +311,7 @@ impl KindConfig {
     }
 
     /// A cap on how long an entry stays in L1 (shorter than the TTL bounds how stale an instance's
-    /// L1 copy can get). Default: the entry's TTL.
+    /// L1 copy can get); at most [`MAX_TTL`](crate::MAX_TTL). Default: the entry's TTL.
     #[must_use]
     pub fn l1_ttl(mut self, ttl: Duration) -> Self {
         self.l1_ttl = Some(ttl);

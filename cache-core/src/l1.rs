@@ -163,8 +163,12 @@ impl L1Entry {
                 })
             }),
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
-            fresh_until: Instant::now() + fresh_for,
-            lifetime: fresh_for + grace,
+            // Capped: every TTL is at most `MAX_TTL` already; this keeps the sum far from
+            // overflowing whatever reaches here.
+            fresh_until: Instant::now() + fresh_for.min(crate::options::MAX_TTL),
+            lifetime: fresh_for
+                .min(crate::options::MAX_TTL)
+                .saturating_add(grace),
             token,
             kind,
             epoch,

@@ -117,6 +117,7 @@ pub use coherence::Confirmation;
 pub use error::{Error, LoadError, Result};
 pub use key::MAX_KEY_PART;
 pub use kind::{Kind, KindConfig, Tiers};
+pub use options::MAX_TTL;
 pub use macro_support::{default_cache, set_default_cache};
 pub use options::{EntryOptions, OwnedOptions};
 pub use provenance::{Lookup, Source};

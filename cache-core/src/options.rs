@@ -11,6 +11,23 @@ use crate::codec::{shape_of, Shape};
 use crate::freshness::Freshness;
 use crate::jitter;
 
+/// The longest time the cache keeps anything: 100 years (of 365 days).
+///
+/// Builder settings and [`KindConfig`](crate::KindConfig) TTLs above it are refused by
+/// [`CacheBuilder::build`](crate::CacheBuilder::build) ([`Error::Config`](crate::Error::Config));
+/// per-call TTLs ([`EntryOptions::ttl`], [`ttl_with`](EntryOptions::ttl_with),
+/// [`none_ttl`](EntryOptions::none_ttl), [`error_ttl`](EntryOptions::error_ttl)) are cut to it, so
+/// `Duration::MAX` means "as long as the cache keeps anything". It keeps every deadline and expiry
+/// the cache computes (instants, Unix milliseconds, Redis' `PX`) far from overflowing.
+///
+/// ```
+/// use cache_core::{EntryOptions, MAX_TTL};
+/// use std::time::Duration;
+/// assert_eq!(MAX_TTL, Duration::from_secs(100 * 365 * 24 * 3600));
+/// assert_eq!(EntryOptions::new().ttl(Duration::MAX).ttl_override(), Some(MAX_TTL));
+/// ```
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Options of one write or load.
 ///
 /// ```
@@ -90,10 +107,11 @@ impl EntryOptions {
         Self::default()
     }
 
-    /// The TTL of this entry; zero: do not store it (see above). Default: the kind's TTL.
+    /// The TTL of this entry; zero: do not store it (see above); at most [`MAX_TTL`] (longer is
+    /// cut to it). Default: the kind's TTL.
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = Some(ttl);
+        self.ttl = Some(ttl.min(MAX_TTL));
         self
     }
 
@@ -131,7 +149,7 @@ impl EntryOptions {
     /// or what [`Cache::set_with`](crate::Cache::set_with) stores): for instance a short TTL for an
     /// empty result, or the `max-age` an API response carries (`max-age=0`: a zero duration, not
     /// stored). Takes precedence over [`ttl`](Self::ttl) for values of type `T`; values of other
-    /// types get the fixed TTL. Default: none.
+    /// types get the fixed TTL. A TTL above [`MAX_TTL`] is cut to it. Default: none.
     ///
     /// ```
     /// use cache_core::{Cache, EntryOptions, Kind};
@@ -168,7 +186,7 @@ impl EntryOptions {
         ttl: impl Fn(&T) -> Option<Duration> + Send + Sync + 'static,
     ) -> Self {
         self.ttl_fn = Some(TtlFn(Arc::new(move |v: &dyn std::any::Any| {
-            v.downcast_ref::<T>().and_then(&ttl)
+            v.downcast_ref::<T>().and_then(&ttl).map(|d| d.min(MAX_TTL))
         })));
         self
     }
@@ -176,20 +194,20 @@ impl EntryOptions {
     /// Negative caching: how long an absent value (`None`, from a loader or a `set`) is kept;
     /// zero: absent values are not cached at all. Applies to values whose `Serialize` impl says
     /// "none" (an `Option<T>` that is `None`). Takes precedence over the other TTLs for such values.
-    /// Default: absent values are cached like any other.
+    /// At most [`MAX_TTL`] (longer is cut to it). Default: absent values are cached like any other.
     #[must_use]
     pub fn none_ttl(mut self, ttl: Duration) -> Self {
-        self.none_ttl = Some(ttl);
+        self.none_ttl = Some(ttl.min(MAX_TTL));
         self
     }
 
     /// Error caching: how long a failed value (the `Err` of a `Result<T, E>` stored as the value,
     /// e.g. by a loader returning `Ok::<Result<T, E>, Infallible>(...)`) is kept, so that a failing
-    /// origin is not asked again at once; zero: errors are not cached. Default: cached like any
-    /// other value.
+    /// origin is not asked again at once; zero: errors are not cached; at most [`MAX_TTL`] (longer
+    /// is cut to it). Default: cached like any other value.
     #[must_use]
     pub fn error_ttl(mut self, ttl: Duration) -> Self {
-        self.error_ttl = Some(ttl);
+        self.error_ttl = Some(ttl.min(MAX_TTL));
         self
     }
 
@@ -244,7 +262,10 @@ impl EntryOptions {
                 Shape::Value => None,
             },
         };
-        let ttl = negative.or_else(|| self.ttl_for(value)).unwrap_or(kind_ttl);
+        let ttl = negative
+            .or_else(|| self.ttl_for(value))
+            .unwrap_or(kind_ttl)
+            .min(MAX_TTL);
         if ttl.is_zero() {
             return Duration::ZERO;
         }
