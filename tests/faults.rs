@@ -299,3 +299,99 @@ async fn cut_and_refused_connections_cause_no_errors_and_l2_comes_back() {
     assert_eq!(report.errors, 0);
     assert!(proxy.accepted() >= 3, "the client never reconnected");
 }
+
+/// A cache whose breaker opens at the first outage, for checking what counts as one.
+async fn one_strike_cache(server: &RedisServer) -> Cache {
+    init_tracing();
+    Cache::builder()
+        .redis_url(server.url())
+        .prefix(unique_prefix("not-serving"))
+        .stats_report_interval(Duration::ZERO)
+        .backplane(false)
+        .breaker_failure_threshold(1)
+        .breaker_cooldown(Duration::from_millis(100), Duration::from_millis(200))
+        .build()
+        .await
+        .expect("build")
+}
+
+async fn min_replicas_to_write(server: &RedisServer, n: u32) {
+    let mut c = server.conn().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("min-replicas-to-write")
+        .arg(n)
+        .query_async(&mut c)
+        .await
+        .expect("CONFIG SET min-replicas-to-write");
+}
+
+fn warm_plan(prefix: &str) -> cache_core::WarmPlan<'static> {
+    let prefix = prefix.to_owned();
+    cache_core::WarmPlan::new().registered(false).entries(
+        Kind::DATABASE_QUERY,
+        (0..20u32).map(move |i| {
+            (format!("{prefix}{i}"), move || async move {
+                Ok::<_, String>(format!("warm {i}"))
+            })
+        }),
+    )
+}
+
+/// `NOREPLICAS` (fewer replicas than `min-replicas-to-write`: Redis refuses every write for now)
+/// is an outage, on a single command and inside a warming pipeline alike: the breaker hears of
+/// it, nothing is counted as a per-key refusal, and leases keep their one round trip afterwards
+/// (the error is not mistaken for a Redis without `SET ... NX GET`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_refusing_writes_for_lack_of_replicas_is_an_outage_in_commands_and_pipelines() {
+    let server = RedisServer::start();
+    let single = one_strike_cache(&server).await;
+    let batch = one_strike_cache(&server).await;
+    min_replicas_to_write(&server, 1).await;
+
+    // One key: its `SET ... NX GET` is answered NOREPLICAS.
+    let v = single
+        .get_or_load(Kind::DATABASE_QUERY, "k", || async {
+            Ok::<_, String>("loaded".to_string())
+        })
+        .await
+        .expect("served from the loader");
+    assert_eq!(*v, "loaded");
+    // A warming batch: its pipeline of `SET ... NX GET` is answered NOREPLICAS for every key.
+    let report = batch.warm_with(warm_plan("w")).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+
+    for (name, cache) in [("single", &single), ("pipeline", &batch)] {
+        let s = cache.stats();
+        assert_eq!(s.total.l2.refused, 0, "{name}: not a refusal: {:?}", s.total.l2);
+        assert!(s.total.l2.errors > 0, "{name}: an outage: {:?}", s.total.l2);
+        assert!(
+            s.breaker.as_ref().is_some_and(|b| b.opens >= 1),
+            "{name}: the breaker heard of it: {:?}",
+            s.breaker
+        );
+    }
+
+    // The replicas "come back": once the breaker closed again, a warming batch leases with one
+    // pipeline of `SET ... NX GET`: the only GETs Redis runs are those of the compare-and-set
+    // scripts writing the values back (a fallback to two round trips would add one per key).
+    min_replicas_to_write(&server, 0).await;
+    within(Duration::from_secs(10), "the breaker closes", || async {
+        batch
+            .stats()
+            .breaker
+            .is_some_and(|b| b.state == BreakerState::Closed)
+    })
+    .await;
+    server.reset_stats().await;
+    let report = batch.warm_with(warm_plan("again")).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!((report.warmed, report.l2_write_errors), (20, 0), "{report:?}");
+    let scripts = server.command_calls(Some("evalsha")).await;
+    assert_eq!(scripts, 20, "one compare-and-set per key");
+    assert_eq!(
+        server.command_calls(Some("get")).await,
+        scripts,
+        "leases did not fall back to GET + SET NX"
+    );
+}

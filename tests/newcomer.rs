@@ -85,6 +85,41 @@ impl Keyspace {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ttl_of_duration_max_stores_for_max_ttl_in_both_tiers() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("max-ttl");
+    let (a, b) = (cache(&server, &prefix).await, cache(&server, &prefix).await);
+    let forever = EntryOptions::new().ttl(Duration::MAX);
+    a.set_with(Kind::API_RESPONSE, "set", 1u32, &forever).await;
+    let v = a
+        .get_or_load_with(Kind::API_RESPONSE, "loaded", &forever, || async {
+            Ok::<_, Infallible>(2u32)
+        })
+        .await
+        .expect("load");
+    assert_eq!(*v, 2);
+    let mut c = server.conn().await;
+    for (key, value) in [("set", 1u32), ("loaded", 2)] {
+        assert_eq!(
+            b.get::<u32>(Kind::API_RESPONSE, key).await.as_deref(),
+            Some(&value),
+            "{key} reached L2"
+        );
+        let full = cache_core::admin::entry_key(&prefix, Kind::API_RESPONSE.name(), key);
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(&full)
+            .query_async(&mut c)
+            .await
+            .expect("PTTL");
+        let max = i64::try_from(cache_core::MAX_TTL.as_millis()).expect("fits");
+        assert!(
+            pttl > max - 60_000 && pttl <= max,
+            "{key}: PTTL {pttl} ms, MAX_TTL {max} ms"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_ttl_stores_nothing_and_writes_nothing_to_redis() {
     let server = RedisServer::start();
     let prefix = unique_prefix("zero-ttl");
@@ -403,4 +438,9 @@ async fn a_confirmed_invalidation_returns_once_every_instance_dropped_its_copy()
         .invalidate_tags_confirmed(&["nothing"], Duration::from_secs(2))
         .await;
     assert!(c.is_complete(), "{c:?}");
+    // "No deadline" (`Duration::MAX`) waits for the confirmations, without overflowing.
+    let c = a
+        .invalidate_confirmed(Kind::API_RESPONSE, "no-deadline", Duration::MAX)
+        .await;
+    assert_eq!((c.expected, c.acknowledged), (2, 2), "{c:?}");
 }

@@ -309,7 +309,11 @@ impl Coherence {
             .insert(id, wait.clone());
         let request = format!("{id:016x}");
         self.publish(Message::Confirm(&request)).await;
-        let deadline = tokio::time::Instant::now() + timeout.saturating_sub(started.elapsed());
+        // Capped: a caller's `Duration::MAX` means "as long as it takes", not an overflow.
+        let deadline = tokio::time::Instant::now()
+            + timeout
+                .saturating_sub(started.elapsed())
+                .min(crate::options::MAX_TTL);
         loop {
             let notified = wait.notify.notified();
             if wait.acks.load(Ordering::Acquire) >= expected {
