@@ -5,7 +5,7 @@
 //! cache (for the registered `#[cached(..., warm)]` function below).
 
 use cache_core::{cached, metrics::PROMETHEUS_CONTENT_TYPE, Cache, EntryOptions, Kind};
-use cache_tests::{cache_on, unique_prefix, RedisServer};
+use cache_tests::{cache_on, unique_prefix, within, RedisServer};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -227,7 +227,7 @@ async fn health_endpoint_is_ok_with_redis_and_503_while_the_breaker_is_open() {
     assert_eq!(r.status, 200);
     assert_eq!(
         r.json(),
-        json!({"status": "ok", "l2_configured": true, "breaker": "closed", "backplane_subscribed": true})
+        json!({"status": "ok", "l2_configured": true, "l2_refusing_writes": false, "breaker": "closed", "backplane_subscribed": true})
     );
 
     server.kill();
@@ -241,6 +241,58 @@ async fn health_endpoint_is_ok_with_redis_and_503_while_the_breaker_is_open() {
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["status"], "l2_unavailable");
     assert_eq!(r.json()["breaker"], "open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_degraded_and_metrics_say_so_while_redis_refuses_writes() {
+    let server =
+        RedisServer::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]);
+    let cache = cache_on(&server, &unique_prefix("http-oom")).await;
+    let addr = serve(cache.clone()).await;
+    // Someone else fills Redis to the limit: writes are refused from now on.
+    let mut c = server.conn().await;
+    let filler = vec![b'x'; 4096];
+    for i in 0.. {
+        let r: redis::RedisResult<()> =
+            redis::AsyncCommands::set(&mut c, format!("filler:{i}"), &filler).await;
+        if r.is_err() {
+            break;
+        }
+        assert!(i < 10_000, "Redis never refused a write");
+    }
+    // The cache hears of it at its next write, and holds writes for a second after each refused
+    // one: while it does, /health says `degraded` and /metrics says so too.
+    let mut i = 0u32;
+    within(Duration::from_secs(10), "health and metrics say writes are refused", || {
+        i += 1;
+        let (cache, c) = (cache.clone(), c.clone());
+        async move {
+            let mut c = c;
+            let _: redis::RedisResult<()> =
+                redis::AsyncCommands::set(&mut c, format!("more:{i}"), vec![b'x'; 4096]).await;
+            cache.set(Kind::API_RESPONSE, &format!("k{i}"), i).await;
+            let h = request(addr, "GET", "/health", "").await;
+            let m = request(addr, "GET", "/metrics", "").await;
+            h.status == 200
+                && h.json()["status"] == "degraded"
+                && h.json()["l2_refusing_writes"] == true
+                && h.json()["breaker"] == "closed"
+                && m.body.contains("cache_l2_refusing_writes 1\n")
+        }
+    })
+    .await;
+    let s = cache.stats();
+    assert!(s.total.l2.refused > 0, "{:?}", s.total.l2);
+    assert_eq!(s.breaker.map(|b| b.opens), Some(0), "not an outage");
+    let m = request(addr, "GET", "/metrics", "").await;
+    assert!(
+        m.body.contains(&format!(
+            "cache_refused_total{{tier=\"l2\",kind=\"api_response\"}} {}\n",
+            s.kinds["api_response"].l2.refused
+        )),
+        "{}",
+        m.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

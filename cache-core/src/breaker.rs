@@ -1,7 +1,10 @@
 //! A circuit breaker around every L2 operation (closed → open → half-open → closed).
 //!
-//! - Only infrastructure failures count (I/O errors, refused connections, our deadline expiring);
-//!   misses, decode errors and Redis error replies do not.
+//! - Only outages count: I/O errors, refused or dropped connections, our deadline expiring, and
+//!   the replies of a server not serving now (`LOADING`, `READONLY`, `MASTERDOWN`, `TRYAGAIN`,
+//!   `CLUSTERDOWN`, `BUSY`, `MISCONF`, `NOREPLICAS`, `ERR max number of clients reached`; also when
+//!   one answers a command inside a pipeline). Misses, decode errors and the other Redis error
+//!   replies (refusals: `OOM`, `NOPERM`, `WRONGTYPE`...) do not.
 //! - It trips after `failure_threshold` consecutive failures. One error per reconnect is normal, so
 //!   a single failure never trips it.
 //! - While open, [`Breaker::acquire`] rejects in O(1) with atomics only: no I/O, no await.

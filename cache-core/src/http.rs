@@ -5,7 +5,7 @@
 //! | `GET /cache/stats` | the [`Stats`] snapshot as JSON |
 //! | `POST /cache/warm` | runs [`Cache::warm`], answers the [`WarmReport`] as JSON |
 //! | `POST /cache/invalidate` | body `{"kind": "...", "key": "..."}` or `{"tag": "..."}`; 400 on anything else |
-//! | `GET /health` | 200 with the breaker and backplane states; 503 while the breaker is open |
+//! | `GET /health` | 200 with the breaker and backplane states (`degraded` while the breaker is half-open, the backplane is down or Redis refuses writes for lack of memory); 503 while the breaker is open |
 //! | `GET /metrics` | Prometheus text ([`Cache::prometheus_text`]) |
 //!
 //! Mount it into the application's router, behind whatever authentication the application uses for
@@ -125,9 +125,11 @@ async fn invalidate(State(cache): State<Cache>, body: Bytes) -> Response {
 /// The body of `GET /health`.
 #[derive(Serialize)]
 struct Health {
-    /// `ok`, `degraded` (breaker half-open, or backplane down) or `l2_unavailable` (breaker open).
+    /// `ok`, `degraded` (breaker half-open, backplane down, or Redis refusing writes for lack of
+    /// memory) or `l2_unavailable` (breaker open).
     status: &'static str,
     l2_configured: bool,
+    l2_refusing_writes: bool,
     breaker: Option<BreakerState>,
     backplane_subscribed: Option<bool>,
 }
@@ -140,11 +142,14 @@ async fn health(State(cache): State<Cache>) -> Response {
         Some(BreakerState::Open) => (StatusCode::SERVICE_UNAVAILABLE, "l2_unavailable"),
         Some(BreakerState::HalfOpen) => (StatusCode::OK, "degraded"),
         _ if backplane_subscribed == Some(false) => (StatusCode::OK, "degraded"),
+        // Reads go on, but nothing is written back and invalidations fall back to deletes.
+        _ if s.l2_refusing_writes => (StatusCode::OK, "degraded"),
         _ => (StatusCode::OK, "ok"),
     };
     let body = Health {
         status,
         l2_configured: s.l2_configured,
+        l2_refusing_writes: s.l2_refusing_writes,
         breaker,
         backplane_subscribed,
     };

@@ -14,7 +14,7 @@
 //! | series | type | labels |
 //! |---|---|---|
 //! | `cache_hits_total`, `cache_misses_total` | counter | `tier` (`l1`, `l2`), `kind` |
-//! | `cache_errors_total`, `cache_timeouts_total`, `cache_skipped_total`, `cache_writes_total`, `cache_read_bytes_total`, `cache_written_bytes_total`, `cache_decode_errors_total`, `cache_oversized_total`, `cache_write_conflicts_total`, `cache_tag_rejections_total` | counter | `tier` (`l2`), `kind` |
+//! | `cache_errors_total`, `cache_refused_total`, `cache_timeouts_total`, `cache_skipped_total`, `cache_writes_total`, `cache_read_bytes_total`, `cache_written_bytes_total`, `cache_decode_errors_total`, `cache_oversized_total`, `cache_write_conflicts_total`, `cache_tag_rejections_total` | counter | `tier` (`l2`), `kind` |
 //! | `cache_compression_ratio` | gauge | `tier` (`l2`), `kind` |
 //! | `cache_loader_calls_total`, `cache_loader_errors_total`, `cache_stale_served_total`, `cache_sets_total`, `cache_invalidations_total` | counter | `kind` |
 //! | `cache_refreshes_total`, `cache_refresh_failures_total`, `cache_soft_timeouts_total`, `cache_hard_timeouts_total`, `cache_lock_acquired_total`, `cache_lock_waits_total`, `cache_lock_fallbacks_total` | counter | `kind` |
@@ -22,7 +22,7 @@
 //! | `cache_evictions_total` | counter | `tier` (`l1`) |
 //! | `cache_l2_operations_total`, `cache_l2_latency_seconds_total` (sum of latencies) | counter | `op` (`read`, `write`), `kind` |
 //! | `cache_l2_latency_quantile_seconds` | gauge (`NaN` before the first operation) | `op`, `kind`, `quantile` (`0.5`, `0.99`, `1` = max) |
-//! | `cache_l2_configured`, `cache_tracked_tag_invalidations`, `cache_pending_invalidations` | gauge | |
+//! | `cache_l2_configured`, `cache_l2_refusing_writes`, `cache_tracked_tag_invalidations`, `cache_pending_invalidations` | gauge | |
 //! | `cache_pending_invalidations_queued_total`, `cache_pending_invalidations_replayed_total`, `cache_pending_invalidations_dropped_total` | counter | |
 //! | `cache_breaker_state` | gauge (1 for the current state) | `state` (`closed`, `open`, `half_open`) |
 //! | `cache_breaker_opens_total`, `cache_breaker_rejected_total` | counter | |
@@ -247,11 +247,19 @@ fn encode_stats(s: &Stats, enc: &mut DescriptorEncoder<'_>) -> Result<(), FmtErr
         w.family(name, help, MetricType::Counter, samples)?;
     }
 
-    let l2_counters: [KindCounter; 10] = [
+    let l2_counters: [KindCounter; 11] = [
         (
             "cache_errors",
-            "L2 operations that failed (I/O, refused, error reply), timeouts excluded.",
+            "L2 operations that failed with an outage (I/O error, refused or dropped connection, \
+             a reply of a server not serving now such as LOADING, READONLY or MISCONF); timeouts, \
+             refusals and skipped operations excluded.",
             |t| t.l2.errors,
+        ),
+        (
+            "cache_refused",
+            "L2 commands Redis refused (OOM under noeviction, NOPERM, WRONGTYPE, other error \
+             replies): handled per operation, not outages.",
+            |t| t.l2.refused,
         ),
         (
             "cache_timeouts",
@@ -460,6 +468,12 @@ fn encode_stats(s: &Stats, enc: &mut DescriptorEncoder<'_>) -> Result<(), FmtErr
         Value::Gauge(i64::from(s.l2_configured)),
     )?;
     w.single(
+        "cache_l2_refusing_writes",
+        "1 while Redis refuses writes for lack of memory (OOM under noeviction): values are not \
+         written back, invalidations delete keys.",
+        Value::Gauge(i64::from(s.l2_refusing_writes)),
+    )?;
+    w.single(
         "cache_tracked_tag_invalidations",
         "Tags whose recent invalidation this instance tracks for its L1.",
         Value::gauge(s.tracked_tag_invalidations),
@@ -620,6 +634,8 @@ mod tests {
             "cache_l2_latency_quantile_seconds{op=\"read\",kind=\"k\",quantile=\"0.99\"} NaN\n"
         ));
         assert!(!out.contains("cache_breaker"));
+        assert!(out.contains("cache_refused_total{tier=\"l2\",kind=\"k\"} 0\n"), "{out}");
+        assert!(out.contains("cache_l2_refusing_writes 0\n"), "{out}");
         assert!(out.ends_with("# EOF\n"));
     }
 }
