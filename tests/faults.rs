@@ -363,7 +363,11 @@ async fn a_server_refusing_writes_for_lack_of_replicas_is_an_outage_in_commands_
 
     for (name, cache) in [("single", &single), ("pipeline", &batch)] {
         let s = cache.stats();
-        assert_eq!(s.total.l2.refused, 0, "{name}: not a refusal: {:?}", s.total.l2);
+        assert_eq!(
+            s.total.l2.refused, 0,
+            "{name}: not a refusal: {:?}",
+            s.total.l2
+        );
         assert!(s.total.l2.errors > 0, "{name}: an outage: {:?}", s.total.l2);
         assert!(
             s.breaker.as_ref().is_some_and(|b| b.opens >= 1),
@@ -386,7 +390,11 @@ async fn a_server_refusing_writes_for_lack_of_replicas_is_an_outage_in_commands_
     server.reset_stats().await;
     let report = batch.warm_with(warm_plan("again")).await;
     assert!(report.failed.is_empty(), "{report:?}");
-    assert_eq!((report.warmed, report.l2_write_errors), (20, 0), "{report:?}");
+    assert_eq!(
+        (report.warmed, report.l2_write_errors),
+        (20, 0),
+        "{report:?}"
+    );
     let scripts = server.command_calls(Some("evalsha")).await;
     assert_eq!(scripts, 20, "one compare-and-set per key");
     assert_eq!(

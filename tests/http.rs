@@ -263,23 +263,27 @@ async fn health_is_degraded_and_metrics_say_so_while_redis_refuses_writes() {
     // The cache hears of it at its next write, and holds writes for a second after each refused
     // one: while it does, /health says `degraded` and /metrics says so too.
     let mut i = 0u32;
-    within(Duration::from_secs(10), "health and metrics say writes are refused", || {
-        i += 1;
-        let (cache, c) = (cache.clone(), c.clone());
-        async move {
-            let mut c = c;
-            let _: redis::RedisResult<()> =
-                redis::AsyncCommands::set(&mut c, format!("more:{i}"), vec![b'x'; 4096]).await;
-            cache.set(Kind::API_RESPONSE, &format!("k{i}"), i).await;
-            let h = request(addr, "GET", "/health", "").await;
-            let m = request(addr, "GET", "/metrics", "").await;
-            h.status == 200
-                && h.json()["status"] == "degraded"
-                && h.json()["l2_refusing_writes"] == true
-                && h.json()["breaker"] == "closed"
-                && m.body.contains("cache_l2_refusing_writes 1\n")
-        }
-    })
+    within(
+        Duration::from_secs(10),
+        "health and metrics say writes are refused",
+        || {
+            i += 1;
+            let (cache, c) = (cache.clone(), c.clone());
+            async move {
+                let mut c = c;
+                let _: redis::RedisResult<()> =
+                    redis::AsyncCommands::set(&mut c, format!("more:{i}"), vec![b'x'; 4096]).await;
+                cache.set(Kind::API_RESPONSE, &format!("k{i}"), i).await;
+                let h = request(addr, "GET", "/health", "").await;
+                let m = request(addr, "GET", "/metrics", "").await;
+                h.status == 200
+                    && h.json()["status"] == "degraded"
+                    && h.json()["l2_refusing_writes"] == true
+                    && h.json()["breaker"] == "closed"
+                    && m.body.contains("cache_l2_refusing_writes 1\n")
+            }
+        },
+    )
     .await;
     let s = cache.stats();
     assert!(s.total.l2.refused > 0, "{:?}", s.total.l2);

@@ -194,6 +194,9 @@ mod tests {
 
     #[test]
     fn the_stats_pattern_escapes_glob_characters_of_the_prefix() {
-        assert_eq!(stats_key_pattern("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\:stats:*");
+        assert_eq!(
+            stats_key_pattern("a*b?[c]\\"),
+            "a\\*b\\?\\[c\\]\\\\:stats:*"
+        );
     }
 }

@@ -717,7 +717,10 @@ mod tests {
                 .kind(Kind::new("k"), cfg.clone())
                 .validate()
                 .expect_err("a TTL over MAX_TTL");
-            assert!(matches!(&err, Error::Config(m) if m.contains("MAX_TTL")), "{err:?}");
+            assert!(
+                matches!(&err, Error::Config(m) if m.contains("MAX_TTL")),
+                "{err:?}"
+            );
         }
         for b in [
             CacheBuilder::new().fail_safe_grace(huge),
@@ -759,14 +762,28 @@ mod tests {
         let opts = crate::EntryOptions::new().ttl(Duration::MAX);
         cache.set_with(forever.clone(), "call", 2u32, &opts).await;
         let computed = crate::EntryOptions::new().ttl_with(|_: &u32| Duration::MAX);
-        cache.set_with(forever.clone(), "computed", 3u32, &computed).await;
+        cache
+            .set_with(forever.clone(), "computed", 3u32, &computed)
+            .await;
         let none = crate::EntryOptions::new().none_ttl(Duration::MAX);
         cache
             .set_with(forever.clone(), "none", None::<u32>, &none)
             .await;
-        assert_eq!(cache.get::<u32>(forever.clone(), "kind").await.as_deref(), Some(&1));
-        assert_eq!(cache.get::<u32>(forever.clone(), "call").await.as_deref(), Some(&2));
-        assert_eq!(cache.get::<u32>(forever.clone(), "computed").await.as_deref(), Some(&3));
+        assert_eq!(
+            cache.get::<u32>(forever.clone(), "kind").await.as_deref(),
+            Some(&1)
+        );
+        assert_eq!(
+            cache.get::<u32>(forever.clone(), "call").await.as_deref(),
+            Some(&2)
+        );
+        assert_eq!(
+            cache
+                .get::<u32>(forever.clone(), "computed")
+                .await
+                .as_deref(),
+            Some(&3)
+        );
         assert_eq!(
             cache.get::<Option<u32>>(forever, "none").await.as_deref(),
             Some(&None)

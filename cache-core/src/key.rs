@@ -136,9 +136,8 @@ pub(crate) fn split_entry_key<'a>(prefix: &str, full: &'a str) -> Option<(&'a st
 
 /// Whether `s` is a hashed name: `#` and 64 lowercase hex digits.
 fn is_hash_name(s: &str) -> bool {
-    s.strip_prefix('#').is_some_and(|h| {
-        h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    })
+    s.strip_prefix('#')
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
 
 /// Pattern matching every key of `kind` (for SCAN).
@@ -363,12 +362,19 @@ mod tests {
             let (k, part) = split_entry_key("app", &full).expect(&full);
             assert_eq!((k.len(), part), (65, "k"), "{bad}");
             let pattern = kind_pattern("app", bad);
-            assert_eq!(pattern, format!("{}*", kind_key_prefix("app", bad)), "{bad}");
+            assert_eq!(
+                pattern,
+                format!("{}*", kind_key_prefix("app", bad)),
+                "{bad}"
+            );
             // The lookup key of an unregistered kind is built like the full key.
             assert_eq!(LookupKey::new(None, "app", bad, "k").to_full(), full);
         }
         // Valid names stay as they are.
-        assert_eq!(kind_key_prefix("app", "api_response"), "app:v1:api_response:");
+        assert_eq!(
+            kind_key_prefix("app", "api_response"),
+            "app:v1:api_response:"
+        );
     }
 
     #[test]

@@ -166,9 +166,7 @@ impl L1Entry {
             // Capped: every TTL is at most `MAX_TTL` already; this keeps the sum far from
             // overflowing whatever reaches here.
             fresh_until: Instant::now() + fresh_for.min(crate::options::MAX_TTL),
-            lifetime: fresh_for
-                .min(crate::options::MAX_TTL)
-                .saturating_add(grace),
+            lifetime: fresh_for.min(crate::options::MAX_TTL).saturating_add(grace),
             token,
             kind,
             epoch,
@@ -387,7 +385,9 @@ impl L1 {
     /// Removes up to `max` dead entries (background work after a drop); returns how many. Once a
     /// pass finds fewer, there are none left.
     pub(crate) async fn sweep(&self, max: usize) -> usize {
-        if !self.dead.load(Ordering::Acquire) {
+        // Cleared before the scan, not after: a drop during the scan (whose entries the scan may
+        // already have passed as live) sets it again, so the next pass removes them.
+        if !self.dead.swap(false, Ordering::AcqRel) {
             return 0;
         }
         let dead: Vec<Arc<String>> = self
@@ -397,8 +397,9 @@ impl L1 {
             .map(|(k, _)| k)
             .take(max)
             .collect();
-        if dead.len() < max {
-            self.dead.store(false, Ordering::Release);
+        if dead.len() == max {
+            // There may be more.
+            self.dead.store(true, Ordering::Release);
         }
         for k in &dead {
             // Only if still dead: a live entry may have replaced it meanwhile.

@@ -26,8 +26,8 @@ mod error;
 mod redact;
 mod scripts;
 
-use conn::Conn;
 pub(crate) use batch::CasResult;
+use conn::Conn;
 use error::wrong_count;
 pub(crate) use error::{redacted as redacted_error, L2Error, Refusal};
 pub(crate) use redact::redact_url;
@@ -698,9 +698,11 @@ fn px(ttl: &Duration) -> u64 {
 /// GET`); nothing else switches leasing to two round trips.
 fn is_syntax_error(e: &RedisError) -> bool {
     e.code() == Some("ERR")
-        && e
-            .detail()
-            .is_some_and(|d| d.trim_start().to_ascii_lowercase().starts_with("syntax error"))
+        && e.detail().is_some_and(|d| {
+            d.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("syntax error")
+        })
 }
 
 #[cfg(test)]

@@ -634,7 +634,10 @@ mod tests {
             "cache_l2_latency_quantile_seconds{op=\"read\",kind=\"k\",quantile=\"0.99\"} NaN\n"
         ));
         assert!(!out.contains("cache_breaker"));
-        assert!(out.contains("cache_refused_total{tier=\"l2\",kind=\"k\"} 0\n"), "{out}");
+        assert!(
+            out.contains("cache_refused_total{tier=\"l2\",kind=\"k\"} 0\n"),
+            "{out}"
+        );
         assert!(out.contains("cache_l2_refusing_writes 0\n"), "{out}");
         assert!(out.ends_with("# EOF\n"));
     }

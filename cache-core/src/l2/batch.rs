@@ -55,7 +55,10 @@ impl L2 {
     ) -> Result<Vec<Result<ReadOrLease, Refusal>>, L2Error> {
         if self.refusing_writes() {
             let replies = self.replies(keys, &gets(keys), |_| 0).await?;
-            return Ok(replies.into_iter().map(|r| self.read_reply(r, false)).collect());
+            return Ok(replies
+                .into_iter()
+                .map(|r| self.read_reply(r, false))
+                .collect());
         }
         let px = px(&ttl);
         if self.no_set_nx_get.load(Ordering::Relaxed) {
@@ -215,7 +218,9 @@ impl L2 {
     /// Leases take two round trips from now on (Redis does not take `SET ... NX GET`).
     pub(super) fn lease_in_two_steps(&self) {
         if !self.no_set_nx_get.swap(true, Ordering::Relaxed) {
-            tracing::info!("Redis does not take SET NX GET (before 7.0): leases take two round trips");
+            tracing::info!(
+                "Redis does not take SET NX GET (before 7.0): leases take two round trips"
+            );
         }
     }
 

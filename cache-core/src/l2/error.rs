@@ -137,8 +137,7 @@ pub(super) fn is_outage(e: &RedisError) -> bool {
             )
         )
         || (e.code() == Some("ERR")
-            && e
-                .detail()
+            && e.detail()
                 .is_some_and(|d| d.starts_with("max number of clients reached")))
 }
 
@@ -238,9 +237,15 @@ mod tests {
                 Refusal::WrongType,
             ),
             ("ERR syntax error", Refusal::Other),
-            ("ERR value is not an integer or out of range", Refusal::Other),
+            (
+                "ERR value is not an integer or out of range",
+                Refusal::Other,
+            ),
             // Only the exact message is the client limit.
-            ("ERR unknown command 'max number of clients reached'", Refusal::Other),
+            (
+                "ERR unknown command 'max number of clients reached'",
+                Refusal::Other,
+            ),
         ] {
             let e = L2Error::from_redis(reply_error(line), Duration::from_millis(5));
             assert_eq!(e.refusal(), Some(refusal), "{line}");
@@ -274,6 +279,9 @@ mod tests {
         ));
         assert!(!redacted(&config).contains("s3cret"));
         let reply = L2Error::from_redis(reply_error("WRONGTYPE wrong kind"), Duration::ZERO);
-        assert_eq!(reply.to_string(), "refused (WrongType): WRONGTYPE wrong kind");
+        assert_eq!(
+            reply.to_string(),
+            "refused (WrongType): WRONGTYPE wrong kind"
+        );
     }
 }
