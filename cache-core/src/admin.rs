@@ -129,7 +129,7 @@ pub(crate) fn build(inner: &Arc<Inner>) -> InstanceReport {
         hostname: hostname(),
         pid: std::process::id(),
         timestamp_ms: unix_ms(),
-        interval_ms: inner.stats_report_interval.as_millis() as u64,
+        interval_ms: crate::clock::millis(inner.stats_report_interval),
         stats: inner.stats(),
     }
 }

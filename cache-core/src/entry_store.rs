@@ -286,7 +286,7 @@ impl EntryStore {
         let now_ms = unix_ms();
         let header = Header {
             created_at_ms: now_ms,
-            fresh_until_ms: now_ms.saturating_add(ttl.as_millis() as u64),
+            fresh_until_ms: now_ms.saturating_add(crate::clock::millis(ttl)),
             type_fp: fp,
             nonce: rand::random(),
         };

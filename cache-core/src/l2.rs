@@ -733,6 +733,37 @@ mod tests {
         }
     }
 
+    /// An L2 that never connects (nothing is sent in these tests).
+    fn unconnected() -> L2 {
+        L2::new(&L2Config {
+            urls: vec!["redis://127.0.0.1:1".to_owned()],
+            cluster: false,
+            tls_root_cert: None,
+            connect_timeout: Duration::from_millis(10),
+            op_timeout: Duration::from_millis(10),
+            breaker: BreakerConfig::default(),
+        })
+        .expect("a client")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_are_held_for_oom_hold_on_the_monotonic_clock() {
+        let l2 = unconnected();
+        assert!(!l2.refusing_writes());
+        l2.note_refusal(&L2Error::Refused(Refusal::OutOfMemory, error::oom_error()));
+        assert!(l2.refusing_writes());
+        tokio::time::advance(OOM_HOLD - Duration::from_millis(1)).await;
+        assert!(l2.refusing_writes(), "held for OOM_HOLD");
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert!(!l2.refusing_writes(), "released after OOM_HOLD");
+        // Other refusals hold nothing.
+        l2.note_refusal(&L2Error::Refused(
+            Refusal::WrongType,
+            reply_error("WRONGTYPE Operation against a key holding the wrong kind of value"),
+        ));
+        assert!(!l2.refusing_writes());
+    }
+
     #[test]
     fn px_is_whole_milliseconds_within_what_redis_accepts() {
         assert_eq!(px(&Duration::ZERO), 1);

@@ -188,7 +188,7 @@ where
     }
     let token = format!("{:032x}", rand::random::<u128>());
     let registration = wait.then(|| waiters.register(full));
-    let deadline = Instant::now() + wait_bound;
+    let deadline = Instant::now() + wait_bound.min(crate::options::MAX_TTL);
     let mut interval = FIRST_POLL;
     let mut waited = false;
     loop {

@@ -466,6 +466,82 @@ pub async fn warming_pipelines_entries_to_every_node(b: Backend<'_>) {
     }
 }
 
+/// Redis lost its script cache on one node (a restart or failover of one master): a warming
+/// batch's compare-and-set writes answered `NOSCRIPT` there are sent again once the scripts are
+/// loaded, and only those (the others were applied: sent again, they would find their own write and
+/// report a conflict). Every entry is stored, none is counted as a conflict or a write error.
+pub async fn lost_scripts_resend_only_the_items_refused_for_them(b: Backend<'_>) {
+    const N: u32 = 300;
+    let prefix = unique_prefix("noscript");
+    let build = || async {
+        b.builder(&prefix)
+            .l2_timeout(Duration::from_secs(2))
+            .build()
+            .await
+            .expect("build")
+    };
+    let (x, y) = (build().await, build().await);
+    let plan = |from: u32| {
+        cache_core::WarmPlan::new().registered(false).entries(
+            Kind::STATIC_DATA,
+            (from..from + N).map(|i| (format!("row:{i}"), move || async move { Res::Ok(i * 3) })),
+        )
+    };
+    // The scripts are loaded everywhere (a first batch used them), then one node loses them.
+    let first = x.warm_with(plan(0)).await;
+    assert_eq!(first.warmed, u64::from(N), "{first:?}");
+    let flushed = b.servers()[0];
+    let mut c = flushed.conn().await;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut c)
+        .await
+        .expect("SCRIPT FLUSH");
+    b.reset_stats().await;
+
+    let report = x.warm_with(plan(N)).await;
+
+    assert_eq!(report.warmed, u64::from(N), "{report:?}");
+    assert!(
+        report.failed.is_empty() && report.l2_write_errors == 0,
+        "{report:?}"
+    );
+    let l2 = x.stats().total.l2;
+    assert_eq!(l2.write_conflicts, 0, "an applied write was sent again: {l2:?}");
+    assert_eq!(l2.refused, 0, "{l2:?}");
+    // One compare-and-set per entry, plus one more for each answered NOSCRIPT (until the scripts
+    // were loaded again), and nothing else.
+    let mut total = 0;
+    let mut noscript = 0;
+    for s in b.servers() {
+        total += s.command_calls(Some("evalsha")).await;
+        noscript += failed_evalsha(s).await;
+    }
+    assert!(failed_evalsha(flushed).await > 0, "the flushed node answered no NOSCRIPT");
+    assert_eq!(noscript, failed_evalsha(flushed).await, "NOSCRIPT elsewhere");
+    assert_eq!(total, u64::from(N) + noscript, "EVALSHA calls");
+    for i in [N, N + N / 2, 2 * N - 1] {
+        assert_eq!(
+            y.get::<u32>(Kind::STATIC_DATA, &format!("row:{i}"))
+                .await
+                .as_deref(),
+            Some(&(i * 3)),
+            "row:{i} reached L2"
+        );
+    }
+}
+
+/// `failed_calls` of `EVALSHA` in `INFO commandstats` (a `NOSCRIPT` answer is one).
+async fn failed_evalsha(s: &RedisServer) -> u64 {
+    s.info("commandstats")
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
+        .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("failed_calls=")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// `total_reads_processed` of `INFO stats`: socket reads (a pipeline of many commands can arrive
 /// in one).
 async fn reads_processed(s: &RedisServer) -> u64 {
@@ -494,6 +570,7 @@ macro_rules! contract_suite {
             clears_cover_every_node_within_kind_and_prefix,
             prefixes_are_isolated,
             warming_pipelines_entries_to_every_node,
+            lost_scripts_resend_only_the_items_refused_for_them,
         );
     };
     (@each $start:expr, $variant:ident, $($name:ident),* $(,)?) => {
