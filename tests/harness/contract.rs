@@ -507,7 +507,10 @@ pub async fn lost_scripts_resend_only_the_items_refused_for_them(b: Backend<'_>)
         "{report:?}"
     );
     let l2 = x.stats().total.l2;
-    assert_eq!(l2.write_conflicts, 0, "an applied write was sent again: {l2:?}");
+    assert_eq!(
+        l2.write_conflicts, 0,
+        "an applied write was sent again: {l2:?}"
+    );
     assert_eq!(l2.refused, 0, "{l2:?}");
     // One compare-and-set per entry, plus one more for each answered NOSCRIPT (until the scripts
     // were loaded again), and nothing else.
@@ -517,8 +520,15 @@ pub async fn lost_scripts_resend_only_the_items_refused_for_them(b: Backend<'_>)
         total += s.command_calls(Some("evalsha")).await;
         noscript += failed_evalsha(s).await;
     }
-    assert!(failed_evalsha(flushed).await > 0, "the flushed node answered no NOSCRIPT");
-    assert_eq!(noscript, failed_evalsha(flushed).await, "NOSCRIPT elsewhere");
+    assert!(
+        failed_evalsha(flushed).await > 0,
+        "the flushed node answered no NOSCRIPT"
+    );
+    assert_eq!(
+        noscript,
+        failed_evalsha(flushed).await,
+        "NOSCRIPT elsewhere"
+    );
     assert_eq!(total, u64::from(N) + noscript, "EVALSHA calls");
     for i in [N, N + N / 2, 2 * N - 1] {
         assert_eq!(
