@@ -582,12 +582,9 @@ impl L2 {
     ) -> Result<T, L2Error> {
         self.run(|c| async move {
             match (c, node) {
-                (Conn::Cluster(mut cc), Some((host, port))) => {
-                    use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-                    let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                        host: host.clone(),
-                        port: *port,
-                    });
+                (Conn::Cluster(mut cc), Some(node)) => {
+                    let routing =
+                        redis::cluster_routing::RoutingInfo::SingleNode(conn::by_address(node));
                     let v = cc.route_command(cmd, routing).await?;
                     redis::from_redis_value(v).map_err(RedisError::from)
                 }

@@ -387,12 +387,8 @@ async fn pipeline_chunk(
             let replies: Vec<redis::Value> = p.query_async(&mut sc).await?;
             return replies_or_outage(replies);
         }
-        (Conn::Cluster(cc), Some((host, port))) => {
-            use redis::cluster_routing::SingleNodeRoutingInfo;
-            let route = SingleNodeRoutingInfo::ByAddress {
-                host: host.clone(),
-                port: *port,
-            };
+        (Conn::Cluster(cc), Some(node)) => {
+            let route = conn::by_address(node);
             let mut pc = cc.clone();
             let count = chunk.len();
             match pc.route_pipeline(p, 0, count, route).await {

@@ -159,6 +159,17 @@ pub(crate) fn slot_owners(cluster_nodes: &str) -> (Vec<(String, u16)>, Vec<Optio
     (nodes, owners)
 }
 
+/// The routing of a command (or pipeline) to one cluster node, `(host, port)` as in
+/// [`masters`].
+pub(crate) fn by_address(
+    (host, port): &(String, u16),
+) -> redis::cluster_routing::SingleNodeRoutingInfo {
+    redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+        host: host.clone(),
+        port: *port,
+    }
+}
+
 /// Groups item indices by the master that serves their key (`keys[i]`), in first-seen order;
 /// keys of slots with no known master go to a last group of their own (`None`).
 pub(crate) fn group_by_master<'k>(
