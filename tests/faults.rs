@@ -403,3 +403,55 @@ async fn a_server_refusing_writes_for_lack_of_replicas_is_an_outage_in_commands_
         "leases did not fall back to GET + SET NX"
     );
 }
+
+/// `MISCONF` (a background save failed and `stop-writes-on-bgsave-error` is on: Redis refuses
+/// every write until a save succeeds) is an outage in a warming pipeline: the breaker hears of it
+/// and nothing is counted as a per-key refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_persist_is_an_outage_in_pipelines() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = RedisServer::start_with(&[
+        "--dir",
+        &dir.path().display().to_string(),
+        "--dbfilename",
+        "dump.rdb",
+    ]);
+    let cache = one_strike_cache(&server).await;
+    // The snapshot cannot be renamed into place (a directory holds its name): BGSAVE fails.
+    std::fs::create_dir_all(dir.path().join("dump.rdb").join("sub")).expect("mkdir");
+    let mut c = server.conn().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("save")
+        .arg("3600 1")
+        .query_async(&mut c)
+        .await
+        .expect("CONFIG SET save");
+    let _: String = redis::cmd("BGSAVE")
+        .query_async(&mut c)
+        .await
+        .expect("BGSAVE");
+    within(
+        Duration::from_secs(10),
+        "the background save fails",
+        || async {
+            server
+                .info("persistence")
+                .await
+                .contains("rdb_last_bgsave_status:err")
+        },
+    )
+    .await;
+
+    let report = cache.warm_with(warm_plan("m")).await;
+
+    assert!(report.failed.is_empty(), "{report:?}");
+    let s = cache.stats();
+    assert_eq!(s.total.l2.refused, 0, "not a refusal: {:?}", s.total.l2);
+    assert!(s.total.l2.errors > 0, "an outage: {:?}", s.total.l2);
+    assert!(
+        s.breaker.as_ref().is_some_and(|b| b.opens >= 1),
+        "the breaker heard of it: {:?}",
+        s.breaker
+    );
+}
