@@ -13,7 +13,8 @@
 //!   `BUSY`, `MISCONF` (writes stopped after a failed background save), `NOREPLICAS` (fewer
 //!   replicas than `min-replicas-to-write`), `ERR max number of clients reached`): retrying later
 //!   helps, so they count toward the breaker and invalidations that hit one are queued for replay.
-//!   In a pipeline, one such reply fails the whole batch as an outage;
+//!   In a pipeline, one such reply fails that pipeline as an outage (a batch of lease reads fails
+//!   whole; a batch of writes keeps the results of its other pipelines);
 //! - **refusals** (`OOM` under `maxmemory` with `noeviction`, `NOPERM`, `WRONGTYPE`, any other error
 //!   reply): Redis answered, and the same command would be refused again. They never count toward the
 //!   breaker and are never queued: each operation handles them (an invalidation falls back to
