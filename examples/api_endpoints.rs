@@ -135,7 +135,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     init_logging();
     let serve = std::env::args().any(|a| a == "--serve");
     let cache = connect("api-example").await?;
-    cache_core::set_default_cache(cache.clone()).map_err(|_| "a cache was installed already")?;
+    cache_core::set_default_cache(cache.clone()).map_err(|_| "a default cache was set already")?;
 
     // Startup: warm the `warm` functions before taking traffic.
     let report = cache.warm().await;

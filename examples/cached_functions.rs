@@ -1,4 +1,4 @@
-//! `#[cached]` on a free function and on a `&self` method, using the cache installed at startup.
+//! `#[cached]` on a free function and on a `&self` method, using the default cache set at startup.
 //!
 //! ```text
 //! cargo run --example cached_functions
@@ -80,8 +80,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Start from a clean slate so the first calls are real misses.
     let _ = cache.clear_all().await;
-    // `#[cached]` functions without `cache = ...` use the installed cache.
-    cache_core::set_default_cache(cache.clone()).map_err(|_| "a cache was installed already")?;
+    // `#[cached]` functions without `cache = ...` use the default cache.
+    cache_core::set_default_cache(cache.clone()).map_err(|_| "a default cache was set already")?;
 
     println!("\n-- free function: exchange_rate(from, to), ttl 60 s");
     for round in 1..=3 {

@@ -107,7 +107,7 @@ fn answer_from(csv: &str, question: &str) -> String {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     init_logging();
     let cache = connect("llm-example").await?;
-    cache_core::set_default_cache(cache.clone()).map_err(|_| "a cache was installed already")?;
+    cache_core::set_default_cache(cache.clone()).map_err(|_| "a default cache was set already")?;
 
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sales.csv");
     let original = std::fs::read_to_string(path)?;

@@ -120,7 +120,7 @@ async fn describe(name: String) -> Result<Table, SchemaError> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     init_logging();
     let cache = connect("schema-example").await?;
-    cache_core::set_default_cache(cache.clone()).map_err(|_| "a cache was installed already")?;
+    cache_core::set_default_cache(cache.clone()).map_err(|_| "a default cache was set already")?;
     let mut timings = Timings::default();
     let mut timed =
         async |label: String,

@@ -112,7 +112,7 @@ async fn search(namespace: String, top_k: usize, qkey: String, query: Arc<[f32; 
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     init_logging();
     let cache = connect("vector-example").await?;
-    cache_core::set_default_cache(cache.clone()).map_err(|_| "a cache was installed already")?;
+    cache_core::set_default_cache(cache.clone()).map_err(|_| "a default cache was set already")?;
     for ns in ["products", "support-articles"] {
         index(ns); // build the corpora before timing anything
     }

@@ -12,8 +12,17 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 redis-server --version
 
+if ! command -v python3 >/dev/null 2>&1; then
+  echo "python3 not found (scripts/import_circles.py needs it): installing it (apt-get)" >&2
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 >/dev/null
+fi
+
 # The Debian package starts a system redis on 6379; the tests do not need it (they start their own).
 cargo fmt --all --check
+# architecture.md promises no import circle among cache-core's modules.
+python3 scripts/import_circles.py
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --no-fail-fast
 # The side-by-side benchmark in its quick mode (debug build, small counts): it keeps compiling and

@@ -4,7 +4,8 @@
 //!
 //! Every test builds its own `Cache` with a unique prefix and passes it with `cache = ...` (a field
 //! behind `&self`, or a `OnceLock` declared next to the functions inside the test); only
-//! `warm_registers_the_function_and_running_it_fills_the_installed_cache` uses the global `install`.
+//! `warm_registers_the_function_and_running_it_fills_the_default_cache` sets the global default
+//! cache.
 
 use cache_core::{cached, Cache, Kind};
 use cache_tests::{init_tracing, unique_prefix, RedisServer};
@@ -520,7 +521,7 @@ async fn tags_from_the_attribute_invalidate_the_entries() {
 
 static WARM_CALLS: AtomicUsize = AtomicUsize::new(0);
 
-/// Uses the installed (global) cache: no `cache = ...`.
+/// Uses the default (global) cache: no `cache = ...`.
 #[cached(kind = "static_data", key = "countries", warm)]
 async fn countries() -> Vec<String> {
     WARM_CALLS.fetch_add(1, Ordering::SeqCst);
@@ -528,11 +529,11 @@ async fn countries() -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn warm_registers_the_function_and_running_it_fills_the_installed_cache() {
+async fn warm_registers_the_function_and_running_it_fills_the_default_cache() {
     let server = RedisServer::start();
     let cache = cache_on(&server, "macro-warm").await;
     // The only test of this binary that installs a global cache.
-    cache_core::set_default_cache(cache.clone()).expect("nothing installed before");
+    cache_core::set_default_cache(cache.clone()).expect("no default cache set before");
 
     let warmer = cache_core::__private::warmers()
         .find(|w| w.name == "macros::countries")
@@ -545,4 +546,113 @@ async fn warm_registers_the_function_and_running_it_fills_the_installed_cache() 
     // Warm: the first call is a hit.
     assert_eq!(countries().await, ["fr", "jp"]);
     assert_eq!(WARM_CALLS.load(Ordering::SeqCst), 1);
+}
+
+/// What the origin of [`Accounts`] answers now.
+#[derive(Clone, Copy, PartialEq)]
+enum Origin {
+    Found,
+    Gone,
+    Failing,
+    Tiny,
+}
+
+/// `#[cached]` methods over one origin whose answer a test changes, on a cache with a fail-safe
+/// grace period: an expired entry can still be served when a reload *fails*.
+struct Accounts {
+    cache: Cache,
+    origin: std::sync::Mutex<Origin>,
+    calls: AtomicUsize,
+}
+
+impl Accounts {
+    fn answer(&self) -> Origin {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        *self.origin.lock().expect("origin lock")
+    }
+
+    fn set(&self, o: Origin) {
+        *self.origin.lock().expect("origin lock") = o;
+    }
+
+    #[cached(kind = "database_query", key = "account:{id}", ttl = Duration::from_millis(200), cache = self.cache)]
+    async fn account(&self, id: u64) -> Option<String> {
+        match self.answer() {
+            Origin::Gone => None,
+            _ => Some(format!("account-{id}")),
+        }
+    }
+
+    #[cached(kind = "database_query", key = "balance:{id}", ttl = Duration::from_millis(200), cache = self.cache)]
+    async fn balance(&self, id: u64) -> Result<String, String> {
+        match self.answer() {
+            Origin::Failing => Err("origin down".to_owned()),
+            _ => Ok(format!("balance-{id}")),
+        }
+    }
+
+    #[cached(kind = "database_query", key = "history:{id}", ttl = Duration::from_millis(200), unless = result.len() < 2, cache = self.cache)]
+    async fn history(&self, id: u64) -> Vec<u64> {
+        match self.answer() {
+            Origin::Tiny => vec![id],
+            _ => vec![id, id + 1],
+        }
+    }
+}
+
+/// Waits until the `T` under `key` has expired (it may still be kept for the grace period).
+async fn until_expired<T>(cache: &Cache, key: &str)
+where
+    T: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    cache_tests::within(Duration::from_secs(10), "the entry expires", || async {
+        cache.get::<T>("database_query", key).await.is_none()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncached_answer_is_returned_and_never_replaced_by_a_stale_value() {
+    init_tracing();
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .prefix(unique_prefix("macro-uncached-answer"))
+        .fail_safe_grace(Duration::from_secs(60))
+        .build()
+        .await
+        .expect("build cache");
+    let accounts = Accounts {
+        cache: cache.clone(),
+        origin: std::sync::Mutex::new(Origin::Found),
+        calls: AtomicUsize::new(0),
+    };
+    assert_eq!(accounts.account(1).await.as_deref(), Some("account-1"));
+    assert_eq!(accounts.balance(1).await.as_deref(), Ok("balance-1"));
+    assert_eq!(accounts.history(1).await, [1, 2]);
+    until_expired::<String>(&cache, "account:1").await;
+    until_expired::<String>(&cache, "balance:1").await;
+    until_expired::<Vec<u64>>(&cache, "history:1").await;
+
+    // The account is gone: `None` (not cached) is the answer, not the expired `Some`.
+    accounts.set(Origin::Gone);
+    assert_eq!(accounts.account(1).await, None);
+    assert_eq!(accounts.account(1).await, None);
+    // A value `unless` refuses is the answer too.
+    accounts.set(Origin::Tiny);
+    assert_eq!(accounts.history(1).await, [1]);
+    // A failure is what the grace period is for: the expired value is served.
+    accounts.set(Origin::Failing);
+    assert_eq!(accounts.balance(1).await.as_deref(), Ok("balance-1"));
+
+    let s = cache.stats();
+    let q = &s.kinds["database_query"].loader;
+    assert_eq!(
+        q.stale_served, 1,
+        "only the failed reload was answered stale: {q:?}"
+    );
+    assert_eq!(
+        q.errors, 1,
+        "only the failed reload counts as an error: {q:?}"
+    );
 }

@@ -318,7 +318,7 @@ async fn lock_argument_makes_one_body_run_for_two_instances_with_100_callers_eac
     assert_eq!(la.acquired + lb.acquired, 1);
 }
 
-// A free function in background mode: a `&str` and a `mut` owned argument, the installed-per-test
+// A free function in background mode: a `&str` and a `mut` owned argument, a per-test
 // cache through a static.
 static FREE_CACHE: OnceLock<Cache> = OnceLock::new();
 static FREE_CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -340,4 +340,49 @@ async fn free_functions_with_borrowed_and_mut_arguments_work_in_background_mode(
     assert_eq!(greeting("ada", "!".into()).await, "hello ada!!");
     assert_eq!(greeting("bob", "?".into()).await, "hello bob?!");
     assert_eq!(FREE_CALLS.load(Ordering::SeqCst), 2);
+}
+
+/// Listings that can disappear at the origin: `None` then (not cached).
+#[derive(Clone)]
+struct Listings {
+    cache: Cache,
+    gone: Arc<std::sync::atomic::AtomicBool>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Listings {
+    #[cached(kind = "api_response", key = "listing:{symbol}", ttl = Duration::from_secs(120), refresh = 0.01, cache = self.cache)]
+    async fn listing(&self, symbol: &str) -> Option<String> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        (!self.gone.load(Ordering::SeqCst)).then(|| format!("{symbol}:listed"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_whose_answer_is_not_cacheable_drops_the_entry() {
+    let _serial = serial().await;
+    let server = RedisServer::start();
+    let l = Listings {
+        cache: cache_with_grace(&server, &unique_prefix("bg-refresh-gone")).await,
+        gone: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        calls: Arc::new(AtomicUsize::new(0)),
+    };
+    assert_eq!(l.listing("ACME").await.as_deref(), Some("ACME:listed"));
+    // The listing disappears. Past 1% of the 120 s TTL a call refreshes it in the background: the
+    // fresh answer (`None`, not cached) says the entry no longer holds the answer, so it goes,
+    // long before its TTL; it is not kept as if the refresh had failed.
+    l.gone.store(true, Ordering::SeqCst);
+    within(
+        Duration::from_secs(30),
+        "the refreshed-away listing is gone",
+        || async { l.listing("ACME").await.is_none() },
+    )
+    .await;
+    assert_eq!(l.listing("ACME").await, None, "and is not served again");
+    let s = l.cache.stats().total.loader;
+    assert_eq!(
+        s.errors, 0,
+        "an uncached answer is not a loader error: {s:?}"
+    );
+    assert_eq!(s.refresh_failures, 0, "nor a failed refresh: {s:?}");
 }

@@ -3,7 +3,7 @@
 //! failing, timing-out and panicking warmers are reported without stopping the others, the
 //! concurrency bound holds, and Redis sees batched reads and pipelined writes.
 //!
-//! Only `registered_warm_functions_run_and_fill_the_installed_cache` installs a global cache and
+//! Only `registered_warm_functions_run_and_fill_the_default_cache` sets the global default cache and
 //! runs the registered functions; every other test passes `registered(false)`.
 
 use cache_core::{cached, Cache, Kind, WarmPlan};
@@ -16,7 +16,7 @@ type Res<T> = Result<T, String>;
 
 static GREETING_CALLS: AtomicUsize = AtomicUsize::new(0);
 
-/// A zero-argument warm function bound to the installed cache.
+/// A zero-argument warm function bound to the default cache.
 #[cached(kind = "static_data", key = "greeting", warm)]
 async fn greeting() -> String {
     GREETING_CALLS.fetch_add(1, Ordering::SeqCst);
@@ -24,7 +24,7 @@ async fn greeting() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registered_warm_functions_run_and_fill_the_installed_cache() {
+async fn registered_warm_functions_run_and_fill_the_default_cache() {
     let server = RedisServer::start();
     let cache = cache_on(&server, &unique_prefix("warm-registered")).await;
     cache_core::set_default_cache(cache.clone())
@@ -357,6 +357,86 @@ async fn warmed_values_whose_ttl_is_zero_are_stored_nowhere_and_leave_no_lease()
         // Even values are in Redis; odd ones are not (not even the batch's lease).
         assert_eq!(exists, i % 2 == 0, "{key}");
         let cached: Option<Arc<u64>> = cache.get(Kind::DATABASE_QUERY, &format!("n:{i}")).await;
-        assert_eq!(cached.as_deref().copied(), (i % 2 == 0).then_some(i), "{key}");
+        assert_eq!(
+            cached.as_deref().copied(),
+            (i % 2 == 0).then_some(i),
+            "{key}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warming_leases_outlive_loaders_slower_than_the_tombstone_ttl() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("warm-slow-loaders");
+    // Leases of loads live as long as tombstones (1 s here); these loaders take longer.
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .prefix(&prefix)
+        .invalidation_tombstone_ttl(Duration::from_secs(1))
+        .stats_report_interval(Duration::ZERO)
+        .build()
+        .await
+        .expect("build cache");
+    let gate = cache_tests::Gate::closed();
+    let started = Instant::now();
+    let n = 4u64;
+    let warming = {
+        let gate = gate.clone();
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .warm_with(WarmPlan::new().registered(false).entries(
+                    Kind::DATABASE_QUERY,
+                    (0..n).map(move |i| {
+                        let gate = gate.clone();
+                        (format!("slow:{i}"), move || async move {
+                            gate.wait().await;
+                            Res::Ok(i)
+                        })
+                    }),
+                ))
+                .await
+        })
+    };
+    // The loaders are held past the tombstone TTL: a lease that lived only that long is gone.
+    let mut c = server.conn().await;
+    let first = format!("{prefix}:v1:database_query:slow:0");
+    cache_tests::within(Duration::from_secs(10), "the batch leases its keys", || {
+        let mut c = c.clone();
+        let first = first.clone();
+        async move {
+            redis::cmd("EXISTS")
+                .arg(&first)
+                .query_async::<bool>(&mut c)
+                .await
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&first)
+        .query_async(&mut c)
+        .await
+        .expect("PTTL");
+    assert!(
+        pttl > 1_000,
+        "the lease lives no longer than a tombstone: {pttl} ms"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500).saturating_sub(started.elapsed())).await;
+    gate.open();
+    let report = warming.await.expect("warm task");
+    assert_eq!(
+        (report.warmed, report.l2_write_errors),
+        (n, 0),
+        "{report:?}"
+    );
+    for i in 0..n {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(format!("{prefix}:v1:database_query:slow:{i}"))
+            .query_async(&mut c)
+            .await
+            .expect("EXISTS");
+        assert!(exists, "slow:{i} was not written back");
     }
 }

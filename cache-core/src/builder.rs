@@ -603,8 +603,27 @@ impl CacheBuilder {
         if !self.enabled {
             tracing::info!("caching is disabled (CACHE_ENABLED=false): loaders always run");
         }
-        crate::housekeeper::start(&cache).await?;
+        crate::housekeeper::start(&cache.inner).await?;
         Ok(cache)
+    }
+}
+
+/// The ways to build a [`Cache`] (here rather than in `cache.rs`: the handle does not depend on
+/// its construction).
+impl Cache {
+    /// A builder with every default: L1-only, 64 MiB of L1, prefix `cache`.
+    pub fn builder() -> crate::CacheBuilder {
+        CacheBuilder::new()
+    }
+
+    /// Builds a cache from the environment (see [`CacheBuilder::from_env`](crate::CacheBuilder::from_env)
+    /// for the variables).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when a variable is malformed. An unreachable Redis is not an error: the cache
+    /// starts L1-only and connects in the background.
+    pub async fn from_env() -> Result<Cache> {
+        CacheBuilder::from_env()?.build().await
     }
 }
 

@@ -76,21 +76,6 @@ impl Cache {
         Self { inner }
     }
 
-    /// A builder with every default: L1-only, 64 MiB of L1, prefix `cache`.
-    pub fn builder() -> crate::CacheBuilder {
-        crate::CacheBuilder::new()
-    }
-
-    /// Builds a cache from the environment (see [`CacheBuilder::from_env`](crate::CacheBuilder::from_env)
-    /// for the variables).
-    ///
-    /// # Errors
-    /// [`Error::Config`] when a variable is malformed. An unreachable Redis is not an error: the cache
-    /// starts L1-only and connects in the background.
-    pub async fn from_env() -> Result<Cache> {
-        crate::CacheBuilder::from_env()?.build().await
-    }
-
     /// Returns the value cached under `key` of `kind`, from L1 or L2, or `None`.
     ///
     /// A value stored as another type reads as `None`. (`T: Serialize`: a value read from L2 is
@@ -133,6 +118,7 @@ impl Cache {
             key,
             &EntryOptions::default(),
             loader,
+            load::any_err,
         )
         .await
     }
@@ -162,7 +148,7 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = std::result::Result<T, E>>,
     {
-        load::get_or_load_with(&self.inner, kind.as_ref(), key, opts, loader).await
+        load::get_or_load_with(&self.inner, kind.as_ref(), key, opts, loader, load::any_err).await
     }
 
     /// [`get_or_load_with`](Self::get_or_load_with) for an owned loader (`Send + 'static`), which
@@ -230,9 +216,13 @@ impl Cache {
     {
         let opts: OwnedOptions = opts.into();
         let res = self
-            .get_or_load_lazy(kind.as_ref(), key, &opts, move || {
-                loader::owned::<T, E, Duration, _, _>(loader)
-            })
+            .get_or_load_lazy(
+                kind.as_ref(),
+                key,
+                &opts,
+                move || loader::owned::<T, E, Duration, _, _>(loader),
+                load::any_err,
+            )
             .await;
         res.map_err(|e| match e {
             LazyError::Loader(e) => LoadError::Loader(e),
@@ -241,13 +231,15 @@ impl Cache {
     }
 
     /// The owned-loader read path with the loader made only when a load or a refresh needs it
-    /// (the `#[cached]` functions with freshness arguments).
+    /// (the `#[cached]` functions with freshness arguments); `failure` tells a failed load from
+    /// an output returned uncached.
     pub(crate) async fn get_or_load_lazy<T, E, H, M>(
         &self,
         kind: &str,
         key: &str,
         opts: &OwnedOptions,
         make: M,
+        failure: load::Failure<E>,
     ) -> std::result::Result<Arc<T>, LazyError<E, H>>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -255,7 +247,8 @@ impl Cache {
         H: HardTimeout,
         M: FnOnce() -> OwnedLoader<T, E, H>,
     {
-        load::get_or_load_lazy(&self.inner, kind, key, opts.entry(), opts.per_call(), make).await
+        let (entry, fresh) = (opts.entry(), opts.per_call());
+        load::get_or_load_lazy(&self.inner, kind, key, entry, fresh, make, failure).await
     }
 
     /// [`get_or_load_with`](Self::get_or_load_with), also telling where the value came from and

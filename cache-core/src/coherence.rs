@@ -3,7 +3,7 @@
 //!
 //! It owns the four mechanisms that do it, and is the one place that applies them:
 //! - **generations** ([`Generations`]): a load or a write holds a ticket of its key; invalidations,
-//!   writes and backplane messages bump the key, so a superseded load stores nothing;
+//!   writes and backplane messages bump the key, so a superseded load keeps nothing in L1;
 //! - **local tags** ([`LocalTags`]): tag invalidations made or heard here, checked against L1
 //!   entries' load instants;
 //! - **the backplane** ([`Backplane`]): pub/sub messages that make other instances drop their L1

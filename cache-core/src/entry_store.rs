@@ -381,24 +381,35 @@ impl EntryStore {
 
     // --- Batches (warming) ---
 
-    /// [`read`](Self::read) of many keys of one kind for loads (leases for the absent ones), in
-    /// pipelines: one round trip per 128 keys (per master on a cluster), then one MGET of the tag
-    /// tokens the fresh entries carry.
+    /// [`read`](Self::read) of many keys of one kind for loads (leases for the absent ones, kept
+    /// for `lease_ttl` or the tombstone TTL if longer), in pipelines: one round trip per 128 keys
+    /// (per master on a cluster); then the entries found are checked concurrently (a tagged entry
+    /// takes a round trip for its tokens).
     pub(crate) async fn read_many<T>(
         &self,
         ke: &KindEntry,
         fulls: &[String],
         fp: u64,
+        lease_ttl: Duration,
     ) -> Vec<L2Read<T>>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        let leases: Vec<Vec<u8>> = fulls.iter().map(|_| codec::tombstone_now()).collect();
+        // Keys whose invalidation waits for replay are not read (nor leased), as in `read`.
+        let fenced: Vec<bool> = fulls.iter().map(|f| self.coherence.key_fenced(f)).collect();
+        let sent: Vec<String> = fulls
+            .iter()
+            .zip(&fenced)
+            .filter(|(_, fenced)| !**fenced)
+            .map(|(f, _)| f.clone())
+            .collect();
+        let leases: Vec<Vec<u8>> = sent.iter().map(|_| codec::tombstone_now()).collect();
+        let lease_ttl = lease_ttl.max(self.coherence.tombstone_ttl());
         let replies = match self
             .l2
-            .read_or_lease_many(fulls, &leases, self.coherence.tombstone_ttl())
+            .read_or_lease_many(&sent, &leases, lease_ttl)
             .instrument(
-                tracing::debug_span!("l2.read_or_lease_many", kind = %ke.name, keys = fulls.len()),
+                tracing::debug_span!("l2.read_or_lease_many", kind = %ke.name, keys = sent.len()),
             )
             .await
         {
@@ -408,29 +419,38 @@ impl EntryStore {
                 return fulls.iter().map(|_| L2Read::Unavailable).collect();
             }
         };
+        let mut replies = sent.iter().zip(replies).zip(&leases);
         // Checked concurrently: entries with tags each take a round trip for their tokens.
-        let checks =
-            fulls
-                .iter()
-                .zip(replies)
-                .zip(&leases)
-                .map(|((full, reply), lease)| async move {
-                    if self.coherence.key_fenced(full) {
-                        KindStats::inc(&ke.stats.l2_skipped);
-                        return L2Read::Unavailable;
+        let checks = fulls.iter().zip(fenced).map(|(full, fenced)| {
+            let reply = if fenced { None } else { replies.next() };
+            async move {
+                let Some(((_, reply), lease)) = reply else {
+                    KindStats::inc(&ke.stats.l2_skipped);
+                    return L2Read::Unavailable;
+                };
+                match reply {
+                    Ok(ReadOrLease::Found(bytes)) => self.check(ke, full, fp, bytes).await,
+                    Ok(ReadOrLease::Leased) => {
+                        KindStats::inc(&ke.stats.l2_misses);
+                        L2Read::Leased(codec::identity(lease).to_vec())
                     }
-                    match reply {
-                        Ok(ReadOrLease::Found(bytes)) => self.check(ke, full, fp, bytes).await,
-                        Ok(ReadOrLease::Leased) => {
-                            KindStats::inc(&ke.stats.l2_misses);
-                            L2Read::Leased(codec::identity(lease).to_vec())
-                        }
-                        Ok(ReadOrLease::Absent) | Err(_) => {
-                            KindStats::inc(&ke.stats.l2_misses);
-                            L2Read::Miss(None)
-                        }
+                    Ok(ReadOrLease::Absent) => {
+                        KindStats::inc(&ke.stats.l2_misses);
+                        L2Read::Miss(None)
                     }
-                });
+                    Err(refusal) => {
+                        // As in `read`: counted, and someone else's value of another type under
+                        // our key is removed so that a later load can lease it (best effort).
+                        KindStats::inc(&ke.stats.l2_refused);
+                        KindStats::inc(&ke.stats.l2_misses);
+                        if refusal == Refusal::WrongType {
+                            let _ = self.l2.unlink(&[full.as_str()]).await;
+                        }
+                        L2Read::Miss(None)
+                    }
+                }
+            }
+        });
         futures::future::join_all(checks).await
     }
 

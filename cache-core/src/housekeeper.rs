@@ -3,15 +3,16 @@
 //! replays invalidations queued during an outage, sends backplane heartbeats, removes L1 entries a
 //! flush made dead, forgets old tag invalidations and publishes the stats report.
 
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
-use crate::admin as report;
+use crate::admin;
 use crate::breaker::BreakerState;
 use crate::coherence;
 use crate::error::Error;
+use crate::inner::Inner;
 use crate::l2::L2Error;
-use crate::Cache;
 
 /// How often the background task runs. A probe is sent once the breaker's cool-down has passed,
 /// or at every tick while invalidations wait for replay, so this bounds the reaction time.
@@ -26,8 +27,8 @@ const SWEEP_PER_TICK: usize = 2_000;
 /// # Errors
 /// [`Error::Auth`] when Redis rejects the credentials: retrying would not help, so the cache is not
 /// built.
-pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
-    let weak = std::sync::Arc::downgrade(&cache.inner);
+pub(crate) async fn start(inner: &Arc<Inner>) -> Result<(), Error> {
+    let weak = Arc::downgrade(inner);
     let Some(inner) = weak.upgrade() else {
         return Ok(());
     };
@@ -73,7 +74,7 @@ pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
             coherence::mark_subscribed(bp);
         }
         coherence::spawn_subscriber(
-            std::sync::Arc::downgrade(&inner.coherence),
+            Arc::downgrade(&inner.coherence),
             l2.clients.clone(),
             l2.connect_timeout(),
             initial,
@@ -85,7 +86,7 @@ pub(crate) async fn start(cache: &Cache) -> Result<(), Error> {
 }
 
 /// Spawns the background task. It holds a weak reference and ends with the cache.
-fn spawn(weak: std::sync::Weak<crate::inner::Inner>) {
+fn spawn(weak: Weak<Inner>) {
     tokio::spawn(async move {
         let mut last_heartbeat = Instant::now();
         let mut last_prune = Instant::now();
@@ -122,7 +123,7 @@ fn spawn(weak: std::sync::Weak<crate::inner::Inner>) {
             }
             if last_report.elapsed() >= inner.stats_report_interval {
                 last_report = Instant::now();
-                report::publish_stats(&inner).await;
+                admin::publish_stats(&inner).await;
             }
         }
     });

@@ -50,6 +50,18 @@ pub(crate) enum Outcome<T, E, X> {
     TimedOut(X),
 }
 
+/// Tells whether a loader's `Err` is a failure, or an output returned uncached.
+///
+/// A failure may be answered with a stale value (fail-safe) and counts as a loader error. An
+/// uncached output (a `#[cached]` function's `None`, or a value its `unless` refused) is the answer
+/// of the call: every caller of the load gets it, and a stale value is never served instead.
+pub(crate) type Failure<E> = fn(&E) -> bool;
+
+/// Every `Err` is a failure: the loaders of the public API.
+pub(crate) fn any_err<E>(_: &E) -> bool {
+    true
+}
+
 /// Why a load runs.
 enum LoadMode<T> {
     /// A caller found no fresh value.
@@ -70,7 +82,8 @@ struct LoadJob {
     opts: EntryOptions,
     /// The tokens of the entry's tags (`None`: they could not be read, so no L2 write).
     tokens: Option<Vec<TagVersion>>,
-    /// How to write back (`None`: not at all, L2 could not be read).
+    /// How to write back (`None`: not at all: L2 could not be read, Redis refuses writes, or the
+    /// key held another type).
     write: Option<Write>,
     /// When the load began (before its L2 read).
     started: Instant,
@@ -119,6 +132,7 @@ pub(crate) async fn get_or_load_with<T, E, F, Fut>(
     key: &str,
     opts: &EntryOptions,
     loader: F,
+    failure: Failure<E>,
 ) -> Result<Arc<T>, Arc<E>>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -132,7 +146,9 @@ where
         return Box::pin(async move {
             KindStats::inc(&ke.stats.loader_calls);
             loader().await.map(Arc::new).map_err(|e| {
-                KindStats::inc(&ke.stats.loader_errors);
+                if failure(&e) {
+                    KindStats::inc(&ke.stats.loader_errors);
+                }
                 Arc::new(e)
             })
         })
@@ -165,7 +181,7 @@ where
             tracing::warn!(kind, "eager refresh and loader timeouts need an owned loader: they apply to get_or_load_owned and to #[cached] functions with refresh/xfetch/soft_timeout/hard_timeout, not to get_or_load/get_or_load_with");
         }
         let fresh = opts.lock_override();
-        match miss(inner, ke, &full, opts, fresh, stale, InPlace(loader)).await {
+        match miss(inner, ke, &full, opts, (fresh, failure), stale, InPlace(loader)).await {
             Ok(v) => Ok(v),
             Err(LazyError::Loader(e)) => Err(e),
             Err(LazyError::TimedOut(never)) => match never {},
@@ -184,6 +200,7 @@ pub(crate) async fn get_or_load_lazy<T, E, H, M>(
     opts: &EntryOptions,
     fresh: Freshness,
     make: M,
+    failure: Failure<E>,
 ) -> Result<Arc<T>, LazyError<E, H>>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -210,7 +227,9 @@ where
             None => fut.await,
         };
         return res.map(Arc::new).map_err(|e| {
-            KindStats::inc(&ke.stats.loader_errors);
+            if failure(&e) {
+                KindStats::inc(&ke.stats.loader_errors);
+            }
             LazyError::Loader(Arc::new(e))
         });
     }
@@ -229,7 +248,7 @@ where
                     inner,
                     ke,
                     &full,
-                    (opts, fresh),
+                    (opts, fresh, failure),
                     v.clone(),
                     age.created_ms,
                     make(),
@@ -241,6 +260,7 @@ where
             if inner.refreshing.is_claimed(&lookup.to_full()) {
                 // A load of this key is finishing in the background after its soft timeout.
                 KindStats::inc(&ke.stats.soft_timeouts);
+                provenance::note_stale_served();
                 return Ok(s.clone());
             }
         }
@@ -248,7 +268,16 @@ where
     }
     // Boxed, as in `get_or_load_with`: a hit does not carry the miss path's state machine.
     let full = lookup.to_full();
-    Box::pin(miss(inner, ke, &full, opts, fresh, stale, Lazy(make))).await
+    Box::pin(miss(
+        inner,
+        ke,
+        &full,
+        opts,
+        (fresh, failure),
+        stale,
+        Lazy(make),
+    ))
+    .await
 }
 
 // ---- L1 -----------------------------------------------------------------------------------------
@@ -318,28 +347,40 @@ async fn copy_to_l1<T: Serialize + Send + Sync + 'static>(
     found: &Found<T>,
     read_at: Instant,
 ) {
+    let value = found.value.clone();
+    fill_l1(inner, ke, ticket, value, &found.tags, read_at, found.age).await;
+}
+
+/// Puts a value into L1 if the kind uses it, for as long as `age` leaves it fresh (within the
+/// limits of [`Coherence::l1_lifetime`](crate::coherence::Coherence::l1_lifetime)), unless
+/// `ticket` was superseded: what loads, reads, writes and warming put into L1 goes through here.
+pub(crate) async fn fill_l1<T: Serialize + Send + Sync + 'static>(
+    inner: &Inner,
+    ke: &KindEntry,
+    ticket: &Ticket,
+    value: Arc<T>,
+    tags: &[String],
+    loaded_at: Instant,
+    age: Age,
+) {
     if !ke.cfg.tier_routing().l1() {
         return;
     }
-    let ttl = found.age.remaining(unix_ms());
-    let fresh_for = inner
-        .coherence
-        .l1_lifetime(ttl, ke.cfg.l1_ttl_cap(), !found.tags.is_empty());
-    inner
-        .coherence
-        .store_local(
-            ticket,
-            ke.id,
-            NewEntry {
-                value: found.value.clone(),
-                value_heap: heap_bytes(&*found.value),
-                fresh_for,
-                loaded_at: read_at,
-                tags: &found.tags,
-                age: found.age,
-            },
-        )
-        .await;
+    let fresh_for = inner.coherence.l1_lifetime(
+        age.remaining(unix_ms()),
+        ke.cfg.l1_ttl_cap(),
+        !tags.is_empty(),
+    );
+    let value_heap = heap_bytes(&*value);
+    let entry = NewEntry {
+        value,
+        value_heap,
+        fresh_for,
+        loaded_at,
+        tags,
+        age,
+    };
+    inner.coherence.store_local(ticket, ke.id, entry).await;
 }
 
 // ---- L2 -----------------------------------------------------------------------------------------
@@ -383,7 +424,7 @@ async fn miss<T, E, L>(
     ke: &Arc<KindEntry>,
     full: &str,
     opts: &EntryOptions,
-    fresh: Freshness,
+    (fresh, failure): (Freshness, Failure<E>),
     stale: Option<Arc<T>>,
     loader: L,
 ) -> Result<Arc<T>, LazyError<E, L::TimedOut>>
@@ -398,7 +439,9 @@ where
     // key's state is part of the flight key, so a caller arriving after an invalidation never
     // joins a load that began before it.
     let ticket = inner.coherence.gens.begin(full);
-    // Callers that miss while the key is being refreshed join the refresh.
+    // Callers that miss while the key is being refreshed join the refresh's flight (a load
+    // finishing in the background after its soft timeout has none: they are served its stale
+    // value on the L1 path, or load).
     let tail = if inner.refreshing.is_claimed(full) {
         REFRESH_FLIGHT
     } else {
@@ -413,7 +456,7 @@ where
                 inner,
                 ke,
                 ticket,
-                (opts, fresh),
+                (opts, fresh, failure),
                 stale,
                 loader,
                 LoadMode::Miss,
@@ -445,7 +488,7 @@ async fn load<T, E, L>(
     inner: &Arc<Inner>,
     ke: &Arc<KindEntry>,
     ticket: Ticket,
-    (opts, fresh): (&EntryOptions, Freshness),
+    (opts, fresh, failure): (&EntryOptions, Freshness, Failure<E>),
     mut stale: Option<Arc<T>>,
     loader: L,
     mode: LoadMode<T>,
@@ -474,7 +517,8 @@ where
     };
     // What the write-back may replace: exactly what L2 held when this load began (or the lease it
     // put there). If L2 could not be read, nothing is written back (the read's deadline was the
-    // caller's only wait).
+    // caller's only wait); nor when the read found nothing it may replace (Redis refuses writes,
+    // another type under the key).
     let uses_l2 = inner.entries_for(ke).is_some();
     let fp = fingerprint::<T>(ke, Some(opts));
     // A load that can store nothing (a zero TTL) reads without leasing: no Redis write at all.
@@ -495,7 +539,7 @@ where
                             inner,
                             ke,
                             ticket.key(),
-                            (opts, fresh),
+                            (opts, fresh, failure),
                             found.value.clone(),
                             found.age.created_ms,
                             owned,
@@ -535,15 +579,21 @@ where
         KindStats::inc(&ke.stats.lock_fallbacks);
     } else if policy.lock {
         // A refresh does not wait: if another instance holds the lock, it is refreshing.
-        match lock_step::<T>(inner, ke, &ticket, fp, refreshed_from.is_none()).await {
-            LockOutcome::Acquired(guard) => lock = Some(guard),
-            LockOutcome::Filled(v) => return Outcome::Value(v),
-            LockOutcome::Busy => {
-                if let Some(cur) = current {
-                    return Outcome::Value(cur);
-                }
+        let answer = match lock_step::<T>(inner, ke, &ticket, fp, refreshed_from.is_none()).await {
+            LockOutcome::Acquired(guard) => {
+                lock = Some(guard);
+                None
             }
-            LockOutcome::Fallback => {}
+            LockOutcome::Filled(v) => Some(v),
+            LockOutcome::Busy => current.clone(),
+            LockOutcome::Fallback => None,
+        };
+        if let Some(v) = answer {
+            // Answered without loading: a lease this load put in L2 is released.
+            if let Some(Write::IfUnchanged { seen, leased: true }) = &write {
+                release_lease(inner, ke, ticket.key(), seen).await;
+            }
+            return Outcome::Value(v);
         }
     }
     // The tokens of the entry's tags as of now, before the loader runs.
@@ -572,6 +622,7 @@ where
     };
     let detach = Background {
         inner: inner.clone(),
+        failure,
     };
     match loader.run(job, timeouts, detach).await {
         Run::Done(job, Ok(v)) => {
@@ -579,6 +630,11 @@ where
             let v = Arc::new(v);
             finish_ok(inner, job, v.clone()).await;
             Outcome::Value(v)
+        }
+        Run::Done(job, Err(e)) if !failure(&e) => {
+            // Returned uncached: the answer of this call, not a reason to serve a stale value.
+            finish_uncached(inner, job).await;
+            Outcome::Failed(Arc::new(e))
         }
         Run::Done(job, Err(e)) => {
             let name = job.ke.name.clone();
@@ -598,21 +654,26 @@ where
             match stale {
                 Some(s) => {
                     KindStats::inc(&ke.stats.stale_served);
+                    provenance::note_stale_served();
                     Outcome::Value(s)
                 }
                 None => Outcome::TimedOut(x),
             }
         }
-        Run::Detached(s) => Outcome::Value(s),
+        Run::Detached(s) => {
+            provenance::note_stale_served();
+            Outcome::Value(s)
+        }
     }
 }
 
 /// Finishes loads that went on in the background past their soft timeout.
-struct Background {
+struct Background<E> {
     inner: Arc<Inner>,
+    failure: Failure<E>,
 }
 
-impl<T, E> Detach<T, E, LoadJob> for Background
+impl<T, E> Detach<T, E, LoadJob> for Background<E>
 where
     T: Serialize + Send + Sync + 'static,
     E: Send + Sync + 'static,
@@ -628,6 +689,7 @@ where
         tokio::spawn(async move {
             match rest.await {
                 Some(Ok(v)) => finish_ok(&self.inner, job, Arc::new(v)).await,
+                Some(Err(e)) if !(self.failure)(&e) => finish_uncached(&self.inner, job).await,
                 Some(Err(_)) => finish_failed(&self.inner, job, false).await,
                 None => finish_failed(&self.inner, job, true).await,
             }
@@ -678,6 +740,23 @@ async fn finish_failed(inner: &Inner, job: LoadJob, timed_out: bool) {
         release_lease(inner, &job.ke, job.ticket.key(), seen).await;
     }
     release(inner, job.ticket.key(), job.lock).await;
+}
+
+/// Ends a load whose output is returned uncached: its lease and lock are released. A refresh's
+/// entry is dropped everywhere: its fresh answer says the value it holds is no longer the answer.
+async fn finish_uncached(inner: &Inner, job: LoadJob) {
+    refresh::record_loader_time(&job.ke.stats, job.loader_started.elapsed());
+    if let Some(Write::IfUnchanged { seen, leased: true }) = &job.write {
+        release_lease(inner, &job.ke, job.ticket.key(), seen).await;
+    }
+    release(inner, job.ticket.key(), job.lock).await;
+    if job.refresh {
+        let uses_l2 = inner.entries_for(&job.ke).is_some();
+        inner
+            .coherence
+            .invalidate_key(&job.ke.stats, job.ticket.key(), uses_l2)
+            .await;
+    }
 }
 
 /// Releases the lease a load put under `full` when it stores nothing.
@@ -737,7 +816,7 @@ fn spawn_refresh<T, E, H>(
     inner: &Arc<Inner>,
     ke: &Arc<KindEntry>,
     full: &str,
-    (opts, fresh): (&EntryOptions, Freshness),
+    (opts, fresh, failure): (&EntryOptions, Freshness, Failure<E>),
     current: Arc<T>,
     created_ms: u64,
     loader: OwnedLoader<T, E, H>,
@@ -764,7 +843,8 @@ fn spawn_refresh<T, E, H>(
         let _ = inner
             .flights
             .try_get_with(flight, async {
-                Err::<Never, _>(load(&inner, &ke, ticket, (&opts, fresh), None, loader, mode).await)
+                let opts = (&opts, fresh, failure);
+                Err::<Never, _>(load(&inner, &ke, ticket, opts, None, loader, mode).await)
             })
             .await;
     });
@@ -795,7 +875,8 @@ pub(crate) struct StoreSpec<'a> {
 ///   write, and never cancels a `set`). A `set` whose value does not reach L2 must not leave the
 ///   older value there for other instances: it is deleted (a refusal) or its invalidation queued
 ///   (an outage).
-/// - L1: unless the ticket was superseded since (checked again after the insert).
+/// - L1: unless the ticket was superseded since (checked again after the insert), or a load's
+///   compare-and-set found L2 changed (the value may be older than what replaced it there).
 pub(crate) async fn store<T>(
     inner: &Inner,
     ke: &KindEntry,
@@ -858,7 +939,11 @@ pub(crate) async fn store<T>(
                             // with the older value.
                             ticket.supersede_others();
                         }
-                        Written::Stored | Written::Conflict => {}
+                        Written::Stored => {}
+                        // L2 no longer holds what the load read: an invalidation, a write or a
+                        // load elsewhere replaced it (or it was evicted). The loaded value may be
+                        // older than that: not kept here either.
+                        Written::Conflict => return,
                         Written::Failed { outage } => {
                             unwritten.apply(inner, ke, ticket.key(), outage).await
                         }
@@ -867,27 +952,16 @@ pub(crate) async fn store<T>(
             },
         }
     }
-    if ke.cfg.tier_routing().l1() {
-        let value_heap = heap_bytes(&*value);
-        let fresh_for = inner
-            .coherence
-            .l1_lifetime(ttl, ke.cfg.l1_ttl_cap(), !tags.is_empty());
-        inner
-            .coherence
-            .store_local(
-                ticket,
-                ke.id,
-                NewEntry {
-                    value,
-                    value_heap,
-                    fresh_for,
-                    loaded_at,
-                    tags,
-                    age: Age::starting_now(ttl),
-                },
-            )
-            .await;
-    }
+    fill_l1(
+        inner,
+        ke,
+        ticket,
+        value,
+        tags,
+        loaded_at,
+        Age::starting_now(ttl),
+    )
+    .await;
 }
 
 /// What a value that did not reach L2 leaves to do there.

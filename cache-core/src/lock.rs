@@ -1,7 +1,9 @@
 //! Distributed single-flight: instances sharing a Redis make one loader call per cold key between
 //! them (opt-in per kind or per call, see [`KindConfig::distributed_lock`]).
 //!
-//! On a miss in both tiers the load tries `SET {prefix}:lock:v1:{kind}:{key} token NX PX ttl`:
+//! On a miss in both tiers the load tries to take `{prefix}:lock:v1:{kind}:{key}` with a Lua script
+//! (`SET key token NX PX ttl`, which also takes over a key left without an expiry or holding
+//! another type):
 //! - **acquired**: it calls the loader, writes the value back to L2 (the usual compare-and-set),
 //!   then releases the lock with a Lua compare-and-delete on its token (a lock that expired and was
 //!   taken by another instance is left alone) and publishes a `loaded` notice on the backplane;

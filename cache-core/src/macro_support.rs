@@ -28,14 +28,15 @@ use std::time::Duration;
 
 use crate::loader::{HardTimeout, LazyError};
 use crate::provenance;
-use crate::scope::{self as bypass, Mode};
+use crate::scope::{self, Mode};
 use crate::{Cache, EntryOptions, OwnedOptions};
 
 /// The default key of a `#[cached]` function: its path, then the BLAKE3 hash (256 bits, 64 hex
 /// digits) of its arguments' MessagePack encoding (stable across processes, so instances share L2
 /// entries). Arguments are often user input: a collision-resistant hash keeps one caller from
 /// aiming at another's entry (see the `key` module). A `Serialize` impl that fails yields `None`:
-/// the call then runs uncached, with a warning.
+/// the call then runs uncached, with a warning (once per function: a hot function would flood the
+/// log).
 #[doc(hidden)]
 pub fn default_key<A: Serialize + ?Sized>(fn_path: &str, args: &A) -> Option<String> {
     match rmp_serde::to_vec(args) {
@@ -47,7 +48,17 @@ pub fn default_key<A: Serialize + ?Sized>(fn_path: &str, args: &A) -> Option<Str
             Some(key)
         }
         Err(e) => {
-            tracing::warn!(function = fn_path, error = %e, "arguments cannot be serialized into a cache key: running uncached");
+            static WARNED: std::sync::OnceLock<
+                std::sync::Mutex<std::collections::HashSet<String>>,
+            > = std::sync::OnceLock::new();
+            let first = WARNED
+                .get_or_init(Default::default)
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(fn_path.to_owned());
+            if first {
+                tracing::warn!(function = fn_path, error = %e, "arguments cannot be serialized into a cache key: running uncached (said once per function)");
+            }
             None
         }
     }
@@ -85,7 +96,7 @@ where
 /// One call of a `#[cached]` function, as the generated code describes it.
 #[doc(hidden)]
 pub struct Call<'a, T> {
-    /// The cache (`None`: none installed, nor named).
+    /// The cache (`None`: no default cache set, nor one named).
     pub cache: Option<Cow<'a, Cache>>,
     /// The kind.
     pub kind: &'a str,
@@ -193,6 +204,10 @@ pub(crate) trait Shape: Clone + Send + Sync + 'static {
     fn opts(&self, r: &Ready<'_, Self::Value>) -> EntryOptions;
     /// Stored, or kept (`refused`: `unless` said no).
     fn sort(&self, out: Self::Out, refused: bool) -> Result<Self::Stored, Self::Kept>;
+    /// Whether a kept output is a failure (an `Err`): fail-safe may answer it with a stale value,
+    /// and it counts as a loader error. Anything else kept (`None`, a value `unless` refused) is
+    /// the answer of the call, returned uncached.
+    fn failure(kept: &Self::Kept) -> bool;
     /// The output of a hit.
     fn hit(&self, stored: Arc<Self::Stored>) -> Self::Out;
     /// The output of a load that stored nothing.
@@ -206,7 +221,7 @@ pub(crate) trait Shape: Clone + Send + Sync + 'static {
 
 /// The body of a call: with its own provenance slot, and out of reach of a companion's refresh.
 fn guarded<Fut: Future>(fut: Fut) -> impl Future<Output = Fut::Output> {
-    bypass::within(provenance::isolate(fut))
+    scope::within(provenance::isolate(fut))
 }
 
 /// Runs the body without the cache (bypassed, refreshed, uncached).
@@ -231,7 +246,7 @@ where
     Fut: Future<Output = S::Out>,
     U: FnOnce(&S::Value) -> bool,
 {
-    let mode = bypass::enter();
+    let mode = scope::enter();
     let body = move || guarded(body());
     let Some(r) = call.ready() else {
         return direct(body()).await;
@@ -247,14 +262,20 @@ where
         }
         Mode::Normal => {
             let opts = shape.opts(&r);
-            let res = r
-                .cache
-                .get_or_load_with::<S::Stored, S::Kept, _, _>(r.kind, &r.key, &opts, || async {
-                    let out = body().await;
-                    let refused = refused(&shape, &out);
-                    shape.sort(out, refused)
-                })
-                .await;
+            let load = || async {
+                let out = body().await;
+                let refused = refused(&shape, &out);
+                shape.sort(out, refused)
+            };
+            let res = crate::load::get_or_load_with::<S::Stored, S::Kept, _, _>(
+                &r.cache.inner,
+                r.kind,
+                &r.key,
+                &opts,
+                load,
+                S::failure,
+            )
+            .await;
             match res {
                 Ok(v) => shape.hit(v),
                 Err(kept) => {
@@ -283,7 +304,7 @@ where
     Fut: Future<Output = (S::Out, bool)> + Send + 'static,
     C: FnOnce(H) -> S::Out,
 {
-    let mode = bypass::enter();
+    let mode = scope::enter();
     let Some(r) = call.ready() else {
         return background::direct_bg(make).await.0;
     };
@@ -299,9 +320,13 @@ where
             let sorter = shape.clone();
             let res = r
                 .cache
-                .get_or_load_lazy::<S::Stored, S::Kept, H, _>(r.kind, &r.key, &opts, || {
-                    background::bg_loader(make(), move |out, refused| sorter.sort(out, refused))
-                })
+                .get_or_load_lazy::<S::Stored, S::Kept, H, _>(
+                    r.kind,
+                    &r.key,
+                    &opts,
+                    || background::bg_loader(make(), move |out, refused| sorter.sort(out, refused)),
+                    S::failure,
+                )
                 .await;
             match res {
                 Ok(v) => shape.hit(v),

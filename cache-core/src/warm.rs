@@ -114,7 +114,7 @@ impl std::fmt::Debug for WarmPlan<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WarmPlan")
             .field("warmers", &self.warmers)
-            .field("batches", &self.jobs.len())
+            .field("jobs", &self.jobs.len())
             .field("concurrency", &self.concurrency)
             .field("timeout", &self.timeout)
             .field("registered", &self.registered)

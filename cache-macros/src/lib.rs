@@ -67,9 +67,12 @@ mod validate;
 ///   clone. A type alias named otherwise (e.g. `type Lookup = Option<User>`) is cached as a plain
 ///   value.
 /// - The body is moved into `move || async move { ... }`: `?` and `return` behave as before.
-/// - Concurrent calls with the same key share one run of the body (stampede protection). For
-///   `Result` functions an `Err` is returned to the caller whose body produced it; callers that
-///   waited on it run their own body.
+/// - Concurrent calls with the same key share one run of the body (stampede protection), success
+///   or failure: for `Result` functions every caller of the run gets a clone of its `Err` (so `E`
+///   must be `Clone`; `Result<T, Arc<E>>` shares one error), and a burst against a failing origin
+///   makes one call. An `Err`, a `None` that is not cached and a value `unless` refuses are
+///   returned, not cached; with a fail-safe grace period only an `Err` is answered with the expired
+///   value instead.
 ///
 /// # `kind`
 /// `kind = "api_response"`: required. The kind is part of the Redis key
@@ -413,6 +416,9 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
 /// - `tags = ["user:{id}"]`: tags stored with the entries, for tag invalidation.
 /// - `ttl = 300` or `ttl = <Duration expr>`, or `ttl_fn = <fn(&T) -> Duration>` over the stored
 ///   value: as in `#[cached]`. Default: the kind's TTL.
+/// - `schema = "profile-v3"`: the stable identity of the stored type, as in `#[cached]`; a put must
+///   name the schema the `#[cached]` functions reading the entries name (otherwise its entries
+///   read as misses).
 /// - `cache = <expr>`: as in `#[cached]`; the handle is cloned before the body runs, so the
 ///   function may take `&mut self` or `self`.
 ///

@@ -1,7 +1,7 @@
 //! `cachectl get` and `cachectl keys`: entries as the key layout `{prefix}:v1:{kind}:{key}` and
 //! the envelope (via `cache_core::admin::inspect`) describe them.
 
-use cache_core::admin as codec;
+use cache_core::admin;
 use serde::Serialize;
 
 use crate::error::{CliError, Result};
@@ -104,7 +104,7 @@ pub(crate) async fn get(t: &Target, prefix: &str, arg: &str) -> Result<Report> {
         reason,
     };
     let ins =
-        codec::inspect(&bytes, MAX_VALUE_BYTES).map_err(|err| undecodable(err.to_string()))?;
+        admin::inspect(&bytes, MAX_VALUE_BYTES).map_err(|err| undecodable(err.to_string()))?;
     let value = if ins.tombstone {
         None
     } else {
@@ -233,7 +233,7 @@ pub(crate) async fn keys(
                 .zip(values)
                 .filter(|(_, v)| {
                     v.as_deref()
-                        .and_then(|b| codec::inspect(b, MAX_VALUE_BYTES).ok())
+                        .and_then(|b| admin::inspect(b, MAX_VALUE_BYTES).ok())
                         .is_some_and(|i| !i.tombstone && i.tags.iter().any(|(t, _)| t == tag))
                 })
                 .map(|(k, _)| k)

@@ -6,7 +6,7 @@
 //! invalidation, a `set` or a backplane message about the key *bumps* the key's generation, and a
 //! clear bumps the epoch of every key. The ticket then tells whether anything happened to the key
 //! since ([`Ticket::is_current`]), and whether it was this instance's own write or invalidation
-//! ([`Ticket::superseded_here`]): a load stores nothing once superseded; a `set` skips its L2 write
+//! ([`Ticket::superseded_here`]): a load keeps nothing in L1 once superseded (its L2 compare-and-set decides for itself); a `set` skips its L2 write
 //! only when superseded here (a backplane message may be late news of an older write elsewhere).
 //!
 //! Generations are exact per key: a key has a slot only while tickets of it are held (loads, sets

@@ -250,7 +250,10 @@ mod tests {
         let early = p.next_seq();
         p.push(PendingOp::Key("c".into()));
         p.supersede_key("c", early);
-        assert!(p.has_key("c"), "queued after the write began, with the queue empty then");
+        assert!(
+            p.has_key("c"),
+            "queued after the write began, with the queue empty then"
+        );
         p.push(PendingOp::Key("a".into()));
         let began = p.next_seq();
         p.push(PendingOp::Key("b".into()));

@@ -97,6 +97,9 @@ impl<T: Value> Shape for Plain<T> {
             Ok(out)
         }
     }
+    fn failure(_: &T) -> bool {
+        false
+    }
     fn hit(&self, stored: Arc<T>) -> T {
         Arc::unwrap_or_clone(stored)
     }
@@ -129,6 +132,9 @@ impl<T: Value> Shape for Maybe<T> {
             Some(v) if !refused => Ok(v),
             other => Err(other),
         }
+    }
+    fn failure(_: &Option<T>) -> bool {
+        false
     }
     fn hit(&self, stored: Arc<T>) -> Option<T> {
         Some(Arc::unwrap_or_clone(stored))
@@ -163,6 +169,9 @@ impl<T: Value> Shape for MaybeNegative<T> {
             Ok(out)
         }
     }
+    fn failure(_: &Option<T>) -> bool {
+        false
+    }
     fn hit(&self, stored: Arc<Option<T>>) -> Option<T> {
         Arc::unwrap_or_clone(stored)
     }
@@ -195,6 +204,9 @@ impl<T: Value, E: SharedError> Shape for Fallible<T, E> {
             Ok(v) if !refused => Ok(v),
             other => Err(other),
         }
+    }
+    fn failure(kept: &Result<T, E>) -> bool {
+        kept.is_err()
     }
     fn hit(&self, stored: Arc<T>) -> Result<T, E> {
         Ok(Arc::unwrap_or_clone(stored))
@@ -231,6 +243,10 @@ impl<T: Value, E: CacheableError> Shape for FallibleCached<T, E> {
         } else {
             Ok(out)
         }
+    }
+    fn failure(kept: &Result<T, E>) -> bool {
+        // Only `Ok` values `unless` refused are kept (an `Err` is stored for the error TTL).
+        kept.is_err()
     }
     fn hit(&self, stored: Arc<Result<T, E>>) -> Result<T, E> {
         Arc::unwrap_or_clone(stored)

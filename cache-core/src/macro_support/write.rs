@@ -5,7 +5,7 @@ use std::future::Future;
 
 use super::{global, ValueTtl};
 use crate::provenance::{self, Lookup};
-use crate::scope as bypass;
+use crate::scope;
 use crate::{Cache, EntryOptions};
 
 /// The `{name}_traced` companion: runs one call of the function, returning its provenance.
@@ -18,7 +18,7 @@ pub fn traced<F: Future>(call: F) -> impl Future<Output = Lookup<F::Output>> {
 /// its body makes).
 #[doc(hidden)]
 pub fn refresh_one<F: Future>(call: F) -> impl Future<Output = F::Output> {
-    bypass::refresh_next(call)
+    scope::refresh_next(call)
 }
 
 /// The cache of a `#[cache_put]` / `#[cache_invalidate]` call, cloned before the body runs (so

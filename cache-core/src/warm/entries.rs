@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{guarded, Ctx, JobResult, WarmFailure};
-use crate::clock::{unix_ms, Age};
+use crate::clock::Age;
 use crate::coherence::Ticket;
-use crate::entry_store::L2Read;
-use crate::heap_size::heap_bytes;
+use crate::entry_store::{L2Read, Written};
 use crate::inner::Inner;
 use crate::key;
 use crate::kind::KindEntry;
-use crate::l1::NewEntry;
+use crate::l2::L2;
+use crate::load::fill_l1;
 use crate::options::EntryOptions;
 use crate::stats::KindStats;
 
@@ -73,26 +73,19 @@ where
     let fp = crate::load::fingerprint::<T>(ke, Some(&opts));
     if let (Some(entries), false) = (entries, cold.is_empty()) {
         let fulls: Vec<String> = cold.iter().map(|c| c.ticket.key().to_owned()).collect();
-        let reads = entries.read_many::<T>(ke, &fulls, fp).await;
+        // The leases must outlive the batch's loaders. They share the plan's concurrency bound
+        // (n permits, handed out in order) with the other jobs in flight (at most n, each at most
+        // a batch of entries): at worst a batch's worth of deadlines pass before the last one ends.
+        let lease_ttl = ctx.timeout.saturating_mul(L2::MANY_CHUNK_KEYS as u32);
+        let reads = entries.read_many::<T>(ke, &fulls, fp, lease_ttl).await;
         for (c, r) in cold.iter_mut().zip(reads) {
             match r {
                 L2Read::Fresh(found) => {
                     // Already fresh in L2: copied into L1, the loader is not called.
                     out.already_hot += 1;
                     c.loader = None;
-                    let heap = heap_bytes(&*found.value);
-                    store_l1(
-                        inner,
-                        ke,
-                        &c.ticket,
-                        found.value,
-                        heap,
-                        found.age.remaining(unix_ms()),
-                        &found.tags,
-                        started,
-                        found.age,
-                    )
-                    .await;
+                    let (value, tags) = (found.value, &found.tags);
+                    fill_l1(inner, ke, &c.ticket, value, tags, started, found.age).await;
                 }
                 L2Read::Stale(found) => c.write = Some((found.seen, false)),
                 L2Read::Miss(seen) => c.write = seen.map(|s| (s, false)),
@@ -124,8 +117,10 @@ where
 
     // Encode what was loaded; drop what an invalidation superseded meanwhile.
     let jitter = inner.jitter(ke);
-    let mut loaded: Vec<(usize, Instant, Arc<T>, usize, Duration)> = Vec::new();
+    let mut loaded: Vec<(usize, Instant, Arc<T>, Duration)> = Vec::new();
     let mut writes = Vec::new();
+    // The entries of `writes`, in order.
+    let mut written = Vec::new();
     // Leases of entries that store nothing (failed, superseded, not encodable) are released.
     let mut unused_leases = Vec::new();
     for (i, loaded_at, res) in loads {
@@ -158,18 +153,26 @@ where
         if let (Some(entries), Some((seen, _)), Some(tokens)) = (entries, &c.write, &tokens) {
             if let Some(encoded) = entries.encode(ke, &*value, fp, ttl, tokens) {
                 writes.push((c.ticket.key().to_owned(), seen.clone(), encoded));
+                written.push(i);
                 unused_leases.retain(|(j, _)| *j != i);
             }
         }
-        let size = heap_bytes(&*value);
-        loaded.push((i, loaded_at, value, size, ttl));
+        loaded.push((i, loaded_at, value, ttl));
     }
 
-    // One pipeline (per 128 keys / 1 MiB) for the batch.
+    // One pipeline (per 128 keys / 1 MiB) for the batch. A compare-and-set that found L2 changed
+    // (invalidated, written or loaded elsewhere meanwhile) keeps the value out of L1 too, as a
+    // load's write-back does.
+    let mut conflict = vec![false; cold.len()];
     if let (Some(entries), false) = (entries, writes.is_empty()) {
         let count = writes.len() as u64;
-        if entries.write_many(ke, writes).await.is_err() {
-            out.l2_write_errors += count;
+        match entries.write_many(ke, writes).await {
+            Ok(results) => {
+                for (i, w) in written.iter().zip(results) {
+                    conflict[*i] = matches!(w, Written::Conflict);
+                }
+            }
+            Err(()) => out.l2_write_errors += count,
         }
     }
     if let Some(entries) = entries {
@@ -179,22 +182,12 @@ where
                 .await;
         }
     }
-    if ke.cfg.tier_routing().l1() {
-        for (i, loaded_at, value, size, ttl) in loaded {
-            let c = &cold[i];
-            store_l1(
-                inner,
-                ke,
-                &c.ticket,
-                value,
-                size,
-                ttl,
-                opts.tag_list(),
-                loaded_at,
-                Age::starting_now(ttl),
-            )
-            .await;
+    for (i, loaded_at, value, ttl) in loaded {
+        if conflict[i] {
+            continue;
         }
+        let (ticket, tags, age) = (&cold[i].ticket, opts.tag_list(), Age::starting_now(ttl));
+        fill_l1(inner, ke, ticket, value, tags, loaded_at, age).await;
     }
     tracing::debug!(
         kind = %ke.name,
@@ -241,37 +234,4 @@ async fn l1_fresh<T: Send + Sync + 'static>(inner: &Inner, full: &str) -> bool {
         .tags()
         .is_some_and(|(tags, at)| inner.coherence.tags_invalidated_since(tags, at));
     !tag_invalidated && (inner.l1.grace().is_zero() || entry.is_fresh(Instant::now()))
-}
-
-/// Puts a warmed value into L1 through the coherence component (the one way into L1).
-#[allow(clippy::too_many_arguments)]
-async fn store_l1<T: Send + Sync + 'static>(
-    inner: &Inner,
-    ke: &KindEntry,
-    ticket: &Ticket,
-    value: Arc<T>,
-    size: usize,
-    ttl: Duration,
-    tags: &[String],
-    loaded_at: Instant,
-    age: Age,
-) {
-    let fresh_for = inner
-        .coherence
-        .l1_lifetime(ttl, ke.cfg.l1_ttl_cap(), !tags.is_empty());
-    inner
-        .coherence
-        .store_local(
-            ticket,
-            ke.id,
-            NewEntry {
-                value,
-                value_heap: size,
-                fresh_for,
-                loaded_at,
-                tags,
-                age,
-            },
-        )
-        .await;
 }
