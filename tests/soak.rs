@@ -41,6 +41,20 @@ fn chaos_soak_finds_no_stale_read_lost_write_slow_call_growth_or_slow_recovery()
         "the driver could not inject every fault (see the report above)"
     );
     assert!(
+        report.settled.is_ok(),
+        "the instances did not settle before the final reads: {:?} (see the report above)",
+        report.settled
+    );
+    // The checker must not pass vacuously: most reads are held to the newest write of their key.
+    let coverage = report.findings.coverage;
+    assert!(
+        coverage.strict_fraction() >= chaos::MIN_STRICT_COVERAGE,
+        "only {} of {} reads ({:.1}%) were checked against the staleness bound (see the report above)",
+        coverage.strict,
+        coverage.reads,
+        100.0 * coverage.strict_fraction()
+    );
+    assert!(
         report.findings.violations.is_empty(),
         "the checker found {} violations: {:?} (details in the report above)",
         report.findings.violations.len(),

@@ -163,13 +163,21 @@ pub struct SoakOutcome {
 }
 
 impl SoakOutcome {
-    /// No violation, every fault was injected, and the instances settled before the final reads.
+    /// No violation, every fault was injected, the instances settled before the final reads, and
+    /// at least [`MIN_STRICT_COVERAGE`] of the reads were held to the newest write of their key
+    /// (a checker that excuses nearly everything would pass vacuously).
     pub fn passed(&self) -> bool {
         self.report.findings.violations.is_empty()
             && self.report.driver_failures() == 0
             && self.report.settled.is_ok()
+            && self.report.findings.coverage.strict_fraction() >= MIN_STRICT_COVERAGE
     }
 }
+
+/// The least fraction of the reads that must be held to the newest write of their key
+/// ([`checker::Coverage::strict`]) for a soak to pass: faults take about a third of the fault
+/// phase, and a fault of one instance's link excuses only the pairs it bears on.
+pub const MIN_STRICT_COVERAGE: f64 = 0.5;
 
 /// How long the instances may take to settle after the workload stopped (the quiet period under
 /// load before it already exceeds the recovery bound).

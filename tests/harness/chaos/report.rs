@@ -745,7 +745,8 @@ impl fmt::Display for SoakReport {
         let pc = |n: u64| 100.0 * n as f64 / cov.reads.max(1) as f64;
         writeln!(
             f,
-            "stale-read coverage: {} reads returned a value; {} ({:.1}%) held to the newest write of their key that had returned >= stale before (it was due at the reader), {} of them during a fault or its recovery allowance; {} ({:.1}%) held only to older writes (a fault or pause delayed the newest for that writer and reader); {} ({:.1}%) returned a version a set made over its link's deadline may have put back; {} ({:.1}%) with no write of their key due yet",
+            "stale-read coverage (at least {:.0}% strict to pass): {} reads returned a value; {} ({:.1}%) held to the newest write of their key that had returned >= stale before (it was due at the reader), {} of them during a fault or its recovery allowance; {} ({:.1}%) held only to older writes (a fault or pause delayed the newest for that writer and reader); {} ({:.1}%) returned a version a set made over its link's deadline may have put back; {} ({:.1}%) with no write of their key due yet",
+            100.0 * super::MIN_STRICT_COVERAGE,
             cov.reads,
             cov.strict,
             pc(cov.strict),
@@ -833,7 +834,11 @@ impl fmt::Display for SoakReport {
         writeln!(
             f,
             "\nresult: {} (seed {}; rerun: cargo run --release -p cache-tests --bin soak -- --seed {} --secs {} --instances {} --keys {} --tags {} --tasks {} --bulk-keys {} --think-ms {}-{})",
-            if total == 0 && self.driver_failures() == 0 && self.settled.is_ok() {
+            if total == 0
+                && self.driver_failures() == 0
+                && self.settled.is_ok()
+                && self.findings.coverage.strict_fraction() >= super::MIN_STRICT_COVERAGE
+            {
                 "PASS"
             } else {
                 "FAIL"
