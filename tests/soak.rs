@@ -23,6 +23,11 @@ fn chaos_soak_finds_no_stale_read_lost_write_slow_call_growth_or_slow_recovery()
     // CPU modest on a 2-core machine (measured: ~1,270 calls/s, ~40 s of CPU in ~59 s).
     cfg.tasks_per_instance = 3;
     cfg.think = (Duration::from_millis(2), Duration::from_millis(5));
+    // A debug build on a busy 2-core machine: each instance's single worker thread also runs the
+    // workload's tasks, and after a resubscription it reloads thousands of flushed entries at
+    // debug speed. Measured: calls up to ~100 ms over the release bounds with the machine probe
+    // quiet (its runtime's probe late by up to ~170 ms). The release soak keeps the default slack.
+    cfg.latency_slack = Duration::from_millis(300);
     let outcome = chaos::run(&cfg);
     let report = &outcome.report;
     // Printed once (libtest shows it above the failure); the assertions refer to it.

@@ -836,7 +836,12 @@ pub fn check(input: &Input<'_>, bounds: &Bounds) -> Findings {
         key_reads.sort_by_key(|&i| records[i].start_ns);
         let mut latest: Vec<(u64, u64)> = ws
             .iter()
-            .map(|&i| (records[i].end_ns + stale_ns, records[i].version.unwrap_or(0)))
+            .map(|&i| {
+                (
+                    records[i].end_ns + stale_ns,
+                    records[i].version.unwrap_or(0),
+                )
+            })
             .collect();
         latest.sort_unstable();
         for reader in 0..instances as u16 {

@@ -233,13 +233,15 @@ pub fn settle(instances: &[Instance], limit: Duration) -> Result<Duration, Strin
     for inst in instances {
         for other in instances {
             let m = marker(other.index);
-            let v = inst.rt.block_on(inst.cache.get_or_load_with(&kind, &m, &opts, || async {
-                Ok::<_, std::io::Error>(origin::Val {
-                    key: u32::MAX,
-                    version: 0,
-                    pad: String::new(),
-                })
-            }));
+            let v = inst
+                .rt
+                .block_on(inst.cache.get_or_load_with(&kind, &m, &opts, || async {
+                    Ok::<_, std::io::Error>(origin::Val {
+                        key: u32::MAX,
+                        version: 0,
+                        pad: String::new(),
+                    })
+                }));
             if v.is_err() {
                 return Err(format!("i{} could not load {m}", inst.index));
             }
