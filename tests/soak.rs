@@ -11,6 +11,9 @@ use std::time::Duration;
 /// Seed of the test's fault plan and workload (rerun a failure with the `soak` command and it).
 const SEED: u64 = 16;
 
+/// The least fraction of reads held to the newest write of their key (see the assertion).
+const MIN_STRICT_COVERAGE: f64 = 0.5;
+
 #[test]
 fn chaos_soak_finds_no_stale_read_lost_write_slow_call_growth_or_slow_recovery() {
     chaos::init_tracing();
@@ -50,10 +53,11 @@ fn chaos_soak_finds_no_stale_read_lost_write_slow_call_growth_or_slow_recovery()
         "the instances did not settle before the final reads: {:?} (see the report above)",
         report.settled
     );
-    // The checker must not pass vacuously: most reads are held to the newest write of their key.
+    // The checker must not pass vacuously: most reads are held to the newest write of their key
+    // (measured ~60% with this plan; the long runs' floor, `chaos::MIN_STRICT_COVERAGE`, is lower).
     let coverage = report.findings.coverage;
     assert!(
-        coverage.strict_fraction() >= chaos::MIN_STRICT_COVERAGE,
+        coverage.strict_fraction() >= MIN_STRICT_COVERAGE,
         "only {} of {} reads ({:.1}%) were checked against the staleness bound (see the report above)",
         coverage.strict,
         coverage.reads,
