@@ -429,11 +429,13 @@ async fn flushing_a_large_l1_after_a_resubscription_does_not_stall_callers() {
     assert_eq!(report.errors, 0);
     // No caller waits for the flush: relative to the same callers before it (the machine's
     // scheduling, measured here), a call may now wait for one L2 read of a key the flush dropped
-    // (under the L2 deadline) and the loader, and nothing more.
-    let bound = before.max * 2 + OP_TIMEOUT;
+    // (under the L2 deadline); two more deadlines' worth covers a scheduling hiccup in the 2 s
+    // after that the shorter window before did not see. A flush that held callers (the sweep
+    // of 200,000 entries at once) takes seconds.
+    let bound = before.max * 2 + OP_TIMEOUT * 3;
     assert!(
         after.max <= bound,
-        "a call took {:?} after the flush (bound: twice the {:?} before it + the L2 deadline = \
+        "a call took {:?} after the flush (bound: twice the {:?} before it + 3 L2 deadlines = \
          {bound:?})",
         after.max,
         before.max
