@@ -1128,6 +1128,11 @@ fn xxh3_entry_key(prefix: &str, kind: &str, part: &str) -> String {
 /// then the largest against one Redis round trip, which every L2 read or write of that key pays.
 async fn key_hash(plan: &Plan, url: &str) -> Vec<Row> {
     let mut rows = Vec::new();
+    // The README's key-hashing table, printed from the same medians as the rows.
+    let mut readme = vec![
+        "| key part | xxh3-128 (before) | BLAKE3 (now) | ratio |".to_string(),
+        "|---|---|---|---|".to_string(),
+    ];
     let mut largest = 0.0;
     for (label, len) in [("201 B", 201), ("1 KiB", 1 << 10), ("10 KiB", 10 << 10)] {
         // A question-like ASCII part, just over the 200-byte limit and beyond.
@@ -1160,6 +1165,10 @@ async fn key_hash(plan: &Plan, url: &str) -> Vec<Row> {
              ns, BLAKE3 {b3:.0} ns per key",
             plan.rounds
         );
+        readme.push(format!(
+            "| {label} | {xxh3:.0} ns | {b3:.0} ns | {:.1}× |",
+            b3 / xxh3
+        ));
         rows.push(
             Row::new(
                 format!("key part of {label} hashed: BLAKE3 (`entry_key`)"),
@@ -1192,6 +1201,13 @@ async fn key_hash(plan: &Plan, url: &str) -> Vec<Row> {
     }
     let rtt = median(rtts);
     println!("Redis round trip (GET of an absent key, 1 task, loopback): {rtt:.0} ns");
+    println!(
+        "README key-hashing table (median of {} rounds; the GET round trip through redis-rs \
+         {:.1} µs):\n{}",
+        plan.rounds,
+        rtt / 1e3,
+        readme.join("\n")
+    );
     rows.push(
         Row::new(
             "BLAKE3 key of 10 KiB against one Redis round trip (GET, 1 task, loopback)",
@@ -1411,19 +1427,42 @@ async fn memory(plan: &Plan) -> Vec<Row> {
         // RSS and a container's memory limit see (the requested bytes alone miss the chunk
         // headers and rounding, most of the cost of small allocations).
         let r = h.chunks / budget as f64;
-        rows.push(
-            Row::new(
-                format!("L1 memory after {keys} distinct keys, {what}"),
-                format!(
-                    "{} in malloc chunks ({} requested; {} entries)",
-                    mib(h.chunks),
-                    mib(h.heap),
-                    h.entries,
-                ),
-                format!("budget {}", mib(budget as f64)),
-            )
-            .ratio(r, "within ±15%", (r - 1.0).abs() <= 0.15),
+        let row = Row::new(
+            format!("L1 memory after {keys} distinct keys, {what}"),
+            format!(
+                "{} in malloc chunks ({} requested; {} entries)",
+                mib(h.chunks),
+                mib(h.heap),
+                h.entries,
+            ),
+            format!("budget {}", mib(budget as f64)),
         );
+        // The target (issue 15: L1 heap within ±15% of the budget) can be judged only when the
+        // keys overflowed the budget (L1 full) and the empty cache's fixed structures, which the
+        // budget does not cover, are a small part of it. A quick run's 4 MiB budget may not be:
+        // then the row is shown for information and the full run (64 MiB) judges the target.
+        let fixed = h.chunks - h.chunks_filled;
+        let full = h.entries < keys as u64;
+        let measurable = full && fixed <= 0.05 * budget as f64;
+        rows.push(if measurable {
+            row.ratio(r, "within ±15%", (r - 1.0).abs() <= 0.15)
+        } else {
+            println!(
+                "L1 memory, {what}: the ±15% target is not judged in this run (L1 {}; the empty \
+                 cache's fixed structures {} = {:.0}% of the {} budget): the full run judges it",
+                if full {
+                    "full"
+                } else {
+                    "never filled: every key fit"
+                },
+                mib(fixed),
+                100.0 * fixed / budget as f64,
+                mib(budget as f64),
+            );
+            let mut row = row.info(r);
+            row.target = "within ±15% (judged on the full run)".into();
+            row
+        });
     }
     rows
 }

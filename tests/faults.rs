@@ -9,7 +9,8 @@
 
 use cache_core::{BreakerState, Cache, Kind, KindConfig};
 use cache_tests::{
-    init_tracing, serial, unique_prefix, within, FaultProxy, LoadReport, ProxyMode, RedisServer,
+    init_tracing, serial, unique_prefix, wait_for_state, within, FaultProxy, LoadReport, ProxyMode,
+    RedisServer,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -90,21 +91,6 @@ async fn finish(
         all.merge(t.await.expect("worker"));
     }
     all
-}
-
-async fn wait_for_state(cache: &Cache, want: BreakerState, within: Duration) -> Duration {
-    let t = Instant::now();
-    while cache.breaker_state() != Some(want) {
-        assert!(
-            t.elapsed() < within,
-            "breaker not {want:?} after {:?} (state {:?}, stats {:?})",
-            t.elapsed(),
-            cache.breaker_state(),
-            cache.stats().breaker
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    t.elapsed()
 }
 
 fn bound() -> Duration {

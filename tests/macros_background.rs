@@ -210,8 +210,9 @@ async fn soft_timeout_argument_serves_the_stale_value_and_the_body_finishes_in_t
     let server = RedisServer::start();
     let q = Quotes::new(cache_with_grace(&server, &unique_prefix("bg-soft")).await);
     assert_eq!(q.report("ACME").await.as_deref(), Some("ACME:v1"));
-    tokio::time::sleep(Duration::from_millis(500)).await; // expired, within the grace period
-                                                          // The body is held until released: a caller that waited for it would never finish.
+    // Expired, within the grace period.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The body is held until released: a caller that waited for it would never finish.
     q.gate.close();
 
     let t = Instant::now();

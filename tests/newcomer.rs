@@ -3,8 +3,8 @@
 //! warming fills the cache it is called on (and functions with arguments), a forgotten default
 //! cache is loud, typed handles, and invalidations confirmed by the other instances.
 
-use cache_core::{cached, Cache, EntryOptions, Kind, KindConfig, Tiers, WarmPlan};
-use cache_tests::{init_tracing, unique_prefix, within, RedisServer};
+use cache_core::{cached, Cache, EntryOptions, Kind, WarmPlan};
+use cache_tests::{l2_only_builder, unique_prefix, within, RedisServer};
 use futures::StreamExt;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,16 +12,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 async fn cache(server: &RedisServer, prefix: &str) -> Cache {
-    init_tracing();
-    Cache::builder()
-        .redis_url(server.url())
-        .prefix(prefix)
+    l2_only_builder(server.url(), prefix)
         // No stats reports: their SETs would show among the keyspace events.
         .stats_report_interval(Duration::ZERO)
-        .kind(
-            Kind::new("l2only"),
-            KindConfig::new(Duration::from_secs(600)).tiers(Tiers::L2Only),
-        )
         .build()
         .await
         .expect("build")
@@ -138,8 +131,6 @@ async fn a_zero_ttl_stores_nothing_and_writes_nothing_to_redis() {
             .unwrap();
         assert_eq!(*v, "fresh");
     }
-    // A computed TTL of zero too (the `max-age=0` of an API response).
-    let computed = EntryOptions::new().ttl_with(|_: &String| Duration::ZERO);
     a.set_with(Kind::API_RESPONSE, "absent", "x".to_string(), &zero)
         .await;
     let events = watch.until(&server, &format!("{prefix}-sentinel")).await;
@@ -147,13 +138,19 @@ async fn a_zero_ttl_stores_nothing_and_writes_nothing_to_redis() {
     assert!(events.is_empty(), "Redis saw writes: {events:?}");
     assert!(b.get::<String>(Kind::API_RESPONSE, "k").await.is_none());
 
-    // A computed zero: the load leases the key first (its TTL is known only once the value is),
-    // then releases the lease: nothing is left and nothing is served back.
-    let v = a
-        .get_or_load_with(Kind::API_RESPONSE, "computed", &computed, load)
-        .await
-        .unwrap();
-    assert_eq!(*v, "fresh");
+    // A TTL computed from the value, zero (the `max-age=0` of an API response): known only once
+    // the value is, so the load leases the key in L2 like any load (Redis sees that write: this
+    // part is after the keyspace watch), then releases the lease. Nothing is left in L2, nothing
+    // in L1, and the next load calls the loader again.
+    let computed = EntryOptions::new().ttl_with(|_: &String| Duration::ZERO);
+    for n in 4..=5 {
+        let v = a
+            .get_or_load_with(Kind::API_RESPONSE, "computed", &computed, load)
+            .await
+            .unwrap();
+        assert_eq!(*v, "fresh");
+        assert_eq!(calls.load(Ordering::SeqCst), n, "nothing was served back");
+    }
     assert!(a
         .get::<String>(Kind::API_RESPONSE, "computed")
         .await
@@ -195,10 +192,22 @@ static ORIGIN_CALLS: AtomicUsize = AtomicUsize::new(0);
 #[derive(Debug, Clone, PartialEq)]
 struct OriginDown(u32);
 
+/// Callers of the burst: the body answers only once all of them have missed L1 (and so joined
+/// its flight), whatever the scheduling.
+const BURST: u64 = 100;
+
 #[cached(kind = "api_response", cache = FAILING_CACHE.get().expect("built"))]
 async fn quote(symbol: String) -> Result<u64, OriginDown> {
     let n = ORIGIN_CALLS.fetch_add(1, Ordering::SeqCst) as u32;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The gate: every caller counts its L1 miss just before it joins the key's flight (no await
+    // in between), so once all have missed, all wait on this call.
+    let cache = FAILING_CACHE.get().expect("built");
+    within(
+        Duration::from_secs(10),
+        "every caller missed L1",
+        || async { cache.stats().total.l1.misses >= BURST },
+    )
+    .await;
     let _ = symbol;
     Err(OriginDown(n))
 }
@@ -208,8 +217,8 @@ async fn a_burst_against_a_failing_origin_makes_one_call_and_shares_its_error() 
     let server = RedisServer::start();
     let c = cache(&server, &unique_prefix("burst")).await;
     assert!(FAILING_CACHE.set(c).is_ok());
-    let barrier = Arc::new(tokio::sync::Barrier::new(100));
-    let callers: Vec<_> = (0..100)
+    let barrier = Arc::new(tokio::sync::Barrier::new(BURST as usize));
+    let callers: Vec<_> = (0..BURST)
         .map(|_| {
             let barrier = barrier.clone();
             tokio::spawn(async move {

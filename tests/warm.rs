@@ -261,13 +261,7 @@ async fn warming_leases_each_batch_in_one_pipeline_and_writes_back_by_compare_an
     assert_eq!(server.command_calls(Some("mget")).await, 0);
     // In pipelines: 300 keys in batches of 128 are 3 pipelines of reads and 3 of writes (and a
     // few commands of the cache's own), far fewer socket reads than commands.
-    let reads: u64 = server
-        .info("stats")
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix("total_reads_processed:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let reads = server.info_u64("stats", "total_reads_processed").await;
     assert!(
         reads < 30,
         "{reads} socket reads for {} commands: not pipelined",

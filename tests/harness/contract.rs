@@ -555,12 +555,7 @@ async fn failed_evalsha(s: &RedisServer) -> u64 {
 /// `total_reads_processed` of `INFO stats`: socket reads (a pipeline of many commands can arrive
 /// in one).
 async fn reads_processed(s: &RedisServer) -> u64 {
-    s.info("stats")
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix("total_reads_processed:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    s.info_u64("stats", "total_reads_processed").await
 }
 
 /// Defines one `#[tokio::test]` per contract, each against a fresh backend started by `$start`

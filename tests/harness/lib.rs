@@ -43,6 +43,49 @@ pub async fn cache_on(server: &RedisServer, prefix: &str) -> cache_core::Cache {
         .expect("build cache")
 }
 
+/// The kind the fault and guard tests use: its reads always go to Redis, so what Redis holds is
+/// what callers see.
+pub fn l2_only() -> cache_core::Kind {
+    cache_core::Kind::new("l2only")
+}
+
+/// A builder for a cache on `url` under `prefix` with the [`l2_only`] kind (600 s TTL) besides
+/// the built-in kinds (tracing installed).
+pub fn l2_only_builder(url: impl Into<String>, prefix: &str) -> cache_core::CacheBuilder {
+    init_tracing();
+    cache_core::Cache::builder()
+        .redis_url(url)
+        .prefix(prefix)
+        .kind(
+            l2_only(),
+            cache_core::KindConfig::new(std::time::Duration::from_secs(600))
+                .tiers(cache_core::Tiers::L2Only),
+        )
+}
+
+/// Waits until `cache`'s breaker is in state `want`; panics after `limit` with the breaker's
+/// figures. Returns how long it took.
+pub async fn wait_for_state(
+    cache: &cache_core::Cache,
+    want: cache_core::BreakerState,
+    limit: std::time::Duration,
+) -> std::time::Duration {
+    let what = format!("breaker {want:?}");
+    let t = std::time::Instant::now();
+    loop {
+        if cache.breaker_state() == Some(want) {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < limit,
+            "{what}: not within {limit:?} (state {:?}, stats {:?})",
+            cache.breaker_state(),
+            cache.stats().breaker
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 /// Runs the tests that hold it one at a time (a process-wide lock), so that the latency figures of
 /// fault and load tests do not disturb each other on a 2-core machine.
 pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {

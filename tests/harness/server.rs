@@ -172,6 +172,17 @@ impl RedisServer {
             .expect("INFO")
     }
 
+    /// The integer field `field` of `INFO section` (e.g. `("stats", "evicted_keys")`); panics
+    /// when Redis does not report it.
+    pub async fn info_u64(&self, section: &str, field: &str) -> u64 {
+        let info = self.info(section).await;
+        let prefix = format!("{field}:");
+        info.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("INFO {section} has no integer {field}"))
+    }
+
     /// Calls of `command` (e.g. `"set"`), or of every command, since the last `reset_stats`.
     pub async fn command_calls(&self, command: Option<&str>) -> u64 {
         command_calls(&self.info("commandstats").await, command)

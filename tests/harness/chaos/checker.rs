@@ -2,15 +2,43 @@
 //! samples) to violations.
 //!
 //! # What is a violation
-//! - **Stale read.** A read `R` of key `k` returning version `v` is stale when some write `W` of
-//!   `k` (a `set`, `invalidate` or `invalidate_tag`, on any instance) with a version above `v`
-//!   became *visible* before `R` began. `W` is visible `stale` after it returned
-//!   ([`Bounds::stale`]: the backplane's message latency), except when a fault may legitimately
-//!   have delayed it: if `[W.start, visible]` meets a fault's window extended by
-//!   [`Bounds::recovery`] (`[F.start, F.end + recovery]`), `W` is visible only at
-//!   `F.end + recovery + stale` (an invalidation queued during an outage is replayed after it;
-//!   the recovery bound is how long after the fault's end that may take), and so on for the next
-//!   fault it then meets. A `get` that returns `None` is never stale.
+//! - **Stale read.** A read `R` by instance `r` of key `k` returning version `v` is stale when
+//!   some write `W` of `k` (a `set`, `invalidate` or `invalidate_tag`, by any instance `w`) with a
+//!   version above `v` was *due at `r`* before `R` began. `W` is due `stale` after it returned
+//!   ([`Bounds::stale`]: the backplane's message latency), later only when a fault or a machine
+//!   pause may legitimately have delayed it *for that writer and reader* (see [`due`]):
+//!   - a fault of the server (`instance: None`: kill, stop, client kills, memory pressure) delays
+//!     every pair: if `[W.start, due]` meets `[F.start, F.end + recovery]`, `W` is due only at
+//!     `F.end + recovery + stale` (an invalidation queued during an outage is replayed after it;
+//!     commands sent before a SIGSTOP land in any order at SIGCONT; the recovery bound is how long
+//!     after the fault's end the cache may take to be back to normal);
+//!   - a fault of one instance's link (`instance: Some(j)`: cut, flapping, latency over the L2
+//!     deadline) delays the same way only the pairs where exactly one of `w`, `r` is `j`: a write by
+//!     `j` may reach Redis and the others late (queued and replayed), and `j` may miss the others'
+//!     messages until it has resubscribed (which flushes its L1). A write by `j` read by `j` is
+//!     never delayed: the cache applies a write to its own L1 at once and, while its invalidation
+//!     is queued, reads of the key skip L2 (README, "When Redis fails"); and a fault of a third
+//!     instance's link delays nothing between the two (its writes of the key ended before `W`
+//!     began: the harness orders writes of one key, and a write returns only after its L2 round
+//!     trips arrived or timed out);
+//!   - latency under the L2 deadline on `j`'s link (nothing times out, so nothing may open or be
+//!     queued) delays a pair with exactly one of `w`, `r` on that link by the added time alone: a
+//!     message crosses the link once, and a call on it makes at most
+//!     [`LatencyBounds::MAX_ROUND_TRIPS`] round trips, so `W` is due at most
+//!     `MAX_ROUND_TRIPS × added RTT` later ([`Bounds::slowed`]);
+//!   - a machine pause (the harness's own plain thread could not run) met on the way delays every
+//!     pair: `W` is due `stale` after the pause ended.
+//!
+//!   And one excuse bears on the version read rather than on `W`: a `set` by `j` made while `j`'s
+//!   link was slower than the L2 deadline timed out with its command still on the way, and may
+//!   land in Redis after later writes of the key by other instances, until `j` replays the
+//!   invalidation it queued for that unwritten set; so another instance reading that set's
+//!   version is not stale before `F.end + recovery + stale` ([`resurfaces_until`]).
+//!
+//!   Each delay can meet the next fault or pause, and so on. A `get` that returns `None` is never
+//!   stale. [`Coverage`] counts the reads held to the newest write of their key that had returned
+//!   `stale` before them (no delay applying), against those for which a delay left only older
+//!   writes to check them against.
 //! - **Lost write / lost invalidation.** After the faults stopped, a quiet period and the end of
 //!   the workload, every instance reads every key with `get_or_load`: anything but the origin's
 //!   latest version is a violation, named after the key's last write (a `set`: lost write; an
@@ -51,6 +79,47 @@ pub struct FaultWindow {
     pub added_rtt: Duration,
 }
 
+/// How a fault bears on when a write is due at a reader (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Not at all: a third instance's link, or the writer's own link for its own reads.
+    None,
+    /// An outage for the pair: the write is due only `recovery + stale` after the fault's end.
+    Outage,
+    /// Latency under the L2 deadline on one of the two links: due at most
+    /// [`Bounds::slowed`] of this added round trip later.
+    Slowed(Duration),
+}
+
+impl FaultWindow {
+    /// Latency on a link that keeps every round trip under the L2 deadline: nothing times out.
+    pub fn under_deadline(&self, l2_timeout: Duration) -> bool {
+        !self.added_rtt.is_zero() && self.added_rtt < l2_timeout
+    }
+
+    /// Latency on a link that makes every round trip time out.
+    pub fn over_deadline(&self, l2_timeout: Duration) -> bool {
+        self.added_rtt >= l2_timeout
+    }
+
+    /// How this fault bears on a write by instance `writer` read by instance `reader`.
+    pub fn effect(&self, writer: u16, reader: u16, l2_timeout: Duration) -> Effect {
+        let Some(j) = self.instance else {
+            // The server: every pair, the writer's own reads included (data lost on a restart,
+            // commands sent before a SIGSTOP applied in any order at SIGCONT, evictions).
+            return Effect::Outage;
+        };
+        if (j == writer) == (j == reader) {
+            return Effect::None;
+        }
+        if self.under_deadline(l2_timeout) {
+            Effect::Slowed(self.added_rtt)
+        } else {
+            Effect::Outage
+        }
+    }
+}
+
 /// How long each kind of call may take:
 /// `timeouts(op) × l2_timeout + round_trips(op) × added RTT + loader_max (loads) + slack`.
 ///
@@ -77,6 +146,9 @@ pub struct LatencyBounds {
 }
 
 impl LatencyBounds {
+    /// The most Redis round trips any call makes ([`Self::round_trips`] of a load).
+    pub const MAX_ROUND_TRIPS: u32 = 4;
+
     /// Redis round trips a call of `op` makes at most.
     pub fn round_trips(op: Op) -> u32 {
         match op {
@@ -148,6 +220,16 @@ pub struct Bounds {
     pub latency: LatencyBounds,
     /// Memory and task growth allowances.
     pub growth: GrowthSlack,
+}
+
+impl Bounds {
+    /// How much later a write is due at a reader when one of the two links is slowed by
+    /// `added_rtt` (under the deadline): a backplane message crosses the link once, and a call
+    /// on it that was under way makes at most [`LatencyBounds::MAX_ROUND_TRIPS`] round trips.
+    /// Scheduling slack is in [`Bounds::stale`] already.
+    pub fn slowed(&self, added_rtt: Duration) -> Duration {
+        added_rtt * LatencyBounds::MAX_ROUND_TRIPS
+    }
 }
 
 /// One sample of process memory and runtime tasks.
@@ -263,16 +345,19 @@ impl Class {
 /// One violation, with what is needed to explain it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Violation {
-    /// `read` returned an older version than `newer`, which was visible by `visible_by_ns`.
+    /// `read` returned an older version than `newer`, which was due at the reader by
+    /// `visible_by_ns`.
     StaleRead {
         /// The read.
         read: Record,
-        /// The newest write of the key visible when the read began.
+        /// The newest write of the key due at the reader when the read began.
         newer: Record,
-        /// When `newer` had to be visible.
+        /// When `newer` had to be visible to the reader.
         visible_by_ns: u64,
-        /// `newer` met a fault: it was due only at that fault's end plus the recovery bound.
+        /// A fault or a machine pause delayed when `newer` was due (see `why`).
         fault_delayed: bool,
+        /// What set `visible_by_ns` (e.g. `its end + stale`, or the fault that delayed it).
+        why: String,
         /// The write that produced the version read (`None`: the key's initial version).
         written_by: Option<Record>,
     },
@@ -414,6 +499,45 @@ pub struct Findings {
     pub recoveries: Vec<Recovery>,
     /// Slow calls explained by machine pauses.
     pub excused: Vec<Excused>,
+    /// How strictly the reads were checked for staleness.
+    pub coverage: Coverage,
+}
+
+/// How strictly the reads were checked for staleness. Each read (`get_or_load` or `get` that
+/// returned a value) is compared with the newest write of its key that had returned
+/// [`Bounds::stale`] before the read began (the *latest*): it is held to it when that write was
+/// due at the reader (no fault or pause delaying it for that writer and reader), and only to older
+/// writes, or none, when a delay applied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// Reads that returned a value.
+    pub reads: u64,
+    /// Reads held to the latest write of their key (it was due at the reader).
+    pub strict: u64,
+    /// Of `strict`, those that began during a fault or its recovery allowance
+    /// (`[F.start, F.end + recovery]`): checked strictly thanks to the per-instance rules.
+    pub strict_during_faults: u64,
+    /// Reads for which a fault or pause delayed the latest write for that pair: held only to an
+    /// older write of the key (or to none).
+    pub excused: u64,
+    /// Reads that returned a version a delayed `set` may have put back
+    /// ([`resurfaces_until`]), older than a write that was due: not stale, and not counted in
+    /// the other classes.
+    pub resurfaced: u64,
+    /// Reads that began before any write of their key had returned `stale` before: nothing to
+    /// hold them to.
+    pub nothing_due: u64,
+}
+
+impl Coverage {
+    /// `strict` as a fraction of `reads`.
+    pub fn strict_fraction(&self) -> f64 {
+        if self.reads == 0 {
+            0.0
+        } else {
+            self.strict as f64 / self.reads as f64
+        }
+    }
 }
 
 impl Findings {
@@ -423,41 +547,168 @@ impl Findings {
     }
 }
 
-/// When write `w` must be visible to every instance: `stale` after it returned, or
-/// `recovery + stale` after the end of a fault met on the way, or `stale` after the end of a
-/// machine pause met on the way (see the module docs). `faults` and `pauses` must be sorted by
-/// start.
+/// What set the time a write was due at a reader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// Nothing delayed it: its end + stale.
+    Stale,
+    /// An outage for the pair (index into the faults given): its end + recovery + stale.
+    Outage(usize),
+    /// Latency under the deadline on one of the two links (index into the faults given): the
+    /// write's end + stale + [`Bounds::slowed`].
+    Slowed(usize),
+    /// A machine pause (index into the pauses given): its end + stale.
+    Pause(usize),
+}
+
+/// When a write is due at a reader, and why then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Due {
+    /// ns since the run began.
+    pub at_ns: u64,
+    /// What set it.
+    pub cause: Cause,
+}
+
+impl Due {
+    /// `cause` in words, naming the fault or pause from the slices `due` was given.
+    pub fn why(&self, faults: &[FaultWindow], pauses: &[FaultWindow]) -> String {
+        match self.cause {
+            Cause::Stale => "its end + stale".into(),
+            Cause::Outage(i) => format!(
+                "end of {} at {:.3}s + recovery + stale",
+                faults[i].label,
+                faults[i].end_ns as f64 / 1e9
+            ),
+            Cause::Slowed(i) => format!(
+                "its end + stale + {:?} for {} (+{:?} round trip)",
+                LatencyBounds::MAX_ROUND_TRIPS * faults[i].added_rtt,
+                faults[i].label,
+                faults[i].added_rtt
+            ),
+            Cause::Pause(i) => format!(
+                "end of a machine pause at {:.3}s + stale",
+                pauses[i].end_ns as f64 / 1e9
+            ),
+        }
+    }
+}
+
+/// When write `w` is due at instance `reader`: `stale` after it returned, later when a fault or a
+/// machine pause met on the way delays it for that writer and reader (see the module docs and
+/// [`FaultWindow::effect`]). `faults` and `pauses` must be sorted by start.
+pub fn due(
+    w: &Record,
+    reader: u16,
+    faults: &[FaultWindow],
+    pauses: &[FaultWindow],
+    bounds: &Bounds,
+) -> Due {
+    let stale = bounds.stale.as_nanos() as u64;
+    let recovery = bounds.recovery.as_nanos() as u64;
+    let timeout = bounds.latency.l2_timeout;
+    let mut due = Due {
+        at_ns: w.end_ns + stale,
+        cause: Cause::Stale,
+    };
+    let raise = |due: &mut Due, at_ns: u64, cause: Cause| {
+        if at_ns > due.at_ns {
+            *due = Due { at_ns, cause };
+        }
+    };
+    loop {
+        let before = due.at_ns;
+        for (i, f) in faults.iter().enumerate() {
+            if f.start_ns > due.at_ns {
+                break;
+            }
+            match f.effect(w.instance, reader, timeout) {
+                Effect::None => {}
+                Effect::Outage => {
+                    if f.end_ns + recovery >= w.start_ns {
+                        raise(&mut due, f.end_ns + recovery + stale, Cause::Outage(i));
+                    }
+                }
+                Effect::Slowed(rtt) => {
+                    if f.end_ns >= w.start_ns {
+                        let at = w.end_ns + stale + bounds.slowed(rtt).as_nanos() as u64;
+                        raise(&mut due, at, Cause::Slowed(i));
+                    }
+                }
+            }
+        }
+        for (i, p) in pauses.iter().enumerate() {
+            if p.start_ns > due.at_ns {
+                break;
+            }
+            if p.end_ns >= w.start_ns {
+                raise(&mut due, p.end_ns + stale, Cause::Pause(i));
+            }
+        }
+        if due.at_ns == before {
+            return due;
+        }
+    }
+}
+
+/// [`due`]'s time alone.
 pub fn visible_by(
     w: &Record,
+    reader: u16,
     faults: &[FaultWindow],
     pauses: &[FaultWindow],
     bounds: &Bounds,
 ) -> u64 {
-    let stale = bounds.stale.as_nanos() as u64;
+    due(w, reader, faults, pauses, bounds).at_ns
+}
+
+/// Until when the version of write `x` may legitimately be read by `reader` after later writes
+/// of its key were due: when `x` is a `set` by instance `j` made while `j`'s link was slower than
+/// the L2 deadline (its SET timed out with the command still on the way, and may land after later
+/// writes of other instances), until `recovery + stale` after that fault's end (by then `j` has
+/// replayed the invalidation it queued for the unwritten set). `None` for anything else, and for
+/// `j`'s own reads (they skip L2 while the invalidation is queued). `faults` sorted by start.
+pub fn resurfaces_until(
+    x: &Record,
+    reader: u16,
+    faults: &[FaultWindow],
+    bounds: &Bounds,
+) -> Option<u64> {
+    if x.op != Op::Set || x.instance == reader {
+        return None;
+    }
     let recovery = bounds.recovery.as_nanos() as u64;
-    let mut vis = w.end_ns + stale;
-    loop {
-        let before = vis;
-        for f in faults {
-            if f.start_ns > vis {
-                break;
-            }
-            if f.end_ns + recovery >= w.start_ns {
-                vis = vis.max(f.end_ns + recovery + stale);
-            }
-        }
-        for p in pauses {
-            if p.start_ns > vis {
-                break;
-            }
-            if p.end_ns >= w.start_ns {
-                vis = vis.max(p.end_ns + stale);
-            }
-        }
-        if vis == before {
-            return vis;
+    let stale = bounds.stale.as_nanos() as u64;
+    faults
+        .iter()
+        .take_while(|f| f.start_ns <= x.end_ns)
+        .filter(|f| {
+            f.instance == Some(x.instance)
+                && f.over_deadline(bounds.latency.l2_timeout)
+                && f.end_ns >= x.start_ns
+        })
+        .map(|f| f.end_ns + recovery + stale)
+        .max()
+}
+
+/// The union of `[F.start, F.end + recovery]` over `faults` (sorted by start), as sorted disjoint
+/// spans.
+fn spans(faults: &[FaultWindow], recovery: u64) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for f in faults {
+        let (a, b) = (f.start_ns, f.end_ns + recovery);
+        match out.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
         }
     }
+    out
+}
+
+/// Whether `t` lies in one of `spans` (sorted, disjoint).
+fn within_spans(spans: &[(u64, u64)], t: u64) -> bool {
+    let i = spans.partition_point(|s| s.0 <= t);
+    i > 0 && t <= spans[i - 1].1
 }
 
 /// Machine pause time within `[from, to]`.
@@ -570,47 +821,102 @@ pub fn check(input: &Input<'_>, bounds: &Bounds) -> Findings {
         }
     }
 
-    // Stale reads: per key, sweep reads by start against writes by visibility.
-    for (ws, reads) in writes.iter().zip(reads.iter_mut()) {
-        let mut vis: Vec<(u64, u64, usize)> = ws
+    // Stale reads: per key and reader, the reader's reads by start against the key's writes by
+    // when they were due at that reader (and by when they had returned `stale` before, for the
+    // coverage).
+    let stale_ns = bounds.stale.as_nanos() as u64;
+    let instances = records
+        .iter()
+        .map(|r| r.instance as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let fault_spans = spans(&faults, bounds.recovery.as_nanos() as u64);
+    let mut coverage = Coverage::default();
+    for (key, (ws, key_reads)) in writes.iter().zip(reads.iter_mut()).enumerate() {
+        key_reads.sort_by_key(|&i| records[i].start_ns);
+        let mut latest: Vec<(u64, u64)> = ws
             .iter()
             .map(|&i| {
-                let w = &records[i];
                 (
-                    visible_by(w, &faults, &pauses, bounds),
-                    w.version.unwrap_or(0),
-                    i,
+                    records[i].end_ns + stale_ns,
+                    records[i].version.unwrap_or(0),
                 )
             })
             .collect();
-        vis.sort_unstable();
-        reads.sort_by_key(|&i| records[i].start_ns);
-        let mut j = 0;
-        let mut best: Option<(u64, usize)> = None;
-        for &ri in reads.iter() {
-            let r = &records[ri];
-            while j < vis.len() && vis[j].0 < r.start_ns {
-                if best.is_none_or(|(v, _)| vis[j].1 > v) {
-                    best = Some((vis[j].1, vis[j].2));
+        latest.sort_unstable();
+        for reader in 0..instances as u16 {
+            let mut vis: Vec<(u64, u64, usize)> = Vec::new();
+            let (mut j, mut l) = (0, 0);
+            let mut best: Option<(u64, usize)> = None;
+            let mut best_latest: Option<u64> = None;
+            for &ri in key_reads.iter().filter(|&&i| records[i].instance == reader) {
+                if vis.is_empty() && !ws.is_empty() {
+                    vis = ws
+                        .iter()
+                        .map(|&i| {
+                            let w = &records[i];
+                            (
+                                visible_by(w, reader, &faults, &pauses, bounds),
+                                w.version.unwrap_or(0),
+                                i,
+                            )
+                        })
+                        .collect();
+                    vis.sort_unstable();
                 }
-                j += 1;
-            }
-            if let (Some((v, wi)), Some(got)) = (best, r.version) {
-                if got < v {
-                    let newer = records[wi];
-                    let visible_by_ns = visible_by(&newer, &faults, &pauses, bounds);
-                    stale.push(Violation::StaleRead {
-                        read: *r,
-                        newer,
-                        visible_by_ns,
-                        fault_delayed: visible_by_ns
-                            > newer.end_ns + bounds.stale.as_nanos() as u64,
-                        written_by: by_version[r.key as usize].get(&got).map(|&i| records[i]),
-                    });
+                let r = &records[ri];
+                while j < vis.len() && vis[j].0 < r.start_ns {
+                    if best.is_none_or(|(v, _)| vis[j].1 > v) {
+                        best = Some((vis[j].1, vis[j].2));
+                    }
+                    j += 1;
                 }
+                while l < latest.len() && latest[l].0 < r.start_ns {
+                    best_latest = best_latest.max(Some(latest[l].1));
+                    l += 1;
+                }
+                coverage.reads += 1;
+                let older = best
+                    .zip(r.version)
+                    .filter(|&((v, _), got)| got < v)
+                    .map(|((_, wi), got)| (wi, got));
+                let written_by = older.and_then(|(_, got)| by_version[key].get(&got));
+                let written_by = written_by.map(|&i| records[i]);
+                if older.is_some()
+                    && written_by
+                        .and_then(|x| resurfaces_until(&x, reader, &faults, bounds))
+                        .is_some_and(|until| r.start_ns <= until)
+                {
+                    coverage.resurfaced += 1;
+                    continue;
+                }
+                match best_latest {
+                    None => coverage.nothing_due += 1,
+                    Some(v) if best.is_some_and(|(b, _)| b == v) => {
+                        coverage.strict += 1;
+                        if within_spans(&fault_spans, r.start_ns) {
+                            coverage.strict_during_faults += 1;
+                        }
+                    }
+                    Some(_) => coverage.excused += 1,
+                }
+                let Some((wi, _)) = older else {
+                    continue;
+                };
+                let newer = records[wi];
+                let d = due(&newer, reader, &faults, &pauses, bounds);
+                stale.push(Violation::StaleRead {
+                    read: *r,
+                    newer,
+                    visible_by_ns: d.at_ns,
+                    fault_delayed: d.cause != Cause::Stale,
+                    why: d.why(&faults, &pauses),
+                    written_by,
+                });
             }
         }
     }
+    out.coverage = coverage;
     stale.sort_by_key(|v| match v {
         Violation::StaleRead { read, .. } => read.start_ns,
         _ => 0,
@@ -844,6 +1150,7 @@ mod tests {
             newer,
             visible_by_ns,
             fault_delayed,
+            why,
             written_by,
         } = &f.violations[0]
         else {
@@ -853,7 +1160,18 @@ mod tests {
         assert_eq!(newer.version, Some(2));
         assert_eq!(*visible_by_ns, 451 * MS);
         assert!(!fault_delayed);
+        assert_eq!(why, "its end + stale");
         assert_eq!(written_by.map(|w| w.start_ns), Some(100 * MS));
+        assert_eq!(
+            f.coverage,
+            Coverage {
+                reads: 2,
+                strict: 1,
+                // Key 4 was never written.
+                nothing_due: 1,
+                ..Coverage::default()
+            }
+        );
     }
 
     #[test]
@@ -916,9 +1234,165 @@ mod tests {
         // A write long after the fault's recovery is visible after the stale bound only.
         let later = rec(0, Op::Set, 1, 9_000, 9_001, Some(12));
         assert_eq!(
-            visible_by(&later, std::slice::from_ref(&fault), &[], &bounds()),
+            visible_by(&later, 1, std::slice::from_ref(&fault), &[], &bounds()),
             9_251 * MS
         );
+        // A fault of the server delays the writer's own reads too.
+        let during = rec(0, Op::Set, 1, 1_500, 1_501, Some(13));
+        assert_eq!(
+            visible_by(&during, 0, std::slice::from_ref(&fault), &[], &bounds()),
+            5_250 * MS
+        );
+    }
+
+    fn cut(instance: u16, at_ms: u64) -> FaultWindow {
+        FaultWindow {
+            label: format!("proxy cut (i{instance})"),
+            start_ns: at_ms * MS,
+            end_ns: at_ms * MS,
+            instance: Some(instance),
+            added_rtt: Duration::ZERO,
+        }
+    }
+
+    fn stale_reads(f: &Findings) -> Vec<(u16, u32, u64)> {
+        f.violations
+            .iter()
+            .filter_map(|v| match v {
+                Violation::StaleRead { read, .. } => {
+                    Some((read.instance, read.key, read.start_ns / MS))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_fault_on_one_instance_excuses_no_stale_read_between_the_others_nor_of_a_writer_s_own_write(
+    ) {
+        // i2's link is cut at 1 s (end = start: a cut); writes by i0 just before and after it.
+        let faults = [cut(2, 1_000)];
+        let h = [
+            rec(0, Op::Set, 1, 10, 11, Some(1)),
+            rec(0, Op::Set, 1, 990, 1_000, Some(2)),
+            // i0 reads an older version than its own write, 500 ms later: stale.
+            rec(0, Op::GetOrLoad, 1, 1_500, 1_501, Some(1)),
+            // So does i1, which i2's link has nothing to do with.
+            rec(1, Op::Get, 1, 1_500, 1_501, Some(1)),
+            // i2 may miss i0's message until it resubscribed (fault end + recovery + stale).
+            rec(2, Op::GetOrLoad, 1, 1_500, 1_501, Some(1)),
+            rec(2, Op::GetOrLoad, 1, 3_240, 3_241, Some(1)),
+            // ...but not after that.
+            rec(2, Op::GetOrLoad, 1, 3_300, 3_301, Some(1)),
+        ];
+        let f = run(&h, &faults, &[]);
+        assert_eq!(
+            stale_reads(&f),
+            [(0, 1, 1_500), (1, 1, 1_500), (2, 1, 3_300)]
+        );
+        let Violation::StaleRead { why, .. } = &f.violations[2] else {
+            unreachable!()
+        };
+        assert_eq!(why, "end of proxy cut (i2) at 1.000s + recovery + stale");
+        assert_eq!(
+            f.coverage,
+            Coverage {
+                reads: 5,
+                strict: 3,
+                strict_during_faults: 2,
+                excused: 2,
+                ..Coverage::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_write_by_the_faulted_instance_is_late_for_the_others_but_not_for_itself() {
+        let faults = [cut(2, 1_000)];
+        let h = [
+            rec(2, Op::Set, 4, 10, 11, Some(1)),
+            // Made as its link was cut: queued, replayed once the link is back.
+            rec(2, Op::Invalidate, 4, 1_000, 1_001, Some(2)),
+            // The others may read the old version until the cut's end + recovery + stale.
+            rec(0, Op::GetOrLoad, 4, 1_500, 1_501, Some(1)),
+            rec(1, Op::GetOrLoad, 4, 3_000, 3_001, Some(1)),
+            rec(1, Op::GetOrLoad, 4, 3_300, 3_301, Some(1)),
+            // i2 itself dropped its copy at once: an old version 500 ms later is stale.
+            rec(2, Op::GetOrLoad, 4, 1_500, 1_501, Some(1)),
+        ];
+        let f = run(&h, &faults, &[]);
+        assert_eq!(stale_reads(&f), [(2, 4, 1_500), (1, 4, 3_300)]);
+    }
+
+    #[test]
+    fn latency_under_the_deadline_delays_only_its_link_s_pairs_and_only_by_the_added_time() {
+        let ms = Duration::from_millis;
+        let slow = |added_rtt: Duration| FaultWindow {
+            label: "latency (i1)".into(),
+            start_ns: 900 * MS,
+            end_ns: 2_000 * MS,
+            instance: Some(1),
+            added_rtt,
+        };
+        let w = rec(0, Op::Set, 2, 1_000, 1_001, Some(3));
+        // Under the deadline: 4 round trips x 40 ms = 160 ms more, for i1's reads only.
+        let under = [slow(ms(40))];
+        assert_eq!(visible_by(&w, 1, &under, &[], &bounds()), 1_411 * MS);
+        assert_eq!(visible_by(&w, 2, &under, &[], &bounds()), 1_251 * MS);
+        assert_eq!(visible_by(&w, 0, &under, &[], &bounds()), 1_251 * MS);
+        // Over the deadline: an outage of i1's link (fault end + recovery + stale).
+        let over = [slow(ms(150))];
+        assert_eq!(visible_by(&w, 1, &over, &[], &bounds()), 4_250 * MS);
+        assert_eq!(visible_by(&w, 2, &over, &[], &bounds()), 1_251 * MS);
+        let h = [
+            rec(0, Op::Set, 2, 10, 11, Some(1)),
+            w,
+            rec(1, Op::GetOrLoad, 2, 1_400, 1_401, Some(1)),
+            rec(1, Op::GetOrLoad, 2, 1_450, 1_451, Some(1)),
+            rec(2, Op::GetOrLoad, 2, 1_300, 1_301, Some(1)),
+        ];
+        let f = run(&h, &under, &[]);
+        assert_eq!(stale_reads(&f), [(2, 2, 1_300), (1, 2, 1_450)]);
+        let Violation::StaleRead {
+            why, fault_delayed, ..
+        } = &f.violations[1]
+        else {
+            unreachable!()
+        };
+        assert!(fault_delayed);
+        assert_eq!(
+            why,
+            "its end + stale + 160ms for latency (i1) (+40ms round trip)"
+        );
+    }
+
+    #[test]
+    fn a_set_made_while_its_link_was_over_the_deadline_may_land_late_until_its_replay() {
+        let over = FaultWindow {
+            label: "latency > deadline (i1)".into(),
+            start_ns: 1_000 * MS,
+            end_ns: 2_000 * MS,
+            instance: Some(1),
+            added_rtt: Duration::from_millis(150),
+        };
+        let h = [
+            // i1's set times out with its SET still on the way...
+            rec(1, Op::Set, 6, 1_100, 1_300, Some(1)),
+            // ...and i0 writes the key right after.
+            rec(0, Op::Set, 6, 1_301, 1_302, Some(2)),
+            // i2 may read i1's version from L2 until i1 replayed its invalidation.
+            rec(2, Op::GetOrLoad, 6, 1_800, 1_801, Some(1)),
+            rec(2, Op::GetOrLoad, 6, 4_300, 4_301, Some(1)),
+            // So may i0, whose own set it overwrote (i1's late PUBLISH drops i0's copy).
+            rec(0, Op::GetOrLoad, 6, 1_800, 1_801, Some(1)),
+            // A set i1 made before its link slowed down landed in time: no excuse.
+            rec(1, Op::Set, 7, 500, 510, Some(1)),
+            rec(0, Op::Set, 7, 600, 601, Some(2)),
+            rec(2, Op::GetOrLoad, 7, 1_500, 1_501, Some(1)),
+        ];
+        let f = run(&h, std::slice::from_ref(&over), &[]);
+        assert_eq!(stale_reads(&f), [(2, 7, 1_500), (2, 6, 4_300)]);
+        assert_eq!(f.coverage.resurfaced, 2);
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub struct SoakReport {
     pub config: SoakConfig,
     /// Phases.
     pub timeline: Timeline,
+    /// How long the instances took after the workload stopped to have handled every message sent
+    /// before (markers, see `chaos::settle`), or what was still missing.
+    pub settled: Result<Duration, String>,
     /// Per kind of call.
     pub ops: Vec<OpStats>,
     /// Every fault injected.
@@ -115,6 +118,7 @@ impl SoakReport {
     pub fn new(
         config: SoakConfig,
         timeline: Timeline,
+        settled: Result<Duration, String>,
         records: &[Record],
         faults: Vec<InjectedFault>,
         findings: Findings,
@@ -147,6 +151,7 @@ impl SoakReport {
         Self {
             config,
             timeline,
+            settled,
             ops,
             faults,
             findings,
@@ -335,19 +340,17 @@ impl SoakReport {
                 read,
                 newer,
                 visible_by_ns,
-                fault_delayed,
+                why,
                 written_by,
+                ..
             } => format!(
-                "stale read: {} (written by {}) but {} was due by {}{} ({} late); {}; writer i{} at the write: {}, reader i{} at the read: {}",
+                "stale read: {} (written by {}) but {} was due at i{} by {} ({}) ({} late); {}; writer i{} at the write: {}, reader i{} at the read: {}",
                 r(read),
                 written_by.as_ref().map_or("no write: initial".into(), r),
                 r(newer),
+                read.instance,
                 secs(*visible_by_ns),
-                if *fault_delayed {
-                    " (fault end + recovery + stale)"
-                } else {
-                    " (its end + stale)"
-                },
+                why,
                 ms(Duration::from_nanos(read.start_ns.saturating_sub(*visible_by_ns))),
                 self.near(read.start_ns),
                 newer.instance,
@@ -518,9 +521,10 @@ impl fmt::Display for SoakReport {
         let lb = |op| ms(b.latency.bound(op, Duration::ZERO));
         writeln!(
             f,
-            "bounds: stale {}; recovery {} after a fault's end (writes overlapping [fault start, end + recovery] are due at end + recovery + stale); latency = timeouts x {} + round trips x RTT added by a latency fault on the call's link + loader {} (loads) + slack {}: get_or_load {} ({} timeout, {} round trips), get {} ({}, {}), set_with {} ({}, {}), invalidate/invalidate_tag {} ({}, {}); growth: RSS +max({} MiB, {:.0}%), tasks +max({:.0}, {:.0}%) first vs last quarter",
+            "bounds: stale {}; recovery {} after a fault's end: a write is due at a reader at its end + stale, or at end + recovery + stale of a fault it met (its window within [fault start, end + recovery]) that bears on that writer and reader (the server's: every pair; one instance's link cut, flapping or over the deadline: pairs with exactly that instance on one side), or + {} x the added RTT for latency under the deadline on one side, or at a machine pause's end + stale; a set made while its writer's link was over the deadline may land late, so its version is excused for others until that fault's end + recovery + stale; latency = timeouts x {} + round trips x RTT added by a latency fault on the call's link + loader {} (loads) + slack {}: get_or_load {} ({} timeout, {} round trips), get {} ({}, {}), set_with {} ({}, {}), invalidate/invalidate_tag {} ({}, {}); growth: RSS +max({} MiB, {:.0}%), tasks +max({:.0}, {:.0}%) first vs last quarter",
             ms(b.stale),
             ms(b.recovery),
+            LatencyBounds::MAX_ROUND_TRIPS,
             ms(b.latency.l2_timeout),
             ms(b.latency.loader_max),
             ms(b.latency.slack),
@@ -543,12 +547,19 @@ impl fmt::Display for SoakReport {
         )?;
         writeln!(
             f,
-            "timeline: workload {}..{}, faults {}..{}, final reads at {}, checked at {}",
+            "timeline: workload {}..{}, faults {}..{}, final reads at {} ({}), checked at {}",
             secs(t.workload_start),
             secs(t.workload_stopped),
             secs(t.faults_from),
             secs(t.faults_over),
             secs(t.final_reads),
+            match &self.settled {
+                Ok(d) => format!(
+                    "every instance had handled every message sent before {} after the workload stopped",
+                    ms(*d)
+                ),
+                Err(e) => format!("NOT SETTLED: {e}"),
+            },
             secs(t.end)
         )?;
 
@@ -730,6 +741,23 @@ impl fmt::Display for SoakReport {
                 )?;
             }
         }
+        let cov = &self.findings.coverage;
+        let pc = |n: u64| 100.0 * n as f64 / cov.reads.max(1) as f64;
+        writeln!(
+            f,
+            "stale-read coverage (at least {:.0}% strict to pass): {} reads returned a value; {} ({:.1}%) held to the newest write of their key that had returned >= stale before (it was due at the reader), {} of them during a fault or its recovery allowance; {} ({:.1}%) held only to older writes (a fault or pause delayed the newest for that writer and reader); {} ({:.1}%) returned a version a set made over its link's deadline may have put back; {} ({:.1}%) with no write of their key due yet",
+            100.0 * super::MIN_STRICT_COVERAGE,
+            cov.reads,
+            cov.strict,
+            pc(cov.strict),
+            cov.strict_during_faults,
+            cov.excused,
+            pc(cov.excused),
+            cov.resurfaced,
+            pc(cov.resurfaced),
+            cov.nothing_due,
+            pc(cov.nothing_due),
+        )?;
         let by_class = self.violations_by_class();
         let total: usize = by_class.values().sum();
         let episodes = stale_episodes(&self.findings);
@@ -768,7 +796,7 @@ impl fmt::Display for SoakReport {
                     by_source.iter().map(|(s, n)| format!("{n} {s}")).collect();
                 writeln!(
                     f,
-                    "  {:<18} {n} in {} episodes (instance, key, old version): {} after a write that met a fault (due at fault end + recovery + stale), {} after a write with no fault near (due at its end + stale); {} with every instance healthy (breaker closed, nothing pending, subscribed) from the write to the read, {} with an instance unhealthy meanwhile; reads served from: {}",
+                    "  {:<18} {n} in {} episodes (instance, key, old version): {} after a write a fault or pause delayed for that reader, {} after a write with nothing delaying it (due at its end + stale); {} with every instance healthy (breaker closed, nothing pending, subscribed) from the write to the read, {} with an instance unhealthy meanwhile; reads served from: {}",
                     class.name(),
                     episodes.len(),
                     ep_delayed,
@@ -806,7 +834,11 @@ impl fmt::Display for SoakReport {
         writeln!(
             f,
             "\nresult: {} (seed {}; rerun: cargo run --release -p cache-tests --bin soak -- --seed {} --secs {} --instances {} --keys {} --tags {} --tasks {} --bulk-keys {} --think-ms {}-{})",
-            if total == 0 && self.driver_failures() == 0 {
+            if total == 0
+                && self.driver_failures() == 0
+                && self.settled.is_ok()
+                && self.findings.coverage.strict_fraction() >= super::MIN_STRICT_COVERAGE
+            {
                 "PASS"
             } else {
                 "FAIL"
