@@ -1,7 +1,8 @@
 //! No lost writes and prompt recovery, on real redis-server processes: a returned `set` is never
 //! dropped by another key's invalidation; writes reach L2 again soon after a restart under steady
 //! writes; invalidations queued during an outage are replayed as soon as Redis answers; a flapping
-//! link does not keep the breaker open; flushing a large L1 does not stall callers.
+//! link does not keep the breaker open; a set whose backplane message was lost with its link still
+//! reaches the other instances' L1; flushing a large L1 does not stall callers.
 
 use cache_core::{BreakerState, Cache, EntryOptions, Kind, KindConfig, Tiers};
 use cache_tests::{
@@ -254,6 +255,76 @@ async fn invalidations_queued_while_the_breaker_is_open_are_replayed_as_soon_as_
         gone < COOLDOWN,
         "the invalidation was replayed {gone:?} after Redis answered: not before the breaker's \
          {COOLDOWN:?} cool-down"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_whose_announcement_was_cut_off_still_reaches_the_other_instances() {
+    let _serial = serial().await;
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port()).await;
+    let prefix = unique_prefix("lost-publish");
+    // Both tiers, and an L1 copy that would outlive the test by far if nothing dropped it.
+    let kind = Kind::new("both");
+    let build = |url: String| {
+        l2_only_builder(url, &prefix)
+            .l2_timeout(OP_TIMEOUT)
+            .kind(kind.clone(), KindConfig::new(Duration::from_secs(600)))
+            .build()
+    };
+    let a = build(proxy.url()).await.expect("build A");
+    let b = build(server.url()).await.expect("build B");
+    within(Duration::from_secs(5), "both subscribed", || async {
+        [&a, &b]
+            .iter()
+            .all(|c| c.stats().backplane.is_some_and(|bp| bp.subscribed))
+    })
+    .await;
+    a.set(&kind, "k", "old".to_string()).await;
+    assert_eq!(
+        b.get::<String>(&kind, "k")
+            .await
+            .as_deref()
+            .map(String::as_str),
+        Some("old"),
+        "B holds the old value in L1"
+    );
+    // A's link goes down right after A's write reached Redis: the PUBLISH announcing it is lost
+    // with its connection, while B stays subscribed and hears nothing wrong.
+    proxy.cut_on(&[b"PUBLISH", b"v1:both:k"]);
+    a.set(&kind, "k", "new".to_string()).await;
+    let returned = Instant::now();
+    assert_eq!(proxy.cuts_on_done(), 1, "the announcement was cut off");
+    let c = build(server.url()).await.expect("build C");
+    assert_eq!(
+        c.get::<String>(&kind, "k")
+            .await
+            .as_deref()
+            .map(String::as_str),
+        Some("new"),
+        "the value reached Redis"
+    );
+    let took = within(Duration::from_secs(10), "B reads the new value", || async {
+        b.get::<String>(&kind, "k")
+            .await
+            .as_deref()
+            .map(String::as_str)
+            == Some("new")
+    })
+    .await;
+    within(
+        Duration::from_secs(5),
+        "A has nothing left to send",
+        || async { a.stats().backplane.is_some_and(|bp| bp.unsent == 0) },
+    )
+    .await;
+    let bp = a.stats().backplane.expect("A has a backplane");
+    assert!(bp.resent >= 1, "the announcement was sent again: {bp:?}");
+    println!(
+        "B dropped its old copy {took:?} after the check began ({:?} after the set returned); \
+         A resent {} message(s)",
+        returned.elapsed(),
+        bp.resent
     );
 }
 

@@ -301,6 +301,15 @@ impl Coherence {
             }
         };
         let expected = subscribed.saturating_sub(usize::from(bp.is_subscribed()));
+        // A confirmation vouches for every message sent before it: none may wait for a resend.
+        bp.resend(l2).await;
+        if bp.unsent() > 0 {
+            return Confirmation {
+                expected,
+                acknowledged: 0,
+                waited: started.elapsed(),
+            };
+        }
         let id: u64 = rand::random();
         let wait = Arc::new(AckWait::default());
         self.confirmations
@@ -395,18 +404,26 @@ impl Coherence {
         self.pending.supersede_key(full, began);
     }
 
-    /// Whether invalidations wait for replay (the background task then probes eagerly).
+    /// Whether invalidations wait for replay, or messages for a resend (the background task then
+    /// probes eagerly).
     pub(crate) fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || self.backplane.as_ref().is_some_and(|bp| bp.unsent() > 0)
     }
 
-    /// Applies the queued invalidations to L2 and publishes them, oldest first, if L2 is usable.
-    /// Stops at the first outage (the rest stays queued for the next attempt).
+    /// If L2 is usable: sends the backplane messages whose publish failed again, then applies the
+    /// queued invalidations to L2 and publishes them, oldest first. Stops at the first outage (the
+    /// rest stays queued for the next attempt).
     pub(crate) async fn replay(&self) {
         let Some(l2) = self.l2.as_deref() else {
             return;
         };
-        if self.pending.is_empty() || l2.breaker.is_rejecting() {
+        if l2.breaker.is_rejecting() {
+            return;
+        }
+        if let Some(bp) = self.backplane.as_ref() {
+            bp.resend(l2).await;
+        }
+        if self.pending.is_empty() {
             return;
         }
         let Some(_replaying) = self.pending.start_replay() else {

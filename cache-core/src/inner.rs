@@ -87,6 +87,8 @@ impl Inner {
                 publish_failures: bp.publish_failures.load(Ordering::Relaxed),
                 disconnects: bp.disconnects.load(Ordering::Relaxed),
                 resyncs: bp.resyncs.load(Ordering::Relaxed),
+                unsent: bp.unsent() as u64,
+                resent: bp.resent.load(Ordering::Relaxed),
             }),
             tracked_tag_invalidations: c.local_tags.len() as u64,
             pending_invalidations: PendingInvalidationStats {

@@ -26,8 +26,8 @@
 //! | `cache_pending_invalidations_queued_total`, `cache_pending_invalidations_replayed_total`, `cache_pending_invalidations_dropped_total` | counter | |
 //! | `cache_breaker_state` | gauge (1 for the current state) | `state` (`closed`, `open`, `half_open`) |
 //! | `cache_breaker_opens_total`, `cache_breaker_rejected_total` | counter | |
-//! | `cache_backplane_subscribed` | gauge | |
-//! | `cache_backplane_received_total`, `cache_backplane_published_total`, `cache_backplane_publish_failures_total`, `cache_backplane_disconnects_total`, `cache_backplane_resyncs_total` | counter | |
+//! | `cache_backplane_subscribed`, `cache_backplane_unsent` | gauge | |
+//! | `cache_backplane_received_total`, `cache_backplane_published_total`, `cache_backplane_publish_failures_total`, `cache_backplane_disconnects_total`, `cache_backplane_resyncs_total`, `cache_backplane_resent_total` | counter | |
 //!
 //! Breaker and backplane series are present only when the cache has an L2 / a backplane.
 //! Mean L2 latency over a window is `rate(cache_l2_latency_seconds_total) /
@@ -565,9 +565,19 @@ fn encode_stats(s: &Stats, enc: &mut DescriptorEncoder<'_>) -> Result<(), FmtErr
                 "L1 flushes after (re)subscribing.",
                 bp.resyncs,
             ),
+            (
+                "cache_backplane_resent",
+                "Backplane messages sent again after their publish failed.",
+                bp.resent,
+            ),
         ] {
             w.single(name, help, Value::Counter(v))?;
         }
+        w.single(
+            "cache_backplane_unsent",
+            "Backplane messages waiting to be sent again (other instances may hold copies they would drop).",
+            Value::Gauge(i64::try_from(bp.unsent).unwrap_or(i64::MAX)),
+        )?;
     }
     Ok(())
 }

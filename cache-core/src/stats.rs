@@ -375,6 +375,11 @@ pub struct BackplaneStats {
     pub disconnects: u64,
     /// L1 flushes after (re)subscribing.
     pub resyncs: u64,
+    /// Messages whose publish failed for an outage, waiting to be sent again (other instances may
+    /// hold copies they would drop until then).
+    pub unsent: u64,
+    /// Such messages sent again.
+    pub resent: u64,
 }
 
 /// A point-in-time snapshot of the cache's counters. Serializable with serde.

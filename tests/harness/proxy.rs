@@ -1,6 +1,7 @@
 //! A loopback TCP proxy in front of a `redis-server` for partial failures: added latency,
-//! blackhole (connections accepted, nothing forwarded), refuse (accepted then closed at once), and
-//! cutting every open connection.
+//! blackhole (connections accepted, nothing forwarded), refuse (accepted then closed at once),
+//! cutting every open connection, and cutting the connection that sends a given command (a link
+//! lost between two commands of one operation).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,9 @@ struct Shared {
     mode: Mutex<ProxyMode>,
     cut: watch::Sender<u64>,
     accepted: AtomicU64,
+    /// [`FaultProxy::cut_on`]: byte strings that together mark the request to cut on (once).
+    cut_on: Mutex<Option<Vec<Vec<u8>>>>,
+    cut_on_done: AtomicU64,
 }
 
 /// The proxy; stops when dropped.
@@ -45,6 +49,8 @@ impl FaultProxy {
             mode: Mutex::new(ProxyMode::Pass),
             cut,
             accepted: AtomicU64::new(0),
+            cut_on: Mutex::new(None),
+            cut_on_done: AtomicU64::new(0),
         });
         let s = shared.clone();
         let task = tokio::spawn(async move {
@@ -80,6 +86,19 @@ impl FaultProxy {
         self.shared.cut.send_modify(|g| *g += 1);
     }
 
+    /// Once: the first client data read from now on that contains every one of `parts` (say
+    /// `PUBLISH` and a key) is not forwarded, and its connection is closed, as if the link went
+    /// down just before that request. [`cuts_on_done`](Self::cuts_on_done) counts such cuts.
+    pub fn cut_on(&self, parts: &[&[u8]]) {
+        *self.shared.cut_on.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(parts.iter().map(|p| p.to_vec()).collect());
+    }
+
+    /// How many connections [`cut_on`](Self::cut_on) has closed.
+    pub fn cuts_on_done(&self) -> u64 {
+        self.shared.cut_on_done.load(Ordering::Acquire)
+    }
+
     /// Connections accepted so far.
     pub fn accepted(&self) -> u64 {
         self.shared.accepted.load(Ordering::Relaxed)
@@ -97,6 +116,21 @@ impl Shared {
     fn mode(&self) -> ProxyMode {
         *self.mode.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Whether client data `chunk` is the request [`FaultProxy::cut_on`] waits for (taken once).
+    fn cuts_on(&self, chunk: &[u8]) -> bool {
+        let mut cut_on = self.cut_on.lock().unwrap_or_else(|p| p.into_inner());
+        let hit = cut_on.as_ref().is_some_and(|parts| {
+            parts
+                .iter()
+                .all(|p| chunk.windows(p.len().max(1)).any(|w| w == p.as_slice()))
+        });
+        if hit {
+            *cut_on = None;
+            self.cut_on_done.fetch_add(1, Ordering::AcqRel);
+        }
+        hit
+    }
 }
 
 async fn relay(s: Arc<Shared>, client: TcpStream, server: TcpStream) {
@@ -106,8 +140,8 @@ async fn relay(s: Arc<Shared>, client: TcpStream, server: TcpStream) {
     let mut cut = s.cut.subscribe();
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
-    let up = pump(s.clone(), cr, sw);
-    let down = pump(s.clone(), sr, cw);
+    let up = pump(s.clone(), cr, sw, true);
+    let down = pump(s.clone(), sr, cw, false);
     tokio::select! {
         _ = up => {}
         _ = down => {}
@@ -115,12 +149,14 @@ async fn relay(s: Arc<Shared>, client: TcpStream, server: TcpStream) {
     }
 }
 
-/// Forwards `from` to `to`. Delay is a delay line (each chunk is due `d` after it was read; chunks
-/// do not queue behind each other's delays), so pipelined traffic keeps its throughput.
+/// Forwards `from` to `to` (`upstream`: client to server). Delay is a delay line (each chunk is
+/// due `d` after it was read; chunks do not queue behind each other's delays), so pipelined
+/// traffic keeps its throughput.
 async fn pump(
     s: Arc<Shared>,
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
+    upstream: bool,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
     let writer = async move {
@@ -138,6 +174,10 @@ async fn pump(
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            if upstream && s.cuts_on(&buf[..n]) {
+                // Ends the relay: both halves are dropped, the connection closes.
+                return;
+            }
             let due = loop {
                 match s.mode() {
                     ProxyMode::Blackhole => tokio::time::sleep(Duration::from_millis(10)).await,

@@ -14,20 +14,32 @@
 //!
 //! The staleness of an L1 copy is therefore bounded by the message latency while subscribed, and by
 //! the time to notice and replace a broken subscription otherwise.
+//!
+//! The sending side can fail too: the publisher's own link may be cut right after its write reached
+//! Redis, while every other instance stays subscribed and hears nothing wrong. A message that
+//! drops copies (`Key`, `Tag`, `Clear`) and could not be published for an outage is therefore
+//! kept and sent again, oldest first, as soon as Redis answers (the background task tries at each
+//! tick while any is kept); a confirmation request is not sent while any is kept, since it would
+//! vouch for them. Past [`MAX_UNSENT`] kept messages they collapse into one "clear everything"
+//! message: the other instances then drop their whole L1 (misses, never an old value).
 
 use futures::StreamExt;
+use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, Weak};
 use std::time::Duration;
 use tracing::Instrument;
 
-use crate::l2::L2;
+use crate::l2::{L2Error, L2};
 
 /// Interval of heartbeats.
 pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// Silence after which a subscription is presumed dead.
 pub(crate) const SILENCE_LIMIT: Duration = Duration::from_secs(3);
+/// How many messages that could not be published are kept for a resend; past it they collapse into
+/// one "clear everything" message.
+pub(crate) const MAX_UNSENT: usize = 4096;
 
 /// A message on the backplane.
 #[derive(Debug, PartialEq, Eq)]
@@ -65,6 +77,12 @@ impl Message<'_> {
         format!("{t}\t{instance:016x}\t{p}")
     }
 
+    /// Whether the message makes the others drop copies: lost, it would leave them serving an old
+    /// value, so a failed publish keeps it for a resend.
+    fn drops_copies(&self) -> bool {
+        matches!(self, Message::Key(_) | Message::Tag(_) | Message::Clear(_))
+    }
+
     /// Parses the wire form; `None` for anything malformed (ignored).
     pub(crate) fn decode(s: &str) -> Option<(u64, Message<'_>)> {
         let mut parts = s.splitn(3, '\t');
@@ -96,6 +114,11 @@ pub(crate) struct Backplane {
     pub(crate) publish_failures: AtomicU64,
     pub(crate) disconnects: AtomicU64,
     pub(crate) resyncs: AtomicU64,
+    /// Messages whose publish failed for an outage, encoded, oldest first (see the module doc).
+    unsent: Mutex<VecDeque<String>>,
+    /// `unsent.len()`, readable without the lock.
+    unsent_len: AtomicUsize,
+    pub(crate) resent: AtomicU64,
 }
 
 impl Backplane {
@@ -110,6 +133,9 @@ impl Backplane {
             publish_failures: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
             resyncs: AtomicU64::new(0),
+            unsent: Mutex::new(VecDeque::new()),
+            unsent_len: AtomicUsize::new(0),
+            resent: AtomicU64::new(0),
         }
     }
 
@@ -120,20 +146,87 @@ impl Backplane {
 
 impl Backplane {
     /// Publishes `msg` through `l2` (breaker and deadline apply). Failures are counted, not
-    /// returned.
+    /// returned; a message that drops copies is kept for a resend when the failure is an outage.
     pub(crate) async fn publish(&self, l2: &L2, msg: Message<'_>) {
-        match l2
-            .publish(&self.channel, &msg.encode(self.instance))
+        let payload = msg.encode(self.instance);
+        match self.send(l2, &payload).await {
+            Ok(()) => {}
+            Err(e) if e.is_outage() && msg.drops_copies() => {
+                tracing::debug!(error = %e, "backplane publish failed: kept, sent again when Redis answers");
+                self.keep(payload);
+            }
+            Err(e) => tracing::debug!(error = %e, "backplane publish failed"),
+        }
+    }
+
+    /// Publishes one encoded message, counting it.
+    async fn send(&self, l2: &L2, payload: &str) -> Result<(), L2Error> {
+        let res = l2
+            .publish(&self.channel, payload)
             .instrument(tracing::debug_span!("l2.publish", channel = %self.channel))
-            .await
-        {
-            Ok(()) => {
-                self.published.fetch_add(1, Ordering::Relaxed);
+            .await;
+        match &res {
+            Ok(()) => self.published.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.publish_failures.fetch_add(1, Ordering::Relaxed),
+        };
+        res
+    }
+
+    /// Keeps `payload` for [`resend`](Self::resend) (once: an equal message kept already
+    /// covers it; the receivers' handling is idempotent).
+    fn keep(&self, payload: String) {
+        let mut q = self.unsent.lock().unwrap_or_else(|p| p.into_inner());
+        if q.contains(&payload) {
+            return;
+        }
+        if q.len() >= MAX_UNSENT {
+            // Too many to keep one by one: one message that makes the others drop everything
+            // stands for all of them (and for anything lost meanwhile).
+            q.clear();
+            q.push_back(Message::Clear("").encode(self.instance));
+            tracing::warn!(
+                max = MAX_UNSENT,
+                "too many backplane messages could not be published: the other instances will be told to drop their whole L1"
+            );
+        } else {
+            q.push_back(payload);
+        }
+        self.unsent_len.store(q.len(), Ordering::Release);
+    }
+
+    /// How many messages wait for a resend.
+    pub(crate) fn unsent(&self) -> usize {
+        self.unsent_len.load(Ordering::Acquire)
+    }
+
+    /// Publishes the kept messages, oldest first, until one fails for an outage (it and the rest
+    /// stay kept). A message Redis refuses (an ACL without `PUBLISH`...) is dropped: it would never go.
+    pub(crate) async fn resend(&self, l2: &L2) {
+        while self.unsent() > 0 {
+            let Some(payload) = self
+                .unsent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .front()
+                .cloned()
+            else {
+                return;
+            };
+            match self.send(l2, &payload).await {
+                Err(e) if e.is_outage() => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Redis refused a backplane message: dropped");
+                }
+                Ok(()) => {
+                    self.resent.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            Err(e) => {
-                self.publish_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %e, "backplane publish failed");
+            let mut q = self.unsent.lock().unwrap_or_else(|p| p.into_inner());
+            // Unless a collapse replaced it meanwhile.
+            if q.front() == Some(&payload) {
+                q.pop_front();
             }
+            self.unsent_len.store(q.len(), Ordering::Release);
         }
     }
 }
@@ -289,6 +382,30 @@ pub(crate) fn spawn_subscriber<L: Listener>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kept_messages_are_kept_once_and_collapse_into_one_clear_when_too_many() {
+        let bp = Backplane::new("app", Duration::from_secs(5));
+        let key = |i: usize| Message::Key(&format!("app:v1:k:{i}")).encode(bp.instance);
+        bp.keep(key(0));
+        bp.keep(key(0));
+        assert_eq!(bp.unsent(), 1, "an equal message kept already covers it");
+        for i in 1..MAX_UNSENT {
+            bp.keep(key(i));
+        }
+        assert_eq!(bp.unsent(), MAX_UNSENT);
+        bp.keep(key(MAX_UNSENT));
+        assert_eq!(bp.unsent(), 1, "collapsed");
+        let q = bp.unsent.lock().unwrap();
+        let (from, msg) = Message::decode(&q[0]).expect("a message");
+        assert_eq!((from, msg), (bp.instance, Message::Clear("")));
+        assert!(
+            Message::Clear("").drops_copies()
+                && Message::Tag("t").drops_copies()
+                && !Message::Heartbeat.drops_copies()
+                && !Message::Loaded("k").drops_copies()
+        );
+    }
 
     #[test]
     fn messages_round_trip_and_garbage_is_ignored() {

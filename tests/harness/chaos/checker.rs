@@ -248,7 +248,7 @@ pub struct GrowthSample {
 pub struct InstanceHealth {
     /// The breaker is closed.
     pub breaker_closed: bool,
-    /// Invalidations waiting for replay.
+    /// Invalidations waiting for replay, and backplane messages waiting for a resend.
     pub pending: u64,
     /// The backplane is subscribed.
     pub subscribed: bool,

@@ -62,7 +62,7 @@ pub fn health_of(cache: &Cache) -> InstanceHealth {
             .breaker
             .as_ref()
             .is_none_or(|b| b.state == BreakerState::Closed),
-        pending: s.pending_invalidations.pending,
+        pending: s.pending_invalidations.pending + s.backplane.as_ref().map_or(0, |b| b.unsent),
         subscribed: s.backplane.as_ref().is_none_or(|b| b.subscribed),
     }
 }
