@@ -8,7 +8,7 @@ use redis::AsyncCommands;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Notify};
 
 type Res<T> = Result<T, std::io::Error>;
@@ -511,18 +511,32 @@ async fn a_full_redis_with_noeviction_keeps_serving_reads_and_says_so() {
 
 /// Loads, writes and invalidations from two instances racing with eviction (`allkeys-random`, so
 /// guard keys of every age go): a read that begins after a write or invalidation of its key
-/// returned never sees an older version. Writes of one key are ordered by the application (a
-/// per-key lock around "update the origin, then tell the cache"), as a database row would be.
+/// returned on the same instance never sees an older version, nor one older than a write on the
+/// other instance that returned more than [`BACKPLANE_WINDOW`] before. Writes of one key are
+/// ordered by the application (a per-key lock around "update the origin, then tell the cache"), as
+/// a database row would be.
+///
+/// Why the window: an instance learns of another's write through the backplane, a moment after
+/// the write returned; a call that joins a load already in flight on its instance in that moment
+/// gets that load's value (measured: 1 such read in 1 of 8 runs of 4,800 operations, the load's
+/// loader having read the origin just before the other instance's invalidation). A guard lost to
+/// eviction would leave the old value in Redis for every later read, on both instances: the
+/// strict same-instance check catches it at the next read there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_loads_writes_and_invalidations_with_eviction_never_read_older_versions() {
+    /// How long after another instance's write a read may still miss it (the soak's stale bound).
+    const BACKPLANE_WINDOW: Duration = Duration::from_millis(250);
     let server = evicting("allkeys-random");
     let prefix = unique_prefix("evict-race");
     let (a, b) = (cache(&server, &prefix).await, cache(&server, &prefix).await);
     const KEYS: usize = 16;
     let origin: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
-    // Per key: the application's write lock, and the newest version whose write has returned.
+    // Per key: the application's write lock, and the versions whose write has returned (when, on
+    // which instance).
     let locks: Arc<Vec<Mutex<()>>> = Arc::new((0..KEYS).map(|_| Mutex::new(())).collect());
-    let completed: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
+    type Done = std::sync::Mutex<Vec<(Instant, u64, u64)>>;
+    let completed: Arc<Vec<Done>> = Arc::new((0..KEYS).map(|_| Done::default()).collect());
+    let in_window = Arc::new(AtomicUsize::new(0));
     let next_version = Arc::new(AtomicU64::new(1));
     let stale = Arc::new(AtomicUsize::new(0));
     let ops = Arc::new(AtomicUsize::new(0));
@@ -563,6 +577,11 @@ async fn racing_loads_writes_and_invalidations_with_eviction_never_read_older_ve
             stale.clone(),
             ops.clone(),
         );
+        let in_window = in_window.clone();
+        let me = w % 2;
+        let done = move |completed: &[Done], k: usize, v: u64| {
+            completed[k].lock().unwrap().push((Instant::now(), v, me));
+        };
         workers.push(tokio::spawn(async move {
             let mut rng = w.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
             for _ in 0..600 {
@@ -578,17 +597,25 @@ async fn racing_loads_writes_and_invalidations_with_eviction_never_read_older_ve
                         let v = next_version.fetch_add(1, Ordering::SeqCst);
                         origin[k].store(v, Ordering::SeqCst);
                         cache.set_with(l2_only(), &key, v, &opts).await;
-                        completed[k].fetch_max(v, Ordering::SeqCst);
+                        done(&completed, k, v);
                     }
                     1 => {
                         let _g = locks[k].lock().await;
                         let v = next_version.fetch_add(1, Ordering::SeqCst);
                         origin[k].store(v, Ordering::SeqCst);
                         cache.invalidate(l2_only(), &key).await;
-                        completed[k].fetch_max(v, Ordering::SeqCst);
+                        done(&completed, k, v);
                     }
                     _ => {
-                        let floor = completed[k].load(Ordering::SeqCst);
+                        let start = Instant::now();
+                        // What this read must see, and the newest write returned anywhere.
+                        let (floor, newest) = completed[k].lock().unwrap().iter().fold(
+                            (0, 0),
+                            |(floor, newest), &(at, v, on)| {
+                                let due = on == me || at + BACKPLANE_WINDOW <= start;
+                                (if due { floor.max(v) } else { floor }, newest.max(v))
+                            },
+                        );
                         let origin = origin.clone();
                         let got = cache
                             .get_or_load_with(l2_only(), &key, &opts, || async move {
@@ -599,9 +626,11 @@ async fn racing_loads_writes_and_invalidations_with_eviction_never_read_older_ve
                         if *got < floor {
                             stale.fetch_add(1, Ordering::Relaxed);
                             eprintln!(
-                                "key {k}: read version {} after version {floor} was written",
+                                "key {k}: read version {} on i{me} after version {floor} was written",
                                 *got
                             );
+                        } else if *got < newest {
+                            in_window.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
@@ -620,9 +649,11 @@ async fn racing_loads_writes_and_invalidations_with_eviction_never_read_older_ve
         .collect();
     println!(
         "{} operations on {KEYS} keys by two instances while {filled} filler keys forced {evicted} \
-         evictions; stale reads: {}; final versions {versions:?}",
+         evictions; stale reads: {}; reads within {BACKPLANE_WINDOW:?} of the other instance's \
+         newer write that did not see it: {}; final versions {versions:?}",
         ops.load(Ordering::Relaxed),
-        stale.load(Ordering::Relaxed)
+        stale.load(Ordering::Relaxed),
+        in_window.load(Ordering::Relaxed)
     );
     assert!(
         evicted > 0,
