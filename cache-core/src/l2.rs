@@ -705,15 +705,8 @@ fn is_syntax_error(e: &RedisError) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::error::reply_error;
     use super::*;
-
-    fn reply_error(line: &str) -> RedisError {
-        let wire = format!("-{line}\r\n");
-        match redis::parse_redis_value(wire.as_bytes()) {
-            Ok(redis::Value::ServerError(e)) => e.into(),
-            other => panic!("not an error reply: {other:?}"),
-        }
-    }
 
     #[test]
     fn only_a_syntax_error_reply_switches_leases_to_two_round_trips() {

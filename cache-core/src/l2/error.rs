@@ -189,18 +189,19 @@ pub(crate) fn redacted(e: &RedisError) -> String {
     }
 }
 
+/// A reply error as redis-rs makes it from the wire (for tests of error handling).
+#[cfg(test)]
+pub(super) fn reply_error(line: &str) -> RedisError {
+    let wire = format!("-{line}\r\n");
+    match redis::parse_redis_value(wire.as_bytes()) {
+        Ok(redis::Value::ServerError(e)) => e.into(),
+        other => panic!("not an error reply: {other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A reply error as redis-rs makes it from the wire.
-    fn reply_error(line: &str) -> RedisError {
-        let wire = format!("-{line}\r\n");
-        match redis::parse_redis_value(wire.as_bytes()) {
-            Ok(redis::Value::ServerError(e)) => e.into(),
-            other => panic!("not an error reply: {other:?}"),
-        }
-    }
 
     #[test]
     fn replies_of_a_server_not_serving_now_are_outages() {
