@@ -26,7 +26,7 @@
 use futures::StreamExt;
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
 use tracing::Instrument;
@@ -116,8 +116,6 @@ pub(crate) struct Backplane {
     pub(crate) resyncs: AtomicU64,
     /// Messages whose publish failed for an outage, encoded, oldest first (see the module doc).
     unsent: Mutex<VecDeque<String>>,
-    /// `unsent.len()`, readable without the lock.
-    unsent_len: AtomicUsize,
     pub(crate) resent: AtomicU64,
 }
 
@@ -134,7 +132,6 @@ impl Backplane {
             disconnects: AtomicU64::new(0),
             resyncs: AtomicU64::new(0),
             unsent: Mutex::new(VecDeque::new()),
-            unsent_len: AtomicUsize::new(0),
             resent: AtomicU64::new(0),
         }
     }
@@ -191,18 +188,17 @@ impl Backplane {
         } else {
             q.push_back(payload);
         }
-        self.unsent_len.store(q.len(), Ordering::Release);
     }
 
     /// How many messages wait for a resend.
     pub(crate) fn unsent(&self) -> usize {
-        self.unsent_len.load(Ordering::Acquire)
+        self.unsent.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Publishes the kept messages, oldest first, until one fails for an outage (it and the rest
     /// stay kept). A message Redis refuses (an ACL without `PUBLISH`...) is dropped: it would never go.
     pub(crate) async fn resend(&self, l2: &L2) {
-        while self.unsent() > 0 {
+        loop {
             let Some(payload) = self
                 .unsent
                 .lock()
@@ -226,7 +222,6 @@ impl Backplane {
             if q.front() == Some(&payload) {
                 q.pop_front();
             }
-            self.unsent_len.store(q.len(), Ordering::Release);
         }
     }
 }
