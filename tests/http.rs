@@ -280,7 +280,9 @@ async fn health_is_degraded_and_metrics_say_so_while_redis_refuses_writes() {
                     && h.json()["status"] == "degraded"
                     && h.json()["l2_refusing_writes"] == true
                     && h.json()["breaker"] == "closed"
-                    && m.body.contains("cache_l2_refusing_writes 1\n")
+                    && m
+                        .body
+                        .contains(&format!("cache_l2_refusing_writes{{cache=\"{}\"}} 1\n", cache.prefix()))
             }
         },
     )
@@ -291,7 +293,8 @@ async fn health_is_degraded_and_metrics_say_so_while_redis_refuses_writes() {
     let m = request(addr, "GET", "/metrics", "").await;
     assert!(
         m.body.contains(&format!(
-            "cache_refused_total{{tier=\"l2\",kind=\"api_response\"}} {}\n",
+            "cache_refused_total{{cache=\"{}\",tier=\"l2\",kind=\"api_response\"}} {}\n",
+            cache.prefix(),
             s.kinds["api_response"].l2.refused
         )),
         "{}",
@@ -313,7 +316,7 @@ async fn metrics_endpoint_serves_openmetrics_with_its_content_type() {
     assert!(r.body.ends_with("# EOF\n"));
     assert!(
         r.body
-            .contains("cache_misses_total{tier=\"l1\",kind=\"api_response\"} 1\n"),
+            .contains(&format!("cache_misses_total{{cache=\"{}\",tier=\"l1\",kind=\"api_response\"}} 1\n", cache.prefix())),
         "{}",
         r.body
     );

@@ -689,6 +689,11 @@ async fn the_bypass_scope_neither_reads_nor_writes_the_cache() {
     // The traced companion says the body ran.
     let traced = cache_core::scope::bypass(repo.user_traced(1)).await;
     assert_eq!(traced.source, Source::Loader);
+
+    // Each bypassed call is a miss of reason `bypassed` (3 above), the others are not.
+    let reasons = repo.cache.stats().kinds["database_query"].l1.miss_reasons;
+    assert_eq!(reasons.bypassed, 3, "{reasons:?}");
+    assert_eq!(reasons.absent, 1, "{reasons:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -157,7 +157,7 @@ impl EntryStore {
             Ok(ReadOrLease::Found(b)) => b,
             Ok(ReadOrLease::Leased) => {
                 ke.stats.read_latency.record(started.elapsed());
-                ke.stats.l2_miss(MissReason::Absent);
+                ke.stats.l2_miss(self.absent(full));
                 return match lease_bytes {
                     Some(l) => L2Read::Leased(codec::identity(&l).to_vec()),
                     None => L2Read::Miss(None),
@@ -462,7 +462,7 @@ impl EntryStore {
                 match reply {
                     Ok(ReadOrLease::Found(bytes)) => self.check(ke, full, fp, bytes).await,
                     Ok(ReadOrLease::Leased) => {
-                        ke.stats.l2_miss(MissReason::Absent);
+                        ke.stats.l2_miss(self.absent(full));
                         L2Read::Leased(codec::identity(lease).to_vec())
                     }
                     Ok(ReadOrLease::Absent) => {
