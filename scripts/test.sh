@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace. Installs redis-server first when it is missing
-# (the integration tests start their own redis-server processes on free loopback ports).
+# (the integration tests start their own redis-server processes on free loopback ports), and
+# promtool (Debian package `prometheus`) for the rules in deploy/prometheus/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,8 +20,24 @@ if ! command -v python3 >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 >/dev/null
 fi
 
+# promtool (Debian package `prometheus`) checks the alert rules in deploy/prometheus/.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "promtool not found (it checks deploy/prometheus/*.yml): installing prometheus (apt-get)" >&2
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 # The Debian package starts a system redis on 6379; the tests do not need it (they start their own).
 cargo fmt --all --check
+# The Prometheus rules: syntax and templates, then their unit tests (input series -> alerts).
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "error: promtool is required to check deploy/prometheus/*.yml and was not installed;" \
+    "install the Debian package 'prometheus' (apt-get install prometheus)" >&2
+  exit 1
+fi
+promtool check rules deploy/prometheus/*.yml
+promtool test rules deploy/prometheus/tests/*.test.yml
 # architecture.md promises no import circle among cache-core's modules.
 python3 scripts/import_circles.py
 cargo clippy --workspace --all-targets -- -D warnings
