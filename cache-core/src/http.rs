@@ -7,6 +7,7 @@
 //! | `POST /cache/invalidate` | body `{"kind": "...", "key": "..."}` or `{"tag": "..."}`; 400 on anything else |
 //! | `GET /health` | 200 with the breaker and backplane states (`degraded` while the breaker is half-open, the backplane is down or Redis refuses writes for lack of memory); 503 while the breaker is open |
 //! | `GET /metrics` | Prometheus text ([`Cache::prometheus_text`]) |
+//! | `GET /cache/dashboard` | a live dashboard: one self-contained HTML page (no CDN, works offline) |
 //!
 //! Mount it into the application's router, behind whatever authentication the application uses for
 //! admin routes (these endpoints can invalidate entries and trigger loads):
@@ -31,6 +32,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+mod dashboard;
+
 use crate::breaker::BreakerState;
 use crate::metrics::PROMETHEUS_CONTENT_TYPE;
 use crate::{Cache, Stats, WarmReport};
@@ -43,6 +46,7 @@ pub fn router(cache: Cache) -> Router {
         .route("/cache/invalidate", post(invalidate))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/cache/dashboard", get(dashboard::page))
         .with_state(cache)
 }
 
