@@ -169,18 +169,41 @@ fn parse_openmetrics(text: &str) -> Result<BTreeMap<String, Family>, String> {
     Ok(families)
 }
 
+/// The value of the one sample of `family` whose labels are `labels` plus the `cache` label
+/// (any value: each exposition here is one cache's).
 fn value_of(fams: &BTreeMap<String, Family>, family: &str, labels: &[(&str, &str)]) -> f64 {
+    sample_of(fams, family, family, labels)
+}
+
+/// As [`value_of`], for the sample named `sample` (`x_count`, `x_bucket`...) of `family`.
+fn sample_of(
+    fams: &BTreeMap<String, Family>,
+    family: &str,
+    sample: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
     let want: BTreeMap<String, String> = labels
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    fams.get(family)
+    let found: Vec<&Sample> = fams
+        .get(family)
         .unwrap_or_else(|| panic!("no family {family}"))
         .samples
         .iter()
-        .find(|s| s.labels == want)
-        .unwrap_or_else(|| panic!("no {family} sample with {labels:?}"))
-        .value
+        .filter(|s| {
+            let mut l = s.labels.clone();
+            l.remove("cache").is_some()
+                && l == want
+                && (s.name == sample || s.name == format!("{sample}_total"))
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "{family} samples {sample} with {labels:?}: {found:?}"
+    );
+    found[0].value
 }
 
 #[test]
@@ -281,15 +304,84 @@ async fn exposition_is_valid_openmetrics_and_hits_and_misses_match_stats_per_tie
     let db_l2 = [("tier", "l2"), ("kind", "database_query")];
     assert_eq!(value_of(&fams, "cache_hits", &db_l2), 3.0);
     assert_eq!(value_of(&fams, "cache_misses", &db_l2), 1.0);
-    assert!(
-        value_of(
-            &fams,
-            "cache_l2_operations",
-            &[("op", "read"), ("kind", "database_query")]
-        ) >= 4.0
+    let read = [("op", "read"), ("kind", "database_query")];
+    let reads = sample_of(
+        &fams,
+        "cache_l2_duration_seconds",
+        "cache_l2_duration_seconds_count",
+        &read,
     );
+    assert!(reads >= 4.0, "{reads}");
+    let below_inf = sample_of(
+        &fams,
+        "cache_l2_duration_seconds",
+        "cache_l2_duration_seconds_bucket",
+        &[("op", "read"), ("kind", "database_query"), ("le", "+Inf")],
+    );
+    assert_eq!(below_inf, reads, "the +Inf bucket counts every operation");
+    // B's miss of "nobody" at L2: absent.
+    let absent = [
+        ("tier", "l2"),
+        ("kind", "database_query"),
+        ("reason", "absent"),
+    ];
+    assert_eq!(value_of(&fams, "cache_miss_reasons", &absent), 1.0);
     assert_eq!(
         PROMETHEUS_CONTENT_TYPE,
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_caches_in_one_registry_are_told_apart_by_their_cache_label() {
+    use prometheus_client::registry::Registry;
+    init_tracing();
+    let users = Cache::builder()
+        .prefix(unique_prefix("m-users"))
+        .name("users")
+        .build()
+        .await
+        .expect("build");
+    let llm = Cache::builder()
+        .prefix(unique_prefix("m-llm"))
+        .name("llm")
+        .build()
+        .await
+        .expect("build");
+    for i in 0..3 {
+        let _: Arc<u32> = users
+            .get_or_load(Kind::DATABASE_QUERY, &format!("u{i}"), || async move {
+                Ok::<_, std::io::Error>(i)
+            })
+            .await
+            .expect("load");
+    }
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(cache_core::metrics::collector([&users, &llm])));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    // Valid (the strict parser rejects a family declared twice and a repeated series), with
+    // both caches' samples in each family.
+    let fams = parse_openmetrics(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let caches = |family: &str| {
+        fams[family]
+            .samples
+            .iter()
+            .map(|s| s.labels["cache"].clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    for family in [
+        "cache_hits",
+        "cache_loader_calls",
+        "cache_l2_configured",
+        "cache_entries",
+    ] {
+        assert_eq!(
+            caches(family),
+            ["llm".to_owned(), "users".to_owned()].into(),
+            "{family}"
+        );
+    }
+    assert!(text.contains("cache_loader_calls_total{cache=\"users\",kind=\"database_query\"} 3\n"));
+    assert!(text.contains("cache_loader_calls_total{cache=\"llm\",kind=\"database_query\"} 0\n"));
 }

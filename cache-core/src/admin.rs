@@ -13,9 +13,11 @@ use tracing::Instrument;
 
 use crate::clock::unix_ms;
 use crate::inner::Inner;
+use crate::stats::Rates;
 use crate::Stats;
 
 pub use crate::codec::{inspect, CodecError, Inspected};
+pub use crate::recommend::{recommend, Recommendation, Severity, MIN_EVENTS, MIN_LOOKUPS};
 
 /// What an instance publishes: its stats snapshot and who it is.
 ///
@@ -36,6 +38,12 @@ pub struct InstanceReport {
     pub interval_ms: u64,
     /// The snapshot.
     pub stats: Stats,
+    /// The figures over the last 1, 5 and 15 minutes (absent in reports of older releases).
+    #[serde(default)]
+    pub rates: Option<Rates>,
+    /// The instance's [`recommendations`](crate::Cache::recommendations).
+    #[serde(default)]
+    pub recommendations: Vec<Recommendation>,
 }
 
 /// The Redis key of `instance`'s report.
@@ -124,6 +132,7 @@ fn hostname() -> String {
 
 /// Builds this instance's report now.
 pub(crate) fn build(inner: &Arc<Inner>) -> InstanceReport {
+    let rates = inner.rates();
     InstanceReport {
         instance: format!("{:016x}", instance_id(inner)),
         hostname: hostname(),
@@ -131,6 +140,8 @@ pub(crate) fn build(inner: &Arc<Inner>) -> InstanceReport {
         timestamp_ms: unix_ms(),
         interval_ms: crate::clock::millis(inner.stats_report_interval),
         stats: inner.stats(),
+        recommendations: crate::recommend::recommend(&inner.stats(), &rates.last_15m),
+        rates: Some(rates),
     }
 }
 

@@ -10,6 +10,7 @@ use crate::coherence::{Coherence, CoherenceConfig};
 use crate::entry_store::EntryStore;
 use crate::error::{Error, Result};
 use crate::freshness;
+use crate::history::{History, Reading};
 use crate::inner::Inner;
 use crate::key;
 use crate::kind::{Kind, KindConfig, Kinds};
@@ -46,6 +47,8 @@ pub struct CacheBuilder {
     /// PEM of the CA that signed the Redis server's certificate (`rediss://`); none: system roots.
     tls_root_cert: Option<Vec<u8>>,
     prefix: String,
+    /// `None`: the prefix.
+    name: Option<String>,
     enabled: bool,
     l1_max_bytes: u64,
     connect_timeout: Duration,
@@ -128,6 +131,7 @@ impl std::fmt::Debug for CacheBuilder {
                 &self.tls_root_cert.as_ref().map(|_| "<PEM>"),
             )
             .field("prefix", &self.prefix)
+            .field("name", &self.name)
             .field("enabled", &self.enabled)
             .field("l1_max_bytes", &self.l1_max_bytes)
             .field("connect_timeout", &self.connect_timeout)
@@ -149,6 +153,7 @@ impl CacheBuilder {
             cluster: false,
             tls_root_cert: None,
             prefix: crate::DEFAULT_PREFIX.into(),
+            name: None,
             enabled: true,
             l1_max_bytes: 64 << 20,
             connect_timeout: Duration::from_millis(250),
@@ -290,6 +295,21 @@ impl CacheBuilder {
     /// Caches with different prefixes never see each other's keys. Default: `cache`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// The cache's name in its stats, its Prometheus series (label `cache`, so that two caches
+    /// in one process, or in one Prometheus, are told apart) and the dashboard: 1-64 ASCII
+    /// letters, digits, `_`, `-` or `.`. Default: the prefix.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let users = cache_core::Cache::builder().prefix("app").name("users").build().await.unwrap();
+    /// assert_eq!(users.stats().name, "users");
+    /// # });
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
         self
     }
 
@@ -467,6 +487,11 @@ impl CacheBuilder {
                 self.prefix
             )));
         }
+        if let Some(name) = self.name.as_deref().filter(|n| !key::is_valid_name(n)) {
+            return Err(Error::Config(format!(
+                "name {name:?} must be 1-64 ASCII letters, digits, '_', '-' or '.'"
+            )));
+        }
         if self.l1_max_bytes == 0 {
             return Err(Error::Config("the L1 byte budget must be above 0".into()));
         }
@@ -512,6 +537,24 @@ impl CacheBuilder {
             {
                 return Err(Error::Config(format!(
                     "kind {:?}: a schema name must be 1-128 bytes",
+                    k.name()
+                )));
+            }
+            if cfg
+                .cost_per_load()
+                .is_some_and(|c| !c.is_finite() || c < 0.0)
+            {
+                return Err(Error::Config(format!(
+                    "kind {:?}: load_cost must be a finite number >= 0",
+                    k.name()
+                )));
+            }
+            if cfg
+                .target_hit_rate()
+                .is_some_and(|t| !(t > 0.0 && t <= 1.0))
+            {
+                return Err(Error::Config(format!(
+                    "kind {:?}: hit_rate_target must be in (0, 1]",
                     k.name()
                 )));
             }
@@ -611,7 +654,13 @@ impl CacheBuilder {
                 self.grace,
             )
         });
+        let history = History::new(Reading::take(
+            kinds.all().map(|k| (k.id, &k.stats)),
+            Default::default(),
+        ));
         let inner = Arc::new(Inner {
+            name: self.name.clone().unwrap_or_else(|| self.prefix.clone()),
+            history,
             prefix: self.prefix.clone(),
             enabled: self.enabled,
             kinds,

@@ -18,7 +18,7 @@ use crate::load;
 use crate::loader::{self, HardTimeout, LazyError, OwnedLoader};
 use crate::options::{EntryOptions, OwnedOptions};
 use crate::provenance::{self, Lookup};
-use crate::stats::{KindStats, Stats};
+use crate::stats::{KindStats, Rates, SeriesPoint, Stats, WindowStats};
 
 /// A two-tier cache: an in-process moka L1 in front of a shared Redis L2.
 ///
@@ -496,9 +496,61 @@ impl Cache {
         }
     }
 
-    /// A snapshot of the counters, per tier and per kind.
+    /// A snapshot of the counters since the cache was built, per tier and per kind.
     pub fn stats(&self) -> Stats {
         self.inner.stats()
+    }
+
+    /// The same figures over the last `len` (at most 15 minutes are kept): what was counted in
+    /// the window, its hit rates, latencies and miss reasons, requests per second. The window
+    /// starts at a reading taken every 10 s, so it covers `len` to `len` + 10 s
+    /// ([`WindowStats::seconds`] says how much; less while the cache is younger than `len`).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// let cache = cache_core::Cache::builder().build().await.unwrap();
+    /// let _ = cache.get_or_load("api_response", "k", || async { Ok::<_, ()>(1u32) }).await;
+    /// let _ = cache.get_or_load("api_response", "k", || async { Ok::<_, ()>(1u32) }).await;
+    /// let last_minute = cache.stats_over(Duration::from_secs(60));
+    /// assert_eq!(last_minute.kinds["api_response"].lookups, 2);
+    /// assert_eq!(last_minute.kinds["api_response"].hit_rate, 0.5);
+    /// # });
+    /// ```
+    pub fn stats_over(&self, len: std::time::Duration) -> WindowStats {
+        self.inner.stats_over(len)
+    }
+
+    /// [`stats_over`](Self::stats_over) the last 1, 5 and 15 minutes.
+    pub fn rates(&self) -> Rates {
+        self.inner.rates()
+    }
+
+    /// What to change, read off the last 15 minutes and the cache's state: each
+    /// [`Recommendation`](crate::admin::Recommendation) names the setting and the figure behind
+    /// it (the rules: [`admin::recommend`](crate::admin::recommend)). Redis's memory settings
+    /// are read every 10 s in the background; this call does no I/O.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let cache = cache_core::Cache::builder().build().await.unwrap();
+    /// for r in cache.recommendations() {
+    ///     println!("{r}");
+    /// }
+    /// # });
+    /// ```
+    pub fn recommendations(&self) -> Vec<crate::admin::Recommendation> {
+        let window = self
+            .inner
+            .stats_over(std::time::Duration::from_secs(15 * 60));
+        crate::admin::recommend(&self.inner.stats(), &window)
+    }
+
+    /// One point per second over the last 15 minutes (oldest first; empty during the first
+    /// second): requests per second, hit rates per tier, L2 read latency, loader calls, L1 bytes,
+    /// breaker and backplane state. What the dashboard's charts draw.
+    pub fn history(&self) -> Vec<SeriesPoint> {
+        self.inner.history.series()
     }
 
     /// Applies moka's pending maintenance so that entry counts and sizes in [`stats`](Self::stats)

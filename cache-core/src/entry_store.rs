@@ -21,9 +21,10 @@ use tracing::Instrument;
 use crate::clock::{unix_ms, Age};
 use crate::codec::{self, CodecConfig, CodecError, Header, TagVersion};
 use crate::coherence::Coherence;
+use crate::departures::{key_hash, Cause, Departures};
 use crate::kind::KindEntry;
 use crate::l2::{CasResult, L2Error, ReadOrLease, Refusal, L2};
-use crate::stats::KindStats;
+use crate::stats::{KindStats, MissReason};
 use crate::tags;
 
 /// A usable entry read from L2.
@@ -84,6 +85,8 @@ pub(crate) struct EntryStore {
     prefix: String,
     /// How long entries stay readable (as stale) past their freshness.
     grace: Duration,
+    /// Keys whose value was too large to write (so that their next miss can say so).
+    oversized: Departures,
 }
 
 impl EntryStore {
@@ -100,6 +103,16 @@ impl EntryStore {
             codec,
             prefix,
             grace,
+            oversized: Departures::default(),
+        }
+    }
+
+    /// The reason of a read that found nothing under `full`: `oversized` if the last value
+    /// loaded for it was too large to store, otherwise `absent`.
+    fn absent(&self, full: &str) -> MissReason {
+        match self.oversized.take(key_hash(full)) {
+            Some(_) => MissReason::Oversized,
+            None => MissReason::Absent,
         }
     }
 
@@ -121,6 +134,7 @@ impl EntryStore {
     {
         if self.coherence.key_fenced(full) {
             KindStats::inc(&ke.stats.l2_skipped);
+            ke.stats.l2_miss(MissReason::Skipped);
             return L2Read::Unavailable;
         }
         let started = Instant::now();
@@ -143,7 +157,7 @@ impl EntryStore {
             Ok(ReadOrLease::Found(b)) => b,
             Ok(ReadOrLease::Leased) => {
                 ke.stats.read_latency.record(started.elapsed());
-                KindStats::inc(&ke.stats.l2_misses);
+                ke.stats.l2_miss(MissReason::Absent);
                 return match lease_bytes {
                     Some(l) => L2Read::Leased(codec::identity(&l).to_vec()),
                     None => L2Read::Miss(None),
@@ -151,19 +165,19 @@ impl EntryStore {
             }
             Ok(ReadOrLease::Absent) => {
                 ke.stats.read_latency.record(started.elapsed());
-                KindStats::inc(&ke.stats.l2_misses);
+                ke.stats.l2_miss(self.absent(full));
                 return L2Read::Miss(None);
             }
             Err(e) if e.refusal() == Some(Refusal::WrongType) => {
                 // Someone else's value of another type under our key: a miss; removed so that a
                 // later load can lease the key (best effort).
                 ke.stats.count_l2_error(&e);
-                KindStats::inc(&ke.stats.l2_misses);
+                ke.stats.l2_miss(MissReason::Undecodable);
                 let _ = self.l2.unlink(&[full]).await;
                 return L2Read::Miss(None);
             }
             Err(e) => {
-                ke.stats.count_l2_error(&e);
+                ke.stats.count_l2_read_error(&e);
                 return L2Read::Unavailable;
             }
         };
@@ -187,13 +201,18 @@ impl EntryStore {
         let decoded = match codec::decode::<T>(&self.codec, &bytes, fp) {
             Ok(Some(d)) => d,
             Ok(None) => {
-                // A tombstone or a lease: invalidated recently, or being loaded.
-                KindStats::inc(&ke.stats.l2_misses);
+                // A tombstone or a lease: invalidated recently, or (they look alike) being loaded
+                // by another instance.
+                ke.stats.l2_miss(MissReason::Rejected);
                 return L2Read::Miss(Some(seen));
             }
             Err(e) => {
                 count_decode_error(ke, full, &e);
-                KindStats::inc(&ke.stats.l2_misses);
+                ke.stats.l2_miss(match e {
+                    CodecError::TypeMismatch => MissReason::Mismatch,
+                    CodecError::TooLarge { .. } => MissReason::Oversized,
+                    _ => MissReason::Undecodable,
+                });
                 return L2Read::Miss(Some(seen));
             }
         };
@@ -203,6 +222,7 @@ impl EntryStore {
                 .tags_fenced(decoded.tags.iter().map(|(t, _)| t.as_str()))
             {
                 KindStats::inc(&ke.stats.l2_skipped);
+                ke.stats.l2_miss(MissReason::Skipped);
                 return L2Read::Unavailable;
             }
             match tags::entry_is_current(&self.l2, &self.prefix, &decoded.tags)
@@ -211,13 +231,13 @@ impl EntryStore {
             {
                 Ok(true) => {}
                 Ok(false) => {
-                    KindStats::inc(&ke.stats.l2_misses);
+                    ke.stats.l2_miss(MissReason::Rejected);
                     KindStats::inc(&ke.stats.tag_rejections);
                     return L2Read::Miss(Some(seen));
                 }
                 Err(e) => {
                     // The entry cannot be checked against tag invalidations: do not serve it.
-                    ke.stats.count_l2_error(&e);
+                    ke.stats.count_l2_read_error(&e);
                     return L2Read::Unavailable;
                 }
             }
@@ -231,8 +251,12 @@ impl EntryStore {
             tags: decoded.tags.into_iter().map(|(t, _)| t).collect(),
             seen,
         };
-        if unix_ms() >= found.age.fresh_until_ms {
-            KindStats::inc(&ke.stats.l2_misses);
+        let now = unix_ms();
+        if now >= found.age.fresh_until_ms {
+            ke.stats.l2_miss(MissReason::Expired);
+            ke.stats.reread_after_expiry.record(Duration::from_millis(
+                now.saturating_sub(found.age.created_ms),
+            ));
             return L2Read::Stale(found);
         }
         KindStats::inc(&ke.stats.l2_hits);
@@ -263,11 +287,13 @@ impl EntryStore {
         }
     }
 
-    /// Encodes an entry: its envelope with `tags` and the fingerprint `fp`, fresh for `ttl` from
-    /// now.
+    /// Encodes the entry of `full`: its envelope with `tags` and the fingerprint `fp`, fresh for
+    /// `ttl` from now. A value over the maximum size is not encoded, and the next read of `full`
+    /// that finds nothing says why (miss reason `oversized`).
     pub(crate) fn encode<T>(
         &self,
         ke: &KindEntry,
+        full: &str,
         value: &T,
         fp: u64,
         ttl: Duration,
@@ -299,6 +325,8 @@ impl EntryStore {
             }),
             Err(CodecError::TooLarge { size, max }) => {
                 KindStats::inc(&ke.stats.oversized);
+                self.oversized
+                    .note(key_hash(full), Cause::Removed, Duration::ZERO);
                 tracing::debug!(kind = %ke.name, size, max, "value over the maximum size: not written to L2");
                 None
             }
@@ -415,7 +443,9 @@ impl EntryStore {
         {
             Ok(r) => r,
             Err(e) => {
-                ke.stats.count_l2_error(&e);
+                for _ in fulls {
+                    ke.stats.count_l2_read_error(&e);
+                }
                 return fulls.iter().map(|_| L2Read::Unavailable).collect();
             }
         };
@@ -426,23 +456,24 @@ impl EntryStore {
             async move {
                 let Some(((_, reply), lease)) = reply else {
                     KindStats::inc(&ke.stats.l2_skipped);
+                    ke.stats.l2_miss(MissReason::Skipped);
                     return L2Read::Unavailable;
                 };
                 match reply {
                     Ok(ReadOrLease::Found(bytes)) => self.check(ke, full, fp, bytes).await,
                     Ok(ReadOrLease::Leased) => {
-                        KindStats::inc(&ke.stats.l2_misses);
+                        ke.stats.l2_miss(MissReason::Absent);
                         L2Read::Leased(codec::identity(lease).to_vec())
                     }
                     Ok(ReadOrLease::Absent) => {
-                        KindStats::inc(&ke.stats.l2_misses);
+                        ke.stats.l2_miss(self.absent(full));
                         L2Read::Miss(None)
                     }
                     Err(refusal) => {
                         // As in `read`: counted, and someone else's value of another type under
                         // our key is removed so that a later load can lease it (best effort).
                         KindStats::inc(&ke.stats.l2_refused);
-                        KindStats::inc(&ke.stats.l2_misses);
+                        ke.stats.l2_miss(MissReason::Undecodable);
                         if refusal == Refusal::WrongType {
                             let _ = self.l2.unlink(&[full.as_str()]).await;
                         }

@@ -17,6 +17,8 @@ use crate::l2::L2Error;
 /// How often the background task runs. A probe is sent once the breaker's cool-down has passed,
 /// or at every tick while invalidations wait for replay, so this bounds the reaction time.
 const TICK: Duration = Duration::from_millis(100);
+/// How often Redis's memory is read (`INFO memory`, for the stats and the recommendations).
+const MEMORY_EVERY: Duration = Duration::from_secs(10);
 /// Most dead L1 entries removed per tick (after a flush), so the sweep never hogs a worker.
 const SWEEP_PER_TICK: usize = 2_000;
 
@@ -101,12 +103,14 @@ fn spawn(weak: Weak<Inner>) {
         let mut last_heartbeat = Instant::now();
         let mut last_prune = Instant::now();
         let mut last_report = Instant::now();
+        let mut last_memory: Option<Instant> = None;
         loop {
             tokio::time::sleep(TICK).await;
             let Some(inner) = weak.upgrade() else {
                 return;
             };
             let c = &inner.coherence;
+            inner.sample();
             inner.l1.sweep(SWEEP_PER_TICK).await;
             if last_prune.elapsed() >= Duration::from_secs(60) {
                 last_prune = Instant::now();
@@ -126,6 +130,12 @@ fn spawn(weak: Weak<Inner>) {
             }
             if c.has_pending() {
                 c.replay().await;
+            }
+            if last_memory.is_none_or(|t| t.elapsed() >= MEMORY_EVERY) {
+                last_memory = Some(Instant::now());
+                l2.sample_memory()
+                    .instrument(tracing::debug_span!("l2.info_memory"))
+                    .await;
             }
             if last_heartbeat.elapsed() >= coherence::HEARTBEAT_EVERY {
                 last_heartbeat = Instant::now();

@@ -155,6 +155,8 @@ pub struct KindConfig {
     freshness: Freshness,
     ttl_jitter: Option<f64>,
     schema: Option<Cow<'static, str>>,
+    load_cost: Option<f64>,
+    hit_rate_target: Option<f64>,
 }
 
 impl KindConfig {
@@ -169,6 +171,8 @@ impl KindConfig {
             freshness: Freshness::default(),
             ttl_jitter: None,
             schema: None,
+            load_cost: None,
+            hit_rate_target: None,
         }
     }
 
@@ -331,6 +335,65 @@ impl KindConfig {
     /// The tiers used.
     pub fn tier_routing(&self) -> Tiers {
         self.tiers
+    }
+
+    /// What one load of this kind costs, in a unit of your choice (dollars per LLM call, say):
+    /// the stats then report the money saved (lookups answered without the loader × this) and
+    /// spent (loader calls × this), per kind, in `stats()`, the dashboard and Prometheus
+    /// (`cache_cost_saved_total`). `build()` rejects a negative or non-finite cost. Default: none.
+    ///
+    /// ```
+    /// use cache_core::KindConfig;
+    /// use std::time::Duration;
+    /// let cfg = KindConfig::new(Duration::from_secs(3600)).load_cost(0.002);
+    /// assert_eq!(cfg.cost_per_load(), Some(0.002));
+    /// ```
+    #[must_use]
+    pub fn load_cost(mut self, cost: f64) -> Self {
+        self.load_cost = Some(cost);
+        self
+    }
+
+    /// The cost of one load, if set.
+    pub fn cost_per_load(&self) -> Option<f64> {
+        self.load_cost
+    }
+
+    /// The hit rate this kind should reach (0 to 1): the recommendations say when it is below it
+    /// over the last 15 minutes (with enough traffic to tell), and Prometheus exports it
+    /// (`cache_hit_rate_target`) for alerting. `build()` rejects a value outside `(0, 1]`.
+    /// Default: none.
+    ///
+    /// ```
+    /// use cache_core::KindConfig;
+    /// use std::time::Duration;
+    /// let cfg = KindConfig::new(Duration::from_secs(60)).hit_rate_target(0.9);
+    /// assert_eq!(cfg.target_hit_rate(), Some(0.9));
+    /// ```
+    #[must_use]
+    pub fn hit_rate_target(mut self, target: f64) -> Self {
+        self.hit_rate_target = Some(target);
+        self
+    }
+
+    /// The hit-rate target, if set.
+    pub fn target_hit_rate(&self) -> Option<f64> {
+        self.hit_rate_target
+    }
+
+    /// The settings as the stats show them.
+    pub(crate) fn settings(&self) -> crate::stats::KindSettings {
+        crate::stats::KindSettings {
+            ttl_ms: crate::clock::millis(self.ttl),
+            tiers: match self.tiers {
+                Tiers::Both => "l1+l2",
+                Tiers::L1Only => "l1",
+                Tiers::L2Only => "l2",
+            }
+            .to_owned(),
+            load_cost: self.load_cost,
+            hit_rate_target: self.hit_rate_target,
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::clock::Age;
+use crate::clock::{unix_ms, Age};
+use crate::departures::{key_hash, Cause, Departed, Departures};
 use crate::heap_size::alloc_bytes;
 
 /// What moka's own structures cost per entry, in malloc chunk bytes: the entry and its info, the
@@ -256,6 +257,8 @@ pub(crate) struct L1 {
     grace: Duration,
     /// Whether dead entries may remain (an epoch changed since the last full sweep).
     dead: AtomicBool,
+    /// Why keys recently left (for miss reasons).
+    departures: Arc<Departures>,
 }
 
 impl L1 {
@@ -266,6 +269,8 @@ impl L1 {
             .map(|_| KindOccupancy::default())
             .collect();
         let (ev, occ) = (evictions.clone(), occupancy.clone());
+        let departures = Arc::new(Departures::default());
+        let gone = departures.clone();
         let cache = Moka::builder()
             .max_capacity(max_bytes)
             .weigher(|k: &String, v: &L1Entry| weight(k, v))
@@ -280,6 +285,14 @@ impl L1 {
                 if evicted {
                     ev.fetch_add(1, Ordering::Relaxed);
                 }
+                let cause = match cause {
+                    RemovalCause::Size => Cause::Evicted,
+                    RemovalCause::Expired => Cause::Expired,
+                    RemovalCause::Explicit => Cause::Removed,
+                    RemovalCause::Replaced => return,
+                };
+                let written_ago = unix_ms().saturating_sub(v.created_ms());
+                gone.note(key_hash(&*k), cause, Duration::from_millis(written_ago));
             })
             .build();
         Self {
@@ -291,7 +304,14 @@ impl L1 {
             next_token: AtomicU64::new(1),
             grace,
             dead: AtomicBool::new(false),
+            departures,
         }
+    }
+
+    /// Why the key `key` (a full key or a lookup key) left L1 recently, if that is known (see
+    /// [`crate::departures`]); forgotten once asked.
+    pub(crate) fn departed(&self, key: &(impl std::hash::Hash + ?Sized)) -> Option<Departed> {
+        self.departures.take(key_hash(key))
     }
 
     /// The fail-safe grace period.

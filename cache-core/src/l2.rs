@@ -97,6 +97,8 @@ pub(crate) struct L2 {
     noperm_warned: AtomicBool,
     /// The server does not take `SET ... NX GET` (Redis before 7.0): lease in two round trips.
     no_set_nx_get: AtomicBool,
+    /// Redis's memory as last read ([`L2::sample_memory`]).
+    memory: std::sync::Mutex<Option<RedisMemory>>,
 }
 
 /// How long after an `OOM` refusal writes are assumed refused (and reads skip the lease).
@@ -118,6 +120,7 @@ impl L2 {
             oom_warned: AtomicBool::new(false),
             noperm_warned: AtomicBool::new(false),
             no_set_nx_get: AtomicBool::new(false),
+            memory: std::sync::Mutex::new(None),
         })
     }
 
@@ -595,6 +598,49 @@ impl L2 {
         .await
     }
 
+    /// Redis's memory as last read, if it was.
+    pub(crate) fn memory(&self) -> Option<RedisMemory> {
+        self.memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reads Redis's memory (`INFO memory`; on a cluster, every master's, keeping the fullest)
+    /// through the breaker. A failure (Redis down, an ACL user without `INFO`) keeps the last
+    /// reading and is logged at debug level.
+    pub(crate) async fn sample_memory(&self) {
+        let mut fullest: Option<RedisMemory> = None;
+        let nodes = match self.node_targets().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, "Redis memory not read");
+                return;
+            }
+        };
+        for node in nodes {
+            let mut cmd = redis::cmd("INFO");
+            cmd.arg("memory");
+            let info: String = match self.query_on(node.as_ref(), cmd).await {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::debug!(error = %e, "Redis memory not read");
+                    return;
+                }
+            };
+            let Some(m) = parse_memory(&info) else {
+                continue;
+            };
+            let fill = |m: &RedisMemory| m.used_bytes as f64 / m.maxmemory_bytes.max(1) as f64;
+            if fullest.as_ref().is_none_or(|f| fill(&m) > fill(f)) {
+                fullest = Some(m);
+            }
+        }
+        if fullest.is_some() {
+            *self.memory.lock().unwrap_or_else(|p| p.into_inner()) = fullest;
+        }
+    }
+
     /// PING through the breaker; returns the round-trip time.
     pub(crate) async fn ping(&self) -> Result<Duration, L2Error> {
         let start = Instant::now();
@@ -703,6 +749,31 @@ fn is_syntax_error(e: &RedisError) -> bool {
         })
 }
 
+/// Redis's memory, as `INFO memory` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RedisMemory {
+    pub(crate) used_bytes: u64,
+    /// 0: no limit.
+    pub(crate) maxmemory_bytes: u64,
+    pub(crate) policy: String,
+    /// When it was read (Unix ms).
+    pub(crate) sampled_at_ms: u64,
+}
+
+/// `used_memory`, `maxmemory` and `maxmemory_policy` of an `INFO memory` reply.
+pub(crate) fn parse_memory(info: &str) -> Option<RedisMemory> {
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.trim_end().strip_prefix(name)?.strip_prefix(':'))
+    };
+    Some(RedisMemory {
+        used_bytes: field("used_memory")?.parse().ok()?,
+        maxmemory_bytes: field("maxmemory")?.parse().ok()?,
+        policy: field("maxmemory_policy")?.to_owned(),
+        sampled_at_ms: crate::clock::unix_ms(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::error::reply_error;
@@ -762,5 +833,15 @@ mod tests {
         assert_eq!(px(&Duration::from_secs(2)), 2000);
         assert_eq!(px(&Duration::MAX), MAX_PX);
         assert!(MAX_PX < i64::MAX as u64 / 2 + 1);
+    }
+
+    #[test]
+    fn memory_is_read_from_info_memory() {
+        let info = "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nmaxmemory:8388608\r\nmaxmemory_human:8.00M\r\nmaxmemory_policy:allkeys-lru\r\n";
+        let m = parse_memory(info).expect("parsed");
+        assert_eq!(m.used_bytes, 1_048_576);
+        assert_eq!(m.maxmemory_bytes, 8_388_608);
+        assert_eq!(m.policy, "allkeys-lru");
+        assert!(parse_memory("# Memory\r\nused_memory:x\r\n").is_none());
     }
 }

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use crate::clock::{unix_ms, Age};
 use crate::codec::TagVersion;
 use crate::coherence::{Message, Origin, PendingOp, Ticket};
+use crate::departures::Cause;
 use crate::entry_store::{Found, L2Read, Write, Written};
 use crate::freshness::Freshness;
 use crate::heap_size::heap_bytes;
@@ -40,7 +41,7 @@ use crate::lock::{self, LockGuard, LockOutcome, LockRequest, Poll};
 use crate::options::EntryOptions;
 use crate::provenance::{self, Source};
 use crate::refresh::{self, Claim};
-use crate::stats::KindStats;
+use crate::stats::{KindStats, MissReason};
 
 /// What a coalesced load produced, shared by every caller of the flight. `X` is what a hard
 /// timeout reports (uninhabited for borrowed loaders, which have none).
@@ -107,7 +108,7 @@ where
     let lookup = key::LookupKey::new(ke.key_prefix.as_deref(), &inner.prefix, kind, key);
     if ke.cfg.tier_routing().l1() {
         let found = inner.l1.get(&lookup).await;
-        if let Some(v) = l1_found::<T>(inner, ke, found).fresh {
+        if let Some(v) = l1_found::<T>(inner, ke, &lookup, found).fresh {
             return Some(v);
         }
     }
@@ -159,7 +160,7 @@ where
     let mut stale = None;
     if ke.cfg.tier_routing().l1() {
         let found = inner.l1.get(&lookup).await;
-        let l1 = l1_found::<T>(inner, ke, found);
+        let l1 = l1_found::<T>(inner, ke, &lookup, found);
         if let Some(v) = l1.fresh {
             return Ok(v);
         }
@@ -238,7 +239,7 @@ where
     let mut stale = None;
     if ke.cfg.tier_routing().l1() {
         let found = inner.l1.get(&lookup).await;
-        let l1 = l1_found::<T>(inner, ke, found);
+        let l1 = l1_found::<T>(inner, ke, &lookup, found);
         if let Some(v) = l1.fresh {
             let due =
                 |a: &Age| refresh::is_due(&policy, *a, unix_ms(), refresh::loader_time(&ke.stats));
@@ -291,11 +292,12 @@ struct L1Found<T> {
     age: Option<Age>,
 }
 
-/// Classifies what an L1 lookup found and counts the hit or miss. Not `async` (hot paths await
-/// moka directly): one state machine less per hit.
+/// Classifies what an L1 lookup of `key` found and counts the hit, or the miss and its reason.
+/// Not `async` (hot paths await moka directly): one state machine less per hit.
 fn l1_found<T: Send + Sync + 'static>(
     inner: &Inner,
     ke: &KindEntry,
+    key: &key::LookupKey<'_>,
     found: Option<L1Entry>,
 ) -> L1Found<T> {
     let none = L1Found {
@@ -303,20 +305,25 @@ fn l1_found<T: Send + Sync + 'static>(
         stale: None,
         age: None,
     };
-    // A value stored as another type, or a dead entry (its kind was dropped), reads as a miss.
-    let Some((entry, v)) = inner
-        .l1
-        .live(found)
-        .and_then(|e| e.value::<T>().map(|v| (e, v)))
-    else {
-        KindStats::inc(&ke.stats.l1_misses);
+    let Some(found) = found else {
+        l1_absent(inner, ke, key);
+        return none;
+    };
+    // A dead entry (its kind was dropped, or everything was) was cleared; a value stored as
+    // another type is a mismatch.
+    let Some(entry) = inner.l1.live(Some(found)) else {
+        ke.stats.l1_miss(MissReason::Rejected);
+        return none;
+    };
+    let Some(v) = entry.value::<T>() else {
+        ke.stats.l1_miss(MissReason::Mismatch);
         return none;
     };
     let tag_invalidated = entry
         .tags()
         .is_some_and(|(tags, loaded_at)| inner.coherence.tags_invalidated_since(tags, loaded_at));
     if tag_invalidated {
-        KindStats::inc(&ke.stats.l1_misses);
+        ke.stats.l1_miss(MissReason::Rejected);
         return none;
     }
     // Without a grace period an entry's L1 lifetime is its freshness, and moka never returns an
@@ -330,13 +337,38 @@ fn l1_found<T: Send + Sync + 'static>(
             age: Some(entry.age()),
         };
     }
-    KindStats::inc(&ke.stats.l1_misses);
+    ke.stats.l1_miss(MissReason::Expired);
+    let written_ago = unix_ms().saturating_sub(entry.created_ms());
+    ke.stats
+        .reread_after_expiry
+        .record(Duration::from_millis(written_ago));
     provenance::note_stale_candidate(entry.created_ms());
     L1Found {
         fresh: None,
         stale: Some(v),
         age: None,
     }
+}
+
+/// Counts an L1 miss of a key L1 does not hold, with the reason its departure says (if L1 still
+/// knows why it left) and how soon it came back.
+#[cold]
+fn l1_absent(inner: &Inner, ke: &KindEntry, key: &key::LookupKey<'_>) {
+    let why = match inner.l1.departed(key) {
+        None => MissReason::Absent,
+        Some(d) => match d.cause {
+            Cause::Evicted => {
+                ke.stats.reread_after_eviction.record(d.ago);
+                MissReason::Evicted
+            }
+            Cause::Expired => {
+                ke.stats.reread_after_expiry.record(d.written_ago);
+                MissReason::Expired
+            }
+            Cause::Removed => MissReason::Rejected,
+        },
+    };
+    ke.stats.l1_miss(why);
 }
 
 /// Copies a value found in L2 into L1 (if the kind uses it), unless `ticket` was superseded.
@@ -727,6 +759,10 @@ where
 
 /// Counts a failed (or timed-out) loader call and releases the load's lock.
 async fn finish_failed(inner: &Inner, job: LoadJob, timed_out: bool) {
+    job.ke
+        .stats
+        .loader_latency
+        .record(job.loader_started.elapsed());
     if timed_out {
         KindStats::inc(&job.ke.stats.hard_timeouts);
         tracing::debug!(kind = %job.ke.name, "loader abandoned at its hard timeout");
@@ -929,27 +965,29 @@ pub(crate) async fn store<T>(
                 KindStats::inc(&ke.stats.l2_skipped);
                 unwritten.apply(inner, ke, ticket.key(), true).await;
             }
-            (Some(how), Some(tokens)) => match entries.encode(ke, &*value, fp, ttl, tokens) {
-                None => unwritten.apply(inner, ke, ticket.key(), false).await,
-                Some(encoded) => {
-                    match entries.write(ke, ticket.key(), &encoded, &how).await {
-                        Written::Stored if overwrite => {
-                            inner.coherence.written(ticket.key(), began);
-                            // Loads of the key that read L2 before this write must not fill L1
-                            // with the older value.
-                            ticket.supersede_others();
-                        }
-                        Written::Stored => {}
-                        // L2 no longer holds what the load read: an invalidation, a write or a
-                        // load elsewhere replaced it (or it was evicted). The loaded value may be
-                        // older than that: not kept here either.
-                        Written::Conflict => return,
-                        Written::Failed { outage } => {
-                            unwritten.apply(inner, ke, ticket.key(), outage).await
+            (Some(how), Some(tokens)) => {
+                match entries.encode(ke, ticket.key(), &*value, fp, ttl, tokens) {
+                    None => unwritten.apply(inner, ke, ticket.key(), false).await,
+                    Some(encoded) => {
+                        match entries.write(ke, ticket.key(), &encoded, &how).await {
+                            Written::Stored if overwrite => {
+                                inner.coherence.written(ticket.key(), began);
+                                // Loads of the key that read L2 before this write must not fill L1
+                                // with the older value.
+                                ticket.supersede_others();
+                            }
+                            Written::Stored => {}
+                            // L2 no longer holds what the load read: an invalidation, a write or a
+                            // load elsewhere replaced it (or it was evicted). The loaded value may be
+                            // older than that: not kept here either.
+                            Written::Conflict => return,
+                            Written::Failed { outage } => {
+                                unwritten.apply(inner, ke, ticket.key(), outage).await
+                            }
                         }
                     }
                 }
-            },
+            }
         }
     }
     fill_l1(

@@ -29,6 +29,7 @@ use std::time::Duration;
 use crate::loader::{HardTimeout, LazyError};
 use crate::provenance;
 use crate::scope::{self, Mode};
+use crate::stats::MissReason;
 use crate::{Cache, EntryOptions, OwnedOptions};
 
 /// The default key of a `#[cached]` function: its path, then the BLAKE3 hash (256 bits, 64 hex
@@ -135,6 +136,16 @@ impl<'a, T: 'static> Call<'a, T> {
 }
 
 impl<T: 'static> Ready<'_, T> {
+    /// Counts a call made inside a [`scope::bypass`]: a miss of reason `bypassed`.
+    fn bypassed(&self) {
+        self.cache
+            .inner
+            .kinds
+            .get(self.kind)
+            .stats
+            .l1_miss(MissReason::Bypassed);
+    }
+
     /// The options of entries holding a `T`: `ttl_fn` applies to it.
     fn value_opts(&self) -> EntryOptions {
         match &self.ttl_fn {
@@ -253,7 +264,10 @@ where
     };
     let refused = |shape: &S, out: &S::Out| shape.value(out).is_some_and(unless);
     match mode {
-        Mode::Bypass => direct(body()).await,
+        Mode::Bypass => {
+            r.bypassed();
+            direct(body()).await
+        }
         Mode::Refresh => {
             let out = direct(body()).await;
             let refused = refused(&shape, &out);
@@ -309,7 +323,10 @@ where
         return background::direct_bg(make).await.0;
     };
     match mode {
-        Mode::Bypass => background::direct_bg(make).await.0,
+        Mode::Bypass => {
+            r.bypassed();
+            background::direct_bg(make).await.0
+        }
         Mode::Refresh => {
             let (out, refused) = background::direct_bg(make).await;
             r.refreshed(&shape, &out, refused).await;

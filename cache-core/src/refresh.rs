@@ -110,9 +110,10 @@ impl Drop for Claim {
     }
 }
 
-/// Folds a loader's duration into the kind's moving average (weight 1/8; races between
-/// concurrent updates only lose a sample).
+/// Records a successful loader call's duration: in the kind's loader latency histogram, and in
+/// its moving average (weight 1/8; races between concurrent updates only lose a sample).
 pub(crate) fn record_loader_time(stats: &KindStats, took: Duration) {
+    stats.loader_latency.record(took);
     let us = took.as_micros().min(u64::MAX as u128) as u64;
     let old = stats.loader_time_us.load(Relaxed);
     let new = if old == 0 {

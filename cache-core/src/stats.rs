@@ -7,182 +7,13 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
 
 use crate::breaker::BreakerState;
-use crate::l2::L2Error;
 
-/// A latency histogram with ~19% resolution: 4 sub-buckets per power of two of nanoseconds.
-pub(crate) struct Histogram {
-    buckets: [AtomicU64; 256],
-    count: AtomicU64,
-    sum_ns: AtomicU64,
-    max_ns: AtomicU64,
-}
+mod recorder;
 
-impl Default for Histogram {
-    fn default() -> Self {
-        Self {
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            count: AtomicU64::new(0),
-            sum_ns: AtomicU64::new(0),
-            max_ns: AtomicU64::new(0),
-        }
-    }
-}
-
-fn bucket_of(ns: u64) -> usize {
-    if ns < 4 {
-        return ns as usize;
-    }
-    let msb = 63 - ns.leading_zeros() as u64;
-    let sub = (ns >> (msb - 2)) & 3;
-    ((msb - 1) * 4 + sub) as usize
-}
-
-fn bucket_upper(idx: usize) -> u64 {
-    if idx < 4 {
-        return idx as u64;
-    }
-    let msb = idx as u64 / 4 + 1;
-    let sub = idx as u64 % 4;
-    ((4 + sub + 1) << (msb - 2)).saturating_sub(1)
-}
-
-impl Histogram {
-    pub(crate) fn record(&self, d: Duration) {
-        let ns = d.as_nanos().min(u64::MAX as u128) as u64;
-        self.buckets[bucket_of(ns).min(255)].fetch_add(1, Relaxed);
-        self.count.fetch_add(1, Relaxed);
-        self.sum_ns.fetch_add(ns, Relaxed);
-        self.max_ns.fetch_max(ns, Relaxed);
-    }
-
-    fn merge_into(&self, acc: &mut HistAcc) {
-        for (a, b) in acc.buckets.iter_mut().zip(self.buckets.iter()) {
-            *a += b.load(Relaxed);
-        }
-        acc.count += self.count.load(Relaxed);
-        acc.sum_ns += self.sum_ns.load(Relaxed);
-        acc.max_ns = acc.max_ns.max(self.max_ns.load(Relaxed));
-    }
-}
-
-struct HistAcc {
-    buckets: [u64; 256],
-    count: u64,
-    sum_ns: u64,
-    max_ns: u64,
-}
-
-impl Default for HistAcc {
-    fn default() -> Self {
-        Self {
-            buckets: [0; 256],
-            count: 0,
-            sum_ns: 0,
-            max_ns: 0,
-        }
-    }
-}
-
-impl HistAcc {
-    fn quantile_us(&self, q: f64) -> f64 {
-        if self.count == 0 {
-            return 0.0;
-        }
-        let rank = ((self.count as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return (bucket_upper(i).min(self.max_ns)) as f64 / 1_000.0;
-            }
-        }
-        self.max_ns as f64 / 1_000.0
-    }
-
-    fn snapshot(&self) -> LatencyStats {
-        LatencyStats {
-            count: self.count,
-            mean_us: if self.count == 0 {
-                0.0
-            } else {
-                self.sum_ns as f64 / self.count as f64 / 1_000.0
-            },
-            p50_us: self.quantile_us(0.50),
-            p99_us: self.quantile_us(0.99),
-            max_us: self.max_ns as f64 / 1_000.0,
-        }
-    }
-}
-
-/// The per-kind recorder.
-#[derive(Default)]
-pub(crate) struct KindStats {
-    pub(crate) l1_hits: AtomicU64,
-    pub(crate) l1_misses: AtomicU64,
-    pub(crate) l2_hits: AtomicU64,
-    pub(crate) l2_misses: AtomicU64,
-    pub(crate) l2_errors: AtomicU64,
-    pub(crate) l2_timeouts: AtomicU64,
-    pub(crate) l2_skipped: AtomicU64,
-    pub(crate) l2_writes: AtomicU64,
-    pub(crate) l2_bytes_read: AtomicU64,
-    pub(crate) l2_bytes_written: AtomicU64,
-    pub(crate) l2_raw_bytes_written: AtomicU64,
-    pub(crate) l2_payload_bytes_written: AtomicU64,
-    pub(crate) l2_write_conflicts: AtomicU64,
-    /// Operations Redis refused (memory, permissions, another type under a key).
-    pub(crate) l2_refused: AtomicU64,
-    pub(crate) tag_rejections: AtomicU64,
-    pub(crate) oversized: AtomicU64,
-    pub(crate) decode_errors: AtomicU64,
-    pub(crate) loader_calls: AtomicU64,
-    pub(crate) loader_errors: AtomicU64,
-    pub(crate) stale_served: AtomicU64,
-    pub(crate) sets: AtomicU64,
-    pub(crate) invalidations: AtomicU64,
-    pub(crate) refreshes: AtomicU64,
-    pub(crate) refresh_failures: AtomicU64,
-    pub(crate) soft_timeouts: AtomicU64,
-    pub(crate) hard_timeouts: AtomicU64,
-    pub(crate) lock_acquired: AtomicU64,
-    pub(crate) lock_waits: AtomicU64,
-    pub(crate) lock_fallbacks: AtomicU64,
-    /// Moving average of the loader's duration in µs (XFetch's `delta`); not a counter.
-    pub(crate) loader_time_us: AtomicU64,
-    pub(crate) read_latency: Histogram,
-    pub(crate) write_latency: Histogram,
-    /// Whether a decode error was logged at WARN already (later ones go to DEBUG).
-    pub(crate) decode_error_logged: AtomicBool,
-}
-
-impl KindStats {
-    pub(crate) fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Relaxed);
-    }
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
-    }
-
-    /// Counts an L2 operation that produced no result.
-    pub(crate) fn count_l2_error(&self, e: &L2Error) {
-        match e {
-            L2Error::Skipped => Self::inc(&self.l2_skipped),
-            L2Error::Timeout(_) => Self::inc(&self.l2_timeouts),
-            L2Error::Unavailable(_) => {
-                Self::inc(&self.l2_errors);
-                tracing::debug!(error = %e, "L2 operation failed");
-            }
-            L2Error::Refused(..) => {
-                Self::inc(&self.l2_refused);
-                tracing::debug!(error = %e, "Redis refused an L2 operation");
-            }
-        }
-    }
-}
+use recorder::HistRaw;
+pub(crate) use recorder::{KindStats, MissReason, Raw, PROM_BOUNDS};
 
 /// Latency summary in microseconds (p50/p99 from a log-bucketed histogram, ~19% resolution).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -197,8 +28,12 @@ pub struct LatencyStats {
     pub p50_us: f64,
     /// 99th percentile latency.
     pub p99_us: f64,
-    /// Largest latency seen.
+    /// Largest latency seen (over a window: the upper bound of its highest bucket).
     pub max_us: f64,
+    /// Observations per Prometheus bucket: `(upper bound in seconds, count at or below it)`,
+    /// cumulative (the `+Inf` bucket is `count`). Empty without observations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<(f64, u64)>,
 }
 
 /// L1 (in-process) counters.
@@ -225,6 +60,11 @@ pub struct L1Stats {
     /// Entries evicted to stay within the byte budget (including entries the admission policy
     /// refused right after their insert).
     pub evictions: u64,
+    /// Why the misses missed (they add up to `misses`).
+    pub miss_reasons: MissReasons,
+    /// For misses of entries L1 had evicted: the time from the eviction to the lookup (short
+    /// times mean the budget is too small for the working set).
+    pub reread_after_eviction: LatencyStats,
 }
 
 /// L2 (Redis) counters.
@@ -234,7 +74,8 @@ pub struct L1Stats {
 pub struct L2Stats {
     /// Reads that found a fresh value.
     pub hits: u64,
-    /// Reads that found nothing usable (absent, stale, undecodable).
+    /// Reads that found nothing usable (absent, stale, undecodable, rejected, or not answered:
+    /// breaker open, error, timeout).
     pub misses: u64,
     /// `hits / (hits + misses)`.
     pub hit_rate: f64,
@@ -268,6 +109,8 @@ pub struct L2Stats {
     pub write_conflicts: u64,
     /// Entries read from L2 but rejected because one of their tags was invalidated since.
     pub tag_rejections: u64,
+    /// Why the reads missed (they add up to `misses`).
+    pub miss_reasons: MissReasons,
     /// Read latency.
     pub read_latency: LatencyStats,
     /// Write latency.
@@ -295,6 +138,8 @@ pub struct LoaderStats {
     pub soft_timeouts: u64,
     /// Loads abandoned at their hard timeout.
     pub hard_timeouts: u64,
+    /// How long the loader took.
+    pub latency: LatencyStats,
 }
 
 /// Distributed single-flight counters.
@@ -343,8 +188,136 @@ pub struct TierStats {
     pub sets: u64,
     /// Explicit invalidations.
     pub invalidations: u64,
+    /// Lookups: calls that asked the cache for a value (L1 lookups; loader calls for kinds that
+    /// skip L1).
+    pub lookups: u64,
     /// Lookups answered without the loader / all lookups.
     pub hit_rate: f64,
+    /// For lookups that found their value expired: the time since the value was written (when
+    /// it is often a little over the TTL, the TTL is shorter than the re-request interval).
+    pub reread_after_expiry: LatencyStats,
+    /// What the cache saved.
+    pub savings: Savings,
+    /// The kind's settings (`None` in [`Stats::total`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<KindSettings>,
+}
+
+/// Why lookups missed, one count per reason. L1 misses use `absent`, `expired`, `evicted`,
+/// `rejected`, `mismatch` and `bypassed`; L2 misses all but `evicted` and `bypassed`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct MissReasons {
+    /// Nothing stored under the key (never loaded here, removed, or expired or evicted out of
+    /// sight: Redis drops expired keys by itself), or another instance is loading it.
+    pub absent: u64,
+    /// The value was past its freshness (kept only as a fail-safe fallback), or L1 dropped it
+    /// when its lifetime ended.
+    pub expired: u64,
+    /// L1 evicted the entry to stay within its byte budget.
+    pub evicted: u64,
+    /// Invalidated: by key (a tombstone in L2, or removed from L1), by tag, or by a clear.
+    pub rejected: u64,
+    /// Stored for another Rust type or another [`KindConfig::schema`](crate::KindConfig::schema)
+    /// (typically right after a deploy that changed it).
+    pub mismatch: u64,
+    /// Bytes that do not decode (corrupt, another envelope version, another Redis type).
+    pub undecodable: u64,
+    /// Larger than the maximum value size.
+    pub oversized: u64,
+    /// L2 not asked: the circuit breaker was open (or the key was fenced during a recovery).
+    pub skipped: u64,
+    /// L2 asked but did not answer in time or at all (error, timeout).
+    pub unavailable: u64,
+    /// The call bypassed the cache ([`scope::bypass`](crate::scope::bypass)).
+    pub bypassed: u64,
+}
+
+impl MissReasons {
+    fn from_counts(c: &[u64; MissReason::COUNT]) -> Self {
+        let at = |r: MissReason| c[r as usize];
+        Self {
+            absent: at(MissReason::Absent),
+            expired: at(MissReason::Expired),
+            evicted: at(MissReason::Evicted),
+            rejected: at(MissReason::Rejected),
+            mismatch: at(MissReason::Mismatch),
+            undecodable: at(MissReason::Undecodable),
+            oversized: at(MissReason::Oversized),
+            skipped: at(MissReason::Skipped),
+            unavailable: at(MissReason::Unavailable),
+            bypassed: at(MissReason::Bypassed),
+        }
+    }
+
+    /// `(reason name, count)` for every reason, in a fixed order (the names are the JSON field
+    /// names and the Prometheus `reason` label values).
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        let counts = [
+            self.absent,
+            self.expired,
+            self.evicted,
+            self.rejected,
+            self.mismatch,
+            self.undecodable,
+            self.oversized,
+            self.skipped,
+            self.unavailable,
+            self.bypassed,
+        ];
+        MissReason::ALL.into_iter().map(|r| r.name()).zip(counts)
+    }
+
+    /// All misses.
+    pub fn total(&self) -> u64 {
+        self.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// What the cache saved a kind (or all kinds).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct Savings {
+    /// Loader time avoided: each second, the lookups answered without the loader times the kind's
+    /// mean loader time then (zero until the kind's first load).
+    pub loader_time_saved_secs: f64,
+    /// The kind's [`KindConfig::load_cost`](crate::KindConfig::load_cost) (`None` in totals and
+    /// for kinds without one).
+    pub cost_per_load: Option<f64>,
+    /// Lookups answered without the loader × the cost of one load.
+    pub cost_saved: f64,
+    /// Loader calls × the cost of one load.
+    pub cost_spent: f64,
+}
+
+/// A kind's settings, as the dashboard and the recommendations show them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct KindSettings {
+    /// The kind's TTL, in milliseconds.
+    pub ttl_ms: u64,
+    /// Its tiers: `l1+l2`, `l1` or `l2`.
+    pub tiers: String,
+    /// [`KindConfig::load_cost`](crate::KindConfig::load_cost).
+    pub load_cost: Option<f64>,
+    /// [`KindConfig::hit_rate_target`](crate::KindConfig::hit_rate_target).
+    pub hit_rate_target: Option<f64>,
+}
+
+/// Redis's memory, as `INFO memory` reports it (on a cluster: the fullest master).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct RedisMemory {
+    /// `used_memory`.
+    pub used_bytes: u64,
+    /// `maxmemory` (0: no limit).
+    pub maxmemory_bytes: u64,
+    /// `maxmemory_policy`.
+    pub policy: String,
+    /// When it was read (Unix milliseconds).
+    pub sampled_at_ms: u64,
 }
 
 /// Circuit breaker state and counters.
@@ -382,7 +355,8 @@ pub struct BackplaneStats {
     pub resent: u64,
 }
 
-/// A point-in-time snapshot of the cache's counters. Serializable with serde.
+/// A point-in-time snapshot of the cache's counters, since it was built. Serializable with
+/// serde. [`Cache::rates`](crate::Cache::rates) gives the same figures over the last minutes.
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -395,6 +369,10 @@ pub struct BackplaneStats {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[non_exhaustive]
 pub struct Stats {
+    /// The cache's name ([`CacheBuilder::name`](crate::CacheBuilder::name); its prefix unless
+    /// set).
+    #[serde(default)]
+    pub name: String,
     /// The cache's key prefix.
     pub prefix: String,
     /// Whether an L2 is configured.
@@ -412,10 +390,81 @@ pub struct Stats {
     pub tracked_tag_invalidations: u64,
     /// Invalidations made while L2 was unreachable, and their replay.
     pub pending_invalidations: PendingInvalidationStats,
+    /// Redis's memory, read every 10 s (`None` before the first reading, or without L2).
+    #[serde(default)]
+    pub redis_memory: Option<RedisMemory>,
     /// All kinds together.
     pub total: TierStats,
     /// Per kind, by name.
     pub kinds: BTreeMap<String, TierStats>,
+}
+
+/// The cache's figures over a recent window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct WindowStats {
+    /// The seconds the window covers (less than asked while the cache is younger, a little more
+    /// otherwise: windows start at a reading, taken every 10 s).
+    pub seconds: f64,
+    /// Lookups per second.
+    pub requests_per_sec: f64,
+    /// Loader calls per second.
+    pub loader_calls_per_sec: f64,
+    /// Times the circuit breaker opened in the window.
+    pub breaker_opens: u64,
+    /// All kinds: counters are what was counted in the window, rates and latencies are the
+    /// window's, L1 entries and bytes are current.
+    pub total: TierStats,
+    /// Per kind, the same.
+    pub kinds: BTreeMap<String, TierStats>,
+}
+
+/// The figures over the last 1, 5 and 15 minutes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct Rates {
+    /// The last minute.
+    pub last_1m: WindowStats,
+    /// The last 5 minutes.
+    pub last_5m: WindowStats,
+    /// The last 15 minutes.
+    pub last_15m: WindowStats,
+}
+
+/// One second of the cache's life, for a chart. `None`: nothing to measure in that second (no
+/// lookups, no L2 operation), or no L2 / no backplane.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct SeriesPoint {
+    /// When the second ended (Unix milliseconds).
+    pub t_ms: u64,
+    /// Lookups per second.
+    pub requests_per_sec: f64,
+    /// Lookups answered without the loader / lookups.
+    pub hit_rate: Option<f64>,
+    /// L1 hits / L1 lookups.
+    pub l1_hit_rate: Option<f64>,
+    /// L2 hits / L2 reads.
+    pub l2_hit_rate: Option<f64>,
+    /// Median L2 read latency (µs).
+    pub l2_read_p50_us: Option<f64>,
+    /// 99th percentile L2 read latency (µs).
+    pub l2_read_p99_us: Option<f64>,
+    /// Loader calls per second.
+    pub loader_calls_per_sec: f64,
+    /// L1 bytes held.
+    pub l1_bytes: u64,
+    /// The L1 byte budget.
+    pub l1_max_bytes: u64,
+    /// The breaker's state.
+    pub breaker: Option<BreakerState>,
+    /// Whether the backplane was subscribed.
+    pub backplane_subscribed: Option<bool>,
+    /// Invalidations waiting for L2.
+    pub pending_invalidations: u64,
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -426,61 +475,113 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-/// Sums recorders into one `TierStats` (L1 gauges are filled in by the caller).
-pub(crate) fn summarize<'a>(recorders: impl IntoIterator<Item = &'a KindStats>) -> TierStats {
-    let mut t = TierStats::default();
-    let mut rl = HistAcc::default();
-    let mut wl = HistAcc::default();
-    let mut raw_written = 0;
-    let mut payload_written = 0;
-    for r in recorders {
-        t.l1.hits += r.l1_hits.load(Relaxed);
-        t.l1.misses += r.l1_misses.load(Relaxed);
-        t.l2.hits += r.l2_hits.load(Relaxed);
-        t.l2.misses += r.l2_misses.load(Relaxed);
-        t.l2.errors += r.l2_errors.load(Relaxed);
-        t.l2.refused += r.l2_refused.load(Relaxed);
-        t.l2.timeouts += r.l2_timeouts.load(Relaxed);
-        t.l2.skipped += r.l2_skipped.load(Relaxed);
-        t.l2.writes += r.l2_writes.load(Relaxed);
-        t.l2.bytes_read += r.l2_bytes_read.load(Relaxed);
-        t.l2.bytes_written += r.l2_bytes_written.load(Relaxed);
-        raw_written += r.l2_raw_bytes_written.load(Relaxed);
-        payload_written += r.l2_payload_bytes_written.load(Relaxed);
-        t.l2.oversized += r.oversized.load(Relaxed);
-        t.l2.decode_errors += r.decode_errors.load(Relaxed);
-        t.l2.write_conflicts += r.l2_write_conflicts.load(Relaxed);
-        t.l2.tag_rejections += r.tag_rejections.load(Relaxed);
-        t.loader.calls += r.loader_calls.load(Relaxed);
-        t.loader.errors += r.loader_errors.load(Relaxed);
-        t.loader.stale_served += r.stale_served.load(Relaxed);
-        t.loader.refreshes += r.refreshes.load(Relaxed);
-        t.loader.refresh_failures += r.refresh_failures.load(Relaxed);
-        t.loader.soft_timeouts += r.soft_timeouts.load(Relaxed);
-        t.loader.hard_timeouts += r.hard_timeouts.load(Relaxed);
-        t.lock.acquired += r.lock_acquired.load(Relaxed);
-        t.lock.waits += r.lock_waits.load(Relaxed);
-        t.lock.fallbacks += r.lock_fallbacks.load(Relaxed);
-        t.sets += r.sets.load(Relaxed);
-        t.invalidations += r.invalidations.load(Relaxed);
-        r.read_latency.merge_into(&mut rl);
-        r.write_latency.merge_into(&mut wl);
+impl LatencyStats {
+    fn from_raw(h: &HistRaw) -> Self {
+        let us = |ns: Option<u64>| ns.map_or(0.0, |ns| ns as f64 / 1_000.0);
+        let mut cumulative = 0;
+        let buckets = if h.count == 0 {
+            Vec::new()
+        } else {
+            PROM_BOUNDS
+                .iter()
+                .copied()
+                .zip(h.prom)
+                .map(|(le, n)| {
+                    cumulative += n;
+                    (le, cumulative)
+                })
+                .collect()
+        };
+        LatencyStats {
+            count: h.count,
+            mean_us: if h.count == 0 {
+                0.0
+            } else {
+                h.sum_ns as f64 / h.count as f64 / 1_000.0
+            },
+            p50_us: us(h.quantile_ns(0.50)),
+            p99_us: us(h.quantile_ns(0.99)),
+            max_us: if h.count == 0 {
+                0.0
+            } else {
+                h.max_ns as f64 / 1_000.0
+            },
+            buckets,
+        }
     }
-    t.l1.hit_rate = ratio(t.l1.hits, t.l1.hits + t.l1.misses);
-    t.l2.hit_rate = ratio(t.l2.hits, t.l2.hits + t.l2.misses);
-    t.l2.compression_ratio = if payload_written == 0 {
-        1.0
-    } else {
-        ratio(raw_written, payload_written)
-    };
-    t.l2.read_latency = rl.snapshot();
-    t.l2.write_latency = wl.snapshot();
-    let lookups = t.l1.hits + t.l1.misses;
-    // A lookup is answered from cache unless it had to call the loader. Kinds that skip L1 count
-    // their L2 lookups instead.
-    let lookups = lookups.max(t.loader.calls);
-    t.hit_rate = ratio(lookups.saturating_sub(t.loader.calls), lookups);
-    t
+}
+
+impl TierStats {
+    /// The figures of counters `r` (totals since start, or a window's deltas). L1 occupancy and
+    /// settings are filled in by the caller; `cost_per_load` is the kind's, if any.
+    pub(crate) fn from_raw(r: &Raw, cost_per_load: Option<f64>) -> Self {
+        let mut t = TierStats::default();
+        t.l1.hits = r.l1_hits;
+        t.l1.misses = r.l1_misses;
+        t.l1.hit_rate = ratio(r.l1_hits, r.l1_hits + r.l1_misses);
+        t.l1.miss_reasons = MissReasons::from_counts(&r.l1_reasons);
+        t.l1.reread_after_eviction = LatencyStats::from_raw(&r.reread_after_eviction);
+        let l2 = &mut t.l2;
+        l2.hits = r.l2_hits;
+        l2.misses = r.l2_misses;
+        l2.hit_rate = ratio(r.l2_hits, r.l2_hits + r.l2_misses);
+        l2.errors = r.l2_errors;
+        l2.refused = r.l2_refused;
+        l2.timeouts = r.l2_timeouts;
+        l2.skipped = r.l2_skipped;
+        l2.writes = r.l2_writes;
+        l2.bytes_read = r.l2_bytes_read;
+        l2.bytes_written = r.l2_bytes_written;
+        l2.compression_ratio = if r.l2_payload_bytes_written == 0 {
+            1.0
+        } else {
+            ratio(r.l2_raw_bytes_written, r.l2_payload_bytes_written)
+        };
+        l2.oversized = r.oversized;
+        l2.decode_errors = r.decode_errors;
+        l2.write_conflicts = r.l2_write_conflicts;
+        l2.tag_rejections = r.tag_rejections;
+        l2.miss_reasons = MissReasons::from_counts(&r.l2_reasons);
+        l2.read_latency = LatencyStats::from_raw(&r.read_latency);
+        l2.write_latency = LatencyStats::from_raw(&r.write_latency);
+        t.loader = LoaderStats {
+            calls: r.loader_calls,
+            errors: r.loader_errors,
+            stale_served: r.stale_served,
+            refreshes: r.refreshes,
+            refresh_failures: r.refresh_failures,
+            soft_timeouts: r.soft_timeouts,
+            hard_timeouts: r.hard_timeouts,
+            latency: LatencyStats::from_raw(&r.loader_latency),
+        };
+        t.lock = LockStats {
+            acquired: r.lock_acquired,
+            waits: r.lock_waits,
+            fallbacks: r.lock_fallbacks,
+        };
+        t.sets = r.sets;
+        t.invalidations = r.invalidations;
+        // A lookup is answered from cache unless it had to call the loader. Kinds that skip L1
+        // count their loader calls instead.
+        t.lookups = r.lookups();
+        t.hit_rate = ratio(r.answered(), t.lookups);
+        t.reread_after_expiry = LatencyStats::from_raw(&r.reread_after_expiry);
+        let cost = cost_per_load.unwrap_or(0.0);
+        t.savings = Savings {
+            loader_time_saved_secs: r.saved_us as f64 / 1e6,
+            cost_per_load,
+            cost_saved: r.answered() as f64 * cost,
+            cost_spent: r.loader_calls as f64 * cost,
+        };
+        t
+    }
+
+    /// Adds the savings of kinds with different costs (the totals' `cost_*` are sums of each
+    /// kind's, which `from_raw` over summed counters cannot know).
+    pub(crate) fn add_costs(&mut self, kind: &Savings) {
+        self.savings.cost_saved += kind.cost_saved;
+        self.savings.cost_spent += kind.cost_spent;
+    }
 }
 
 #[cfg(test)]
@@ -488,28 +589,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_quantiles_are_within_bucket_resolution() {
-        let h = Histogram::default();
-        for us in 1..=1000u64 {
-            h.record(Duration::from_micros(us));
+    fn reasons_add_up_and_keep_their_names() {
+        let s = KindStats::default();
+        s.l1_miss(MissReason::Evicted);
+        s.l1_miss(MissReason::Bypassed);
+        s.l2_miss(MissReason::Mismatch);
+        let t = TierStats::from_raw(&s.raw(), Some(0.5));
+        assert_eq!(t.l1.misses, t.l1.miss_reasons.total());
+        assert_eq!(t.l1.miss_reasons.evicted, 1);
+        assert_eq!(t.l1.miss_reasons.bypassed, 1);
+        assert_eq!(t.l2.miss_reasons.mismatch, 1);
+        let json = serde_json::to_value(t.l2.miss_reasons).unwrap();
+        for (name, n) in t.l2.miss_reasons.iter() {
+            assert_eq!(json[name], n, "{name}");
         }
-        let mut acc = HistAcc::default();
-        h.merge_into(&mut acc);
-        let s = acc.snapshot();
-        assert_eq!(s.count, 1000);
-        assert!((s.p50_us - 500.0).abs() / 500.0 < 0.2, "{s:?}");
-        assert!((s.p99_us - 990.0).abs() / 990.0 < 0.2, "{s:?}");
-        assert_eq!(s.max_us, 1000.0);
     }
 
     #[test]
-    fn bucket_bounds_contain_their_values() {
-        for ns in [0u64, 1, 3, 4, 5, 7, 8, 100, 12_345, 1 << 40, u64::MAX / 2] {
-            let b = bucket_of(ns);
-            assert!(bucket_upper(b) >= ns, "{ns} in bucket {b}");
-            if b > 0 {
-                assert!(bucket_upper(b - 1) < ns, "{ns} in bucket {b}");
-            }
+    fn money_saved_is_answered_lookups_times_the_cost_of_a_load() {
+        let s = KindStats::default();
+        for _ in 0..9 {
+            KindStats::inc(&s.l1_hits);
         }
+        s.l1_miss(MissReason::Absent);
+        KindStats::inc(&s.loader_calls);
+        let t = TierStats::from_raw(&s.raw(), Some(0.002));
+        assert_eq!(t.lookups, 10);
+        assert!((t.hit_rate - 0.9).abs() < 1e-9);
+        assert!((t.savings.cost_saved - 0.018).abs() < 1e-12);
+        assert!((t.savings.cost_spent - 0.002).abs() < 1e-12);
+    }
+
+    #[test]
+    fn prometheus_buckets_are_cumulative_and_end_at_infinity() {
+        let s = KindStats::default();
+        s.read_latency.record(std::time::Duration::from_micros(50));
+        s.read_latency.record(std::time::Duration::from_secs(30));
+        let l = TierStats::from_raw(&s.raw(), None).l2.read_latency;
+        assert_eq!(l.buckets.first(), Some(&(0.0001, 1)));
+        assert_eq!(l.buckets.last(), Some(&(10.0, 1)), "30 s is only in +Inf");
+        assert_eq!(l.count, 2);
+        assert!(l.buckets.windows(2).all(|w| w[0].1 <= w[1].1));
     }
 }

@@ -151,7 +151,7 @@ where
             continue;
         }
         if let (Some(entries), Some((seen, _)), Some(tokens)) = (entries, &c.write, &tokens) {
-            if let Some(encoded) = entries.encode(ke, &*value, fp, ttl, tokens) {
+            if let Some(encoded) = entries.encode(ke, c.ticket.key(), &*value, fp, ttl, tokens) {
                 writes.push((c.ticket.key().to_owned(), seen.clone(), encoded));
                 written.push(i);
                 unused_leases.retain(|(j, _)| *j != i);
