@@ -92,7 +92,7 @@ pub fn configure(b: CacheBuilder) -> CacheBuilder {
     b.name("api-example")
         .kind(
             Kind::API_RESPONSE,
-            KindConfig::new(Duration::from_secs(300))
+            KindConfig::new(Duration::from_secs(60))
                 .load_cost(0.002)
                 .hit_rate_target(0.9),
         )

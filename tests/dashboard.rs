@@ -12,7 +12,11 @@
 //!   backplane, recommendations and three instances), then with its data endpoint failing: a
 //!   visible "disconnected" state, no script error, and back to live when the endpoint is.
 //!
-//! Screenshots go to `<target dir>/dashboard/`. Without chromium the tests fail (never skip).
+//! - `the_data_endpoint_answers_the_specs_json_and_lists_every_instance_of_the_prefix`: the JSON
+//!   itself and the page's headers, without a browser.
+//!
+//! Screenshots go to `<target dir>/dashboard/`. Without chromium the browser tests fail (never
+//! skip).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -21,7 +25,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use cache_core::Cache;
 use cache_tests::browser::{self, png_size, Browser, Page, Viewport};
-use cache_tests::{unique_prefix, RedisServer};
+use cache_tests::{unique_prefix, within, RedisServer};
 use serde_json::{json, Value};
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -653,6 +657,11 @@ async fn the_dashboard_draws_gaps_outages_and_disconnects_from_a_fixture() {
     )
     .await;
 
+    let last_t = data["history"]
+        .as_array()
+        .and_then(|h| h.last())
+        .and_then(|p| p["t_ms"].as_u64())
+        .expect("fixture history");
     // Every figure is the fixture's.
     let figures = page.eval(FIGURES).await;
     let (checked, valued, bad) = check_figures(&figures, &data["stats"], &data["rates"]);
@@ -776,7 +785,10 @@ async fn the_dashboard_draws_gaps_outages_and_disconnects_from_a_fixture() {
             p.source == "log:network"
                 && p.url
                     .as_deref()
-                    .is_some_and(|u| u.ends_with("/admin/cache/dashboard/data")),
+                    // Asking only for the history after the fixture's last point.
+                    .is_some_and(
+                        |u| u.ends_with(&format!("/admin/cache/dashboard/data?since={last_t}"))
+                    ),
             "unexpected while the endpoint failed: {p}"
         );
     }
@@ -794,6 +806,174 @@ async fn the_dashboard_draws_gaps_outages_and_disconnects_from_a_fixture() {
         bad.join("\n  ")
     );
     browser.close().await;
+}
+
+/// `GET path`: status, headers (lower-case names) and body.
+async fn get_raw(addr: SocketAddr, path: &str) -> (u16, Vec<(String, String)>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .expect("answer within 10 s")
+        .expect("read");
+    let raw = String::from_utf8(raw).expect("UTF-8");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("head and body");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_endpoint_answers_the_specs_json_and_lists_every_instance_of_the_prefix() {
+    cache_tests::init_tracing();
+    let server = RedisServer::start();
+    let prefix = unique_prefix("dashdata");
+    let build = |name: &str| {
+        Cache::builder()
+            .redis_url(server.url())
+            .prefix(&prefix)
+            .name(name)
+            .stats_report_interval(Duration::from_secs(1))
+            .build()
+    };
+    let cache = build("front").await.expect("cache");
+    let other = build("worker").await.expect("other");
+    for i in 0..20u32 {
+        let _ = cache
+            .get_or_load("api_response", &format!("k{}", i % 5), || async {
+                Ok::<_, ()>(i)
+            })
+            .await;
+    }
+    let addr = serve(cache_core::http::router(cache.clone())).await;
+
+    // The page: HTML, nothing to load from elsewhere, and a policy that would block it anyway.
+    let (status, headers, html) = get_raw(addr, "/cache/dashboard").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let csp = header(&headers, "content-security-policy").expect("a CSP");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    for external in [
+        "src=\"http",
+        "href=\"http",
+        "@import",
+        "url(http",
+        "src=\"//",
+        "href=\"//",
+    ] {
+        assert!(!html.contains(external), "the page loads {external}...");
+    }
+
+    let (status, headers, body) = get_raw(addr, "/cache/dashboard/data").await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "cache-control"), Some("no-store"));
+    let d: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(d["stats"]["name"], "front");
+    assert_eq!(d["stats"]["kinds"]["api_response"]["lookups"], 20);
+    assert_eq!(d["stats"]["kinds"]["api_response"]["loader"]["calls"], 5);
+    assert_eq!(
+        d["rates"]["last_1m"]["kinds"]["api_response"]["lookups"],
+        20
+    );
+    assert!(
+        d["rates"]["last_15m"]["seconds"].is_number(),
+        "{}",
+        d["rates"]
+    );
+    assert!(d["history"].is_array() && d["recommendations"].is_array());
+    let this = &d["instances"][0];
+    assert_eq!(this["this"], true);
+    assert_eq!(this["pid"], std::process::id());
+    assert_eq!(this["age_ms"], 0);
+    assert_eq!(this["hit_rate"], json!(0.75));
+    for field in [
+        "instance",
+        "hostname",
+        "requests_per_sec",
+        "l1_bytes",
+        "breaker",
+        "backplane_subscribed",
+    ] {
+        assert!(!this[field].is_null(), "{field} in {this}");
+    }
+
+    // The other instance appears once it reported (every second here) and the page asked again.
+    let data = || async {
+        let (_, _, body) = get_raw(addr, "/cache/dashboard/data").await;
+        serde_json::from_str::<Value>(&body).expect("JSON")
+    };
+    within(
+        Duration::from_secs(30),
+        "the other instance listed",
+        || async { data().await["instances"].as_array().map(Vec::len) == Some(2) },
+    )
+    .await;
+    let rows = data().await["instances"].clone();
+    assert_eq!(rows[0]["this"], true);
+    assert_eq!(rows[1]["this"], false);
+    assert_ne!(rows[1]["instance"], rows[0]["instance"]);
+    assert!(
+        rows[1]["age_ms"].as_u64().is_some_and(|a| a < 10_000),
+        "{rows}"
+    );
+    assert_eq!(rows[1]["hit_rate"], Value::Null, "no lookups there: {rows}");
+
+    // `since`: the history after a point only.
+    within(Duration::from_secs(10), "two history points", || async {
+        data().await["history"].as_array().map(Vec::len) >= Some(2)
+    })
+    .await;
+    let first = data().await["history"].clone();
+    let last = first
+        .as_array()
+        .and_then(|h| h.last())
+        .and_then(|p| p["t_ms"].as_u64())
+        .expect("a last point");
+    let (_, _, body) = get_raw(addr, &format!("/cache/dashboard/data?since={last}")).await;
+    let d: Value = serde_json::from_str(&body).expect("JSON");
+    let after: Vec<u64> = d["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|p| p["t_ms"].as_u64())
+        .collect();
+    assert!(after.iter().all(|t| *t > last), "{after:?} after {last}");
+
+    // Without L2, the only instance listed is this one.
+    let alone = Cache::builder().build().await.expect("L1-only cache");
+    let addr = serve(cache_core::http::router(alone)).await;
+    let (_, _, body) = get_raw(addr, "/cache/dashboard/data").await;
+    let d: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(d["instances"].as_array().map(Vec::len), Some(1));
+    assert_eq!(d["stats"]["breaker"], Value::Null);
+    drop(other);
 }
 
 #[test]

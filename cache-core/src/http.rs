@@ -8,7 +8,7 @@
 //! | `GET /health` | 200 with the breaker and backplane states (`degraded` while the breaker is half-open, the backplane is down or Redis refuses writes for lack of memory); 503 while the breaker is open |
 //! | `GET /metrics` | Prometheus text ([`Cache::prometheus_text`]) |
 //! | `GET /cache/dashboard` | a live dashboard: one self-contained HTML page (no CDN, works offline) refreshing every second |
-//! | `GET /cache/dashboard/data` | what the dashboard shows, as JSON: `stats`, `rates` (1, 5, 15 min), `history` (per second, 15 min), `instances` (every instance reporting under the prefix), `recommendations` |
+//! | `GET /cache/dashboard/data` | what the dashboard shows, as JSON: `stats`, `rates` (1, 5, 15 min), `history` (per second, 15 min; `?since=T_MS`: only the points after `T_MS`), `instances` (every instance reporting under the prefix), `recommendations` |
 //!
 //! Mount it into the application's router, behind whatever authentication the application uses for
 //! admin routes (these endpoints can invalidate entries and trigger loads):

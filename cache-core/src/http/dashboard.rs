@@ -2,13 +2,14 @@
 //! binary) and `GET /cache/dashboard/data` (the JSON it polls about once a second).
 //!
 //! The data is this instance's report (the [`Stats`] snapshot, the [`Rates`] over 1, 5 and 15
-//! minutes and the recommendations, taken together), its [`history`](Cache::history), and one
+//! minutes and the recommendations, taken together), its [`history`](Cache::history) (with
+//! `?since=T_MS`, only the points after `T_MS`: the page asks for the new ones only), and one
 //! row per instance reporting under the prefix. Other instances' reports are read from Redis
 //! (SCAN + GET, as `cachectl stats` does) in the background, at most once per
 //! [`REPORTS_EVERY`] and only while the dashboard is polled; a request never waits for them.
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -129,7 +130,16 @@ impl InstanceRow {
     }
 }
 
-async fn data(State(d): State<Arc<Dashboard>>) -> Response {
+/// `?since=T_MS`: only the history points after `T_MS` (the page asks for the new ones only).
+fn since(uri: &Uri) -> Option<u64> {
+    uri.query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("since="))?
+        .parse()
+        .ok()
+}
+
+async fn data(State(d): State<Arc<Dashboard>>, uri: Uri) -> Response {
     // This instance's snapshot, rates and recommendations, as it publishes them.
     let report = crate::admin::build(&d.cache.inner);
     d.read_reports_if_due();
@@ -149,10 +159,14 @@ async fn data(State(d): State<Arc<Dashboard>>) -> Response {
         Some(r) => r,
         None => d.cache.rates(),
     };
+    let mut history = d.cache.history();
+    if let Some(after) = since(&uri) {
+        history.retain(|p| p.t_ms > after);
+    }
     let body = DashboardData {
         stats: report.stats,
         rates,
-        history: d.cache.history(),
+        history,
         instances,
         recommendations: report.recommendations,
     };
