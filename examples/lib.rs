@@ -1,6 +1,9 @@
 //! Runnable examples of tiered-cache (`cargo run --example NAME`), and the little they share:
 //! connecting (L1 + L2, or L1 only when Redis is not there), timing calls, and the closing summary
-//! every example prints (hit rate and latency).
+//! every example prints (hit rate and latency); and the `api_endpoints` example's service
+//! ([`api`]), which tests drive too.
+
+pub mod api;
 
 use cache_core::Cache;
 use std::time::Duration;

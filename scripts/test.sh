@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every check and test of the workspace. Installs redis-server first when it is missing
-# (the integration tests start their own redis-server processes on free loopback ports), and
-# promtool (Debian package `prometheus`) for the rules in deploy/prometheus/.
+# Runs every check and test of the workspace. Installs first what is missing: redis-server (the
+# integration tests start their own redis-server processes on free loopback ports), chromium (the
+# dashboard test drives a headless chromium) and promtool (Debian package `prometheus`, for the
+# rules in deploy/prometheus/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,14 @@ if ! command -v redis-server >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 redis-server --version
+
+# tests/dashboard.rs checks the dashboard in a real headless browser (it fails without one).
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${CHROMIUM:-}" ]; then
+  echo "chromium not found: installing it (apt-get)" >&2
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 
 if ! command -v python3 >/dev/null 2>&1; then
   echo "python3 not found (scripts/import_circles.py needs it): installing it (apt-get)" >&2

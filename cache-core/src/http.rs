@@ -7,6 +7,8 @@
 //! | `POST /cache/invalidate` | body `{"kind": "...", "key": "..."}` or `{"tag": "..."}`; 400 on anything else |
 //! | `GET /health` | 200 with the breaker and backplane states (`degraded` while the breaker is half-open, the backplane is down or Redis refuses writes for lack of memory); 503 while the breaker is open |
 //! | `GET /metrics` | Prometheus text ([`Cache::prometheus_text`]) |
+//! | `GET /cache/dashboard` | a live dashboard: one self-contained HTML page (no CDN, works offline) refreshing every second |
+//! | `GET /cache/dashboard/data` | what the dashboard shows, as JSON: `stats`, `rates` (1, 5, 15 min), `history` (per second, 15 min; `?since=T_MS`: only the points after `T_MS`), `instances` (every instance reporting under the prefix), `recommendations` |
 //!
 //! Mount it into the application's router, behind whatever authentication the application uses for
 //! admin routes (these endpoints can invalidate entries and trigger loads):
@@ -31,6 +33,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+mod dashboard;
+
 use crate::breaker::BreakerState;
 use crate::metrics::PROMETHEUS_CONTENT_TYPE;
 use crate::{Cache, Stats, WarmReport};
@@ -43,7 +47,8 @@ pub fn router(cache: Cache) -> Router {
         .route("/cache/invalidate", post(invalidate))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .with_state(cache)
+        .with_state(cache.clone())
+        .merge(dashboard::routes(cache))
 }
 
 /// Serves [`router`] on `listener` until the listener fails.

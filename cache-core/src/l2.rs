@@ -542,6 +542,32 @@ impl L2 {
         Ok(removed)
     }
 
+    /// The keys matching `pattern` (SCAN, never KEYS; every master of a cluster), at most
+    /// `limit`. Each round trip has the L2 deadline; the whole scan does not.
+    pub(crate) async fn keys_matching(
+        &self,
+        pattern: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, L2Error> {
+        let mut found = Vec::new();
+        for node in self.node_targets().await? {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys) = self.scan_page(node.as_ref(), cursor, pattern, 1000).await?;
+                found.extend(keys);
+                if next == 0 || found.len() >= limit {
+                    break;
+                }
+                cursor = next;
+            }
+            if found.len() >= limit {
+                break;
+            }
+        }
+        found.truncate(limit);
+        Ok(found)
+    }
+
     /// Where a per-node command must run: the one node (`None`), or every master of the cluster
     /// (`(host, port)`).
     async fn node_targets(&self) -> Result<Vec<Option<(String, u16)>>, L2Error> {
