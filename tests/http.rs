@@ -280,9 +280,10 @@ async fn health_is_degraded_and_metrics_say_so_while_redis_refuses_writes() {
                     && h.json()["status"] == "degraded"
                     && h.json()["l2_refusing_writes"] == true
                     && h.json()["breaker"] == "closed"
-                    && m
-                        .body
-                        .contains(&format!("cache_l2_refusing_writes{{cache=\"{}\"}} 1\n", cache.prefix()))
+                    && m.body.contains(&format!(
+                        "cache_l2_refusing_writes{{cache=\"{}\"}} 1\n",
+                        cache.prefix()
+                    ))
             }
         },
     )
@@ -315,8 +316,10 @@ async fn metrics_endpoint_serves_openmetrics_with_its_content_type() {
     assert_eq!(r.header("content-type"), Some(PROMETHEUS_CONTENT_TYPE));
     assert!(r.body.ends_with("# EOF\n"));
     assert!(
-        r.body
-            .contains(&format!("cache_misses_total{{cache=\"{}\",tier=\"l1\",kind=\"api_response\"}} 1\n", cache.prefix())),
+        r.body.contains(&format!(
+            "cache_misses_total{{cache=\"{}\",tier=\"l1\",kind=\"api_response\"}} 1\n",
+            cache.prefix()
+        )),
         "{}",
         r.body
     );

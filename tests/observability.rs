@@ -50,7 +50,9 @@ async fn misses_say_why_per_tier_absent_rejected_mismatch_and_expired() {
 
     // Stored as another type: a mismatch in L1 (this instance) and in L2 (the other one).
     let _: Arc<String> = a
-        .get_or_load(KIND, "k1", || async { Ok::<_, std::io::Error>("x".to_owned()) })
+        .get_or_load(KIND, "k1", || async {
+            Ok::<_, std::io::Error>("x".to_owned())
+        })
         .await
         .expect("load");
     assert_eq!(a.stats().kinds[KIND].l1.miss_reasons.mismatch, 1);
@@ -60,7 +62,8 @@ async fn misses_say_why_per_tier_absent_rejected_mismatch_and_expired() {
     // Past its TTL (kept for the fail-safe grace): expired in both tiers, and the time from
     // the write to the re-request is recorded.
     loaded(&a, "short", "s", 1).await;
-    let _ = loaded(&b, "short", "s", 1).await; // b's L1 holds it too
+    // B's L1 holds it too.
+    let _ = loaded(&b, "short", "s", 1).await;
     // Time has to pass for a TTL to end (nothing to wait on instead).
     tokio::time::sleep(Duration::from_millis(400)).await;
     loaded(&a, "short", "s", 2).await;
@@ -140,7 +143,9 @@ async fn oversized_undecodable_and_skipped_reads_say_so_at_l2() {
     // Too large to store: the next read finds nothing, because of its size.
     for _ in 0..2 {
         let _: Arc<String> = cache
-            .get_or_load(kind, "big", || async { Ok::<_, std::io::Error>("x".repeat(10_000)) })
+            .get_or_load(kind, "big", || async {
+                Ok::<_, std::io::Error>("x".repeat(10_000))
+            })
             .await
             .expect("load");
     }
@@ -164,9 +169,14 @@ async fn oversized_undecodable_and_skipped_reads_say_so_at_l2() {
     // Redis gone and the breaker open: reads are skipped, and say so.
     let mut server = server;
     server.kill();
-    let _: Option<Arc<String>> = cache.get(kind, "a").await; // fails, opens the breaker
-    cache_tests::wait_for_state(&cache, cache_core::BreakerState::Open, Duration::from_secs(5))
-        .await;
+    // This read fails and opens the breaker.
+    let _: Option<Arc<String>> = cache.get(kind, "a").await;
+    cache_tests::wait_for_state(
+        &cache,
+        cache_core::BreakerState::Open,
+        Duration::from_secs(5),
+    )
+    .await;
     let _: Option<Arc<String>> = cache.get(kind, "b").await;
     let r = cache.stats().kinds[kind].l2.miss_reasons;
     assert_eq!(r.unavailable, 1, "{r:?}");
@@ -239,12 +249,16 @@ async fn windows_history_and_savings_follow_the_traffic() {
 
     // The history has a point with the traffic of a later second.
     lookups(30).await;
-    within(Duration::from_secs(10), "a chart point with 30 hits", || async {
-        cache
-            .history()
-            .iter()
-            .any(|p| p.requests_per_sec > 0.0 && p.hit_rate == Some(1.0))
-    })
+    within(
+        Duration::from_secs(10),
+        "a chart point with 30 hits",
+        || async {
+            cache
+                .history()
+                .iter()
+                .any(|p| p.requests_per_sec > 0.0 && p.hit_rate == Some(1.0))
+        },
+    )
     .await;
     let points = cache.history();
     assert!(points.windows(2).all(|w| w[0].t_ms < w[1].t_ms));

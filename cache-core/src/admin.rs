@@ -51,6 +51,32 @@ pub(crate) fn stats_key(prefix: &str, instance: u64) -> String {
     format!("{prefix}:stats:{instance:016x}")
 }
 
+/// The Redis key of the index of live instances of `prefix`: a sorted set of instance ids (hex,
+/// as in [`InstanceReport::instance`]) scored by the Unix ms of their last report, so that tools
+/// find the reports without scanning the keyspace. Each report is under
+/// `{prefix}:stats:{instance}`; an id whose report is gone stopped. Members older than an hour
+/// are dropped at each report, and the set expires an hour after the last one. Instances of
+/// releases before this index exist only as report keys (`stats_key_pattern`).
+///
+/// ```
+/// assert_eq!(cache_core::admin::instances_key("app"), "app:instances");
+/// ```
+pub fn instances_key(prefix: &str) -> String {
+    format!("{prefix}:instances")
+}
+
+/// The Redis key of the report of the instance `id` (hex, as in the index).
+///
+/// ```
+/// assert_eq!(cache_core::admin::report_key("app", "00000000000000ff"), "app:stats:00000000000000ff");
+/// ```
+pub fn report_key(prefix: &str, id: &str) -> String {
+    format!("{prefix}:stats:{id}")
+}
+
+/// How long an instance stays in the index after its last report.
+pub const INSTANCE_INDEX_KEEP: Duration = Duration::from_secs(3600);
+
 /// The SCAN pattern matching every instance report of `prefix`. Glob characters in `prefix`
 /// (`*?[]\`) are escaped, so a prefix given to a tool unvalidated matches only itself.
 ///
@@ -172,6 +198,21 @@ pub(crate) async fn publish_stats(inner: &Arc<Inner>) {
         .await
     {
         tracing::debug!(error = %e, "stats report not published");
+        return;
+    }
+    let keep = crate::clock::millis(INSTANCE_INDEX_KEEP);
+    if let Err(e) = l2
+        .index_member(
+            &instances_key(&inner.prefix),
+            &report.instance,
+            report.timestamp_ms,
+            report.timestamp_ms.saturating_sub(keep),
+            INSTANCE_INDEX_KEEP,
+        )
+        .instrument(tracing::debug_span!("l2.index", op = "instances"))
+        .await
+    {
+        tracing::debug!(error = %e, "instance index not updated");
     }
 }
 

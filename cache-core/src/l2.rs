@@ -301,6 +301,61 @@ impl L2 {
         .await
     }
 
+    /// Adds (or refreshes) `member` with score `score` in the sorted set `key`, drops members
+    /// scored below `oldest`, and keeps the set `keep` longer: one round trip.
+    pub(crate) async fn index_member(
+        &self,
+        key: &str,
+        member: &str,
+        score: u64,
+        oldest: u64,
+        keep: Duration,
+    ) -> Result<(), L2Error> {
+        let px = px(&keep);
+        self.write(|mut c| async move {
+            redis::pipe()
+                .cmd("ZADD")
+                .arg(key)
+                .arg(score)
+                .arg(member)
+                .ignore()
+                .cmd("ZREMRANGEBYSCORE")
+                .arg(key)
+                .arg("-inf")
+                .arg(format!("({oldest}"))
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(key)
+                .arg(px)
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// The members of the sorted set `key` scored `min` or more (at most `limit`).
+    pub(crate) async fn members_since(
+        &self,
+        key: &str,
+        min: u64,
+        limit: usize,
+    ) -> Result<Vec<String>, L2Error> {
+        self.run(|mut c| async move {
+            // ZRANGEBYSCORE rather than ZRANGE ... BYSCORE: Redis before 6.2 has only this.
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(key)
+                .arg(min)
+                .arg("+inf")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query_async(&mut c)
+                .await
+        })
+        .await
+    }
+
     /// Replaces `key` with `tombstone` (an invalidation; a SET replaces a value of any type). When
     /// Redis refuses the write (`OOM` under `maxmemory` with `noeviction`, a `NOPERM`, any other
     /// refusal), the key is deleted instead, which Redis accepts even when out of memory: a

@@ -5,8 +5,10 @@
 //! minutes and the recommendations, taken together), its [`history`](Cache::history) (with
 //! `?since=T_MS`, only the points after `T_MS`: the page asks for the new ones only), and one
 //! row per instance reporting under the prefix. Other instances' reports are read from Redis
-//! (SCAN + GET, as `cachectl stats` does) in the background, at most once per
-//! [`REPORTS_EVERY`] and only while the dashboard is polled; a request never waits for them.
+//! (the index of live instances, [`admin::instances_key`](crate::admin::instances_key), then a
+//! GET per report; a SCAN for reports only when there is no index, as with older releases) in
+//! the background, at most once per [`REPORTS_EVERY`] and only while the dashboard is polled; a
+//! request never waits for them.
 
 use axum::extract::State;
 use axum::http::{header, Uri};
@@ -203,8 +205,25 @@ impl Dashboard {
     /// Every report under the prefix, sorted by host and pid; `None` if they could not be listed.
     async fn read_reports(&self) -> Option<Vec<InstanceReport>> {
         let l2 = self.cache.inner.l2.as_ref()?;
-        let pattern = crate::admin::stats_key_pattern(&self.cache.inner.prefix);
-        let keys = match l2.keys_matching(&pattern, MAX_INSTANCES).await {
+        let prefix = &self.cache.inner.prefix;
+        let since = crate::clock::unix_ms()
+            .saturating_sub(crate::clock::millis(crate::admin::INSTANCE_INDEX_KEEP));
+        let listed = match l2
+            .members_since(&crate::admin::instances_key(prefix), since, MAX_INSTANCES)
+            .await
+        {
+            Ok(ids) if !ids.is_empty() => Ok(ids
+                .iter()
+                .map(|id| crate::admin::report_key(prefix, id))
+                .collect()),
+            // No index (instances of older releases only): scan for their reports.
+            Ok(_) => {
+                l2.keys_matching(&crate::admin::stats_key_pattern(prefix), MAX_INSTANCES)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let keys: Vec<String> = match listed {
             Ok(k) => k,
             Err(e) => {
                 tracing::debug!(error = %e, "dashboard: instance reports not listed");
