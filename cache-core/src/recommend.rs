@@ -20,7 +20,7 @@
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-use crate::stats::{Stats, TierStats, WindowStats};
+use crate::stats::{RedisMemory, Stats, TierStats, WindowStats};
 
 /// Lookups a kind needs in the window before its rates are judged.
 pub const MIN_LOOKUPS: u64 = 100;
@@ -128,7 +128,9 @@ pub fn recommend(stats: &Stats, window: &WindowStats) -> Vec<Recommendation> {
     for (name, t) in &window.kinds {
         kind_rules(name, t, stats, &mut out);
     }
-    redis_rules(stats, &mut out);
+    if let Some(m) = &stats.redis_memory {
+        redis_rules(m, stats.l2_refusing_writes, &mut out);
+    }
     if window.breaker_opens >= 3 {
         out.push(rec(
             "breaker_flapping",
@@ -305,10 +307,38 @@ fn kind_rules(name: &str, t: &TierStats, stats: &Stats, out: &mut Vec<Recommenda
     }
 }
 
-fn redis_rules(stats: &Stats, out: &mut Vec<Recommendation>) {
-    let Some(m) = &stats.redis_memory else {
-        return;
+/// The Redis rules alone (`redis_no_maxmemory`, `redis_noeviction`, `redis_memory_high`), on
+/// an `INFO memory` reply: what an admin tool checking Redis itself runs on each node, with the
+/// figures and wording the instances use. `refusing_writes`: whether a cache saw Redis refuse a
+/// write for lack of memory lately ([`Stats::l2_refusing_writes`]), which makes `noeviction`
+/// critical. `None` when the reply lacks `used_memory`, `maxmemory` or `maxmemory_policy`.
+///
+/// ```
+/// use cache_core::admin::recommend_redis;
+/// let info = "# Memory\r\nused_memory:1048576\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n";
+/// let codes: Vec<String> = recommend_redis(info, false)
+///     .unwrap()
+///     .into_iter()
+///     .map(|r| r.code)
+///     .collect();
+/// assert_eq!(codes, ["redis_no_maxmemory", "redis_noeviction"]);
+/// assert!(recommend_redis("not an INFO reply", false).is_none());
+/// ```
+pub fn recommend_redis(info_memory: &str, refusing_writes: bool) -> Option<Vec<Recommendation>> {
+    let m = crate::l2::parse_memory(info_memory)?;
+    let m = RedisMemory {
+        used_bytes: m.used_bytes,
+        maxmemory_bytes: m.maxmemory_bytes,
+        policy: m.policy,
+        sampled_at_ms: m.sampled_at_ms,
     };
+    let mut out = Vec::new();
+    redis_rules(&m, refusing_writes, &mut out);
+    out.sort_by_key(|r| std::cmp::Reverse(r.severity));
+    Some(out)
+}
+
+fn redis_rules(m: &RedisMemory, refusing_writes: bool, out: &mut Vec<Recommendation>) {
     let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
     if m.maxmemory_bytes == 0 {
         out.push(rec(
@@ -348,7 +378,7 @@ fn redis_rules(stats: &Stats, out: &mut Vec<Recommendation>) {
     if m.policy == "noeviction" {
         out.push(rec(
             "redis_noeviction",
-            if stats.l2_refusing_writes {
+            if refusing_writes {
                 Severity::Critical
             } else {
                 Severity::Warning
@@ -357,7 +387,7 @@ fn redis_rules(stats: &Stats, out: &mut Vec<Recommendation>) {
             "maxmemory-policy in redis.conf (allkeys-lru)".into(),
             format!(
                 "maxmemory-policy noeviction{}",
-                if stats.l2_refusing_writes {
+                if refusing_writes {
                     ", refusing writes now"
                 } else {
                     ""
@@ -373,7 +403,7 @@ fn redis_rules(stats: &Stats, out: &mut Vec<Recommendation>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{KindSettings, LatencyStats, RedisMemory};
+    use crate::stats::{KindSettings, LatencyStats};
 
     fn kind(lookups: u64, hit_rate: f64, ttl_ms: u64) -> TierStats {
         let mut t = TierStats {
@@ -486,5 +516,26 @@ mod tests {
             codes(&recommend(&s, &WindowStats::default())),
             ["redis_no_maxmemory"]
         );
+    }
+
+    #[test]
+    fn the_redis_rules_on_an_info_reply_say_what_an_instance_says() {
+        let info = "# Memory\r\nused_memory:94371840\r\nused_memory_human:90.00M\r\n\
+                    maxmemory:104857600\r\nmaxmemory_policy:noeviction\r\n";
+        let mut s = stats();
+        s.redis_memory = Some(RedisMemory {
+            used_bytes: 90 << 20,
+            maxmemory_bytes: 100 << 20,
+            policy: "noeviction".into(),
+            sampled_at_ms: 0,
+        });
+        for refusing in [false, true] {
+            s.l2_refusing_writes = refusing;
+            assert_eq!(
+                recommend_redis(info, refusing),
+                Some(recommend(&s, &WindowStats::default()))
+            );
+        }
+        assert_eq!(recommend_redis("# Memory\r\nused_memory:1\r\n", false), None);
     }
 }
