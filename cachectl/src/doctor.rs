@@ -19,7 +19,11 @@ pub(crate) const EXIT_FINDINGS: u8 = 3;
 
 /// The codes of the rules about Redis itself: when the doctor could read Redis, its own reading
 /// replaces what the instances last sampled (every 10 s, and on a cluster only the fullest master).
-const REDIS_CODES: [&str; 3] = ["redis_no_maxmemory", "redis_noeviction", "redis_memory_high"];
+const REDIS_CODES: [&str; 3] = [
+    "redis_no_maxmemory",
+    "redis_noeviction",
+    "redis_memory_high",
+];
 
 pub(crate) fn severity_name(s: Severity) -> &'static str {
     match s {
@@ -125,13 +129,14 @@ async fn check_redis(
         let info: String = t
             .query_on(&node, "INFO memory", redis::cmd("INFO").arg("memory"))
             .await?;
-        let found = cache_core::admin::recommend_redis(&info, refusing_writes).ok_or_else(|| {
-            CliError::Redis {
-                what: format!("INFO memory on {}", node.label),
-                target: t.display.clone(),
-                detail: "the reply has no used_memory, maxmemory or maxmemory_policy".into(),
-            }
-        })?;
+        let found =
+            cache_core::admin::recommend_redis(&info, refusing_writes).ok_or_else(|| {
+                CliError::Redis {
+                    what: format!("INFO memory on {}", node.label),
+                    target: t.display.clone(),
+                    detail: "the reply has no used_memory, maxmemory or maxmemory_policy".into(),
+                }
+            })?;
         let field = |name: &str| {
             info.lines()
                 .find_map(|l| l.trim_end().strip_prefix(name)?.strip_prefix(':'))

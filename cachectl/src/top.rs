@@ -235,10 +235,7 @@ fn render(f: &Frame) -> String {
     let mut intervals: Vec<u64> = f.instances.iter().map(|i| i.interval_ms).collect();
     intervals.sort_unstable();
     intervals.dedup();
-    let intervals: Vec<String> = intervals
-        .into_iter()
-        .map(|ms| age(ms.max(1)))
-        .collect();
+    let intervals: Vec<String> = intervals.into_iter().map(|ms| age(ms.max(1))).collect();
     out.push_str(&format!(
         "{} instance(s); figures over each instance's last minute, as of its last report \
          (reports every {}; data {} to {} old)\n\n",
@@ -437,7 +434,10 @@ mod tests {
                             "cost_saved": 0.5, "cost_spent": 0.25}
             }})
         };
-        let rows = kind_rows(&[report("a", k(60, 30, 30), 60.0), report("b", k(40, 10, 10), 20.0)]);
+        let rows = kind_rows(&[
+            report("a", k(60, 30, 30), 60.0),
+            report("b", k(40, 10, 10), 20.0),
+        ]);
         assert_eq!(rows.len(), 1);
         let r = &rows[0];
         assert_eq!((r.instances, r.lookups, r.loader_calls), (2, 100, 40));
