@@ -1,7 +1,9 @@
 //! Recommendations: what to change, read off the stats. Each names the setting to change and the
 //! figure behind it. [`Cache::recommendations`](crate::Cache::recommendations) runs them on the
-//! cache's own figures (the last 15 minutes); [`recommend`] runs them on any snapshot, which is
-//! how `cachectl doctor` judges the reports other instances publish.
+//! cache's own figures (the last 15 minutes) and every instance publishes the result in its
+//! report, which `cachectl doctor` reads; [`recommend`] runs them on any snapshot, and
+//! [`recommend_redis`] the Redis rules alone on an `INFO memory` reply (how `cachectl doctor`
+//! checks Redis itself).
 //!
 //! The rules, and their thresholds (a kind needs [`MIN_LOOKUPS`] lookups in the window before
 //! its rates are judged, and a rule [`MIN_EVENTS`] occurrences):

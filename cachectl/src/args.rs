@@ -2,8 +2,9 @@
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
-/// Admin tool for tiered-cache: read the instances' stats, list, inspect, invalidate and clear
-/// entries, and check the health of the Redis behind the cache.
+/// Admin tool for tiered-cache: read the instances' stats (also live, with `top`), list, inspect,
+/// invalidate and clear entries, check the health of the Redis behind the cache, and find what to
+/// change (`doctor`).
 #[derive(Debug, Parser)]
 #[command(name = "cachectl", version)]
 pub(crate) struct Cli {

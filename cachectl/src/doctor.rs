@@ -228,7 +228,7 @@ fn group(
 fn render_finding(f: &Finding, out: &mut String) {
     let what = match &f.kind {
         Some(k) => format!("kind \"{k}\""),
-        None if f.scope == "redis" => "Redis".to_owned(),
+        None if f.scope == "redis" || REDIS_CODES.contains(&f.code.as_str()) => "Redis".to_owned(),
         None => "cache".to_owned(),
     };
     let on = match f.scope {

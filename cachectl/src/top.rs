@@ -236,8 +236,20 @@ fn render(f: &Frame) -> String {
     intervals.sort_unstable();
     intervals.dedup();
     let intervals: Vec<String> = intervals.into_iter().map(|ms| age(ms.max(1))).collect();
+    // Younger instances' windows cover less than a minute: say how much.
+    let covered: Vec<u64> = f
+        .instances
+        .iter()
+        .filter_map(|i| i.window_secs)
+        .map(|s| (s * 1e3) as u64)
+        .collect();
+    let covered = match (covered.iter().min(), covered.iter().max()) {
+        (Some(lo), Some(hi)) if age(*lo) == age(*hi) => format!(", covering {}", age(*lo)),
+        (Some(lo), Some(hi)) => format!(", covering {} to {}", age(*lo), age(*hi)),
+        _ => String::new(),
+    };
     out.push_str(&format!(
-        "{} instance(s); figures over each instance's last minute, as of its last report \
+        "{} instance(s); figures over the last minute of each{covered}, as of its last report \
          (reports every {}; data {} to {} old)\n\n",
         f.instances.len(),
         intervals.join(" / "),
@@ -469,6 +481,10 @@ mod tests {
         assert!(!plain.contains('\x1b'), "{plain}");
         assert!(plain.contains("1.0 KiB / 4.0 KiB (25.0%)"), "{plain}");
         assert!(plain.contains("data 5s to 5s old"), "{plain}");
+        assert!(
+            plain.contains("last minute of each, covering 1m,"),
+            "{plain}"
+        );
         let mut live = Vec::new();
         show(&mut live, &f, false, true).unwrap();
         assert!(String::from_utf8(live).unwrap().starts_with(CLEAR));

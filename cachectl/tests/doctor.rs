@@ -229,22 +229,18 @@ fn first_percent(s: &str) -> f64 {
 
 // ---- (a) TTL shorter than the re-request interval -----------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ttl_shorter_than_the_rerequest_interval_is_named_with_the_interval() {
-    let server = cache_fit_server();
-    let prefix = unique_prefix("doc-ttl");
-    // A 1 s TTL; entries kept 30 s past it (fail-safe), so that re-reads find them expired.
-    let cache = builder(server.url(), &prefix)
-        .fail_safe_grace(Duration::from_secs(30))
+/// A cache whose kind `quotes` has a 1 s TTL, each of its 60 keys asked for every 1.5 s (the
+/// staged workload's pace), three times.
+async fn short_ttl_cache(url: String, prefix: &str, grace: Duration) -> Cache {
+    let cache = builder(url, prefix)
+        .fail_safe_grace(grace)
         .kind(Kind::new("quotes"), KindConfig::new(Duration::from_secs(1)))
         .build()
         .await
         .expect("build");
-    // 60 keys, each asked for every 1.5 s (the staged workload's pace), three times.
-    let keys = 60u32;
     for round in 0..3 {
         let start = tokio::time::Instant::now();
-        for i in 0..keys {
+        for i in 0..60u32 {
             let v = cache
                 .get_or_load("quotes", &format!("q{i}"), || async move {
                     Ok::<_, std::io::Error>(i)
@@ -257,45 +253,61 @@ async fn a_ttl_shorter_than_the_rerequest_interval_is_named_with_the_interval() 
             tokio::time::sleep_until(start + Duration::from_millis(1500)).await;
         }
     }
-    let q = &cache.stats().kinds["quotes"];
-    assert!(q.lookups >= MIN_LOOKUPS, "{}", q.lookups);
-    let r = api_names(
-        &cache,
-        "ttl_shorter_than_rerequests",
-        Some("quotes"),
-        Duration::from_secs(5),
-    )
-    .await;
-    says(
-        &r,
-        Severity::Warning,
-        &[
-            "of lookups found their value expired",
-            "after it was written",
-        ],
-        &["KindConfig::new(ttl)", "\"quotes\"", "now 1.0 s"],
+    cache
+}
+
+/// Both ways a re-read finds its value expired: L1 dropped it at its TTL (no grace: Redis drops
+/// it too), or both tiers keep it past its TTL for a fail-safe grace period and find it stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ttl_shorter_than_the_rerequest_interval_is_named_with_the_interval() {
+    let server = cache_fit_server();
+    let (p_plain, p_grace) = (unique_prefix("doc-ttl"), unique_prefix("doc-ttl-grace"));
+    let (plain, grace) = tokio::join!(
+        short_ttl_cache(server.url(), &p_plain, Duration::ZERO),
+        short_ttl_cache(server.url(), &p_grace, Duration::from_secs(30)),
     );
-    // Two of three rounds re-read expired values; each lookup counts once.
-    let share = first_percent(&r.figure);
-    assert!((60.0..=70.0).contains(&share), "{r}");
-    // The median interval is the pace of the workload (1.5 s), within the histogram's ~19%.
-    let median = r
-        .figure
-        .split("median ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no median in {r}"));
-    assert!((1.2..=2.0).contains(&median), "{r}");
-    doctor_names(
-        &server.url(),
-        &prefix,
-        "ttl_shorter_than_rerequests",
-        Some("quotes"),
-        &["of lookups found their value expired"],
-        &["KindConfig::new(ttl)", "now 1.0 s"],
-    )
-    .await;
+    for (cache, prefix) in [(&plain, &p_plain), (&grace, &p_grace)] {
+        let q = &cache.stats().kinds["quotes"];
+        assert!(q.lookups >= MIN_LOOKUPS, "{}", q.lookups);
+        let r = api_names(
+            cache,
+            "ttl_shorter_than_rerequests",
+            Some("quotes"),
+            Duration::from_secs(5),
+        )
+        .await;
+        says(
+            &r,
+            Severity::Warning,
+            &[
+                "of lookups found their value expired",
+                "after it was written",
+            ],
+            &["KindConfig::new(ttl)", "\"quotes\"", "now 1.0 s"],
+        );
+        // Two of three rounds re-read expired values; each lookup counts once (with a grace
+        // period, it finds the value expired in both tiers).
+        let share = first_percent(&r.figure);
+        assert!((60.0..=70.0).contains(&share), "{r}");
+        // The median interval is the pace of the workload (1.5 s), within the histogram's ~19%.
+        let median = r
+            .figure
+            .split("median ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no median in {r}"));
+        assert!((1.2..=2.0).contains(&median), "{r}");
+        doctor_names(
+            &server.url(),
+            prefix,
+            "ttl_shorter_than_rerequests",
+            Some("quotes"),
+            &["of lookups found their value expired"],
+            &["KindConfig::new(ttl)", "now 1.0 s"],
+        )
+        .await;
+    }
 }
 
 // ---- (b) L1 too small -----------------------------------------------------------------------------
@@ -587,6 +599,80 @@ async fn redis_without_maxmemory_with_noeviction_or_nearly_full_is_named() {
     assert!(high.setting.contains("maxmemory in redis.conf"), "{high}");
     assert!(find(&cache.recommendations(), "redis_no_maxmemory", None).is_none());
     assert!(find(&cache.recommendations(), "redis_noeviction", None).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_instances_the_doctor_judges_redis_alone() {
+    let fit = cache_fit_server();
+    let prefix = unique_prefix("doc-alone");
+    let run = cachectl(&fit.url(), &prefix, &["doctor"]).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.contains("No instance reports"), "{}", run.stdout);
+    assert!(run.stdout.contains("0 finding(s)"), "{}", run.stdout);
+    let j = cachectl(&fit.url(), &prefix, &["doctor", "--json"])
+        .await
+        .json();
+    assert_eq!(
+        (j["status"].as_str(), j["exit_code"].as_i64()),
+        (Some("ok"), Some(0))
+    );
+    assert_eq!(
+        j["redis_nodes"][0]["maxmemory_policy"], "allkeys-lru",
+        "{j:#}"
+    );
+    // redis-server's defaults are no fit for a cache, instances or not.
+    let default = RedisServer::start();
+    let j = cachectl(&default.url(), &prefix, &["doctor", "--json"]).await;
+    assert_eq!(j.code, Some(FINDINGS), "{j:?}");
+    let j = j.json();
+    for code in ["redis_no_maxmemory", "redis_noeviction"] {
+        assert!(finding(&j, code, None).is_some(), "{code}: {j:#}");
+    }
+}
+
+/// An operator's ACL user that may not run `INFO`: the doctor says Redis was not checked, and
+/// the instances' own last readings stand in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_doctor_not_allowed_info_uses_the_instances_readings() {
+    let server = RedisServer::start_with(&[
+        "--user", "default", "off", "--user", "app", "on", ">app-pw", "~*", "&*", "+@all",
+        "--user", "ops", "on", ">ops-pw", "~*", "&*", "+@all", "-info",
+    ]);
+    let port = server.port();
+    let prefix = unique_prefix("doc-noinfo");
+    let cache = builder(format!("redis://app:app-pw@127.0.0.1:{port}"), &prefix)
+        .build()
+        .await
+        .expect("build");
+    api_names(&cache, "redis_no_maxmemory", None, Duration::from_secs(5)).await;
+    let ops = format!("redis://ops:ops-pw@127.0.0.1:{port}");
+    let j = doctor_names(
+        &ops,
+        &prefix,
+        "redis_no_maxmemory",
+        None,
+        &["maxmemory 0 (no limit)"],
+        &["maxmemory in redis.conf"],
+    )
+    .await;
+    let f = finding(&j, "redis_no_maxmemory", None).expect("finding");
+    assert_eq!(f["scope"], "instances", "{f:#}");
+    assert!(
+        j["redis_check_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("INFO memory")),
+        "{j:#}"
+    );
+    let text = cachectl(&ops, &prefix, &["doctor"]).await;
+    assert!(
+        text.stdout.contains("Redis itself not checked")
+            && text
+                .stdout
+                .contains("redis_no_maxmemory  Redis, on 1 of 1 instance(s)"),
+        "{}",
+        text.stdout
+    );
+    assert!(!text.stdout.contains("ops-pw"), "{}", text.stdout);
 }
 
 // ---- (f) a flapping breaker ----------------------------------------------------------------------
@@ -984,4 +1070,39 @@ async fn top_ends_cleanly_on_ctrl_c() {
     .expect("top did not end within 5 s of Ctrl-C");
     reader.join().expect("reader");
     assert_eq!(status.code(), Some(0), "Ctrl-C ends top with status 0");
+}
+
+/// In a terminal (a pseudo-terminal from util-linux's `script`, part of every Debian), each frame
+/// starts by clearing the screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_in_a_terminal_clears_the_screen_before_each_frame() {
+    let server = cache_fit_server();
+    let prefix = unique_prefix("top-tty");
+    let _cache = builder(server.url(), &prefix).build().await.expect("build");
+    let line = format!(
+        "{} --redis-url {} --prefix {prefix} top --iterations 2 --interval 100ms",
+        env!("CARGO_BIN_EXE_cachectl"),
+        server.url()
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("script")
+            .args(["-q", "-e", "-c", &line, "/dev/null"])
+            .env_remove("REDIS_URL")
+            .env_remove("CACHE_PREFIX")
+            .stdin(Stdio::null())
+            .output()
+    })
+    .await
+    .expect("script task")
+    .unwrap_or_else(|e| {
+        panic!("`script` (util-linux, Debian package bsdutils) is needed for a terminal: {e}")
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout.matches("\x1b[H\x1b[2J").count(), 2, "{stdout:?}");
+    assert_eq!(
+        stdout.matches("cachectl top: prefix").count(),
+        2,
+        "{stdout:?}"
+    );
 }
