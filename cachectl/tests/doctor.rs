@@ -214,6 +214,12 @@ fn says(r: &Recommendation, severity: Severity, figure: &[&str], setting: &[&str
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A percentage in a figure (`"67% of lookups ..."`), the first one.
 fn first_percent(s: &str) -> f64 {
     let end = s
@@ -818,6 +824,7 @@ async fn a_kind_below_its_hit_rate_target_is_named_on_every_instance_once() {
     let server = cache_fit_server();
     let prefix = unique_prefix("doc-target");
     let (a, b) = low_hit_rate_instances(&server.url(), &prefix).await;
+    let traffic_done_ms = now_ms();
     for cache in [&a, &b] {
         let r = api_names(
             cache,
@@ -888,14 +895,49 @@ async fn a_kind_below_its_hit_rate_target_is_named_on_every_instance_once() {
         text.stdout
     );
 
-    // What the closing note shows: the real output of both commands on this staged case.
+    // What the closing note shows: the real output of both commands on this staged case, once
+    // each instance has sampled its counters after the traffic (savings are added up at each
+    // one-second sample) and published a report since.
+    within(
+        Duration::from_secs(5),
+        "a sample after the traffic",
+        || async {
+            [&a, &b]
+                .iter()
+                .all(|c| c.history().last().is_some_and(|p| p.t_ms > traffic_done_ms))
+        },
+    )
+    .await;
+    let sampled_ms = now_ms();
+    within(
+        Duration::from_secs(5),
+        "reports after the sample",
+        || async {
+            let j = cachectl(&server.url(), &prefix, &["stats", "--json"])
+                .await
+                .json();
+            j["instances"].as_array().is_some_and(|i| {
+                i.len() == 2
+                    && i.iter()
+                        .all(|i| i["timestamp_ms"].as_u64().is_some_and(|t| t > sampled_ms))
+            })
+        },
+    )
+    .await;
+    let text = cachectl(&server.url(), &prefix, &["doctor"]).await;
+    assert_eq!(text.code, Some(FINDINGS), "{text:?}");
     let top = cachectl(&server.url(), &prefix, &["top", "--once"]).await;
     assert_eq!(top.code, Some(0), "{top:?}");
+    let url = server.url();
     println!(
-        "$ cachectl doctor   (exit status {:?})\n{}",
-        text.code, text.stdout
+        "$ cachectl --redis-url {url} --prefix {prefix} doctor\n{}$ echo $?\n{}\n",
+        text.stdout,
+        text.code.unwrap_or(-1)
     );
-    println!("$ cachectl top --once\n{}", top.stdout);
+    println!(
+        "$ cachectl --redis-url {url} --prefix {prefix} top --once\n{}",
+        top.stdout
+    );
     assert!(!top.stdout.contains('\x1b'), "no escape codes with --once");
     assert!(top.stdout.contains("2 instance(s)"), "{}", top.stdout);
     for i in j["instances"].as_array().expect("instances") {
