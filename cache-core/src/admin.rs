@@ -17,7 +17,9 @@ use crate::stats::Rates;
 use crate::Stats;
 
 pub use crate::codec::{inspect, CodecError, Inspected};
-pub use crate::recommend::{recommend, Recommendation, Severity, MIN_EVENTS, MIN_LOOKUPS};
+pub use crate::recommend::{
+    recommend, recommend_redis, Recommendation, Severity, MIN_EVENTS, MIN_LOOKUPS,
+};
 
 /// What an instance publishes: its stats snapshot and who it is.
 ///

@@ -1,7 +1,9 @@
 //! Recommendations: what to change, read off the stats. Each names the setting to change and the
 //! figure behind it. [`Cache::recommendations`](crate::Cache::recommendations) runs them on the
-//! cache's own figures (the last 15 minutes); [`recommend`] runs them on any snapshot, which is
-//! how `cachectl doctor` judges the reports other instances publish.
+//! cache's own figures (the last 15 minutes) and every instance publishes the result in its
+//! report, which `cachectl doctor` reads; [`recommend`] runs them on any snapshot, and
+//! [`recommend_redis`] the Redis rules alone on an `INFO memory` reply (how `cachectl doctor`
+//! checks Redis itself).
 //!
 //! The rules, and their thresholds (a kind needs [`MIN_LOOKUPS`] lookups in the window before
 //! its rates are judged, and a rule [`MIN_EVENTS`] occurrences):
@@ -20,7 +22,7 @@
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-use crate::stats::{Stats, TierStats, WindowStats};
+use crate::stats::{RedisMemory, Stats, TierStats, WindowStats};
 
 /// Lookups a kind needs in the window before its rates are judged.
 pub const MIN_LOOKUPS: u64 = 100;
@@ -92,6 +94,24 @@ fn secs(d: Duration) -> String {
     }
 }
 
+/// Bytes in the largest binary unit that keeps a figure of at least 1 (`256.0 KiB`, `64.0 MiB`):
+/// whole MiB would print a budget under 1 MiB as 0. (Ten lines, not a new dependency of the
+/// library for one figure.)
+fn size(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < units.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[unit])
+    }
+}
+
 fn rec(
     code: &str,
     severity: Severity,
@@ -128,7 +148,9 @@ pub fn recommend(stats: &Stats, window: &WindowStats) -> Vec<Recommendation> {
     for (name, t) in &window.kinds {
         kind_rules(name, t, stats, &mut out);
     }
-    redis_rules(stats, &mut out);
+    if let Some(m) = &stats.redis_memory {
+        redis_rules(m, stats.l2_refusing_writes, &mut out);
+    }
     if window.breaker_opens >= 3 {
         out.push(rec(
             "breaker_flapping",
@@ -163,6 +185,15 @@ pub fn recommend(stats: &Stats, window: &WindowStats) -> Vec<Recommendation> {
     out
 }
 
+/// The lookups that missed for a reason, from its count in each tier: a lookup that misses L1
+/// for it goes on to L2 and usually misses there for the same reason (an expired value is
+/// expired in both, an invalidated one invalidated in both), so the sum would count it twice
+/// (and print shares over 100%). The larger count: exact when one tier sees them all, a lower
+/// bound otherwise, never more than the lookups.
+fn per_lookup(l1: u64, l2: u64) -> u64 {
+    l1.max(l2)
+}
+
 fn kind_rules(name: &str, t: &TierStats, stats: &Stats, out: &mut Vec<Recommendation>) {
     if t.lookups < MIN_LOOKUPS {
         return;
@@ -171,8 +202,9 @@ fn kind_rules(name: &str, t: &TierStats, stats: &Stats, out: &mut Vec<Recommenda
     let lookups = t.lookups as f64;
     let ttl = t.settings.as_ref().map(|s| Duration::from_millis(s.ttl_ms));
 
-    // Expired before being asked again.
-    let expired = t.reread_after_expiry.count;
+    // Expired before being asked again. (`reread_after_expiry` has one time per tier that found
+    // the value expired: its median is the re-request interval, its count is not lookups.)
+    let expired = per_lookup(t.l1.miss_reasons.expired, t.l2.miss_reasons.expired);
     if let Some(ttl) = ttl {
         let median = Duration::from_secs_f64(t.reread_after_expiry.p50_us / 1e6);
         if expired >= MIN_EVENTS
@@ -213,8 +245,8 @@ fn kind_rules(name: &str, t: &TierStats, stats: &Stats, out: &mut Vec<Recommenda
             Severity::Warning,
             k,
             format!(
-                "CacheBuilder::l1_max_bytes (now {} MiB, {} used)",
-                l1.max_bytes >> 20,
+                "CacheBuilder::l1_max_bytes (now {}, {} used)",
+                size(l1.max_bytes),
                 pct(l1.bytes as f64 / l1.max_bytes.max(1) as f64)
             ),
             format!(
@@ -231,7 +263,7 @@ fn kind_rules(name: &str, t: &TierStats, stats: &Stats, out: &mut Vec<Recommenda
     }
 
     // Invalidated often relative to reads.
-    let rejected = t.l1.miss_reasons.rejected + t.l2.miss_reasons.rejected;
+    let rejected = per_lookup(t.l1.miss_reasons.rejected, t.l2.miss_reasons.rejected);
     if rejected >= MIN_EVENTS && rejected as f64 >= 0.20 * lookups {
         out.push(rec(
             "many_rejections",
@@ -251,7 +283,7 @@ fn kind_rules(name: &str, t: &TierStats, stats: &Stats, out: &mut Vec<Recommenda
     }
 
     // Another type or schema.
-    let mismatch = t.l1.miss_reasons.mismatch + t.l2.miss_reasons.mismatch;
+    let mismatch = per_lookup(t.l1.miss_reasons.mismatch, t.l2.miss_reasons.mismatch);
     if mismatch >= MIN_EVENTS {
         out.push(rec(
             "type_mismatch",
@@ -305,10 +337,38 @@ fn kind_rules(name: &str, t: &TierStats, stats: &Stats, out: &mut Vec<Recommenda
     }
 }
 
-fn redis_rules(stats: &Stats, out: &mut Vec<Recommendation>) {
-    let Some(m) = &stats.redis_memory else {
-        return;
+/// The Redis rules alone (`redis_no_maxmemory`, `redis_noeviction`, `redis_memory_high`), on
+/// an `INFO memory` reply: what an admin tool checking Redis itself runs on each node, with the
+/// figures and wording the instances use. `refusing_writes`: whether a cache saw Redis refuse a
+/// write for lack of memory lately ([`Stats::l2_refusing_writes`]), which makes `noeviction`
+/// critical. `None` when the reply lacks `used_memory`, `maxmemory` or `maxmemory_policy`.
+///
+/// ```
+/// use cache_core::admin::recommend_redis;
+/// let info = "# Memory\r\nused_memory:1048576\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n";
+/// let codes: Vec<String> = recommend_redis(info, false)
+///     .unwrap()
+///     .into_iter()
+///     .map(|r| r.code)
+///     .collect();
+/// assert_eq!(codes, ["redis_no_maxmemory", "redis_noeviction"]);
+/// assert!(recommend_redis("not an INFO reply", false).is_none());
+/// ```
+pub fn recommend_redis(info_memory: &str, refusing_writes: bool) -> Option<Vec<Recommendation>> {
+    let m = crate::l2::parse_memory(info_memory)?;
+    let m = RedisMemory {
+        used_bytes: m.used_bytes,
+        maxmemory_bytes: m.maxmemory_bytes,
+        policy: m.policy,
+        sampled_at_ms: m.sampled_at_ms,
     };
+    let mut out = Vec::new();
+    redis_rules(&m, refusing_writes, &mut out);
+    out.sort_by_key(|r| std::cmp::Reverse(r.severity));
+    Some(out)
+}
+
+fn redis_rules(m: &RedisMemory, refusing_writes: bool, out: &mut Vec<Recommendation>) {
     let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
     if m.maxmemory_bytes == 0 {
         out.push(rec(
@@ -348,7 +408,7 @@ fn redis_rules(stats: &Stats, out: &mut Vec<Recommendation>) {
     if m.policy == "noeviction" {
         out.push(rec(
             "redis_noeviction",
-            if stats.l2_refusing_writes {
+            if refusing_writes {
                 Severity::Critical
             } else {
                 Severity::Warning
@@ -357,7 +417,7 @@ fn redis_rules(stats: &Stats, out: &mut Vec<Recommendation>) {
             "maxmemory-policy in redis.conf (allkeys-lru)".into(),
             format!(
                 "maxmemory-policy noeviction{}",
-                if stats.l2_refusing_writes {
+                if refusing_writes {
                     ", refusing writes now"
                 } else {
                     ""
@@ -373,7 +433,7 @@ fn redis_rules(stats: &Stats, out: &mut Vec<Recommendation>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{KindSettings, LatencyStats, RedisMemory};
+    use crate::stats::{KindSettings, LatencyStats};
 
     fn kind(lookups: u64, hit_rate: f64, ttl_ms: u64) -> TierStats {
         let mut t = TierStats {
@@ -424,14 +484,22 @@ mod tests {
     #[test]
     fn a_ttl_just_short_of_the_rerequest_interval_is_flagged_with_the_interval() {
         let mut t = kind(1_000, 0.6, 30_000);
+        // 300 lookups found their value expired in L1, and then in L2 too.
+        t.l1.miss_reasons.expired = 300;
+        t.l2.miss_reasons.expired = 300;
         t.reread_after_expiry = LatencyStats {
-            count: 300,
+            count: 600,
             p50_us: 45e6,
             ..Default::default()
         };
         let r = recommend(&stats(), &window("api", t.clone()));
         assert_eq!(codes(&r), ["ttl_shorter_than_rerequests"]);
         assert!(r[0].figure.contains("45.0 s"), "{}", r[0]);
+        assert!(
+            r[0].figure.starts_with("30% of lookups"),
+            "once per lookup: {}",
+            r[0]
+        );
         assert!(r[0].setting.contains("30.0 s"), "{}", r[0]);
         // Re-requests an hour later: a longer TTL would not be a small change; nothing said.
         t.reread_after_expiry.p50_us = 3_600e6;
@@ -486,5 +554,62 @@ mod tests {
             codes(&recommend(&s, &WindowStats::default())),
             ["redis_no_maxmemory"]
         );
+    }
+
+    #[test]
+    fn the_redis_rules_on_an_info_reply_say_what_an_instance_says() {
+        let info = "# Memory\r\nused_memory:94371840\r\nused_memory_human:90.00M\r\n\
+                    maxmemory:104857600\r\nmaxmemory_policy:noeviction\r\n";
+        let mut s = stats();
+        s.redis_memory = Some(RedisMemory {
+            used_bytes: 90 << 20,
+            maxmemory_bytes: 100 << 20,
+            policy: "noeviction".into(),
+            sampled_at_ms: 0,
+        });
+        for refusing in [false, true] {
+            s.l2_refusing_writes = refusing;
+            assert_eq!(
+                recommend_redis(info, refusing),
+                Some(recommend(&s, &WindowStats::default()))
+            );
+        }
+        assert_eq!(
+            recommend_redis("# Memory\r\nused_memory:1\r\n", false),
+            None
+        );
+    }
+
+    #[test]
+    fn an_l1_budget_under_a_mebibyte_is_named_in_kibibytes() {
+        let mut t = kind(1_000, 0.5, 600_000);
+        t.l1.miss_reasons.evicted = 300;
+        t.l1.reread_after_eviction = LatencyStats {
+            count: 300,
+            p50_us: 2e5,
+            ..Default::default()
+        };
+        let mut s = stats();
+        s.total.l1.max_bytes = 256 << 10;
+        s.total.l1.bytes = 250 << 10;
+        let r = recommend(&s, &window("pages", t));
+        assert_eq!(codes(&r), ["l1_too_small"]);
+        assert!(r[0].setting.contains("now 256.0 KiB, 98% used"), "{}", r[0]);
+        assert_eq!(size(64 << 20), "64.0 MiB");
+        assert_eq!(size(512), "512 B");
+    }
+
+    #[test]
+    fn a_lookup_that_misses_both_tiers_for_one_reason_counts_once() {
+        // 150 lookups; 125 found their entries invalidated in L1 and again in L2.
+        let mut t = kind(150, 0.2, 600_000);
+        t.l1.miss_reasons.rejected = 125;
+        t.l2.miss_reasons.rejected = 125;
+        t.l1.miss_reasons.mismatch = 40;
+        t.l2.miss_reasons.mismatch = 40;
+        let r = recommend(&stats(), &window("feed", t));
+        assert_eq!(codes(&r), ["type_mismatch", "many_rejections"]);
+        assert!(r[0].figure.starts_with("40 lookups (27%)"), "{}", r[0]);
+        assert!(r[1].figure.starts_with("83% of lookups"), "{}", r[1]);
     }
 }

@@ -2,8 +2,9 @@
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
-/// Admin tool for tiered-cache: read the instances' stats, list, inspect, invalidate and clear
-/// entries, and check the health of the Redis behind the cache.
+/// Admin tool for tiered-cache: read the instances' stats (also live, with `top`), list, inspect,
+/// invalidate and clear entries, check the health of the Redis behind the cache, and find what to
+/// change (`doctor`).
 #[derive(Debug, Parser)]
 #[command(name = "cachectl", version)]
 pub(crate) struct Cli {
@@ -55,6 +56,26 @@ pub(crate) enum Command {
     Clear(ClearArgs),
     /// Redis reachability, latency, memory and eviction policy; breaker states of the instances.
     Health,
+    /// What to change: every instance's recommendations and Redis's memory settings, grouped and
+    /// deduplicated, most severe first. Exit status 0 when nothing is above info, 3 when there
+    /// are warnings or critical findings (to gate a deploy).
+    Doctor,
+    /// A live view of the instances and kinds over the last minute, redrawn every second (Ctrl-C
+    /// ends it).
+    Top(TopArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TopArgs {
+    /// Print one frame and exit (no screen clearing).
+    #[arg(long, conflicts_with = "iterations")]
+    pub(crate) once: bool,
+    /// Stop after this many frames.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) iterations: Option<u64>,
+    /// Time between frames (`1s`, `500ms`, `2s`; at least 100ms).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub(crate) interval: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

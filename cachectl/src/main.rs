@@ -11,18 +11,30 @@
 //! | `invalidate --key KIND:KEY \| --tag T` | what `Cache::invalidate` / `invalidate_tag` do, on every instance |
 //! | `clear --kind K \| --all [--yes]` | delete entries (asks for confirmation) |
 //! | `health` | PING latency, memory, eviction policy, breaker states of the instances |
+//! | `doctor` | what to change: the instances' recommendations and Redis's memory settings, grouped, most severe first |
+//! | `top [--once \| --iterations N] [--interval 1s]` | live view: per instance and per kind over the last minute, redrawn every second |
 //!
-//! Text by default, `--json` for scripts. Exit status: 0 on success, 1 on error (the message on
-//! stderr never contains the Redis password), 2 on a usage error.
+//! Text by default, `--json` for scripts (`top --json` prints one JSON object per line and
+//! frame). `top` clears the screen between frames only when stdout is a terminal; Ctrl-C ends it
+//! with status 0.
+//!
+//! | exit status | meaning |
+//! |---|---|
+//! | 0 | success (`doctor`: nothing above info) |
+//! | 1 | error (the message on stderr never contains the Redis password) |
+//! | 2 | usage error |
+//! | 3 | `doctor` found warnings or critical findings (gate a deploy on it) |
 
 mod admin;
 mod args;
+mod doctor;
 mod entry;
 mod error;
 mod health;
 mod output;
 mod stats;
 mod target;
+mod top;
 
 use clap::Parser;
 use std::io::Write;
@@ -38,7 +50,9 @@ pub(crate) struct Report {
     pub(crate) json: serde_json::Value,
 }
 
-async fn run(cli: &Cli) -> Result<Report> {
+/// Runs the command: what it printed, or `None` when it printed by itself (`top`), and the exit
+/// status it calls for.
+async fn run(cli: &Cli) -> Result<(Option<Report>, u8)> {
     let g = &cli.global;
     if !entry::valid_name(&g.prefix) {
         return Err(CliError::Usage(format!(
@@ -47,7 +61,7 @@ async fn run(cli: &Cli) -> Result<Report> {
         )));
     }
     let t = Target::connect(g).await?;
-    match &cli.command {
+    let report = match &cli.command {
         Command::Stats => stats::run(&t, &g.prefix).await,
         Command::Keys(a) => {
             entry::keys(&t, &g.prefix, a.kind.as_deref(), a.tag.as_deref(), a.limit).await
@@ -58,7 +72,16 @@ async fn run(cli: &Cli) -> Result<Report> {
         }
         Command::Clear(a) => admin::clear(g, &t, a).await,
         Command::Health => health::run(&t, &g.prefix).await,
-    }
+        Command::Doctor => {
+            let (report, code) = doctor::run(&t, &g.prefix).await?;
+            return Ok((Some(report), code));
+        }
+        Command::Top(a) => {
+            top::run(&t, &g.prefix, a, g.json).await?;
+            return Ok((None, 0));
+        }
+    }?;
+    Ok((Some(report), 0))
 }
 
 fn print(report: &Report, json: bool) -> std::io::Result<()> {
@@ -143,8 +166,14 @@ fn main() -> ExitCode {
         }
     };
     let res = runtime.block_on(run(&cli));
-    let code = match res.and_then(|r| print(&r, cli.global.json).map_err(CliError::from)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let printed = res.and_then(|(report, code)| {
+        if let Some(r) = report {
+            print(&r, cli.global.json)?;
+        }
+        Ok(code)
+    });
+    let code = match printed {
+        Ok(code) => ExitCode::from(code),
         Err(CliError::Usage(msg)) => {
             eprintln!("cachectl: error: {msg}");
             ExitCode::from(2)

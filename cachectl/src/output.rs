@@ -1,46 +1,42 @@
-//! Printing helpers: aligned tables, times, sizes, and MessagePack values as JSON.
+//! Printing helpers: aligned tables (comfy-table), times (humantime), sizes (bytesize), and
+//! MessagePack values as JSON.
 
-use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// A text table: a header row, then rows, columns padded to their widest cell.
-#[derive(Debug, Default)]
-pub(crate) struct Table {
-    rows: Vec<Vec<String>>,
-}
+/// A text table: a header row, then rows, columns padded to their widest cell and two spaces
+/// apart, no borders (comfy-table underneath).
+#[derive(Debug)]
+pub(crate) struct Table(comfy_table::Table);
 
 impl Table {
     pub(crate) fn new(header: &[&str]) -> Self {
-        Self {
-            rows: vec![header.iter().map(|s| (*s).to_owned()).collect()],
-        }
+        let mut t = comfy_table::Table::new();
+        t.load_style(comfy_table::presets::NOTHING)
+            .set_header(header.to_vec());
+        Self(t)
     }
 
     pub(crate) fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.0.add_row(cells);
     }
 
-    pub(crate) fn render(&self) -> String {
-        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
-        let widths: Vec<usize> = (0..cols)
-            .map(|c| {
-                self.rows
-                    .iter()
-                    .filter_map(|r| r.get(c))
-                    .map(|s| s.chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let mut out = String::new();
-        for r in &self.rows {
-            let mut line = String::new();
-            for (c, cell) in r.iter().enumerate() {
-                if c > 0 {
-                    line.push_str("  ");
-                }
-                let _ = write!(line, "{cell:<w$}", w = widths[c]);
+    /// Right-aligns the columns `cols` (figures), header included.
+    pub(crate) fn right(&mut self, cols: &[usize]) -> &mut Self {
+        for &c in cols {
+            if let Some(col) = self.0.column_mut(c) {
+                col.set_cell_alignment(comfy_table::CellAlignment::Right);
             }
+        }
+        self
+    }
+
+    pub(crate) fn render(&mut self) -> String {
+        let last = self.0.column_count().saturating_sub(1);
+        for (i, col) in self.0.column_iter_mut().enumerate() {
+            col.set_padding((0, if i == last { 0 } else { 2 }));
+        }
+        let mut out = String::new();
+        for line in self.0.lines() {
             out.push_str(line.trim_end());
             out.push('\n');
         }
@@ -79,18 +75,22 @@ pub(crate) fn utc(ms: u64) -> String {
     )
 }
 
-/// A duration as `1h2m`, `3m4s`, `5.2s` or `12ms`.
+/// A duration as humantime writes it (`1h 2m`, `3m 4s`, `5s 200ms`, `12ms`, `80us`), rounded to
+/// what a person reads: whole seconds from a minute on, tenths of a second from a second on,
+/// milliseconds from a millisecond on.
 pub(crate) fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if s >= 3600 {
-        format!("{}h{}m", s / 3600, s % 3600 / 60)
-    } else if s >= 60 {
-        format!("{}m{}s", s / 60, s % 60)
-    } else if s >= 1 {
-        format!("{:.1}s", d.as_secs_f64())
+    let unit = if d >= Duration::from_secs(60) {
+        Duration::from_secs(1)
+    } else if d >= Duration::from_secs(1) {
+        Duration::from_millis(100)
+    } else if d >= Duration::from_millis(1) {
+        Duration::from_millis(1)
     } else {
-        format!("{}ms", d.as_millis())
-    }
+        Duration::from_micros(1)
+    };
+    let units = (d.as_nanos() + unit.as_nanos() / 2) / unit.as_nanos();
+    let rounded = unit.saturating_mul(u32::try_from(units).unwrap_or(u32::MAX));
+    humantime::format_duration(rounded).to_string()
 }
 
 /// `at` relative to `now`: `in 4m2s` or `3.0s ago`.
@@ -110,17 +110,7 @@ pub(crate) fn relative(at_ms: u64, now_ms: u64) -> String {
 
 /// Bytes as `512 B`, `1.5 KiB`, `3.2 MiB`, `1.1 GiB`.
 pub(crate) fn bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
+    bytesize::ByteSize::b(n).display().iec().to_string()
 }
 
 /// A ratio as a percentage, `-` when there was nothing to divide.
@@ -186,8 +176,12 @@ mod tests {
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(3 << 20), "3.0 MiB");
         assert_eq!(human_duration(Duration::from_millis(12)), "12ms");
-        assert_eq!(human_duration(Duration::from_secs(125)), "2m5s");
-        assert_eq!(relative(1_000, 4_000), "3.0s ago");
+        assert_eq!(human_duration(Duration::from_micros(12_345)), "12ms");
+        assert_eq!(human_duration(Duration::from_micros(80)), "80us");
+        assert_eq!(human_duration(Duration::from_millis(3_249)), "3s 200ms");
+        assert_eq!(human_duration(Duration::from_millis(125_600)), "2m 6s");
+        assert_eq!(relative(1_000, 4_000), "3s ago");
+        assert_eq!(relative(4_000, 1_000), "in 3s");
         assert_eq!(percent(1, 4), "25.0%");
         assert_eq!(percent(0, 0), "-");
     }
@@ -210,5 +204,9 @@ mod tests {
         let mut t = Table::new(&["a", "bbb"]);
         t.row(vec!["xxxx".into(), "y".into()]);
         assert_eq!(t.render(), "a     bbb\nxxxx  y\n");
+        let mut t = Table::new(&["name", "n"]);
+        t.row(vec!["x".into(), "1234".into()]);
+        t.right(&[1]);
+        assert_eq!(t.render(), "name     n\nx     1234\n");
     }
 }
