@@ -335,6 +335,7 @@ impl L2 {
     }
 
     /// The members of the sorted set `key` scored `min` or more (at most `limit`).
+    #[cfg(feature = "http")]
     pub(crate) async fn members_since(
         &self,
         key: &str,
@@ -599,6 +600,7 @@ impl L2 {
 
     /// The keys matching `pattern` (SCAN, never KEYS; every master of a cluster), at most
     /// `limit`. Each round trip has the L2 deadline; the whole scan does not.
+    #[cfg(feature = "http")]
     pub(crate) async fn keys_matching(
         &self,
         pattern: &str,
