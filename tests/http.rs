@@ -105,6 +105,21 @@ async fn stats_endpoint_answers_the_snapshot_as_json() {
     assert_eq!(j["kinds"]["api_response"]["l2"]["misses"], 1);
     assert_eq!(j["kinds"]["api_response"]["sets"], 1);
     assert_eq!(j["breaker"]["state"], "closed");
+    assert_eq!(
+        j["kinds"]["api_response"]["l2"]["miss_reasons"]["absent"],
+        1
+    );
+
+    // The same lookups over the last minute, and the recommendations (none for two lookups).
+    let r = request(addr, "GET", "/cache/rates", "").await;
+    assert_eq!(r.status, 200);
+    let j = r.json();
+    assert_eq!(j["last_1m"]["kinds"]["api_response"]["l1"]["hits"], 1);
+    assert_eq!(j["last_15m"]["kinds"]["api_response"]["lookups"], 2);
+    assert!(j["last_5m"]["seconds"].as_f64().is_some_and(|s| s > 0.0));
+    let r = request(addr, "GET", "/cache/recommendations", "").await;
+    assert_eq!(r.status, 200);
+    assert!(r.json().as_array().is_some(), "{}", r.body);
 }
 
 static MOTD_CALLS: AtomicUsize = AtomicUsize::new(0);

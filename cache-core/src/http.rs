@@ -2,7 +2,9 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /cache/stats` | the [`Stats`] snapshot as JSON |
+//! | `GET /cache/stats` | the [`Stats`] snapshot (since start) as JSON |
+//! | `GET /cache/rates` | the same figures over the last 1, 5 and 15 minutes ([`Rates`](crate::stats::Rates)) as JSON |
+//! | `GET /cache/recommendations` | [`Cache::recommendations`] as JSON |
 //! | `POST /cache/warm` | runs [`Cache::warm`], answers the [`WarmReport`] as JSON |
 //! | `POST /cache/invalidate` | body `{"kind": "...", "key": "..."}` or `{"tag": "..."}`; 400 on anything else |
 //! | `GET /health` | 200 with the breaker and backplane states (`degraded` while the breaker is half-open, the backplane is down or Redis refuses writes for lack of memory); 503 while the breaker is open |
@@ -43,6 +45,8 @@ use crate::{Cache, Stats, WarmReport};
 pub fn router(cache: Cache) -> Router {
     Router::new()
         .route("/cache/stats", get(stats))
+        .route("/cache/rates", get(rates))
+        .route("/cache/recommendations", get(recommendations))
         .route("/cache/warm", post(warm))
         .route("/cache/invalidate", post(invalidate))
         .route("/health", get(health))
@@ -61,6 +65,14 @@ pub async fn serve(listener: tokio::net::TcpListener, cache: Cache) -> std::io::
 
 async fn stats(State(cache): State<Cache>) -> Json<Stats> {
     Json(cache.stats())
+}
+
+async fn rates(State(cache): State<Cache>) -> Json<crate::stats::Rates> {
+    Json(cache.rates())
+}
+
+async fn recommendations(State(cache): State<Cache>) -> Json<Vec<crate::admin::Recommendation>> {
+    Json(cache.recommendations())
 }
 
 async fn warm(State(cache): State<Cache>) -> Json<WarmReport> {

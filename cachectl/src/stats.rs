@@ -1,4 +1,5 @@
-//! `cachectl stats`: the reports that live instances publish under `{prefix}:stats:*`.
+//! `cachectl stats`: the reports that live instances publish under `{prefix}:stats:*` (listed
+//! in the index `{prefix}:instances`).
 
 use cache_core::{admin::InstanceReport, stats::TierStats};
 use serde::Serialize;
@@ -11,18 +12,36 @@ use crate::target::Target;
 use crate::Report;
 
 /// Every readable instance report, oldest host first; keys whose value is not a report are
-/// returned apart (they are skipped, not fatal).
+/// returned apart (they are skipped, not fatal). The reports are found through the index of live
+/// instances (`cache_core::admin::instances_key`, one round trip), or, when there is none
+/// (instances of releases before it), by scanning for their keys.
 pub(crate) async fn read_reports(
     t: &Target,
     prefix: &str,
 ) -> Result<(Vec<InstanceReport>, Vec<String>)> {
-    let pattern = cache_core::admin::stats_key_pattern(prefix);
-    let pairs = t
-        .scan(&pattern, None, |keys| async move {
+    let since = output::now_ms().saturating_sub(
+        u64::try_from(cache_core::admin::INSTANCE_INDEX_KEEP.as_millis()).unwrap_or(u64::MAX),
+    );
+    let mut cmd = redis::cmd("ZRANGEBYSCORE");
+    cmd.arg(cache_core::admin::instances_key(prefix))
+        .arg(since)
+        .arg("+inf");
+    let ids: Vec<String> = t.query("ZRANGEBYSCORE", &cmd).await?;
+    let pairs = if ids.is_empty() {
+        let pattern = cache_core::admin::stats_key_pattern(prefix);
+        t.scan(&pattern, None, |keys| async move {
             let values = t.get_many(&keys).await?;
             Ok(keys.into_iter().zip(values).collect::<Vec<_>>())
         })
-        .await?;
+        .await?
+    } else {
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|id| cache_core::admin::report_key(prefix, id))
+            .collect();
+        let values = t.get_many(&keys).await?;
+        keys.into_iter().zip(values).collect()
+    };
     let mut reports = Vec::new();
     let mut unreadable = Vec::new();
     for (key, value) in pairs {
@@ -155,6 +174,8 @@ pub(crate) async fn run(t: &Target, prefix: &str) -> Result<Report> {
             "L1 HIT",
             "L2 HIT",
             "HIT RATE",
+            "REQ/S 1/5/15 MIN",
+            "HIT RATE 1/5/15 MIN",
             "LOADS",
             "L2 ERR/TMO",
             "L1 ENTRIES",
@@ -163,6 +184,7 @@ pub(crate) async fn run(t: &Target, prefix: &str) -> Result<Report> {
         ]);
         for r in &reports {
             let s = Totals::of(&r.stats.total);
+            let (per_sec, hit_rates) = windows(r);
             table.row(vec![
                 r.instance.clone(),
                 r.hostname.clone(),
@@ -172,6 +194,8 @@ pub(crate) async fn run(t: &Target, prefix: &str) -> Result<Report> {
                 output::percent(s.l1_hits, s.l1_hits + s.l1_misses),
                 output::percent(s.l2_hits, s.l2_hits + s.l2_misses),
                 output::percent(s.lookups() - s.loader_calls, s.lookups()),
+                per_sec,
+                hit_rates,
                 s.loader_calls.to_string(),
                 format!("{}/{}", s.l2_errors, s.l2_timeouts),
                 s.l1_entries.to_string(),
@@ -191,6 +215,8 @@ pub(crate) async fn run(t: &Target, prefix: &str) -> Result<Report> {
             output::percent(total.l1_hits, total.l1_hits + total.l1_misses),
             output::percent(total.l2_hits, total.l2_hits + total.l2_misses),
             output::percent(total.lookups() - total.loader_calls, total.lookups()),
+            String::new(),
+            String::new(),
             total.loader_calls.to_string(),
             format!("{}/{}", total.l2_errors, total.l2_timeouts),
             total.l1_entries.to_string(),
@@ -243,6 +269,29 @@ pub(crate) async fn run(t: &Target, prefix: &str) -> Result<Report> {
     })
     .unwrap_or_default();
     Ok(Report { human, json })
+}
+
+/// An instance's requests per second and hit rates over its last 1, 5 and 15 minutes (`-` for
+/// reports of releases without rates, or windows without lookups).
+fn windows(r: &InstanceReport) -> (String, String) {
+    let Some(rates) = &r.rates else {
+        return ("-".into(), "-".into());
+    };
+    let ws = [&rates.last_1m, &rates.last_5m, &rates.last_15m];
+    let per_sec = ws
+        .iter()
+        .map(|w| format!("{:.1}", w.requests_per_sec))
+        .collect::<Vec<_>>()
+        .join("/");
+    let hits = ws
+        .iter()
+        .map(|w| {
+            let t = &w.total;
+            output::percent(t.lookups.saturating_sub(t.loader.calls), t.lookups)
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    (per_sec, hits)
 }
 
 pub(crate) fn breaker_text(s: cache_core::BreakerState) -> String {
