@@ -3,9 +3,10 @@
 //! of the last minutes and [`Cache::history`](crate::Cache::history) one point per second for a
 //! chart.
 //!
-//! Memory is bounded whatever the traffic: [`SERIES_LEN`] chart points (~100 bytes each) and
-//! [`READINGS_LEN`] full readings of every kind's counters (one every [`READING_EVERY`], ~1 KiB
-//! per kind each), about 1 MiB for ten busy kinds. A window's start is the newest reading at
+//! Memory is bounded whatever the traffic: [`SERIES_LEN`] chart points (~130 bytes each, ~115
+//! KiB) and [`READINGS_LEN`] full readings of the counters of every kind used so far (one every
+//! [`READING_EVERY`]; ~1.3 KiB per kind plus 16 bytes per non-empty latency bucket, a pointer for
+//! a kind never used), about 150 KiB per busy kind. A window's start is the newest reading at
 //! least as old as asked, so its length is rounded up to [`READING_EVERY`] (its
 //! [`WindowStats::seconds`](crate::stats::WindowStats::seconds) says what it covers).
 //!
@@ -34,7 +35,9 @@ pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 pub(crate) struct Reading {
     pub(crate) at: Instant,
     pub(crate) t_ms: u64,
-    pub(crate) kinds: Vec<Raw>,
+    /// By kind id; `None` for a kind with nothing counted yet (most caches leave several of the
+    /// built-in kinds unused: a pointer, not ~1.3 KiB of zeros, in each kept reading).
+    pub(crate) kinds: Vec<Option<Box<Raw>>>,
     pub(crate) gauges: Gauges,
 }
 
@@ -56,12 +59,14 @@ impl Reading {
         recorders: impl Iterator<Item = (usize, &'a KindStats)>,
         gauges: Gauges,
     ) -> Self {
-        let mut kinds: Vec<Raw> = Vec::new();
+        let mut kinds: Vec<Option<Box<Raw>>> = Vec::new();
+        let zero = Raw::default();
         for (id, r) in recorders {
             if kinds.len() <= id {
-                kinds.resize(id + 1, Raw::default());
+                kinds.resize(id + 1, None);
             }
-            kinds[id] = r.raw();
+            let raw = r.raw();
+            kinds[id] = (raw != zero).then(|| Box::new(raw));
         }
         Reading {
             at: Instant::now(),
@@ -76,11 +81,22 @@ impl Reading {
         self.kinds
             .iter()
             .enumerate()
-            .map(|(i, r)| match earlier.kinds.get(i) {
-                Some(e) => r.since(e),
-                None => r.clone(),
-            })
+            .map(
+                |(i, r)| match (r, earlier.kinds.get(i).and_then(Option::as_ref)) {
+                    (Some(r), Some(e)) => r.since(e),
+                    (Some(r), None) => (**r).clone(),
+                    (None, _) => Raw::default(),
+                },
+            )
             .collect()
+    }
+
+    /// Kind `id`'s counters (zeros for a kind never used).
+    pub(crate) fn kind(&self, id: usize) -> Raw {
+        self.kinds
+            .get(id)
+            .and_then(Option::as_ref)
+            .map_or_else(Raw::default, |r| (**r).clone())
     }
 }
 
@@ -201,11 +217,12 @@ pub(crate) fn point(total: &TierStats, secs: f64, g: &Gauges) -> SeriesPoint {
 /// lookups answered without the loader times its mean loader time so far.
 pub(crate) fn add_savings<'a>(
     delta: &[Raw],
-    totals: &[Raw],
+    totals: &Reading,
     recorders: impl Iterator<Item = (usize, &'a KindStats)>,
 ) {
     for (id, r) in recorders {
-        let (Some(d), Some(t)) = (delta.get(id), totals.get(id)) else {
+        let (Some(d), Some(t)) = (delta.get(id), totals.kinds.get(id).and_then(Option::as_ref))
+        else {
             continue;
         };
         let loads = &t.loader_latency;
@@ -247,10 +264,14 @@ mod tests {
         let age = start.at.elapsed().as_secs_f64();
         assert!((60.0..70.0).contains(&age), "{age}");
         // 12 hits since t0, 6 since the start of the 1-minute window (each reading 10 s apart).
-        assert_eq!(start.kinds[0].l1_hits, 6);
+        assert_eq!(start.kind(0).l1_hits, 6);
         // Older than everything: the oldest reading.
         let oldest = h.start_of(Duration::from_secs(3600)).expect("readings");
-        assert_eq!(oldest.kinds[0].l1_hits, 0);
+        assert_eq!(oldest.kind(0).l1_hits, 0);
+        assert!(
+            oldest.kinds[0].is_none(),
+            "nothing counted: no copy of zeros kept"
+        );
     }
 
     #[test]
@@ -288,8 +309,12 @@ mod tests {
         for _ in 0..10 {
             KindStats::inc(&k.l1_hits);
         }
-        let after = k.raw();
-        add_savings(&[after.since(&before)], &[after], [(0, &k)].into_iter());
+        let after = Reading::take([(0, &k)].into_iter(), Gauges::default());
+        add_savings(
+            &[after.kind(0).since(&before)],
+            &after,
+            [(0, &k)].into_iter(),
+        );
         // 10 answered lookups × 50 ms.
         assert_eq!(k.raw().saved_us, 500_000);
     }

@@ -162,11 +162,7 @@ impl Inner {
         }
         let now = self.reading();
         self.history.record(now.clone(), |delta, secs, gauges| {
-            history::add_savings(
-                delta,
-                &now.kinds,
-                self.kinds.all().map(|k| (k.id, &k.stats)),
-            );
+            history::add_savings(delta, &now, self.kinds.all().map(|k| (k.id, &k.stats)));
             let (total, _) = self.figures(
                 self.kinds
                     .all()
