@@ -92,7 +92,8 @@ impl Reading {
     }
 
     /// Kind `id`'s counters (zeros for a kind never used).
-    pub(crate) fn kind(&self, id: usize) -> Raw {
+    #[cfg(test)]
+    fn kind(&self, id: usize) -> Raw {
         self.kinds
             .get(id)
             .and_then(Option::as_ref)

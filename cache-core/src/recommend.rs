@@ -313,10 +313,21 @@ fn kind_rules(name: &str, t: &TierStats, stats: &Stats, out: &mut Vec<Recommenda
                         ("absent", 0),
                         |best, (r, n)| if n > best.1 { (r, n) } else { best },
                     );
-            let why = if n > 0 {
+            let calls = t.loader.calls;
+            let failed = t.loader.errors;
+            let why = if failed >= MIN_EVENTS && failed * 2 >= calls {
+                // Failed loads store nothing: every lookup of a failing key calls the loader.
+                format!(
+                    ": {failed} of its {calls} loads failed, and a failure is not cached \
+                     (EntryOptions::error_ttl caches it briefly, so that repeated lookups of a \
+                     failing key stop reaching the origin)"
+                )
+            } else if n > 0 {
                 format!("; the most common miss reason besides absent is {top} ({n})")
             } else {
-                String::new()
+                "; its misses are first reads of their keys (absent): more lookups per key, a \
+                 longer TTL or warming would raise it"
+                    .to_owned()
             };
             out.push(rec(
                 "below_hit_rate_target",
@@ -529,6 +540,21 @@ mod tests {
             r[0]
         );
         assert!(r[0].message.contains("rejected"), "{}", r[0]);
+
+        // Mostly failed loads: said, with the setting that would help.
+        let mut t = kind(1_000, 0.5, 60_000);
+        if let Some(s) = t.settings.as_mut() {
+            s.hit_rate_target = Some(0.9);
+        }
+        t.loader.calls = 500;
+        t.loader.errors = 400;
+        let r = recommend(&stats(), &window("k", t));
+        assert!(
+            r[0].message.contains("400 of its 500 loads failed"),
+            "{}",
+            r[0]
+        );
+        assert!(r[0].message.contains("error_ttl"), "{}", r[0]);
     }
 
     #[test]
