@@ -78,6 +78,10 @@ pub(crate) enum Written {
     },
 }
 
+/// Slots of the table of keys whose value was too large to write: such values are rare (a
+/// misconfigured kind), so a smaller table than L1's departures (32 KiB).
+const OVERSIZED_SLOTS: usize = 1_024;
+
 pub(crate) struct EntryStore {
     l2: Arc<L2>,
     coherence: Arc<Coherence>,
@@ -103,7 +107,7 @@ impl EntryStore {
             codec,
             prefix,
             grace,
-            oversized: Departures::default(),
+            oversized: Departures::with_slots(OVERSIZED_SLOTS),
         }
     }
 
