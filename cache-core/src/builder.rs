@@ -668,7 +668,7 @@ impl CacheBuilder {
             l2,
             entries,
             coherence,
-            flights: moka::future::Cache::builder().build(),
+            flights: crate::flight::Flights::default(),
             refreshing: Claims::default(),
             lock_ttl: self.lock_ttl,
             lock_wait: self.lock_wait,

@@ -73,6 +73,7 @@ mod coherence;
 mod departures;
 mod entry_store;
 mod error;
+mod flight;
 mod freshness;
 mod heap_size;
 mod history;

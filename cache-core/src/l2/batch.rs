@@ -39,6 +39,43 @@ impl L2 {
     /// Most value bytes in one pipeline of writes; a single larger value goes alone.
     pub(crate) const MANY_CHUNK_BYTES: usize = 1 << 20;
 
+    /// Most keys in one `MGET` ([`mget`](Self::mget)).
+    pub(crate) const MGET_CHUNK_KEYS: usize = 1_024;
+
+    /// The values of `keys` (`None`: absent, or not a string): on one node, one `MGET` per
+    /// [`Self::MGET_CHUNK_KEYS`] keys, each a round trip under the normal deadline; on a Redis
+    /// Cluster, where an `MGET` must stay within one slot, one pipeline of `GET`s per master, all
+    /// masters in parallel (one round trip in all, as many commands as keys). A key a cluster
+    /// node refused reads as absent (the load that follows reads it again and handles the reply).
+    pub(crate) async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, L2Error> {
+        if self.cluster {
+            let replies = self.replies(keys, &gets(keys), |_| 0).await?;
+            return Ok(replies
+                .into_iter()
+                .map(|r| match self.read_reply(r, false) {
+                    Ok(ReadOrLease::Found(b)) => Some(b),
+                    _ => None,
+                })
+                .collect());
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(Self::MGET_CHUNK_KEYS) {
+            let got = self
+                .run(|mut c| async move {
+                    redis::cmd("MGET")
+                        .arg(chunk)
+                        .query_async::<Vec<Option<Vec<u8>>>>(&mut c)
+                        .await
+                })
+                .await?;
+            if got.len() != chunk.len() {
+                return Err(wrong_count());
+            }
+            out.extend(got);
+        }
+        Ok(out)
+    }
+
     /// [`read_or_lease`](Self::read_or_lease) of many keys (`leases[i]` for `keys[i]`), in
     /// pipelines; per key, `Err` when Redis refused that key's command (another type under it).
     /// An outage in any pipeline (including a reply such as `LOADING`) fails the whole batch.
