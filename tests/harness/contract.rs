@@ -889,7 +889,7 @@ pub async fn batch_loads_keep_tags_ttls_and_negative_caching_when_asked(b: Backe
                     .into_iter()
                     .filter_map(|k| {
                         let i: u32 = k[1..].parse().ok()?;
-                        (i % 2 == 0).then_some((k, Some(i)))
+                        i.is_multiple_of(2).then_some((k, Some(i)))
                     })
                     .collect();
                 Res::Ok(found)
