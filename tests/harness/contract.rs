@@ -692,6 +692,31 @@ pub async fn batch_loads_call_the_loader_once_and_pipeline_every_step(b: Backend
     );
 }
 
+/// A batch load of `keys` (each loaded as 1) on its own task, whose loader says it started and
+/// then waits at `held`.
+fn held_batch(
+    x: &Cache,
+    kind: &'static str,
+    keys: &[String],
+    held: &crate::Gate,
+    started: &Arc<tokio::sync::Notify>,
+) -> tokio::task::JoinHandle<Vec<Option<Arc<u32>>>> {
+    let (x, keys, held, started) = (x.clone(), keys.to_vec(), held.clone(), started.clone());
+    tokio::spawn(async move {
+        x.get_or_load_many(kind, &keys, |missing: Vec<String>| {
+            let (held, started) = (held.clone(), started.clone());
+            async move {
+                started.notify_one();
+                held.wait().await;
+                let loaded = missing.into_iter().map(|k| (k, 1u32));
+                Res::Ok(loaded.collect::<std::collections::HashMap<_, _>>())
+            }
+        })
+        .await
+        .unwrap()
+    })
+}
+
 /// A key a batch is loading is not loaded again by a single caller (it waits for the batch), and
 /// a key a single caller is loading is left out of a batch's loader call (the batch waits for it).
 pub async fn batches_and_single_reads_share_loads(b: Backend<'_>) {
@@ -703,26 +728,7 @@ pub async fn batches_and_single_reads_share_loads(b: Backend<'_>) {
 
     // The batch leads; a single caller of one of its keys joins it.
     let keys: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
-    let batch = {
-        let (x, keys, held, started) = (x.clone(), keys.clone(), held.clone(), started.clone());
-        tokio::spawn(async move {
-            x.get_or_load_many(kind, &keys, |missing: Vec<String>| {
-                let (held, started) = (held.clone(), started.clone());
-                async move {
-                    started.notify_one();
-                    held.wait().await;
-                    Res::Ok(
-                        missing
-                            .into_iter()
-                            .map(|k| (k, 1u32))
-                            .collect::<std::collections::HashMap<_, _>>(),
-                    )
-                }
-            })
-            .await
-            .unwrap()
-        })
-    };
+    let batch = held_batch(&x, kind, &keys, &held, &started);
     started.notified().await;
     let single_calls = Arc::new(AtomicUsize::new(0));
     let single = {
@@ -830,26 +836,7 @@ pub async fn a_batch_load_begun_before_an_invalidation_stores_nothing_for_that_k
     let held = crate::Gate::closed();
     let started = Arc::new(tokio::sync::Notify::new());
     let keys: Vec<String> = (0..5).map(|i| format!("c{i}")).collect();
-    let batch = {
-        let (x, keys, held, started) = (x.clone(), keys.clone(), held.clone(), started.clone());
-        tokio::spawn(async move {
-            x.get_or_load_many(kind, &keys, |missing: Vec<String>| {
-                let (held, started) = (held.clone(), started.clone());
-                async move {
-                    started.notify_one();
-                    held.wait().await;
-                    Res::Ok(
-                        missing
-                            .into_iter()
-                            .map(|k| (k, 1u32))
-                            .collect::<std::collections::HashMap<_, _>>(),
-                    )
-                }
-            })
-            .await
-            .unwrap()
-        })
-    };
+    let batch = held_batch(&x, kind, &keys, &held, &started);
     started.notified().await;
     y.invalidate(kind, "c2").await;
     held.open();
