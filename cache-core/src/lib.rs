@@ -70,6 +70,7 @@ mod cache;
 mod clock;
 mod codec;
 mod coherence;
+mod config;
 mod departures;
 mod entry_store;
 mod error;
