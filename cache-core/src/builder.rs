@@ -453,24 +453,32 @@ impl CacheBuilder {
     /// Logs the environment and file settings that code overrides (a TTL edited in the file that
     /// does not take effect should not go unnoticed).
     fn warn_overridden(&self) {
+        for (source, keys) in self.overridden() {
+            tracing::warn!(
+                settings = %keys.join(", "),
+                "settings from {source} are overridden by the ones set in code (CacheBuilder)"
+            );
+        }
+    }
+
+    /// The settings of the environment and of the config files that code overrides, by source.
+    fn overridden(&self) -> Vec<(String, Vec<String>)> {
         let code = self.code.keys();
-        for (layer, source) in [
+        [
             (&self.env, "the environment".to_owned()),
             (&self.file, self.file_names()),
-        ] {
-            let overridden: Vec<String> = layer
+        ]
+        .into_iter()
+        .filter_map(|(layer, source)| {
+            let keys: Vec<String> = layer
                 .keys()
                 .into_iter()
                 .filter(|k| code.contains(k))
                 .map(|k| k.to_string())
                 .collect();
-            if !overridden.is_empty() {
-                tracing::warn!(
-                    settings = %overridden.join(", "),
-                    "settings from {source} are overridden by the ones set in code (CacheBuilder)"
-                );
-            }
-        }
+            (!keys.is_empty()).then_some((source, keys))
+        })
+        .collect()
     }
 
     /// Builds the cache. Must run inside a tokio runtime.
@@ -706,5 +714,41 @@ mod tests {
             cache.get::<Option<u32>>(forever, "none").await.as_deref(),
             Some(&None)
         );
+    }
+
+    #[test]
+    fn the_file_and_environment_settings_code_overrides_are_listed_by_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.toml");
+        std::fs::write(
+            &path,
+            "prefix = \"file\"\nl2_timeout = \"50ms\"\n[kinds.api_response]\nttl = \"1m\"\nschema = \"v1\"\n",
+        )
+        .unwrap();
+        let b = CacheBuilder::new()
+            .prefix("code")
+            .kind(Kind::API_RESPONSE, KindConfig::new(Duration::from_secs(5)))
+            .with_env(&|name| {
+                [
+                    ("CACHE_CONFIG", path.to_str().unwrap()),
+                    ("CACHE_L1_MAX_BYTES", "8M"),
+                    ("CACHE_PREFIX", "env"),
+                ]
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+            })
+            .unwrap();
+        assert_eq!(
+            b.overridden(),
+            [
+                ("the environment".to_owned(), vec!["prefix".to_owned()]),
+                (
+                    path.display().to_string(),
+                    vec!["prefix".to_owned(), "kinds.api_response.ttl".to_owned()]
+                ),
+            ]
+        );
+        assert!(CacheBuilder::new().prefix("code").overridden().is_empty());
     }
 }

@@ -45,7 +45,11 @@ impl fmt::Debug for L2Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             L2Target::None => f.write_str("None"),
-            L2Target::Url(u) => write!(f, "Url({})", crate::l2::conn::shown_urls(&[u.clone()])),
+            L2Target::Url(u) => write!(
+                f,
+                "Url({})",
+                crate::l2::conn::shown_urls(std::slice::from_ref(u))
+            ),
             L2Target::Cluster(n) => write!(f, "Cluster({})", crate::l2::conn::shown_urls(n)),
         }
     }
