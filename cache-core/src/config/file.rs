@@ -130,6 +130,8 @@ pub(crate) fn read(path: &Path) -> Result<Settings> {
 /// The settings of `text`, the content of the file at `path` (relative paths in it are read from
 /// the file's directory), checked.
 pub(crate) fn parse(text: &str, path: &Path) -> Result<Settings> {
+    // Messages are toml's bare message with a position, never its rendering of the source line:
+    // that line may be a `redis_url` with its password.
     let located = |span: Option<Range<usize>>, key: Option<String>, message: &str| {
         let mut at = path.display().to_string();
         if let Some((line, column)) = span.map(|s| line_column(text, s.start)) {

@@ -404,3 +404,48 @@ fn the_sample_shows_every_key() {
         assert!(shown, "cache.example.toml does not show `{key}`");
     }
 }
+
+/// The ```toml blocks of `text` (lines with `strip` removed first, for rustdoc comments).
+fn toml_blocks(text: &str, strip: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        let line = line.trim_start().strip_prefix(strip).unwrap_or(line);
+        let line = line.strip_prefix(' ').unwrap_or(line);
+        match (&mut current, line.trim_end()) {
+            (None, "```toml") => current = Some(String::new()),
+            (Some(_), "```") => blocks.extend(current.take()),
+            (Some(block), l) => {
+                block.push_str(l);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn the_config_excerpts_of_the_readme_and_the_rustdoc_parse() {
+    let readme = toml_blocks(include_str!("../../../../README.md"), "");
+    let rustdoc = toml_blocks(include_str!("../../builder.rs"), "///");
+    assert!(!readme.is_empty() && !rustdoc.is_empty());
+    for block in readme.iter().chain(&rustdoc) {
+        let (_dir, path) = write(block);
+        config_of(&path);
+    }
+}
+
+#[test]
+fn errors_never_show_the_source_line_that_may_hold_a_password() {
+    for text in [
+        "redis_url = \"redis://app:s3cret-pw@cache:6379\nprefix = \"app\"\n",
+        "redis_url = \"redis://app:s3cret-pw@cache:6379\" extra\n",
+        "redis_url = \"redis://app:s3cret-pw@cache:6379\"\nredis_url = \"redis://app:s3cret-pw@other:6379\"\n",
+        "redis_url = \"redis://app:s3cret-pw@cache:6379\"\nredis_cluster_urls = [\"redis://app:s3cret-pw@c:1\"]\n",
+        "redis_url = [\"redis://app:s3cret-pw@cache:6379\"]\n",
+    ] {
+        let m = error_of(text);
+        assert!(!m.contains("s3cret"), "{m}");
+    }
+}
