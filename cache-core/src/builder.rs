@@ -137,7 +137,8 @@ impl CacheBuilder {
     }
 
     /// Reads the settings of a TOML config file: every builder setting, and each kind's settings
-    /// in a `[kinds.NAME]` table, keyed by the methods' names. The environment and code override
+    /// in a `[kinds.NAME]` table, keyed by the methods' names (but `redis_cluster_urls`,
+    /// `redis_tls_ca_file` and `breaker_cooldown_min` / `_max`). The environment and code override
     /// them (see [Where settings come from](Self#where-settings-come-from)); a file read later
     /// overrides one read earlier. The repository's `cache.example.toml` shows every key.
     ///

@@ -147,6 +147,10 @@ impl Tiers {
 ///     .ttl_jitter(0.1); // TTLs cut by 0-10% at random
 /// assert_eq!(cfg.eager_refresh_fraction(), Some(0.8));
 /// ```
+///
+/// Two configs are equal when they set the same settings to the same values: a setting set to its
+/// default differs from one left unset, which a config file can still set
+/// ([`CacheBuilder::kind`](crate::CacheBuilder::kind)).
 #[derive(Debug, Clone, PartialEq)]
 pub struct KindConfig {
     ttl: Duration,
