@@ -43,7 +43,7 @@
 //! ```
 //!
 //! ## Components
-//! [`Cache`] (the handle), [`CacheBuilder`] (settings, `from_env`), [`Kind`] / [`KindConfig`] /
+//! [`Cache`] (the handle), [`CacheBuilder`] (settings in code, `from_env`, a TOML `config_file`), [`Kind`] / [`KindConfig`] /
 //! [`Tiers`] (named kinds with default TTLs, tier routing and freshness settings), [`EntryOptions`]
 //! (per-call TTL, fixed or computed from the value, tags and freshness), [`Stats`] (snapshot),
 //! [`Error`], [`LoadError`].
@@ -70,6 +70,7 @@ mod cache;
 mod clock;
 mod codec;
 mod coherence;
+mod config;
 mod departures;
 mod entry_store;
 mod error;

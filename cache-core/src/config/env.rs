@@ -1,0 +1,163 @@
+//! The environment's layer of settings: `REDIS_URL`, `CACHE_PREFIX`, ... (the table is in the
+//! rustdoc of `CacheBuilder::from_env`). `CACHE_CONFIG`, which names a config file rather than a
+//! setting, is read by the builder.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::{parse_bool, parse_bytes, L2Target, Pem, Settings};
+use crate::error::{Error, Result};
+
+/// The settings set by the variables `var` gives (`std::env::var` but for tests); unset or empty
+/// ones are left unset.
+///
+/// # Errors
+/// [`Error::Config`] naming the first malformed variable.
+pub(crate) fn read(var: &dyn Fn(&str) -> Option<String>) -> Result<Settings> {
+    let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    let number = |name: &str| -> Result<Option<u64>> { parse(name, get(name)) };
+    let millis = |name: &str| Ok::<_, Error>(number(name)?.map(Duration::from_millis));
+    let secs = |name: &str| Ok::<_, Error>(number(name)?.map(Duration::from_secs));
+    let bytes = |name: &str| -> Result<Option<u64>> {
+        get(name)
+            .map(|v| {
+                parse_bytes(&v).map_err(|_| {
+                    Error::Config(format!(
+                        "{name}={v:?} is not a byte size (e.g. 67108864, 64M, 64MiB)"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let usize_bytes = |name: &str| -> Result<Option<usize>> {
+        bytes(name)?
+            .map(|b| {
+                usize::try_from(b)
+                    .map_err(|_| Error::Config(format!("{name}: {b} bytes is too large")))
+            })
+            .transpose()
+    };
+
+    let mut s = Settings::default();
+    if let Some(nodes) = get("REDIS_CLUSTER_URLS") {
+        s.l2 = Some(L2Target::Cluster(
+            nodes
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ));
+    } else if let Some(url) = get("REDIS_URL") {
+        s.l2 = Some(L2Target::Url(url));
+    }
+    if let Some(path) = get("REDIS_TLS_CA_FILE") {
+        let pem = std::fs::read(&path)
+            .map_err(|e| Error::Config(format!("REDIS_TLS_CA_FILE: cannot read {path}: {e}")))?;
+        s.tls_root_cert = Some(Pem(pem));
+    }
+    if let Some(v) = get("CACHE_ENABLED") {
+        s.enabled = Some(parse_bool(&v).ok_or_else(|| {
+            Error::Config(format!("CACHE_ENABLED={v:?} is not a boolean (true/false)"))
+        })?);
+    }
+    s.prefix = get("CACHE_PREFIX").map(|v| v.trim().to_owned());
+    s.l1_max_bytes = bytes("CACHE_L1_MAX_BYTES")?;
+    s.l2_connect_timeout = millis("CACHE_L2_CONNECT_TIMEOUT_MS")?;
+    s.l2_timeout = millis("CACHE_L2_TIMEOUT_MS")?;
+    s.compress_threshold = usize_bytes("CACHE_COMPRESS_THRESHOLD_BYTES")?;
+    s.max_value_bytes = usize_bytes("CACHE_MAX_VALUE_BYTES")?;
+    s.breaker_failure_threshold = parse("CACHE_BREAKER_FAILURES", get("CACHE_BREAKER_FAILURES"))?;
+    s.ttl_jitter = parse("CACHE_TTL_JITTER", get("CACHE_TTL_JITTER"))?;
+    s.breaker_open_l1_ttl = millis("CACHE_BREAKER_OPEN_L1_TTL_MS")?;
+    s.distributed_lock_ttl = millis("CACHE_LOCK_TTL_MS")?;
+    s.distributed_lock_wait = millis("CACHE_LOCK_WAIT_MS")?;
+    s.max_pending_invalidations = parse(
+        "CACHE_MAX_PENDING_INVALIDATIONS",
+        get("CACHE_MAX_PENDING_INVALIDATIONS"),
+    )?;
+    s.stats_report_interval = secs("CACHE_STATS_REPORT_SECS")?;
+    s.fail_safe_grace = secs("CACHE_FAIL_SAFE_GRACE_SECS")?;
+    Ok(s)
+}
+
+fn parse<T: FromStr>(name: &str, value: Option<String>) -> Result<Option<T>> {
+    value
+        .map(|v| {
+            v.trim()
+                .parse()
+                .map_err(|_| Error::Config(format!("{name}={v:?} is not a valid number")))
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn read_vars(vars: &[(&str, &str)]) -> Result<Settings> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        read(&|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn variables_set_their_settings_and_empty_ones_are_unset() {
+        let s = read_vars(&[
+            ("REDIS_URL", "redis://127.0.0.1:1"),
+            ("CACHE_PREFIX", " app "),
+            ("CACHE_L1_MAX_BYTES", "8M"),
+            ("CACHE_L2_TIMEOUT_MS", "80"),
+            ("CACHE_MAX_VALUE_BYTES", "1MiB"),
+            ("CACHE_ENABLED", "off"),
+            ("CACHE_STATS_REPORT_SECS", "0"),
+            ("CACHE_LOCK_WAIT_MS", " "),
+        ])
+        .unwrap();
+        assert_eq!(s.l2, Some(L2Target::Url("redis://127.0.0.1:1".into())));
+        assert_eq!(s.prefix.as_deref(), Some("app"));
+        assert_eq!(s.l1_max_bytes, Some(8 << 20));
+        assert_eq!(s.l2_timeout, Some(Duration::from_millis(80)));
+        assert_eq!(s.max_value_bytes, Some(1 << 20));
+        assert_eq!(s.enabled, Some(false));
+        assert_eq!(s.stats_report_interval, Some(Duration::ZERO));
+        assert_eq!(s.distributed_lock_wait, None);
+        assert_eq!(s.l2_connect_timeout, None);
+    }
+
+    #[test]
+    fn the_cluster_list_wins_over_the_single_url() {
+        let s = read_vars(&[
+            ("REDIS_URL", "redis://a:1"),
+            ("REDIS_CLUSTER_URLS", "redis://b:1, redis://c:1,"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.l2,
+            Some(L2Target::Cluster(vec![
+                "redis://b:1".into(),
+                "redis://c:1".into()
+            ]))
+        );
+    }
+
+    #[test]
+    fn malformed_variables_are_named() {
+        for (var, value) in [
+            ("CACHE_L1_MAX_BYTES", "a lot"),
+            ("CACHE_ENABLED", "maybe"),
+            ("CACHE_LOCK_WAIT_MS", "soon"),
+            ("CACHE_TTL_JITTER", "ten percent"),
+            ("REDIS_TLS_CA_FILE", "/nonexistent/ca.pem"),
+        ] {
+            let err = read_vars(&[(var, value)]).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config(m) if m.contains(var)),
+                "{var}: {err}"
+            );
+        }
+    }
+}
