@@ -186,7 +186,8 @@ impl EntryStore {
             }
         };
         ke.stats.read_latency.record(started.elapsed());
-        self.check(ke, full, fp, bytes).await
+        // A read without a lease (`get`) writes nothing back: it needs no identity.
+        self.check(ke, full, fp, bytes, lease).await
     }
 
     /// A plain read of `full` (no lease) that returns only a fresh, current entry that `accept`
@@ -307,19 +308,26 @@ impl EntryStore {
         })
     }
 
-    /// Decodes and checks bytes read from L2 (see the module docs).
+    /// Decodes and checks bytes read from L2 (see the module docs); `want_seen`: the entry's
+    /// identity is kept (`Found::seen`, `L2Read::Miss`) for a write-back to compare against.
     pub(crate) async fn check<T>(
         &self,
         ke: &KindEntry,
         full: &str,
         fp: u64,
         bytes: Vec<u8>,
+        want_seen: bool,
     ) -> L2Read<T>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
         KindStats::add(&ke.stats.l2_bytes_read, bytes.len() as u64);
-        let seen = codec::identity(&bytes).to_vec();
+        // What a compare-and-set against this entry would expect (only for a load that writes back).
+        let seen = if want_seen {
+            codec::identity(&bytes).to_vec()
+        } else {
+            Vec::new()
+        };
         let decoded = match codec::decode::<T>(&self.codec, &bytes, fp) {
             Ok(Some(d)) => d,
             Ok(None) => {
@@ -582,7 +590,7 @@ impl EntryStore {
                     return L2Read::Unavailable;
                 };
                 match reply {
-                    Ok(ReadOrLease::Found(bytes)) => self.check(ke, full, fp, bytes).await,
+                    Ok(ReadOrLease::Found(bytes)) => self.check(ke, full, fp, bytes, true).await,
                     Ok(ReadOrLease::Leased) => {
                         ke.stats.l2_miss(self.absent(full));
                         L2Read::Leased(codec::identity(lease).to_vec())
