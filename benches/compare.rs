@@ -531,6 +531,12 @@ async fn l1_hit(plan: &Plan, url: &str) -> Vec<Row> {
         get_or_load().await;
     }
     let gol_allocs = allocs(1_000, heap::allocs());
+    // moka's own: its maintenance (draining the read log) runs now and then inside a call.
+    heap::start();
+    for _ in 0..1_000 {
+        black_box(raw_expiry.get(black_box(FULL)).await);
+    }
+    let moka_allocs = allocs(1_000, heap::allocs());
     heap::stop();
     let [r_raw, r_get, r_gol, r_exp] = per_op;
     let (raw_ns, get_ns, gol_ns, exp_ns) = (
@@ -547,7 +553,8 @@ async fn l1_hit(plan: &Plan, url: &str) -> Vec<Row> {
     println!(
         "L1 hit, 1 task, {n} ops x {} rounds (thread CPU time): raw moka {raw_ns:.0} ns, \
          get {get_ns:.0} ns, get_or_load {gol_ns:.0} ns; moka with weigher + per-entry expiry \
-         {exp_ns:.0} ns; heap allocations per hit: get {get_allocs:.2}, get_or_load {gol_allocs:.2}",
+         {exp_ns:.0} ns; heap allocations per hit: get {get_allocs:.2}, get_or_load \
+         {gol_allocs:.2}, same-config moka {moka_allocs:.2}",
         plan.rounds
     );
     let same = |ns_: f64| format!("moka, same weigher + per-entry expiry: {}", ns(ns_));
@@ -556,11 +563,15 @@ async fn l1_hit(plan: &Plan, url: &str) -> Vec<Row> {
         Row::new("L1 hit: `get_or_load`", ns(gol_ns), same(exp_ns))
             .rounds(&r_gol, &r_exp, 1.1, true),
         Row::new(
-            "L1 hit: heap allocations per `get` / `get_or_load` (counting allocator)",
-            format!("{get_allocs:.2} / {gol_allocs:.2}"),
-            "0",
+            "L1 hit: heap allocations per `get` / `get_or_load` beyond moka's own (counting allocator)",
+            format!(
+                "{:+.2} / {:+.2}",
+                get_allocs - moka_allocs,
+                gol_allocs - moka_allocs
+            ),
+            format!("same-config moka `get`: {moka_allocs:.2} per read"),
         )
-        .check("0", get_allocs == 0.0 && gol_allocs == 0.0),
+        .check("0", get_allocs <= moka_allocs && gol_allocs <= moka_allocs),
         Row::new(
             "(for reference) L1 hit `get` against count-bounded moka",
             ns(get_ns),
