@@ -627,6 +627,7 @@ impl CacheBuilder {
                 connect_timeout: self.connect_timeout,
                 op_timeout: self.op_timeout,
                 breaker: self.breaker.clone(),
+                acl_rules: crate::l2::acl::fill(crate::l2::acl::ACL_RULES, &self.prefix),
             })?))
         };
         let longest_ttl = kinds.longest_ttl().max(Duration::from_secs(3600));
