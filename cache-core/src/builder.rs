@@ -75,18 +75,30 @@ impl Default for CacheBuilder {
     }
 }
 
-fn env_var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
+/// The variables [`CacheBuilder::from_env`] reads, through `get` (the process environment, or a
+/// test's table): unset or blank ones are `None`.
+struct Env<F>(F);
 
-fn parse_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
-    match env_var(name) {
-        None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| Error::Config(format!("{name}={v:?} is not a valid number"))),
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    /// The value of `name`, one of [`CacheBuilder::ENV_VARS`].
+    fn var(&self, name: &str) -> Option<String> {
+        debug_assert!(
+            CacheBuilder::ENV_VARS.contains(&name),
+            "{name} is read by from_env but missing from CacheBuilder::ENV_VARS"
+        );
+        (self.0)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    /// The value of `name` as a number.
+    fn parse<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>> {
+        match self.var(name) {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| Error::Config(format!("{name}={v:?} is not a valid number"))),
+        }
     }
 }
 
@@ -200,62 +212,97 @@ impl CacheBuilder {
     /// # Errors
     /// [`Error::Config`] naming the malformed variable.
     pub fn from_env() -> Result<Self> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// The environment variables [`from_env`](Self::from_env) reads, and no other: every setting
+    /// a deployment can give the cache through its environment. Deployment recipes can check the
+    /// variables they set against it (this repository's `deploy/` is, in
+    /// `tests/deploy_recipes.rs`).
+    ///
+    /// ```
+    /// assert!(cache_core::CacheBuilder::ENV_VARS.contains(&"CACHE_L1_MAX_BYTES"));
+    /// ```
+    pub const ENV_VARS: &'static [&'static str] = &[
+        "REDIS_URL",
+        "REDIS_CLUSTER_URLS",
+        "REDIS_TLS_CA_FILE",
+        "CACHE_ENABLED",
+        "CACHE_PREFIX",
+        "CACHE_L1_MAX_BYTES",
+        "CACHE_L2_CONNECT_TIMEOUT_MS",
+        "CACHE_L2_TIMEOUT_MS",
+        "CACHE_COMPRESS_THRESHOLD_BYTES",
+        "CACHE_MAX_VALUE_BYTES",
+        "CACHE_BREAKER_FAILURES",
+        "CACHE_TTL_JITTER",
+        "CACHE_BREAKER_OPEN_L1_TTL_MS",
+        "CACHE_LOCK_TTL_MS",
+        "CACHE_LOCK_WAIT_MS",
+        "CACHE_MAX_PENDING_INVALIDATIONS",
+        "CACHE_STATS_REPORT_SECS",
+        "CACHE_FAIL_SAFE_GRACE_SECS",
+    ];
+
+    /// [`from_env`](Self::from_env) with the variables read through `get`.
+    fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let env = Env(get);
         let mut b = Self::new();
-        if let Some(nodes) = env_var("REDIS_CLUSTER_URLS") {
+        if let Some(nodes) = env.var("REDIS_CLUSTER_URLS") {
             b = b.redis_cluster(nodes.split(',').map(str::trim).filter(|s| !s.is_empty()));
-        } else if let Some(url) = env_var("REDIS_URL") {
+        } else if let Some(url) = env.var("REDIS_URL") {
             b = b.redis_url(url);
         }
-        if let Some(path) = env_var("REDIS_TLS_CA_FILE") {
+        if let Some(path) = env.var("REDIS_TLS_CA_FILE") {
             let pem = std::fs::read(&path).map_err(|e| {
                 Error::Config(format!("REDIS_TLS_CA_FILE: cannot read {path}: {e}"))
             })?;
             b = b.redis_tls_root_cert(pem);
         }
-        if let Some(v) = env_var("CACHE_ENABLED") {
+        if let Some(v) = env.var("CACHE_ENABLED") {
             b.enabled = parse_bool("CACHE_ENABLED", &v)?;
         }
-        if let Some(v) = env_var("CACHE_PREFIX") {
+        if let Some(v) = env.var("CACHE_PREFIX") {
             b.prefix = v.trim().to_owned();
         }
-        if let Some(v) = env_var("CACHE_L1_MAX_BYTES") {
+        if let Some(v) = env.var("CACHE_L1_MAX_BYTES") {
             b.l1_max_bytes = parse_bytes("CACHE_L1_MAX_BYTES", &v)?;
         }
-        if let Some(ms) = parse_env::<u64>("CACHE_L2_CONNECT_TIMEOUT_MS")? {
+        if let Some(ms) = env.parse::<u64>("CACHE_L2_CONNECT_TIMEOUT_MS")? {
             b.connect_timeout = Duration::from_millis(ms);
         }
-        if let Some(ms) = parse_env::<u64>("CACHE_L2_TIMEOUT_MS")? {
+        if let Some(ms) = env.parse::<u64>("CACHE_L2_TIMEOUT_MS")? {
             b.op_timeout = Duration::from_millis(ms);
         }
-        if let Some(v) = env_var("CACHE_COMPRESS_THRESHOLD_BYTES") {
+        if let Some(v) = env.var("CACHE_COMPRESS_THRESHOLD_BYTES") {
             b.codec.compress_threshold =
                 parse_bytes("CACHE_COMPRESS_THRESHOLD_BYTES", &v)? as usize;
         }
-        if let Some(v) = env_var("CACHE_MAX_VALUE_BYTES") {
+        if let Some(v) = env.var("CACHE_MAX_VALUE_BYTES") {
             b.codec.max_value_bytes = parse_bytes("CACHE_MAX_VALUE_BYTES", &v)? as usize;
         }
-        if let Some(n) = parse_env::<u32>("CACHE_BREAKER_FAILURES")? {
+        if let Some(n) = env.parse::<u32>("CACHE_BREAKER_FAILURES")? {
             b.breaker.failure_threshold = n;
         }
-        if let Some(f) = parse_env::<f64>("CACHE_TTL_JITTER")? {
+        if let Some(f) = env.parse::<f64>("CACHE_TTL_JITTER")? {
             b = b.ttl_jitter(f);
         }
-        if let Some(ms) = parse_env::<u64>("CACHE_BREAKER_OPEN_L1_TTL_MS")? {
+        if let Some(ms) = env.parse::<u64>("CACHE_BREAKER_OPEN_L1_TTL_MS")? {
             b = b.breaker_open_l1_ttl(Duration::from_millis(ms));
         }
-        if let Some(ms) = parse_env::<u64>("CACHE_LOCK_TTL_MS")? {
+        if let Some(ms) = env.parse::<u64>("CACHE_LOCK_TTL_MS")? {
             b = b.distributed_lock_ttl(Duration::from_millis(ms));
         }
-        if let Some(ms) = parse_env::<u64>("CACHE_LOCK_WAIT_MS")? {
+        if let Some(ms) = env.parse::<u64>("CACHE_LOCK_WAIT_MS")? {
             b = b.distributed_lock_wait(Duration::from_millis(ms));
         }
-        if let Some(n) = parse_env::<usize>("CACHE_MAX_PENDING_INVALIDATIONS")? {
+        if let Some(n) = env.parse::<usize>("CACHE_MAX_PENDING_INVALIDATIONS")? {
             b = b.max_pending_invalidations(n);
         }
-        if let Some(s) = parse_env::<u64>("CACHE_STATS_REPORT_SECS")? {
+        if let Some(s) = env.parse::<u64>("CACHE_STATS_REPORT_SECS")? {
             b = b.stats_report_interval(Duration::from_secs(s));
         }
-        if let Some(s) = parse_env::<u64>("CACHE_FAIL_SAFE_GRACE_SECS")? {
+        if let Some(s) = env.parse::<u64>("CACHE_FAIL_SAFE_GRACE_SECS")? {
             b.grace = Duration::from_secs(s);
         }
         Ok(b)
@@ -707,6 +754,49 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_env_reads_exactly_the_listed_variables() {
+        let read = std::cell::RefCell::new(Vec::new());
+        CacheBuilder::from_vars(|name| {
+            read.borrow_mut().push(name.to_owned());
+            None
+        })
+        .expect("no variable set");
+        let mut read = read.into_inner();
+        read.sort();
+        let mut listed: Vec<String> = CacheBuilder::ENV_VARS
+            .iter()
+            .map(|&v| v.to_owned())
+            .collect();
+        listed.sort();
+        assert_eq!(
+            read, listed,
+            "each listed variable read once, and nothing else"
+        );
+    }
+
+    #[test]
+    fn variables_are_read_through_the_lookup_given() {
+        let vars = [
+            ("CACHE_PREFIX", "app"),
+            ("CACHE_L1_MAX_BYTES", "2M"),
+            ("CACHE_ENABLED", " "),
+        ];
+        let get = |name: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        let b = CacheBuilder::from_vars(get).expect("valid");
+        assert_eq!(
+            (b.prefix.as_str(), b.l1_max_bytes, b.enabled),
+            ("app", 2 << 20, true)
+        );
+        let bad =
+            CacheBuilder::from_vars(|n| (n == "CACHE_L2_TIMEOUT_MS").then(|| "soon".to_owned()));
+        assert!(matches!(bad, Err(Error::Config(m)) if m.contains("CACHE_L2_TIMEOUT_MS")));
+    }
 
     #[test]
     fn byte_sizes_accept_suffixes_and_reject_garbage() {
