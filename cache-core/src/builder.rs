@@ -758,7 +758,7 @@ mod tests {
     #[test]
     fn from_env_reads_exactly_the_listed_variables() {
         let read = std::cell::RefCell::new(Vec::new());
-        CacheBuilder::from_vars(|name| {
+        let _defaults = CacheBuilder::from_vars(|name| {
             read.borrow_mut().push(name.to_owned());
             None
         })

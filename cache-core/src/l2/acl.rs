@@ -19,8 +19,8 @@ use std::sync::Mutex;
 /// [`acl_rules`](crate::admin::acl_rules), which fills it in): its keys (`{prefix}:*`), its
 /// backplane channel (`{prefix}:bp`), and exactly the commands the library sends.
 ///
-/// Give them to a user with `ACL SETUSER cache on >PASSWORD <rules>` (or a `user cache on
-/// >PASSWORD <rules>` line of an ACL file); Redis 6.2 or newer (channel rules).
+/// Give them to a user with `ACL SETUSER cache on >PASSWORD <rules>`, or in an ACL file:
+/// `user cache on >PASSWORD <rules>`. Redis 6.2 or newer (channel rules).
 pub const ACL_RULES: &str = "resetkeys ~{prefix}:* resetchannels &{prefix}:bp -@all \
 +ping +get +mget +set +pexpire +pttl +del +unlink +evalsha +script|load \
 +zadd +zremrangebyscore +zrangebyscore +scan +info \
