@@ -94,6 +94,17 @@ impl CacheBuilder {
         }
     }
 
+    /// The environment variables [`from_env`](Self::from_env) reads, and no other: every setting
+    /// a deployment can give the cache through its environment. Deployment recipes can check the
+    /// variables they set against it (this repository's `deploy/` is, in
+    /// `tests/deploy_recipes.rs`).
+    ///
+    /// ```
+    /// assert!(cache_core::CacheBuilder::ENV_VARS.contains(&"CACHE_L1_MAX_BYTES"));
+    /// assert!(cache_core::CacheBuilder::ENV_VARS.contains(&"CACHE_CONFIG"));
+    /// ```
+    pub const ENV_VARS: &'static [&'static str] = config::env::VARS;
+
     /// A builder from environment variables (unset or empty ones keep their defaults), and from
     /// the config file `CACHE_CONFIG` names, if set, below them (see
     /// [`config_file`](Self::config_file)):
@@ -513,6 +524,7 @@ impl CacheBuilder {
                 connect_timeout: cfg.connect_timeout,
                 op_timeout: cfg.op_timeout,
                 breaker: cfg.breaker.clone(),
+                acl_rules: crate::l2::acl::fill(crate::l2::acl::ACL_RULES, &cfg.prefix),
             })?))
         };
         let longest_ttl = kinds.longest_ttl().max(Duration::from_secs(3600));

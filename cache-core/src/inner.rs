@@ -66,6 +66,11 @@ impl Inner {
             prefix: self.prefix.clone(),
             l2_configured: self.l2.is_some(),
             l2_refusing_writes: self.l2.as_ref().is_some_and(|l2| l2.refusing_writes()),
+            l2_acl_refused: self
+                .l2
+                .as_ref()
+                .map(|l2| l2.acl.commands())
+                .unwrap_or_default(),
             breaker: self.l2.as_ref().map(|l2| BreakerStats {
                 state: l2.breaker.state(),
                 opens: l2.breaker.opens(),

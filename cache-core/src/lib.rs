@@ -138,5 +138,6 @@ pub const DEFAULT_PREFIX: &str = "cache";
 
 /// The README's code sample, compiled and run as a doctest.
 #[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
+// `README.md` here is a link to the workspace README, packaged as a file by `cargo package`.
+#[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

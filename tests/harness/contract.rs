@@ -1,12 +1,18 @@
 //! Contracts every L2 backend must keep, written once and run against a single redis-server
 //! (`tests/contract_single.rs`) and a 3-master Redis Cluster (`tests/cluster.rs`).
+//!
+//! Every cache here connects as a Redis user with exactly the ACL rules the library documents
+//! (`cache_core::admin::acl_rules` of its prefix), and after each contract the suite checks that
+//! Redis refused none of its commands (`ACL LOG`): a command the library starts sending without
+//! adding it to the rules fails the suite. The harness's own inspection (`KEYS`, `INFO`, `SCRIPT
+//! FLUSH`...) goes through the default user.
 
 use cache_core::{Cache, CacheBuilder, EntryOptions, Kind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::{init_tracing, unique_prefix, within, RedisCluster, RedisServer};
+use crate::{acl, init_tracing, unique_prefix, within, RedisCluster, RedisServer};
 
 type Res<T> = Result<T, std::io::Error>;
 
@@ -20,19 +26,40 @@ pub enum Backend<'a> {
 }
 
 impl Backend<'_> {
-    /// A builder pointed at this backend.
-    pub fn builder(&self, prefix: &str) -> CacheBuilder {
+    /// A builder pointed at this backend, as a user with exactly the documented ACL rules of
+    /// `prefix` (created on every node).
+    pub async fn builder(&self, prefix: &str) -> CacheBuilder {
         init_tracing();
+        let user = acl::cache_user(prefix);
+        let rules = cache_core::admin::acl_rules(prefix);
+        for s in self.servers() {
+            acl::set_user(s, &s.url(), &user, &rules).await;
+        }
         let b = Cache::builder().prefix(prefix);
         match self {
-            Backend::Single(s) => b.redis_url(s.url()),
-            Backend::Cluster(c) => b.redis_cluster(c.urls()),
+            Backend::Single(s) => b.redis_url(acl::url_as(&s.url(), &user)),
+            Backend::Cluster(c) => b.redis_cluster(c.urls().iter().map(|u| acl::url_as(u, &user))),
+        }
+    }
+
+    /// Panics if any node refused a command of the caches' users since the last check (`ACL
+    /// LOG`): the documented rules lack something the library sends.
+    pub async fn assert_no_acl_refusals(&self) {
+        for s in self.servers() {
+            let refused = acl::refusals(&s.url()).await;
+            assert!(
+                refused.is_empty(),
+                "node {} refused commands of the cache's ACL user (add them to \
+                 cache_core::admin::ACL_RULES and the README):\n{}",
+                s.port(),
+                refused.join("\n")
+            );
         }
     }
 
     /// A built cache (asserting it connected and subscribed).
     pub async fn cache(&self, prefix: &str) -> Cache {
-        let c = self.builder(prefix).build().await.expect("build");
+        let c = self.builder(prefix).await.build().await.expect("build");
         assert_eq!(c.breaker_state(), Some(cache_core::BreakerState::Closed));
         assert!(c.backplane_subscribed());
         c
@@ -173,6 +200,7 @@ pub async fn the_distributed_lock_runs_one_loader_across_instances(b: Backend<'_
     for _ in 0..2 {
         caches.push(
             b.builder(&prefix)
+                .await
                 .kind(Kind::new("origin"), kind.clone())
                 .build()
                 .await
@@ -403,6 +431,7 @@ pub async fn warming_pipelines_entries_to_every_node(b: Backend<'_>) {
     // machine from tripping the breaker.
     let build = || async {
         b.builder(&prefix)
+            .await
             .l2_timeout(Duration::from_secs(2))
             .build()
             .await
@@ -475,6 +504,7 @@ pub async fn lost_scripts_resend_only_the_items_refused_for_them(b: Backend<'_>)
     let prefix = unique_prefix("noscript");
     let build = || async {
         b.builder(&prefix)
+            .await
             .l2_timeout(Duration::from_secs(2))
             .build()
             .await
@@ -989,6 +1019,9 @@ macro_rules! contract_suite {
             async fn $name() {
                 let backend = $start;
                 $crate::contract::$name($crate::contract::Backend::$variant(&backend)).await;
+                $crate::contract::Backend::$variant(&backend)
+                    .assert_no_acl_refusals()
+                    .await;
             }
         )*
     };

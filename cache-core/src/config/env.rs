@@ -8,13 +8,40 @@ use std::time::Duration;
 use super::{parse_bool, parse_bytes, L2Target, Pem, Settings};
 use crate::error::{Error, Result};
 
+/// Every variable [`read`] reads, and `CACHE_CONFIG` (read by the builder): what
+/// `CacheBuilder::ENV_VARS` publishes for deployment recipes to check against.
+pub(crate) const VARS: &[&str] = &[
+    "CACHE_CONFIG",
+    "REDIS_URL",
+    "REDIS_CLUSTER_URLS",
+    "REDIS_TLS_CA_FILE",
+    "CACHE_ENABLED",
+    "CACHE_PREFIX",
+    "CACHE_L1_MAX_BYTES",
+    "CACHE_L2_CONNECT_TIMEOUT_MS",
+    "CACHE_L2_TIMEOUT_MS",
+    "CACHE_COMPRESS_THRESHOLD_BYTES",
+    "CACHE_MAX_VALUE_BYTES",
+    "CACHE_BREAKER_FAILURES",
+    "CACHE_TTL_JITTER",
+    "CACHE_BREAKER_OPEN_L1_TTL_MS",
+    "CACHE_LOCK_TTL_MS",
+    "CACHE_LOCK_WAIT_MS",
+    "CACHE_MAX_PENDING_INVALIDATIONS",
+    "CACHE_STATS_REPORT_SECS",
+    "CACHE_FAIL_SAFE_GRACE_SECS",
+];
+
 /// The settings set by the variables `var` gives (`std::env::var` but for tests); unset or empty
 /// ones are left unset.
 ///
 /// # Errors
 /// [`Error::Config`] naming the first malformed variable.
 pub(crate) fn read(var: &dyn Fn(&str) -> Option<String>) -> Result<Settings> {
-    let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    let get = |name: &str| {
+        debug_assert!(VARS.contains(&name), "{name} is read but missing from VARS");
+        var(name).filter(|v| !v.trim().is_empty())
+    };
     let number = |name: &str| -> Result<Option<u64>> { parse(name, get(name)) };
     let millis = |name: &str| Ok::<_, Error>(number(name)?.map(Duration::from_millis));
     let secs = |name: &str| Ok::<_, Error>(number(name)?.map(Duration::from_secs));
@@ -159,5 +186,22 @@ mod tests {
                 "{var}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn the_published_list_is_exactly_what_is_read() {
+        let read = std::sync::Mutex::new(Vec::new());
+        super::read(&|name: &str| {
+            read.lock().unwrap().push(name.to_owned());
+            None
+        })
+        .expect("nothing set");
+        let mut read = read.into_inner().unwrap();
+        read.push("CACHE_CONFIG".to_owned()); // read by the builder
+        read.sort();
+        read.dedup();
+        let mut listed: Vec<String> = VARS.iter().map(|&v| v.to_owned()).collect();
+        listed.sort();
+        assert_eq!(read, listed);
     }
 }

@@ -61,7 +61,7 @@ impl L2 {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(Self::MGET_CHUNK_KEYS) {
             let got = self
-                .run(|mut c| async move {
+                .run("MGET", |mut c| async move {
                     redis::cmd("MGET")
                         .arg(chunk)
                         .query_async::<Vec<Option<Vec<u8>>>>(&mut c)
@@ -170,7 +170,7 @@ impl L2 {
             out[i] = match r {
                 Ok(redis::Value::Nil) => Ok(ReadOrLease::Absent),
                 Ok(_) => Ok(ReadOrLease::Leased),
-                Err(e) => match L2Error::from_redis(e, self.op_timeout).refusal() {
+                Err(e) => match self.classify("SET", e).refusal() {
                     Some(Refusal::OutOfMemory) => {
                         oom = true;
                         Ok(ReadOrLease::Absent)
@@ -237,7 +237,7 @@ impl L2 {
                 Some(Ok(redis::Value::Int(_))) => CasResult::Conflict,
                 Some(Ok(_)) => CasResult::Refused(Refusal::Other),
                 Some(Err(e)) => {
-                    let e = L2Error::from_redis(e, self.op_timeout);
+                    let e = self.classify("EVALSHA", e);
                     self.note_refusal(&e);
                     CasResult::Refused(e.refusal().unwrap_or(Refusal::Other))
                 }
@@ -356,7 +356,10 @@ impl L2 {
                 end += 1;
             }
             let chunk: Vec<&redis::Cmd> = members[start..end].iter().map(|&i| &cmds[i]).collect();
-            let replies = match self.run(|c| pipeline_chunk(c, chunk, node)).await {
+            let replies = match self
+                .run("pipeline", |c| pipeline_chunk(c, chunk, node))
+                .await
+            {
                 Ok(r) if r.len() == end - start => r,
                 Ok(_) => return (out, Some(wrong_count())),
                 Err(e) => return (out, Some(e)),
@@ -374,7 +377,8 @@ impl L2 {
             Ok(redis::Value::Nil) => Ok(ReadOrLease::Absent),
             Ok(redis::Value::BulkString(b)) => Ok(ReadOrLease::Found(b)),
             Ok(_) => Err(Refusal::Other),
-            Err(e) => Err(L2Error::from_redis(e, self.op_timeout)
+            Err(e) => Err(self
+                .classify(if leasing { "SET" } else { "GET" }, e)
                 .refusal()
                 .unwrap_or(Refusal::Other)),
         }
