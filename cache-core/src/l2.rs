@@ -35,7 +35,7 @@ use conn::Conn;
 use error::wrong_count;
 pub(crate) use error::{redacted as redacted_error, L2Error, Refusal};
 pub(crate) use redact::redact_url;
-use redis::{AsyncCommands, RedisError};
+use redis::RedisError;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -237,8 +237,11 @@ impl L2 {
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, L2Error> {
-        self.run("GET", |mut c| async move { c.get(key).await })
-            .await
+        // A `Cmd` sent as is: the `AsyncCommands` methods box their future (an allocation per read).
+        self.run("GET", |mut c| async move {
+            redis::cmd("GET").arg(key).query_async(&mut c).await
+        })
+        .await
     }
 
     /// Reads `key` and, when it is absent, puts `lease` there in the same step (`SET key lease NX
