@@ -29,6 +29,7 @@ use std::time::Duration;
 use crate::loader::{HardTimeout, LazyError};
 use crate::provenance;
 use crate::scope::{self, Mode};
+use crate::events::{At, Tier};
 use crate::stats::MissReason;
 use crate::{Cache, EntryOptions, OwnedOptions};
 
@@ -138,12 +139,10 @@ impl<'a, T: 'static> Call<'a, T> {
 impl<T: 'static> Ready<'_, T> {
     /// Counts a call made inside a [`scope::bypass`]: a miss of reason `bypassed`.
     fn bypassed(&self) {
-        self.cache
-            .inner
-            .kinds
-            .get(self.kind)
-            .stats
-            .l1_miss(MissReason::Bypassed);
+        let inner = &self.cache.inner;
+        inner.kinds.get(self.kind).stats.l1_miss(MissReason::Bypassed);
+        let at = At::User(self.kind, &self.key);
+        inner.events.miss(at, Tier::L1, MissReason::Bypassed);
     }
 
     /// The options of entries holding a `T`: `ttl_fn` applies to it.
