@@ -406,7 +406,9 @@ mod tests {
         let b = breaker();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
-        b.observe(Box::new(move |from, to| log.lock().unwrap().push((from, to))));
+        b.observe(Box::new(move |from, to| {
+            log.lock().unwrap().push((from, to))
+        }));
         for _ in 0..3 {
             b.acquire().unwrap().failure();
         }

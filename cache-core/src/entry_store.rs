@@ -353,11 +353,15 @@ impl EntryStore {
             }
             Err(e) => {
                 count_decode_error(ke, full, &e);
-                self.miss(ke, full, match e {
-                    CodecError::TypeMismatch => MissReason::Mismatch,
-                    CodecError::TooLarge { .. } => MissReason::Oversized,
-                    _ => MissReason::Undecodable,
-                });
+                self.miss(
+                    ke,
+                    full,
+                    match e {
+                        CodecError::TypeMismatch => MissReason::Mismatch,
+                        CodecError::TooLarge { .. } => MissReason::Oversized,
+                        _ => MissReason::Undecodable,
+                    },
+                );
                 return L2Read::Miss(Some(seen));
             }
         };

@@ -362,8 +362,8 @@ impl EntryKey {
     /// # Ok::<_, cache_core::Error>(())
     /// # }).unwrap();
     /// ```
-    pub fn is(&self, kind: &str, key: &str) -> bool {
-        *self.kind == *key::stored_kind(kind) && *self.key == *key::stored_part(key)
+    pub fn is(&self, kind: impl AsRef<str>, key: &str) -> bool {
+        *self.kind == *key::stored_kind(kind.as_ref()) && *self.key == *key::stored_part(key)
     }
 }
 
@@ -501,9 +501,7 @@ impl EventBus {
 
     /// A new subscription.
     pub(crate) fn subscribe(&self) -> EventStream {
-        let tx = self
-            .tx
-            .get_or_init(|| broadcast::channel(self.capacity).0);
+        let tx = self.tx.get_or_init(|| broadcast::channel(self.capacity).0);
         let rx = tx.subscribe();
         self.shared.subscribers.fetch_add(1, Relaxed);
         EventStream {
@@ -606,7 +604,13 @@ impl EventBus {
 
     /// A loader call of `at` that began at `started` ended now.
     #[inline]
-    pub(crate) fn load(&self, at: At<'_>, started: Instant, outcome: LoadOutcome, cause: LoadCause) {
+    pub(crate) fn load(
+        &self,
+        at: At<'_>,
+        started: Instant,
+        outcome: LoadOutcome,
+        cause: LoadCause,
+    ) {
         if self.listening() {
             self.send_load(at, started.elapsed(), outcome, cause);
         }
@@ -614,7 +618,13 @@ impl EventBus {
 
     /// [`load`](Self::load) of a call whose duration is known.
     #[inline]
-    pub(crate) fn loaded(&self, at: At<'_>, took: Duration, outcome: LoadOutcome, cause: LoadCause) {
+    pub(crate) fn loaded(
+        &self,
+        at: At<'_>,
+        took: Duration,
+        outcome: LoadOutcome,
+        cause: LoadCause,
+    ) {
         if self.listening() {
             self.send_load(at, took, outcome, cause);
         }

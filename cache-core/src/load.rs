@@ -282,7 +282,9 @@ where
                 // A load of this key is finishing in the background after its soft timeout.
                 KindStats::inc(&ke.stats.soft_timeouts);
                 provenance::note_stale_served();
-                inner.events.stale_served(At::Lookup(&lookup), StaleCause::SoftTimeout);
+                inner
+                    .events
+                    .stale_served(At::Lookup(&lookup), StaleCause::SoftTimeout);
                 return Ok(s.clone());
             }
         }
@@ -335,12 +337,16 @@ fn l1_found<T: Send + Sync + 'static>(
     // another type is a mismatch.
     let Some(entry) = inner.l1.live(Some(found)) else {
         ke.stats.l1_miss(MissReason::Rejected);
-        inner.events.miss(At::Lookup(key), Tier::L1, MissReason::Rejected);
+        inner
+            .events
+            .miss(At::Lookup(key), Tier::L1, MissReason::Rejected);
         return none;
     };
     let Some(v) = entry.value::<T>() else {
         ke.stats.l1_miss(MissReason::Mismatch);
-        inner.events.miss(At::Lookup(key), Tier::L1, MissReason::Mismatch);
+        inner
+            .events
+            .miss(At::Lookup(key), Tier::L1, MissReason::Mismatch);
         return none;
     };
     let tag_invalidated = entry
@@ -348,7 +354,9 @@ fn l1_found<T: Send + Sync + 'static>(
         .is_some_and(|(tags, loaded_at)| inner.coherence.tags_invalidated_since(tags, loaded_at));
     if tag_invalidated {
         ke.stats.l1_miss(MissReason::Rejected);
-        inner.events.miss(At::Lookup(key), Tier::L1, MissReason::Rejected);
+        inner
+            .events
+            .miss(At::Lookup(key), Tier::L1, MissReason::Rejected);
         return none;
     }
     // Without a grace period an entry's L1 lifetime is its freshness, and moka never returns an
@@ -364,7 +372,9 @@ fn l1_found<T: Send + Sync + 'static>(
         };
     }
     ke.stats.l1_miss(MissReason::Expired);
-    inner.events.miss(At::Lookup(key), Tier::L1, MissReason::Expired);
+    inner
+        .events
+        .miss(At::Lookup(key), Tier::L1, MissReason::Expired);
     let written_ago = unix_ms().saturating_sub(entry.created_ms());
     ke.stats
         .reread_after_expiry
@@ -776,7 +786,9 @@ where
                 Some(s) => {
                     KindStats::inc(&ke.stats.stale_served);
                     provenance::note_stale_served();
-                    inner.events.stale_served_entry(entry, StaleCause::LoaderFailed);
+                    inner
+                        .events
+                        .stale_served_entry(entry, StaleCause::LoaderFailed);
                     tracing::debug!(kind = %name, "loader failed: serving the stale value (fail-safe)");
                     Outcome::Value(s)
                 }
@@ -790,7 +802,9 @@ where
                 Some(s) => {
                     KindStats::inc(&ke.stats.stale_served);
                     provenance::note_stale_served();
-                    inner.events.stale_served_entry(entry, StaleCause::HardTimeout);
+                    inner
+                        .events
+                        .stale_served_entry(entry, StaleCause::HardTimeout);
                     Outcome::Value(s)
                 }
                 None => Outcome::TimedOut(x),
@@ -816,7 +830,9 @@ where
 {
     fn detach(self, mut job: LoadJob, rest: Rest<T, E>) {
         KindStats::inc(&job.ke.stats.soft_timeouts);
-        self.inner.events.stale_served(At::Full(job.ticket.key()), StaleCause::SoftTimeout);
+        self.inner
+            .events
+            .stale_served(At::Full(job.ticket.key()), StaleCause::SoftTimeout);
         tracing::debug!(kind = %job.ke.name,
             "loader past its soft timeout: serving the stale value, finishing in the background");
         if job.claim.is_none() {
@@ -840,7 +856,12 @@ where
     T: Serialize + Send + Sync + 'static,
 {
     refresh::record_loader_time(&job.ke.stats, job.loader_started.elapsed());
-    inner.events.load(At::Full(job.ticket.key()), job.loader_started, LoadOutcome::Loaded, job.cause());
+    inner.events.load(
+        At::Full(job.ticket.key()),
+        job.loader_started,
+        LoadOutcome::Loaded,
+        job.cause(),
+    );
     let ttl = job
         .opts
         .entry_ttl(&*value, job.ke.cfg.ttl(), inner.jitter(&job.ke));
@@ -874,7 +895,12 @@ async fn finish_failed(inner: &Inner, job: LoadJob, timed_out: bool) {
     } else {
         LoadOutcome::Failed
     };
-    inner.events.load(At::Full(job.ticket.key()), job.loader_started, outcome, job.cause());
+    inner.events.load(
+        At::Full(job.ticket.key()),
+        job.loader_started,
+        outcome,
+        job.cause(),
+    );
     if timed_out {
         KindStats::inc(&job.ke.stats.hard_timeouts);
         tracing::debug!(kind = %job.ke.name, "loader abandoned at its hard timeout");
@@ -894,7 +920,12 @@ async fn finish_failed(inner: &Inner, job: LoadJob, timed_out: bool) {
 /// entry is dropped everywhere: its fresh answer says the value it holds is no longer the answer.
 async fn finish_uncached(inner: &Inner, job: LoadJob) {
     refresh::record_loader_time(&job.ke.stats, job.loader_started.elapsed());
-    inner.events.load(At::Full(job.ticket.key()), job.loader_started, LoadOutcome::Uncached, job.cause());
+    inner.events.load(
+        At::Full(job.ticket.key()),
+        job.loader_started,
+        LoadOutcome::Uncached,
+        job.cause(),
+    );
     if let Some(Write::IfUnchanged { seen, leased: true }) = &job.write {
         release_lease(inner, &job.ke, job.ticket.key(), seen).await;
     }

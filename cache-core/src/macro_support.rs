@@ -26,10 +26,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::events::{At, Tier};
 use crate::loader::{HardTimeout, LazyError};
 use crate::provenance;
 use crate::scope::{self, Mode};
-use crate::events::{At, Tier};
 use crate::stats::MissReason;
 use crate::{Cache, EntryOptions, OwnedOptions};
 
@@ -140,7 +140,11 @@ impl<T: 'static> Ready<'_, T> {
     /// Counts a call made inside a [`scope::bypass`]: a miss of reason `bypassed`.
     fn bypassed(&self) {
         let inner = &self.cache.inner;
-        inner.kinds.get(self.kind).stats.l1_miss(MissReason::Bypassed);
+        inner
+            .kinds
+            .get(self.kind)
+            .stats
+            .l1_miss(MissReason::Bypassed);
         let at = At::User(self.kind, &self.key);
         inner.events.miss(at, Tier::L1, MissReason::Bypassed);
     }

@@ -850,7 +850,10 @@ mod tests {
         assert!(out.contains("# TYPE cache_hits counter\n"), "{out}");
         assert!(out.contains("cache_hits_total{cache=\"c1\",tier=\"l2\",kind=\"k\"} 0\n"));
         assert!(out.contains("cache_entries{cache=\"c1\",tier=\"l1\"} 0\n"));
-        assert!(out.contains("# TYPE cache_events_dropped counter\n"), "{out}");
+        assert!(
+            out.contains("# TYPE cache_events_dropped counter\n"),
+            "{out}"
+        );
         assert!(out.contains("cache_events_dropped_total{cache=\"c1\"} 0\n"));
         assert!(out.contains("cache_event_subscribers{cache=\"c1\"} 0\n"));
         assert!(!out.contains("cache_breaker"));

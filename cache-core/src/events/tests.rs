@@ -42,9 +42,14 @@ fn a_subscription_receives_the_events_emitted_after_it_in_order() {
     emit_hits(&b, 3);
     let mut s = b.subscribe();
     assert!(b.listening());
-    assert!(s.try_recv().is_none(), "nothing from before the subscription");
+    assert!(
+        s.try_recv().is_none(),
+        "nothing from before the subscription"
+    );
     emit_hits(&b, 5);
-    let got: Vec<String> = std::iter::from_fn(|| s.try_recv()).map(|e| hit_key(&e)).collect();
+    let got: Vec<String> = std::iter::from_fn(|| s.try_recv())
+        .map(|e| hit_key(&e))
+        .collect();
     assert_eq!(got, ["0", "1", "2", "3", "4"]);
     assert_eq!(s.dropped(), 0);
 }
@@ -86,7 +91,11 @@ fn events_a_dropped_subscription_never_read_are_counted_when_it_goes() {
     let b = bus(4);
     let s = b.subscribe();
     emit_hits(&b, 10);
-    assert_eq!(b.dropped(), 0, "not known until the subscription reads or goes");
+    assert_eq!(
+        b.dropped(),
+        0,
+        "not known until the subscription reads or goes"
+    );
     drop(s);
     assert_eq!(b.dropped(), 6);
     assert_eq!(b.subscribers(), 0);

@@ -400,7 +400,9 @@ where
             for (k, s) in keys.into_iter().zip(stale) {
                 release_own_lease(inner, ke, &k).await;
                 let at = At::Full(k.ticket.key());
-                inner.events.loaded(at, took, LoadOutcome::Failed, LoadCause::Miss);
+                inner
+                    .events
+                    .loaded(at, took, LoadOutcome::Failed, LoadCause::Miss);
                 let outcome = match s {
                     // Fail-safe: the stale value at hand, as a single load serves it.
                     Some(s) => {
@@ -435,14 +437,18 @@ where
                 Some(none) => none.clone(),
                 None => {
                     // Nothing to store: the key's followers load it themselves.
-                    inner.events.loaded(at, took, LoadOutcome::Uncached, LoadCause::Miss);
+                    inner
+                        .events
+                        .loaded(at, took, LoadOutcome::Uncached, LoadCause::Miss);
                     release_own_lease(inner, ke, &k).await;
                     out.push((k.j, Some(Ok(None))));
                     continue;
                 }
             },
         };
-        inner.events.loaded(at, took, LoadOutcome::Loaded, LoadCause::Miss);
+        inner
+            .events
+            .loaded(at, took, LoadOutcome::Loaded, LoadCause::Miss);
         let ttl = opts.entry_ttl(&*value, ke.cfg.ttl(), jitter);
         if ttl.is_zero() || !k.ticket.is_current() {
             // A zero TTL stores nothing; a load superseded by an invalidation or a write since it

@@ -132,7 +132,9 @@ where
         let at = At::Full(c.ticket.key());
         let value = match res {
             Ok(v) => {
-                inner.events.loaded(at, took, LoadOutcome::Loaded, LoadCause::Warm);
+                inner
+                    .events
+                    .loaded(at, took, LoadOutcome::Loaded, LoadCause::Warm);
                 Arc::new(v)
             }
             Err((reason, timed_out)) => {
