@@ -411,7 +411,7 @@ async fn breaker_transitions_are_events_and_so_are_the_reads_it_skips() {
         .count() as u64;
     assert_eq!(Some(opens), cache.stats().breaker.map(|b| b.opens));
 
-    // Before the trip the reads failed (unavailable); after it they were skipped.
+    // During the fault reads failed (unavailable); once the breaker opened they were skipped.
     let l = lines(&seen);
     let opened_at = seen
         .iter()
@@ -419,9 +419,7 @@ async fn breaker_transitions_are_events_and_so_are_the_reads_it_skips() {
         .unwrap();
     assert_eq!(l[0], "l2only/x miss L2 absent", "{l:?}");
     assert!(
-        l[..opened_at]
-            .iter()
-            .any(|l| l == "l2only/x miss L2 unavailable"),
+        l.iter().any(|l| l == "l2only/x miss L2 unavailable"),
         "{l:?}"
     );
     assert!(
@@ -617,4 +615,123 @@ async fn with_no_subscriber_a_hit_builds_no_event_and_allocates_nothing() {
 
     drop(events);
     assert_eq!(hits().await, 0, "after the last subscription went");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_ends_when_the_cache_is_gone() {
+    init_tracing();
+    let server = RedisServer::start();
+    let cache = cache_tests::cache_on(&server, &unique_prefix("events-end")).await;
+    within(Duration::from_secs(5), "backplane subscribed", || async {
+        cache.backplane_subscribed()
+    })
+    .await;
+    let mut events = cache.events();
+    cache.invalidate(Kind::API_RESPONSE, "k").await;
+    drop(cache);
+    // What was sent is still read; then the stream ends (the background tasks stop with the
+    // cache, and with them the last holder of the sender).
+    assert!(matches!(
+        events.recv().await,
+        Some(Event::InvalidationSent { .. })
+    ));
+    let end = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
+    assert!(
+        matches!(end, Ok(None)),
+        "recv() ends once the cache is gone: {end:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_say_why_they_ran_and_stale_values_why_they_were_served() {
+    init_tracing();
+    // Refreshed from half its TTL on: read at 0.6 s, it is due and still fresh (a late wake-up
+    // of 400 ms would not change that).
+    let fresh_ttl = Duration::from_secs(1);
+    let ttl = Duration::from_millis(400);
+    let cache = Cache::builder()
+        .prefix(unique_prefix("events-why"))
+        .fail_safe_grace(Duration::from_secs(60))
+        .kind(
+            Kind::new("fresh"),
+            KindConfig::new(fresh_ttl).eager_refresh(0.5),
+        )
+        .kind(
+            Kind::new("slow"),
+            KindConfig::new(ttl).soft_timeout(Duration::from_millis(50)),
+        )
+        .build()
+        .await
+        .expect("build");
+    let events = Collected::start(cache.events());
+    let owned = |kind: &'static str, key: &'static str, value: u32, delay: Duration| {
+        cache.get_or_load_owned(
+            kind,
+            key,
+            cache_core::OwnedOptions::new(),
+            move || async move {
+                tokio::time::sleep(delay).await;
+                Ok::<_, std::io::Error>(value)
+            },
+        )
+    };
+    // Waits until `want` was seen `times` times.
+    let wait = |want: &'static str, times: usize| {
+        events.until(Duration::from_secs(5), want, move |e| {
+            lines(e).iter().filter(|l| *l == want).count() >= times
+        })
+    };
+
+    // Read past half its TTL, an entry is served and refreshed in the background.
+    assert_eq!(*owned("fresh", "r", 1, Duration::ZERO).await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(*owned("fresh", "r", 2, Duration::ZERO).await.unwrap(), 1);
+    wait("fresh/r load loaded (refresh)", 1).await;
+
+    // Expired, and the loader slower than the soft timeout: the stale value now, the load goes on.
+    assert_eq!(*owned("slow", "s", 1, Duration::ZERO).await.unwrap(), 1);
+    tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let v = owned("slow", "s", 2, Duration::from_millis(1_500))
+        .await
+        .unwrap();
+    assert_eq!(*v, 1, "the stale value");
+    assert!(started.elapsed() < Duration::from_millis(1_000));
+    // The second load of the key ends in the background.
+    wait("slow/s load loaded (miss)", 2).await;
+
+    // Warming.
+    let plan = cache_core::WarmPlan::new()
+        .entries("fresh", [("w", || async { Ok::<_, std::io::Error>(3u32) })]);
+    let report = cache.warm_with(plan).await;
+    assert_eq!(report.warmed, 1, "{report:?}");
+    wait("fresh/w load loaded (warm)", 1).await;
+
+    let got = lines(&events.snapshot());
+    let of = |prefix: &str| -> Vec<&str> {
+        got.iter()
+            .map(String::as_str)
+            .filter(|l| l.starts_with(prefix))
+            .collect()
+    };
+    assert_eq!(
+        of("fresh/r"),
+        [
+            "fresh/r miss L1 absent",
+            "fresh/r load loaded (miss)",
+            "fresh/r hit L1",
+            "fresh/r load loaded (refresh)"
+        ]
+    );
+    assert_eq!(
+        of("slow/s"),
+        [
+            "slow/s miss L1 absent",
+            "slow/s load loaded (miss)",
+            "slow/s miss L1 expired",
+            "slow/s stale served (soft timeout)",
+            "slow/s load loaded (miss)"
+        ]
+    );
+    assert_eq!(of("fresh/w"), ["fresh/w load loaded (warm)"]);
 }

@@ -53,7 +53,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
@@ -382,7 +382,9 @@ impl fmt::Display for EntryKey {
 /// read, and [`dropped`](Self::dropped) says how many.
 pub struct EventStream {
     rx: broadcast::Receiver<Event>,
-    shared: Arc<Shared>,
+    /// Weak: a subscription must not keep the bus (and its sender) alive, or `recv` would never
+    /// end once the cache is gone.
+    bus: Weak<EventBus>,
     /// The buffer's real size (the setting rounded up to a power of two).
     slots: usize,
     dropped: u64,
@@ -423,7 +425,9 @@ impl EventStream {
 
     fn lost(&mut self, n: u64) {
         self.dropped += n;
-        self.shared.dropped.fetch_add(n, Relaxed);
+        if let Some(bus) = self.bus.upgrade() {
+            bus.dropped.fetch_add(n, Relaxed);
+        }
     }
 }
 
@@ -444,18 +448,13 @@ impl Drop for EventStream {
         if behind > 0 {
             self.lost(behind as u64);
         }
-        self.shared.subscribers.fetch_sub(1, Relaxed);
+        if let Some(bus) = self.bus.upgrade() {
+            bus.subscribers.fetch_sub(1, Relaxed);
+        }
     }
 }
 
 // ---- The bus (crate-internal) -------------------------------------------------------------------
-
-/// What the bus and its subscriptions share.
-#[derive(Default)]
-struct Shared {
-    subscribers: AtomicUsize,
-    dropped: AtomicU64,
-}
 
 /// Where an entry is named on the read path: an L1 lookup key, a full Redis key, or a caller's
 /// kind and key.
@@ -481,7 +480,10 @@ pub(crate) enum Covered<'a> {
 /// The cache's event bus: emits events to the subscriptions, if any. Every emitting method first
 /// checks that one is open (one relaxed load) and does nothing else otherwise.
 pub(crate) struct EventBus {
-    shared: Arc<Shared>,
+    /// Subscriptions open (each decrements it when dropped).
+    subscribers: AtomicUsize,
+    /// Events lost by subscriptions (each adds what it lost).
+    dropped: AtomicU64,
     /// Created by the first subscription.
     tx: OnceLock<broadcast::Sender<Event>>,
     capacity: usize,
@@ -492,7 +494,8 @@ impl EventBus {
     /// A bus for the cache under `prefix`, buffering `capacity` events (at least 1).
     pub(crate) fn new(prefix: &str, capacity: usize) -> Self {
         Self {
-            shared: Arc::default(),
+            subscribers: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
             tx: OnceLock::new(),
             capacity: capacity.clamp(1, MAX_EVENT_BUFFER),
             prefix: prefix.to_owned(),
@@ -500,13 +503,13 @@ impl EventBus {
     }
 
     /// A new subscription.
-    pub(crate) fn subscribe(&self) -> EventStream {
+    pub(crate) fn subscribe(self: &Arc<Self>) -> EventStream {
         let tx = self.tx.get_or_init(|| broadcast::channel(self.capacity).0);
         let rx = tx.subscribe();
-        self.shared.subscribers.fetch_add(1, Relaxed);
+        self.subscribers.fetch_add(1, Relaxed);
         EventStream {
             rx,
-            shared: self.shared.clone(),
+            bus: Arc::downgrade(self),
             slots: self.capacity.next_power_of_two(),
             dropped: 0,
         }
@@ -514,18 +517,18 @@ impl EventBus {
 
     /// Subscriptions open now.
     pub(crate) fn subscribers(&self) -> u64 {
-        self.shared.subscribers.load(Relaxed) as u64
+        self.subscribers.load(Relaxed) as u64
     }
 
     /// Events lost by subscriptions so far.
     pub(crate) fn dropped(&self) -> u64 {
-        self.shared.dropped.load(Relaxed)
+        self.dropped.load(Relaxed)
     }
 
     /// Whether a subscription is open: the one check an event costs when none is.
     #[inline]
     pub(crate) fn listening(&self) -> bool {
-        self.shared.subscribers.load(Relaxed) != 0
+        self.subscribers.load(Relaxed) != 0
     }
 
     #[cold]

@@ -1,8 +1,8 @@
 use super::*;
 use crate::key::{full_key, kind_key_prefix, MAX_KEY_PART};
 
-fn bus(capacity: usize) -> EventBus {
-    EventBus::new("app", capacity)
+fn bus(capacity: usize) -> Arc<EventBus> {
+    Arc::new(EventBus::new("app", capacity))
 }
 
 /// `n` distinct events (hits of keys `0..n`).
