@@ -16,9 +16,9 @@
 //! - **Keys, never values.** An event names the entry by its kind and key ([`EntryKey`]); values
 //!   never leave the cache through events.
 //!
-//! The events mirror the counters of [`Stats`](crate::Stats): each hit, miss (with its reason),
-//! loader call, stale value served, breaker transition and invalidation counted there is also an
-//! event here. A lookup that misses L1 and finds its value in L2 emits a `Miss` (L1) then a `Hit`
+//! The events follow the counters of [`Stats`](crate::Stats): each hit and each miss (with its
+//! reason) counted there is an event here, and so is each stale value served and each breaker
+//! transition; a loader call is one `Load` per key it was asked for. A lookup that misses L1 and finds its value in L2 emits a `Miss` (L1) then a `Hit`
 //! (L2); one that goes on to the loader emits misses for the tiers it tried, then a `Load`. A cache
 //! built disabled (`CACHE_ENABLED=false`) emits nothing.
 //!
@@ -74,8 +74,8 @@ pub const MAX_EVENT_BUFFER: usize = 1 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A tier held a fresh value for a lookup (the value the caller gets, unless it is L2's and
-    /// an invalidation raced the read).
+    /// A tier held a fresh value for a lookup, which is answered with it (warming, which reads
+    /// L2 first too, then leaves the entry as it is).
     #[non_exhaustive]
     Hit {
         /// The entry.
@@ -380,6 +380,12 @@ impl fmt::Display for EntryKey {
 /// Read it promptly (a task of its own that does little more than receive is the usual shape): a
 /// subscription that falls more than the event buffer behind loses the oldest events it had not
 /// read, and [`dropped`](Self::dropped) says how many.
+///
+/// A task waiting in [`recv`](Self::recv) is woken by each event, and the thread that emits the
+/// event pays for the wake-up (hundreds of nanoseconds when the waiting task is on another
+/// thread). A subscriber that can take its events in batches (metrics, an audit log flushed every
+/// few milliseconds) may instead call [`try_recv`](Self::try_recv) until it returns `None`, on an
+/// interval, with a buffer sized for an interval's worth of events: no wake-ups at all.
 pub struct EventStream {
     rx: broadcast::Receiver<Event>,
     /// Weak: a subscription must not keep the bus (and its sender) alive, or `recv` would never
