@@ -1,5 +1,6 @@
-//! L2: Redis (one node through a self-reconnecting `ConnectionManager`, or a Redis Cluster), every
-//! operation behind the circuit breaker and our own deadline.
+//! L2: Redis (one node through a self-reconnecting `ConnectionManager`, a Redis Cluster, or the
+//! master of a Sentinel deployment, followed across failovers), every operation behind the circuit
+//! breaker and our own deadline.
 //!
 //! redis-rs makes callers wait on a shared reconnect future with no deadline of their own, and a
 //! response timeout does not trigger a reconnect; so each operation here is wrapped in
@@ -26,11 +27,13 @@ pub(crate) mod conn;
 mod error;
 mod redact;
 mod scripts;
+mod sentinel;
 
 pub(crate) use batch::CasResult;
 use conn::Conn;
+pub(crate) use conn::PubSubNodes;
 use error::wrong_count;
-pub(crate) use error::{redacted as redacted_error, L2Error, Refusal};
+pub(crate) use error::{is_auth as is_auth_error, redacted as redacted_error, L2Error, Refusal};
 pub(crate) use redact::redact_url;
 use redis::{AsyncCommands, RedisError};
 use std::future::Future;
@@ -43,7 +46,8 @@ use crate::error::Error;
 /// L2 connection settings.
 #[derive(Clone)]
 pub(crate) struct L2Config {
-    /// One URL, or the seed nodes of a cluster.
+    /// One URL (a `redis+sentinel://` one: a Sentinel deployment), or the seed nodes of a
+    /// cluster.
     pub(crate) urls: Vec<String>,
     pub(crate) cluster: bool,
     /// CA (PEM) trusted for `rediss://`; none: the system roots.
@@ -81,8 +85,8 @@ pub(crate) enum ReadOrLease {
 
 pub(crate) struct L2 {
     conn: Conn,
-    /// One client per configured URL, for the backplane's dedicated pub/sub connection.
-    pub(crate) clients: Vec<redis::Client>,
+    /// Where the backplane's dedicated pub/sub connection goes.
+    pub(crate) pubsub: PubSubNodes,
     pub(crate) breaker: Breaker,
     op_timeout: Duration,
     connect_timeout: Duration,
@@ -107,9 +111,10 @@ const OOM_HOLD: Duration = Duration::from_secs(1);
 impl L2 {
     /// Creates the client; no connection is made until the first operation.
     pub(crate) fn new(cfg: &L2Config) -> Result<Self, Error> {
+        let conn = conn::connect(cfg)?;
         Ok(Self {
-            conn: conn::connect(cfg)?,
-            clients: conn::clients(&cfg.urls, cfg.tls_root_cert.as_deref())?,
+            pubsub: conn::pubsub_nodes(&conn, &cfg.urls, cfg.tls_root_cert.as_deref())?,
+            conn,
             breaker: Breaker::new(cfg.breaker.clone()),
             op_timeout: cfg.op_timeout,
             connect_timeout: cfg.connect_timeout,
@@ -127,6 +132,12 @@ impl L2 {
     /// Whether L2 is a Redis Cluster.
     pub(crate) fn is_cluster(&self) -> bool {
         self.cluster
+    }
+
+    /// With Sentinel, a counter that moves each time the master moves to another node (the new
+    /// master may lack the last writes the old one acknowledged); `None` otherwise.
+    pub(crate) fn master_switches(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.pubsub.switches()
     }
 
     pub(crate) fn connect_timeout(&self) -> Duration {

@@ -387,6 +387,10 @@ async fn pipeline_chunk(
             let replies: Vec<redis::Value> = p.query_async(&mut sc).await?;
             return replies_or_outage(replies);
         }
+        (Conn::Sentinel(mut sc), _) => {
+            let replies: Vec<redis::Value> = p.query_async(&mut sc).await?;
+            return replies_or_outage(replies);
+        }
         (Conn::Cluster(cc), Some(node)) => {
             let route = conn::by_address(node);
             let mut pc = cc.clone();

@@ -141,6 +141,14 @@ pub(super) fn is_outage(e: &RedisError) -> bool {
                 .is_some_and(|d| d.starts_with("max number of clients reached")))
 }
 
+/// Whether `e` is what retrying cannot fix at startup: a wrong password, an unknown user or a
+/// password missing (`WRONGPASS`, `NOAUTH`, or redis-rs' authentication error kind), or an ACL
+/// user without the permission to run a command (`NOPERM`).
+pub(crate) fn is_auth(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+}
+
 pub(super) fn wrong_count() -> L2Error {
     L2Error::Refused(
         Refusal::Other,
