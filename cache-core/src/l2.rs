@@ -232,7 +232,17 @@ impl L2 {
         }
     }
 
+    /// `Skipped` while reads wait: for a moment after a Sentinel master move, the new master may
+    /// still lack writes that other instances are applying to it again.
+    fn reads_allowed(&self) -> Result<(), L2Error> {
+        if self.conn.reads_paused() {
+            return Err(L2Error::Skipped);
+        }
+        Ok(())
+    }
+
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, L2Error> {
+        self.reads_allowed()?;
         self.run(|mut c| async move { c.get(key).await }).await
     }
 
@@ -246,6 +256,7 @@ impl L2 {
         lease: &[u8],
         ttl: Duration,
     ) -> Result<ReadOrLease, L2Error> {
+        self.reads_allowed()?;
         if self.refusing_writes() {
             return Ok(self
                 .get(key)
@@ -481,6 +492,7 @@ impl L2 {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        self.reads_allowed()?;
         let vals: Vec<Option<Vec<u8>>> = self
             .run(|mut c| async move { redis::cmd("MGET").arg(keys).query_async(&mut c).await })
             .await?;

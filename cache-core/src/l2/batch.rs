@@ -53,6 +53,7 @@ impl L2 {
         leases: &[Vec<u8>],
         ttl: Duration,
     ) -> Result<Vec<Result<ReadOrLease, Refusal>>, L2Error> {
+        self.reads_allowed()?;
         if self.refusing_writes() {
             let replies = self.replies(keys, &gets(keys), |_| 0).await?;
             return Ok(replies

@@ -22,6 +22,13 @@ pub(crate) enum Conn {
     Sentinel(SentinelConn),
 }
 
+impl Conn {
+    /// Whether reads of L2 wait (Sentinel, right after the master moved).
+    pub(crate) fn reads_paused(&self) -> bool {
+        matches!(self, Conn::Sentinel(s) if s.reads_paused())
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {

@@ -19,7 +19,7 @@ use crate::error::Error;
 
 /// Why an L2 operation did not produce a result.
 pub(crate) enum L2Error {
-    /// The breaker is open: nothing was sent.
+    /// Nothing was sent: the breaker is open, or (Sentinel) reads wait after the master moved.
     Skipped,
     /// No answer within the deadline (this one).
     Timeout(Duration),

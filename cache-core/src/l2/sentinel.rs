@@ -11,18 +11,28 @@
 //! # Following the master
 //! A background task, the *watcher*, asks every sentinel `SENTINEL MASTER <name>` every
 //! [`CHECK_EVERY`], at once when any sentinel publishes an event (it listens to all of them: a
-//! failover starting, a new master), and at once when an operation finds its connection broken or
+//! new master is announced by each), and at once when an operation finds its connection broken or
 //! the node read-only. It believes the answers with the highest config epoch (a sentinel that has
-//! not heard of a failover yet answers with the older epoch and the older address), and:
-//! - while those answers say the master is objectively down or being failed over, L2 is out: every
-//!   operation fails at once with `MASTERDOWN` (an outage: the breaker, the pending invalidation
-//!   queue and the backplane's resends take over). What the old master acknowledges from then on
-//!   could be lost when its replica takes over;
-//! - otherwise it connects to the address named, checks with `ROLE` that the node is a master, and
-//!   operations use that connection. A new address is a *switch*: counted and announced through
-//!   [`SentinelConn::switches`], on which the backplane resubscribes (on the new master, flushing
-//!   L1) and coherence re-applies this instance's recent writes (the new master may have missed
-//!   the last ones the old one acknowledged: replication is asynchronous).
+//! not heard of a failover yet answers with the older epoch and the older address), connects to
+//! the address named, checks with `ROLE` that the node is a master, and operations use that
+//! connection until the sentinels name another master or the connection fails (then operations
+//! fail at once, as an outage, until a master answers again).
+//!
+//! A new address is a *switch*. Replication is asynchronous, so the new master may lack the last
+//! writes the old one acknowledged: those of its last milliseconds when it died, and, after
+//! `SENTINEL FAILOVER` (the old master stays up, and a master, until the sentinels reconfigure it
+//! seconds later), every write made between the promotion and its announcement. Other instances
+//! may switch a little before or after this one. So, on a switch:
+//! - it is counted and announced ([`SentinelConn::switches`]): the backplane resubscribes on the
+//!   new master (flushing L1, as after any link loss), and coherence re-applies this instance's
+//!   writes of the last seconds to it (its journal);
+//! - for [`READ_GRACE`], this instance does not read L2 ([`SentinelConn::reads_paused`]): loads go
+//!   to their loaders, while the other instances, which noticed the move within milliseconds (or
+//!   at their next question), re-apply their own writes. Writes go on.
+//!
+//! Until the sentinels name a new master, the old one is used as long as it answers: its reads are
+//! consistent with every write it acknowledged, and its pub/sub carries invalidations between the
+//! instances still on it (the journal covers what its replica missed).
 //!
 //! redis-rs' own `sentinel::SentinelClient` is not used: it believes the first sentinel that
 //! names a master, which right after a failover may still name the old one, and after `SENTINEL
@@ -35,7 +45,7 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture};
 use redis::{RedisResult, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -50,6 +60,10 @@ pub(crate) const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// The least time between two rounds of questions (a burst of failing operations wakes the
 /// watcher many times).
 const MIN_SPACING: Duration = Duration::from_millis(50);
+/// How long after a switch this instance does not read L2: longer than the other instances may
+/// take to notice the move (at most [`CHECK_EVERY`] when they cannot hear the sentinels' events)
+/// and re-apply their recent writes to the new master.
+pub(crate) const READ_GRACE: Duration = Duration::from_secs(1);
 
 /// The URL schemes of a Sentinel deployment.
 const SCHEMES: [(&str, bool); 2] = [("redis+sentinel", false), ("rediss+sentinel", true)];
@@ -319,6 +333,10 @@ struct Shared {
     state: watch::Sender<State>,
     /// How many times the master moved to another address.
     switches: watch::Sender<u64>,
+    /// The origin of `reads_from_ms`.
+    epoch: std::time::Instant,
+    /// Reads wait until then (ms since `epoch`) after a switch.
+    reads_from_ms: AtomicU64,
     /// Wakes the watcher (held apart: the watcher must not keep `Shared` alive).
     wake: Arc<Notify>,
     watching: AtomicBool,
@@ -359,6 +377,8 @@ impl SentinelConn {
                 op_timeout,
                 state: watch::Sender::new(State::Connecting),
                 switches: watch::Sender::new(0),
+                epoch: std::time::Instant::now(),
+                reads_from_ms: AtomicU64::new(0),
                 wake: Arc::new(Notify::new()),
                 watching: AtomicBool::new(false),
             }),
@@ -369,6 +389,11 @@ impl SentinelConn {
     /// A counter that moves each time the master moves to another address.
     pub(crate) fn switches(&self) -> watch::Receiver<u64> {
         self.shared.switches.subscribe()
+    }
+
+    /// Whether reads wait ([`READ_GRACE`] after a switch).
+    pub(crate) fn reads_paused(&self) -> bool {
+        self.shared.elapsed_ms() < self.shared.reads_from_ms.load(Ordering::Relaxed)
     }
 
     fn start_watcher(&self) {
@@ -429,6 +454,12 @@ impl SentinelConn {
     }
 }
 
+impl Shared {
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
 impl ConnectionLike for SentinelConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
@@ -471,8 +502,6 @@ impl ConnectionLike for SentinelConn {
 struct View {
     addr: (String, u16),
     epoch: u64,
-    /// Objectively down, or being failed over.
-    failing: bool,
 }
 
 impl View {
@@ -486,20 +515,18 @@ impl View {
         Some(Self {
             addr: (fields.get("ip")?.clone(), fields.get("port")?.parse().ok()?),
             epoch: fields.get("config-epoch")?.parse().ok()?,
-            failing: has("o_down") || has("failover_in_progress"),
         })
     }
 }
 
 /// What the sentinels say, all answers together: the view with the highest config epoch (the
-/// first sentinel's, in the order given, among equals), failing if any of those says so. `None`
-/// when none answered.
+/// first sentinel's, in the order given, among equals). `None` when none answered.
+///
+/// A master they call down (`s_down`, `o_down`) or being failed over is still believed: while it
+/// answers, it is the one the other instances use too.
 fn believe(views: &[View]) -> Option<View> {
     let epoch = views.iter().map(|v| v.epoch).max()?;
-    let mut best = views.iter().filter(|v| v.epoch == epoch);
-    let mut chosen = best.next()?.clone();
-    chosen.failing |= best.any(|v| v.failing && v.addr == chosen.addr);
-    Some(chosen)
+    views.iter().find(|v| v.epoch == epoch).cloned()
 }
 
 /// One sentinel as the watcher keeps it.
@@ -647,18 +674,6 @@ impl Watcher {
         }
         self.epoch = view.epoch;
         let shown = SentinelSpec::show(&view.addr);
-        if view.failing {
-            self.say(format!(
-                "the sentinels report the master of {} ({shown}) down or being failed over: \
-                 L2 is out until they name a master",
-                spec.master
-            ));
-            shared.state.send_replace(State::Down(master_down(format!(
-                "the master of {} ({shown}) is down or being failed over",
-                spec.master
-            ))));
-            return;
-        }
         if current.as_ref() == Some(&view.addr) {
             return;
         }
@@ -666,6 +681,13 @@ impl Watcher {
             Ok((conn, client)) => {
                 self.next_id += 1;
                 let previous = self.last_addr.replace(view.addr.clone());
+                if previous.as_ref().is_some_and(|old| *old != view.addr) {
+                    // Before the connection is handed out: no read of the new master before it.
+                    let grace = u64::try_from(READ_GRACE.as_millis()).unwrap_or(u64::MAX);
+                    shared
+                        .reads_from_ms
+                        .store(shared.elapsed_ms().saturating_add(grace), Ordering::Relaxed);
+                }
                 shared.state.send_replace(State::Ready(Arc::new(Master {
                     addr: view.addr.clone(),
                     conn,
@@ -681,7 +703,8 @@ impl Watcher {
                             from = %SentinelSpec::show(&old),
                             to = %shown,
                             "Redis Sentinel: the master moved; L2 follows it (this instance's \
-                             recent writes are applied again, the backplane resubscribes)"
+                             recent writes are applied again, the backplane resubscribes, L2 \
+                             reads wait {READ_GRACE:?})"
                         );
                     }
                     Some(_) => {
@@ -881,32 +904,21 @@ mod tests {
         }
     }
 
-    fn view(h: &str, epoch: u64, failing: bool) -> View {
+    fn view(h: &str, epoch: u64) -> View {
         View {
             addr: addr(h, 6379),
             epoch,
-            failing,
         }
     }
 
     #[test]
     fn the_answer_with_the_highest_config_epoch_is_believed() {
         // A sentinel that has not heard of the failover yet still names the old master.
-        let old = view("a", 1, false);
-        let new = view("b", 2, false);
+        let (old, new) = (view("a", 1), view("b", 2));
         assert_eq!(believe(&[old.clone(), new.clone()]), Some(new.clone()));
         assert_eq!(believe(&[new.clone(), old.clone()]), Some(new.clone()));
-        // A failover in progress seen by any up-to-date sentinel: the master is not to be used.
-        let leader = view("a", 1, true);
-        assert_eq!(
-            believe(&[old.clone(), leader.clone(), old.clone()]),
-            Some(view("a", 1, true))
-        );
-        // ... but a stale sentinel's opinion of an older master does not count.
-        assert_eq!(
-            believe(&[view("a", 1, true), new.clone()]),
-            Some(new.clone())
-        );
+        // Among equals, the first sentinel's.
+        assert_eq!(believe(&[old.clone(), view("c", 1)]), Some(old.clone()));
         assert_eq!(believe(&[]), None);
     }
 
@@ -924,27 +936,19 @@ mod tests {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect::<HashMap<_, _>>()
         };
-        assert_eq!(
-            View::parse(&fields("master")),
-            Some(View {
-                addr: addr("127.0.0.1", 7001),
-                epoch: 3,
-                failing: false
-            })
-        );
-        for failing in [
-            "master,o_down",
-            "master,failover_in_progress",
+        let read = View {
+            addr: addr("127.0.0.1", 7001),
+            epoch: 3,
+        };
+        // A master its sentinels call down or are failing over is still named (and used while
+        // it answers).
+        for flags in [
+            "master",
             "master,s_down,o_down",
+            "master,failover_in_progress",
         ] {
-            assert!(View::parse(&fields(failing)).expect(failing).failing);
+            assert_eq!(View::parse(&fields(flags)), Some(read.clone()), "{flags}");
         }
-        // Subjectively down (this sentinel alone): still the master to use.
-        assert!(
-            !View::parse(&fields("master,s_down"))
-                .expect("s_down")
-                .failing
-        );
         assert_eq!(View::parse(&fields("slave")), None);
         let mut missing = fields("master");
         missing.remove("config-epoch");
