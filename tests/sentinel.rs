@@ -19,6 +19,9 @@
 //!
 //! Then, once both have settled, every instance reads every key: nothing written may be lost.
 //!
+//! A second test configures a cache from the environment (`REDIS_SENTINELS`...) and checks that
+//! wrong passwords, the nodes' or the sentinels', stop `build()` with an error saying whose.
+//!
 //! The workload's 64 keys are all read many times a second, so a write the new master missed is
 //! mostly overwritten or hidden by L1 before anyone reads it there. *Witness* keys make the loss
 //! certain and look for it: written at version 0 before, each failover makes the new master miss
@@ -30,14 +33,16 @@
 //! a little later to move and apply again what the new master missed): a key written by none of
 //! them reads as a miss right after the move, and from the new master a second later.
 
-use cache_core::{Cache, Kind, KindConfig, Tiers};
+use cache_core::{Cache, CacheBuilder, Error, Kind, KindConfig, Tiers};
 use cache_tests::chaos::checker::{self, Class, FaultWindow, Input};
 use cache_tests::chaos::history::{Clock, Record};
 use cache_tests::chaos::monitor::{self, Stalls};
 use cache_tests::chaos::origin::{Origin, Val};
 use cache_tests::chaos::workload::{self, Instance, Shared};
 use cache_tests::chaos::{self, SoakConfig};
-use cache_tests::sentinel::{DOWN_AFTER, FAILOVER_TIMEOUT};
+use cache_tests::sentinel::{
+    DOWN_AFTER, FAILOVER_TIMEOUT, MASTER_NAME, PASSWORD, SENTINEL_PASSWORD,
+};
 use cache_tests::{unique_prefix, RedisSentinels};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -229,8 +234,79 @@ fn ms(ns: u64) -> Duration {
     Duration::from_nanos(ns)
 }
 
+/// One deployment at a time: the failover test's figures must not share the machine with another.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[test]
+fn from_env_finds_the_master_through_password_protected_sentinels_and_says_whose_password_is_wrong()
+{
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    cache_tests::init_tracing();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let topo = RedisSentinels::start().await;
+        let prefix = unique_prefix("sentinel-env");
+        let hosts: Vec<String> = topo
+            .sentinel_ports()
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        std::env::set_var("REDIS_SENTINELS", hosts.join(", "));
+        std::env::set_var("REDIS_SENTINEL_MASTER", MASTER_NAME);
+        std::env::set_var("REDIS_PASSWORD", PASSWORD);
+        std::env::set_var("REDIS_SENTINEL_PASSWORD", SENTINEL_PASSWORD);
+        std::env::set_var("CACHE_PREFIX", &prefix);
+        let builder = CacheBuilder::from_env().expect("from_env");
+        let shown = format!("{builder:?}");
+        assert!(
+            !shown.contains(PASSWORD) && !shown.contains(SENTINEL_PASSWORD),
+            "{shown}"
+        );
+        let cache = builder.build().await.expect("build from the environment");
+        cache.set(Kind::API_RESPONSE, "k", 1u8).await;
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(cache_core::admin::entry_key(&prefix, "api_response", "k"));
+        let master = topo.node_ports()[0];
+        let found: bool = topo.node_query(master, &exists).await.expect("EXISTS");
+        assert!(found, "the write reached the master the sentinels name");
+        drop(cache);
+
+        for (var, wrong, whose) in [
+            ("REDIS_SENTINEL_PASSWORD", "WRONG-SENTINEL-PW", "sentinel"),
+            ("REDIS_PASSWORD", "WRONG-NODE-PW", "Redis nodes"),
+        ] {
+            let right = std::env::var(var).expect("set above");
+            std::env::set_var(var, wrong);
+            let err = Cache::from_env().await.expect_err("a wrong password");
+            let text = format!("{err} {err:?}");
+            assert!(matches!(err, Error::Auth(_)), "{text}");
+            assert!(text.contains(whose), "the error says whose: {text}");
+            assert!(!text.contains(wrong) && !text.contains(&right), "{text}");
+            std::env::set_var(var, right);
+        }
+        std::env::remove_var("REDIS_SENTINEL_MASTER");
+        let err = Cache::from_env()
+            .await
+            .expect_err("sentinels without a master name");
+        assert!(matches!(err, Error::Config(_)), "{err}");
+        for var in [
+            "REDIS_SENTINELS",
+            "REDIS_PASSWORD",
+            "REDIS_SENTINEL_PASSWORD",
+            "CACHE_PREFIX",
+        ] {
+            std::env::remove_var(var);
+        }
+    });
+}
+
 #[test]
 fn two_instances_follow_the_master_through_a_forced_failover_and_a_killed_master_under_load() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     chaos::init_tracing();
     let driver = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

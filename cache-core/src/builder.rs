@@ -15,7 +15,7 @@ use crate::inner::Inner;
 use crate::key;
 use crate::kind::{Kind, KindConfig, Kinds};
 use crate::l1::L1;
-use crate::l2::{L2Config, L2};
+use crate::l2::{sentinel_url, L2Config, SentinelAuth, L2};
 use crate::options::MAX_TTL;
 use crate::refresh::Claims;
 
@@ -88,6 +88,46 @@ fn parse_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
             .map(Some)
             .map_err(|_| Error::Config(format!("{name}={v:?} is not a valid number"))),
     }
+}
+
+/// The Sentinel URL the environment describes (`REDIS_SENTINELS` and `REDIS_SENTINEL_MASTER`,
+/// with credentials and TLS from their own variables); `None` when it describes none.
+fn sentinel_from_env() -> Result<Option<String>> {
+    let (sentinels, master) = match (env_var("REDIS_SENTINELS"), env_var("REDIS_SENTINEL_MASTER")) {
+        (None, None) => return Ok(None),
+        (Some(s), Some(m)) => (s, m),
+        _ => {
+            return Err(Error::Config(
+                "REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together".into(),
+            ))
+        }
+    };
+    if env_var("REDIS_URL").is_some() || env_var("REDIS_CLUSTER_URLS").is_some() {
+        return Err(Error::Config(
+            "set REDIS_SENTINELS or REDIS_URL / REDIS_CLUSTER_URLS, not both".into(),
+        ));
+    }
+    let auth = |user: &str, password: &str| SentinelAuth {
+        username: env_var(user),
+        password: env_var(password),
+    };
+    let tls = match env_var("REDIS_SENTINEL_TLS") {
+        Some(v) => parse_bool("REDIS_SENTINEL_TLS", &v)?,
+        None => false,
+    };
+    let nodes: Vec<String> = sentinels
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Ok(Some(sentinel_url(
+        &nodes,
+        &master,
+        &auth("REDIS_USERNAME", "REDIS_PASSWORD"),
+        &auth("REDIS_SENTINEL_USERNAME", "REDIS_SENTINEL_PASSWORD"),
+        tls,
+    )))
 }
 
 /// Parses a byte size: a number with an optional K, M or G suffix (powers of 1024).
@@ -181,6 +221,10 @@ impl CacheBuilder {
     /// |---|---|---|
     /// | `REDIS_URL` | `redis://[user:password@]host:port[/db]`; unset means L1-only | unset |
     /// | `REDIS_CLUSTER_URLS` | comma-separated node URLs of a Redis Cluster (instead of `REDIS_URL`) | unset |
+    /// | `REDIS_SENTINELS` / `REDIS_SENTINEL_MASTER` | Redis Sentinel (instead of the two above): comma-separated sentinel `host[:port]`s (port 26379 when omitted), and the master's name | unset |
+    /// | `REDIS_USERNAME` / `REDIS_PASSWORD` | with `REDIS_SENTINELS`: the Redis nodes' credentials (a URL carries its own) | unset |
+    /// | `REDIS_SENTINEL_USERNAME` / `REDIS_SENTINEL_PASSWORD` | the sentinels' own credentials, when they require a password | unset |
+    /// | `REDIS_SENTINEL_TLS` | `true`: TLS to the sentinels and the nodes (needs the `tls` feature) | `false` |
     /// | `REDIS_TLS_CA_FILE` | PEM file of the CA trusted for `rediss://` (default: system roots) | unset |
     /// | `CACHE_ENABLED` | `false` turns caching off (loaders always run) | `true` |
     /// | `CACHE_PREFIX` | key prefix (namespace) of this application | `cache` |
@@ -201,7 +245,9 @@ impl CacheBuilder {
     /// [`Error::Config`] naming the malformed variable.
     pub fn from_env() -> Result<Self> {
         let mut b = Self::new();
-        if let Some(nodes) = env_var("REDIS_CLUSTER_URLS") {
+        if let Some(url) = sentinel_from_env()? {
+            b = b.redis_url(url);
+        } else if let Some(nodes) = env_var("REDIS_CLUSTER_URLS") {
             b = b.redis_cluster(nodes.split(',').map(str::trim).filter(|s| !s.is_empty()));
         } else if let Some(url) = env_var("REDIS_URL") {
             b = b.redis_url(url);
@@ -262,7 +308,8 @@ impl CacheBuilder {
     }
 
     /// The Redis URL of L2 (`redis://[user:password@]host:port[/db]`, or `rediss://` with the
-    /// `tls` feature). Default: none (L1-only).
+    /// `tls` feature; `redis+sentinel://` for Redis Sentinel, see
+    /// [`redis_sentinel`](Self::redis_sentinel)). Default: none (L1-only).
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.l2_urls = vec![url.into()];
         self.cluster = false;
@@ -275,6 +322,36 @@ impl CacheBuilder {
         self.l2_urls = nodes.into_iter().map(Into::into).collect();
         self.cluster = true;
         self
+    }
+
+    /// Redis Sentinel as L2: the sentinels' addresses (`host[:port]`, port 26379 when omitted;
+    /// `[v6]:port`) and the name of the master they monitor. The cache uses the master the
+    /// sentinels name and follows it across failovers (README, "Redis Sentinel"). With
+    /// passwords (the nodes', the sentinels') or TLS, give a `redis+sentinel://` URL to
+    /// [`redis_url`](Self::redis_url) instead, or use [`from_env`](Self::from_env). Default: none.
+    ///
+    /// ```
+    /// use cache_core::Cache;
+    /// let plain = Cache::builder().redis_sentinel(["10.0.0.1", "10.0.0.2:26380"], "mymaster");
+    /// let with_passwords = Cache::builder().redis_url(
+    ///     "redis+sentinel://:node-pw@10.0.0.1,10.0.0.2:26380/mymaster?sentinel_password=sentinel-pw",
+    /// );
+    /// # let _ = (plain, with_passwords);
+    /// ```
+    pub fn redis_sentinel(
+        self,
+        sentinels: impl IntoIterator<Item = impl Into<String>>,
+        master: impl AsRef<str>,
+    ) -> Self {
+        let sentinels: Vec<String> = sentinels.into_iter().map(Into::into).collect();
+        let none = SentinelAuth::default();
+        self.redis_url(sentinel_url(
+            &sentinels,
+            master.as_ref(),
+            &none,
+            &none,
+            false,
+        ))
     }
 
     /// Trusts this CA (PEM) for `rediss://` connections instead of the system's root certificates:

@@ -36,6 +36,7 @@ use error::wrong_count;
 pub(crate) use error::{is_auth as is_auth_error, redacted as redacted_error, L2Error, Refusal};
 pub(crate) use redact::redact_url;
 use redis::{AsyncCommands, RedisError};
+pub(crate) use sentinel::{sentinel_url, Auth as SentinelAuth};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -242,18 +242,20 @@ fn location(s: &str, form: Form, out: &mut String) -> bool {
     if rest.starts_with('/') {
         let end = rest.find(['?', '#']).unwrap_or(rest.len());
         let path = &rest[..end];
-        let sentinel_path = || {
-            let mut segs = path[1..].split('/');
-            let name = segs.next().unwrap_or("");
-            plain(name) && segs.next().is_none_or(is_db) && segs.next().is_none()
-        };
-        if form == Form::Unix && path.split('/').all(|seg| seg.is_empty() || plain(seg)) {
+        let shown = match form {
             // A socket path. One with `:`, `@`, `,`... could hold a misplaced `user:password@`,
             // or the head of a password that goes on past a comma: masked below.
-            out.push_str(path);
-        } else if form == Form::Tcp && (path == "/" || is_db(&path[1..])) {
-            out.push_str(path);
-        } else if form == Form::Sentinel && sentinel_path() {
+            Form::Unix => path.split('/').all(|seg| seg.is_empty() || plain(seg)),
+            Form::Tcp => path == "/" || is_db(&path[1..]),
+            // `/master-name[/db]`.
+            Form::Sentinel => {
+                let mut segs = path[1..].split('/');
+                plain(segs.next().unwrap_or(""))
+                    && segs.next().is_none_or(is_db)
+                    && segs.next().is_none()
+            }
+        };
+        if shown {
             out.push_str(path);
         } else {
             out.push('/');

@@ -234,6 +234,51 @@ impl SentinelSpec {
     }
 }
 
+/// The `redis+sentinel://` URL (`rediss+sentinel://` with `tls`) of the `sentinels`
+/// (`host[:port]` each) monitoring `master`, with the nodes' and the sentinels' credentials
+/// (percent-encoded), for [`SentinelSpec::parse`] to read back.
+pub(crate) fn sentinel_url(
+    sentinels: &[String],
+    master: &str,
+    redis: &Auth,
+    sentinel: &Auth,
+    tls: bool,
+) -> String {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+    let scheme = if tls {
+        "rediss+sentinel"
+    } else {
+        "redis+sentinel"
+    };
+    let userinfo = match (&redis.username, &redis.password) {
+        (None, None) => String::new(),
+        (u, p) => format!(
+            "{}:{}@",
+            u.as_deref().map(enc).unwrap_or_default(),
+            p.as_deref().map(enc).unwrap_or_default()
+        ),
+    };
+    let mut query = Vec::new();
+    if let Some(u) = &sentinel.username {
+        query.push(format!("sentinel_username={}", enc(u)));
+    }
+    if let Some(p) = &sentinel.password {
+        query.push(format!("sentinel_password={}", enc(p)));
+    }
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", query.join("&"))
+    };
+    let hosts: Vec<&str> = sentinels.iter().map(|s| s.trim()).collect();
+    format!(
+        "{scheme}://{userinfo}{}/{}{query}",
+        hosts.join(","),
+        enc(master.trim())
+    )
+}
+
 /// `user:password`, `:password` or `user`, percent-decoded.
 fn userinfo(s: &str) -> Result<Auth, String> {
     let (user, password) = match s.split_once(':') {
@@ -291,6 +336,28 @@ fn host_port(s: &str) -> Option<(String, u16)> {
         Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0)?,
     };
     Some((host.to_owned(), port))
+}
+
+/// `e`, naming which node (`who`, at `addr`) refused the credentials when that is what it is: a
+/// wrong password means little without knowing whose.
+fn rejected(e: RedisError, who: &str, addr: &(String, u16)) -> RedisError {
+    if !super::error::is_auth(&e) {
+        return e;
+    }
+    let whose = if who == "a sentinel" {
+        "the sentinels' (sentinel_username / sentinel_password)"
+    } else {
+        "the Redis nodes' (the URL's user and password)"
+    };
+    RedisError::from((
+        redis::ErrorKind::AuthenticationFailed,
+        "credentials rejected",
+        format!(
+            "{who} ({}) rejected {whose} credentials: {}",
+            SentinelSpec::show(addr),
+            redacted(&e)
+        ),
+    ))
 }
 
 /// The error operations get while no master is usable (an outage: `MASTERDOWN`).
@@ -530,8 +597,8 @@ fn believe(views: &[View]) -> Option<View> {
 }
 
 /// One sentinel as the watcher keeps it.
-#[derive(Default)]
 struct SentinelLink {
+    addr: (String, u16),
     conn: Option<MultiplexedConnection>,
     /// Its events are in the watcher's stream.
     listening: bool,
@@ -580,7 +647,11 @@ async fn watch_master(weak: Weak<Shared>, wake: Arc<Notify>) {
                     .spec
                     .sentinels
                     .iter()
-                    .map(|_| SentinelLink::default())
+                    .map(|addr| SentinelLink {
+                        addr: addr.clone(),
+                        conn: None,
+                        listening: false,
+                    })
                     .collect();
             }
             w.round(&shared).await;
@@ -607,25 +678,23 @@ impl Watcher {
         let spec = &shared.spec;
         let deadline = shared.connect_timeout + shared.op_timeout;
         let links = std::mem::take(&mut self.links);
-        let asked = futures::future::join_all(links.into_iter().zip(&spec.sentinels).map(
-            |(mut link, addr)| async move {
-                let mut stream = None;
-                let client = spec
-                    .node_info(addr, &spec.sentinel_auth, 0)
-                    .and_then(|info| client_for(info, spec.tls, shared.root_cert.as_deref()));
-                let answer = match client {
-                    Err(e) => Err(e),
-                    Ok(client) => {
-                        if !link.listening {
-                            stream = listen(&client, deadline).await;
-                            link.listening = stream.is_some();
-                        }
-                        ask(&mut link, &client, &spec.master, shared, deadline).await
+        let asked = futures::future::join_all(links.into_iter().map(|mut link| async move {
+            let mut stream = None;
+            let client = spec
+                .node_info(&link.addr, &spec.sentinel_auth, 0)
+                .and_then(|info| client_for(info, spec.tls, shared.root_cert.as_deref()));
+            let answer = match client {
+                Err(e) => Err(e),
+                Ok(client) => {
+                    if !link.listening {
+                        stream = listen(&client, deadline).await;
+                        link.listening = stream.is_some();
                     }
-                };
-                (link, stream, answer)
-            },
-        ))
+                    ask(&mut link, &client, &spec.master, shared, deadline).await
+                }
+            };
+            (link, stream, answer)
+        }))
         .await;
         let mut views = Vec::new();
         let mut errors = Vec::new();
@@ -783,7 +852,8 @@ async fn ask(
     })
     .await;
     let fields = match res {
-        Ok(r) => r?,
+        Ok(Ok(fields)) => fields,
+        Ok(Err(e)) => return Err(rejected(e, "a sentinel", &link.addr)),
         Err(_) => {
             return Err(RedisError::from((
                 redis::ErrorKind::Io,
@@ -828,7 +898,7 @@ async fn connect(
             "{} is not a master (yet)",
             SentinelSpec::show(addr)
         ))),
-        Ok(Err(e)) => Err(e),
+        Ok(Err(e)) => Err(rejected(e, "the master", addr)),
         Err(_) => Err(RedisError::from((
             redis::ErrorKind::Io,
             "the master did not answer in time",
@@ -876,6 +946,34 @@ mod tests {
         assert_eq!(s.sentinel_auth, Auth::default());
         assert!(is_sentinel_url(" REDIS+SENTINEL://h/m"));
         assert!(!is_sentinel_url("redis://h:26379"));
+    }
+
+    #[test]
+    fn urls_made_from_settings_read_back_as_the_same_settings() {
+        let redis = Auth {
+            username: Some("app user".into()),
+            password: Some("p@ss/w?#%&,:".into()),
+        };
+        let sentinel = Auth {
+            username: None,
+            password: Some("s=&c#".into()),
+        };
+        let hosts = ["10.0.0.1:26380".to_owned(), " [::1] ".to_owned()];
+        let url = sentinel_url(&hosts, "my-master", &redis, &sentinel, true);
+        let spec = SentinelSpec::parse(&url).expect("parsed");
+        assert_eq!(
+            spec,
+            SentinelSpec {
+                sentinels: vec![addr("10.0.0.1", 26380), addr("::1", 26379)],
+                master: "my-master".into(),
+                db: 0,
+                tls: true,
+                redis_auth: redis,
+                sentinel_auth: sentinel,
+            }
+        );
+        let plain = sentinel_url(&hosts[..1], "m", &Auth::default(), &Auth::default(), false);
+        assert_eq!(plain, "redis+sentinel://10.0.0.1:26380/m");
     }
 
     #[test]
