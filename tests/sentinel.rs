@@ -19,19 +19,19 @@
 //!
 //! Then, once both have settled, every instance reads every key: nothing written may be lost.
 //!
-//! A second test configures a cache from the environment (`REDIS_SENTINELS`...) and checks that
-//! wrong passwords, the nodes' or the sentinels', stop `build()` with an error saying whose.
-//!
 //! The workload's 64 keys are all read many times a second, so a write the new master missed is
 //! mostly overwritten or hidden by L1 before anyone reads it there. *Witness* keys make the loss
 //! certain and look for it: written at version 0 before, each failover makes the new master miss
-//! writes of them (made after the forced promotion, on the old master; made while the replica of
-//! the master about to be killed is stopped), and once L2 is back (and its read pause over) no
+//! writes of them (made after the forced promotion, on the old master; made by the master about to
+//! be killed once it no longer feeds its replica), and once L2 is back (and its read pause over) no
 //! instance, nor a fresh one, may read version 0 of any of them.
 //!
 //! For a moment after the master moved, an instance does not read L2 (the other instances may be
 //! a little later to move and apply again what the new master missed): a key written by none of
 //! them reads as a miss right after the move, and from the new master a second later.
+//!
+//! A second test configures a cache from the environment (`REDIS_SENTINELS`...) and checks that
+//! wrong passwords, the nodes' or the sentinels', stop `build()` with an error saying whose.
 
 use cache_core::{Cache, CacheBuilder, Error, Kind, KindConfig, Tiers};
 use cache_tests::chaos::checker::{self, Class, FaultWindow, Input};
@@ -49,10 +49,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long after a forced failover began the instances may take to write to the new master:
-/// the sentinels promote the replica and announce it (~1 s measured), on a busy machine.
+/// the sentinels promote the replica and announce it (1.2-1.3 s measured on the 2-core
+/// development machine, busy), with room for a much busier one.
 const FORCED_BOUND: Duration = Duration::from_secs(8);
 /// The same after the master was killed: the sentinels first take `DOWN_AFTER` to call it down,
-/// agree, elect a leader and promote (~3.5 s measured).
+/// then agree, elect a leader, promote and announce (1.5-2.5 s measured).
 const KILLED_BOUND: Duration = Duration::from_secs(12);
 /// Pause between two writes of a probe.
 const PROBE_EVERY: Duration = Duration::from_millis(10);

@@ -338,16 +338,22 @@ fn host_port(s: &str) -> Option<(String, u16)> {
     Some((host.to_owned(), port))
 }
 
-/// `e`, naming which node (`who`, at `addr`) refused the credentials when that is what it is: a
-/// wrong password means little without knowing whose.
-fn rejected(e: RedisError, who: &str, addr: &(String, u16)) -> RedisError {
+/// `e`, naming which node (a sentinel, or the master, at `addr`) refused the credentials when
+/// that is what it is: a wrong password means little without knowing whose.
+fn rejected(e: RedisError, sentinel: bool, addr: &(String, u16)) -> RedisError {
     if !super::error::is_auth(&e) {
         return e;
     }
-    let whose = if who == "a sentinel" {
-        "the sentinels' (sentinel_username / sentinel_password)"
+    let (who, whose) = if sentinel {
+        (
+            "a sentinel",
+            "the sentinels' (sentinel_username / sentinel_password)",
+        )
     } else {
-        "the Redis nodes' (the URL's user and password)"
+        (
+            "the master",
+            "the Redis nodes' (the URL's user and password)",
+        )
     };
     RedisError::from((
         redis::ErrorKind::AuthenticationFailed,
@@ -853,7 +859,7 @@ async fn ask(
     .await;
     let fields = match res {
         Ok(Ok(fields)) => fields,
-        Ok(Err(e)) => return Err(rejected(e, "a sentinel", &link.addr)),
+        Ok(Err(e)) => return Err(rejected(e, true, &link.addr)),
         Err(_) => {
             return Err(RedisError::from((
                 redis::ErrorKind::Io,
@@ -898,7 +904,7 @@ async fn connect(
             "{} is not a master (yet)",
             SentinelSpec::show(addr)
         ))),
-        Ok(Err(e)) => Err(rejected(e, "the master", addr)),
+        Ok(Err(e)) => Err(rejected(e, false, addr)),
         Err(_) => Err(RedisError::from((
             redis::ErrorKind::Io,
             "the master did not answer in time",
