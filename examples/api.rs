@@ -15,6 +15,46 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The variable naming the address the service listens on (`--serve`, `--serve-only`).
+pub const LISTEN_ADDR_VAR: &str = "API_LISTEN_ADDR";
+
+/// Where the service listens without [`LISTEN_ADDR_VAR`].
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:3000";
+
+/// The environment variables the example reads itself, besides the cache's
+/// ([`CacheBuilder::ENV_VARS`], with `--serve-only`): where to listen, and the log filter
+/// ([`crate::init_logging`]). The recipes of `deploy/` set no other (`tests/deploy_recipes.rs`).
+pub const ENV_VARS: &[&str] = &[LISTEN_ADDR_VAR, "RUST_LOG"];
+
+/// The example's command-line flags: `--serve` (the demo, then serving with light traffic of its
+/// own) and `--serve-only` (as deployed: the cache from the environment, no demo, no traffic of
+/// its own, no clearing, until SIGTERM).
+pub const FLAGS: &[&str] = &["--serve", "--serve-only"];
+
+/// The address to listen on: [`LISTEN_ADDR_VAR`], or [`DEFAULT_LISTEN_ADDR`].
+pub fn listen_addr() -> String {
+    std::env::var(LISTEN_ADDR_VAR)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_LISTEN_ADDR.to_owned())
+}
+
+/// The cache of the deployed service: every setting from the environment
+/// ([`CacheBuilder::from_env`]: `REDIS_URL`, `CACHE_L1_MAX_BYTES`, ...), the prefix `api-example`
+/// unless `CACHE_PREFIX` says otherwise, and the service's kinds ([`configure`]).
+///
+/// # Errors
+/// A malformed variable ([`cache_core::Error::Config`]).
+pub fn builder_from_env() -> Result<CacheBuilder, cache_core::Error> {
+    let b = CacheBuilder::from_env()?;
+    let b = if std::env::var("CACHE_PREFIX").is_ok_and(|p| !p.trim().is_empty()) {
+        b
+    } else {
+        b.prefix("api-example")
+    };
+    Ok(configure(b))
+}
+
 /// Calls that reached an origin (database, upstream API, config store).
 pub static ORIGIN_CALLS: AtomicU64 = AtomicU64::new(0);
 

@@ -5,14 +5,22 @@
 //! (`examples::api`), where tests drive it too.
 //!
 //! ```text
-//! cargo run --example api_endpoints             # starts, sends itself traffic, prints a summary
-//! cargo run --example api_endpoints -- --serve  # then keeps serving on 127.0.0.1:3000, sending
-//!                                               # itself light traffic so the dashboard moves
+//! cargo run --example api_endpoints                  # starts, sends itself traffic, prints a summary
+//! cargo run --example api_endpoints -- --serve       # then keeps serving on API_LISTEN_ADDR
+//!                                                    # (default 127.0.0.1:3000), sending itself
+//!                                                    # light traffic so the dashboard moves
+//! cargo run --example api_endpoints -- --serve-only  # as deployed (deploy/): the cache from the
+//!                                                    # environment (Cache::from_env variables),
+//!                                                    # warmed, then serving until SIGTERM
 //! ```
 //!
-//! Uses `REDIS_URL` (default `redis://127.0.0.1:6379`); with no Redis it runs L1 only and says so.
+//! The demo uses `REDIS_URL` (default `redis://127.0.0.1:6379`); with no Redis it runs L1 only and
+//! says so.
 
-use examples::api::{app, configure, request, traffic, traffic_path, ORIGIN_CALLS};
+use examples::api::{
+    app, builder_from_env, configure, listen_addr, request, traffic, traffic_path, FLAGS,
+    ORIGIN_CALLS,
+};
 use examples::{connect_with, init_logging, Timings};
 use std::future::IntoFuture;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +30,14 @@ use std::time::{Duration, Instant};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     init_logging();
-    let serve = std::env::args().any(|a| a == "--serve");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(unknown) = args.iter().find(|a| !FLAGS.contains(&a.as_str())) {
+        return Err(format!("unknown argument {unknown:?} (expected one of {FLAGS:?})").into());
+    }
+    if args.iter().any(|a| a == "--serve-only") {
+        return serve_only().await;
+    }
+    let serve = args.iter().any(|a| a == "--serve");
     let cache = connect_with("api-example", configure).await?;
     cache_core::set_default_cache(cache.clone()).map_err(|_| "a default cache was set already")?;
 
@@ -37,9 +52,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let listener = tokio::net::TcpListener::bind(if serve {
-        "127.0.0.1:3000"
+        listen_addr()
     } else {
-        "127.0.0.1:0"
+        "127.0.0.1:0".to_owned()
     })
     .await?;
     let addr = listener.local_addr()?;
@@ -97,4 +112,49 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         server.await??;
     }
     Ok(())
+}
+
+/// The service as deployed: the cache from the environment (nothing cleared: other replicas share
+/// it), warmed before taking traffic, then serving on `API_LISTEN_ADDR` until SIGTERM or Ctrl-C,
+/// letting requests in flight finish.
+async fn serve_only() -> Result<(), Box<dyn std::error::Error>> {
+    let cache = builder_from_env()?.build().await?;
+    cache_core::set_default_cache(cache.clone()).map_err(|_| "a default cache was set already")?;
+    let report = cache.warm().await;
+    println!(
+        "warm(): {} warmed, {} already hot, {} failed, in {} ms",
+        report.warmed,
+        report.already_hot,
+        report.failed.len(),
+        report.duration_ms
+    );
+    let listener = tokio::net::TcpListener::bind(listen_addr()).await?;
+    println!("serving on http://{}", listener.local_addr()?);
+    axum::serve(listener, app(cache))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM (what Docker and Kubernetes send to stop a container; as PID 1 the process
+/// has no default handler for it) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
 }

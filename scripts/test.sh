@@ -59,6 +59,14 @@ promtool test rules deploy/prometheus/tests/*.test.yml
 # architecture.md promises no import circle among cache-core's modules.
 python3 scripts/import_circles.py
 cargo clippy --workspace --all-targets -- -D warnings
+# The API docs of every crate and feature, with rustdoc's warnings (broken intra-doc links, bad
+# HTML...) as errors.
+RUSTDOCFLAGS="-D warnings" cargo doc --all-features --no-deps
+# The published crates package and build from their packages alone (no file outside them, no
+# path-only dependency): cargo packages cache-macros, then verifies cache-core against it through
+# a local registry overlay (target/package/tmp-registry), reading only the crates.io index.
+# --allow-dirty: a developer's uncommitted changes are checked too (CI's clone is clean anyway).
+cargo publish --dry-run --allow-dirty -p cache-macros -p cache-core
 cargo test --workspace --no-fail-fast
 # The side-by-side benchmark in its quick mode (debug build, small counts): it keeps compiling and
 # running; its figures are not meaningful here (see README, "Benchmarks: side by side").

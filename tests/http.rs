@@ -242,7 +242,7 @@ async fn health_endpoint_is_ok_with_redis_and_503_while_the_breaker_is_open() {
     assert_eq!(r.status, 200);
     assert_eq!(
         r.json(),
-        json!({"status": "ok", "l2_configured": true, "l2_refusing_writes": false, "breaker": "closed", "backplane_subscribed": true})
+        json!({"status": "ok", "l2_configured": true, "l2_refusing_writes": false, "l2_acl_refused": [], "breaker": "closed", "backplane_subscribed": true})
     );
 
     server.kill();

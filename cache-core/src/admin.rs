@@ -76,6 +76,34 @@ pub fn report_key(prefix: &str, id: &str) -> String {
     format!("{prefix}:stats:{id}")
 }
 
+pub use crate::l2::acl::{ACL_RULES, CACHECTL_ACL_RULES, SENTINEL_ACL_RULES};
+
+/// The ACL rules of the Redis user of a cache whose prefix is `prefix`: [`ACL_RULES`] with the
+/// prefix filled in (its glob characters `*?[]\` escaped). Every command the library sends, on
+/// its keys and its backplane channel only; no `FLUSHALL`, `CONFIG`, `KEYS`, `DEBUG`,
+/// `SHUTDOWN`, `ACL` or `CLIENT`.
+///
+/// ```
+/// let rules = cache_core::admin::acl_rules("app");
+/// assert!(rules.starts_with("resetkeys ~app:* resetchannels &app:bp -@all +ping +get "));
+/// // As Redis takes them: ACL SETUSER cache on >PASSWORD <rules>
+/// ```
+pub fn acl_rules(prefix: &str) -> String {
+    crate::l2::acl::fill(ACL_RULES, prefix)
+}
+
+/// The ACL rules of a Redis user for `cachectl`'s read-only commands on the cache whose prefix is
+/// `prefix`: [`CACHECTL_ACL_RULES`] with the prefix filled in. Keys read-only, no channel, no
+/// write (`cachectl invalidate` and `clear` need [`acl_rules`]).
+///
+/// ```
+/// let rules = cache_core::admin::cachectl_acl_rules("app");
+/// assert!(rules.starts_with("resetkeys %R~app:* resetchannels -@all +ping "));
+/// ```
+pub fn cachectl_acl_rules(prefix: &str) -> String {
+    crate::l2::acl::fill(CACHECTL_ACL_RULES, prefix)
+}
+
 /// How long an instance stays in the index after its last report.
 pub const INSTANCE_INDEX_KEEP: Duration = Duration::from_secs(3600);
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Breaker settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct BreakerConfig {
     pub(crate) failure_threshold: u32,
     pub(crate) cooldown_min: Duration,

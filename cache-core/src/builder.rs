@@ -1,22 +1,19 @@
-//! `CacheBuilder`: every setting of a [`Cache`], from code or from the environment.
+//! `CacheBuilder`: every setting of a [`Cache`], from code, the environment or a config file.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::breaker::BreakerConfig;
 use crate::cache::Cache;
-use crate::codec::CodecConfig;
 use crate::coherence::{Coherence, CoherenceConfig};
+use crate::config::{self, Config, Invalid, Key, KindLayer, L2Target, Pem, Settings};
 use crate::entry_store::EntryStore;
 use crate::error::{Error, Result};
-use crate::freshness;
 use crate::history::{History, Reading};
 use crate::inner::Inner;
-use crate::key;
 use crate::kind::{Kind, KindConfig, Kinds};
 use crate::l1::L1;
-use crate::l2::{sentinel_url, L2Config, SentinelAuth, L2};
-use crate::options::MAX_TTL;
+use crate::l2::{L2Config, SentinelAuth, L2};
 use crate::refresh::Claims;
 
 /// Builds a [`Cache`].
@@ -38,35 +35,34 @@ use crate::refresh::Claims;
 /// # Ok::<_, cache_core::Error>(())
 /// # }).unwrap();
 /// ```
+///
+/// # Where settings come from
+/// Each setting is taken from the first of these that sets it:
+///
+/// 1. **code**: this builder's methods, whenever they are called (before or after
+///    [`from_env`](Self::from_env) or [`config_file`](Self::config_file));
+/// 2. **the environment** ([`from_env`](Self::from_env): `REDIS_URL`, `CACHE_PREFIX`, ...);
+/// 3. **config files** ([`config_file`](Self::config_file), or the file named by `CACHE_CONFIG`
+///    for `from_env`), a file read later over one read earlier;
+/// 4. the defaults (each method's doc says its default).
+///
+/// Kinds merge setting by setting: a kind registered in code with
+/// [`kind`](Self::kind) takes its TTL, and each setting its `KindConfig` sets, from code, and its
+/// other settings from the file (`[kinds.NAME]`); a built-in kind the file does not mention keeps
+/// its built-in TTL. A kind only in the file is registered by it (a kind that is not built in
+/// needs its `ttl` there). `build()` logs a warning naming every file or environment setting
+/// that code overrides.
 #[derive(Clone)]
 #[must_use]
 pub struct CacheBuilder {
-    /// One URL, or the seed nodes of a cluster; empty: L1-only.
-    l2_urls: Vec<String>,
-    cluster: bool,
-    /// PEM of the CA that signed the Redis server's certificate (`rediss://`); none: system roots.
-    tls_root_cert: Option<Vec<u8>>,
-    prefix: String,
-    /// `None`: the prefix.
-    name: Option<String>,
-    enabled: bool,
-    l1_max_bytes: u64,
-    connect_timeout: Duration,
-    op_timeout: Duration,
-    breaker: BreakerConfig,
-    codec: CodecConfig,
-    grace: Duration,
-    unregistered_ttl: Duration,
-    kinds: Vec<(Kind, KindConfig)>,
-    backplane: bool,
-    unsynced_l1_ttl: Duration,
-    tombstone_ttl: Duration,
-    stats_report_interval: Duration,
-    ttl_jitter: f64,
-    breaker_open_l1_ttl: Duration,
-    lock_ttl: Duration,
-    lock_wait: Duration,
-    max_pending_invalidations: usize,
+    /// What this builder's methods set: wins over everything else.
+    code: Settings,
+    /// What environment variables set (`from_env`).
+    env: Settings,
+    /// What config files set (`CACHE_CONFIG`, `config_file`), later files over earlier ones.
+    file: Settings,
+    /// The config files read, in order (named in messages).
+    files: Vec<PathBuf>,
 }
 
 impl Default for CacheBuilder {
@@ -75,113 +71,15 @@ impl Default for CacheBuilder {
     }
 }
 
-fn env_var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn parse_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
-    match env_var(name) {
-        None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| Error::Config(format!("{name}={v:?} is not a valid number"))),
-    }
-}
-
-/// The Sentinel URL the environment describes (`REDIS_SENTINELS` and `REDIS_SENTINEL_MASTER`,
-/// with credentials and TLS from their own variables); `None` when it describes none.
-fn sentinel_from_env() -> Result<Option<String>> {
-    let (sentinels, master) = match (env_var("REDIS_SENTINELS"), env_var("REDIS_SENTINEL_MASTER")) {
-        (None, None) => return Ok(None),
-        (Some(s), Some(m)) => (s, m),
-        _ => {
-            return Err(Error::Config(
-                "REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together".into(),
-            ))
-        }
-    };
-    if env_var("REDIS_URL").is_some() || env_var("REDIS_CLUSTER_URLS").is_some() {
-        return Err(Error::Config(
-            "set REDIS_SENTINELS or REDIS_URL / REDIS_CLUSTER_URLS, not both".into(),
-        ));
-    }
-    let auth = |user: &str, password: &str| SentinelAuth {
-        username: env_var(user),
-        password: env_var(password),
-    };
-    let tls = match env_var("REDIS_SENTINEL_TLS") {
-        Some(v) => parse_bool("REDIS_SENTINEL_TLS", &v)?,
-        None => false,
-    };
-    let nodes: Vec<String> = sentinels
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    Ok(Some(sentinel_url(
-        &nodes,
-        &master,
-        &auth("REDIS_USERNAME", "REDIS_PASSWORD"),
-        &auth("REDIS_SENTINEL_USERNAME", "REDIS_SENTINEL_PASSWORD"),
-        tls,
-    )))
-}
-
-/// Parses a byte size: a number with an optional K, M or G suffix (powers of 1024).
-fn parse_bytes(name: &str, v: &str) -> Result<u64> {
-    let t = v.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
-        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
-        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
-        _ => (t, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "{name}={v:?} is not a byte size (e.g. 67108864, 64M)"
-            ))
-        })
-}
-
-fn parse_bool(name: &str, v: &str) -> Result<bool> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(Error::Config(format!(
-            "{name}={v:?} is not a boolean (true/false)"
-        ))),
-    }
-}
-
+/// Each layer's settings; passwords in URLs are redacted and certificates not shown.
 impl std::fmt::Debug for CacheBuilder {
-    /// Passwords in the URLs are redacted (the list as a whole: see `redact_url`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CacheBuilder")
-            .field("l2_urls", &crate::l2::conn::shown_urls(&self.l2_urls))
-            .field("cluster", &self.cluster)
-            .field(
-                "tls_root_cert",
-                &self.tls_root_cert.as_ref().map(|_| "<PEM>"),
-            )
-            .field("prefix", &self.prefix)
-            .field("name", &self.name)
-            .field("enabled", &self.enabled)
-            .field("l1_max_bytes", &self.l1_max_bytes)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("op_timeout", &self.op_timeout)
-            .field("breaker", &self.breaker)
-            .field("codec", &self.codec)
-            .field("grace", &self.grace)
-            .field("kinds", &self.kinds)
-            .field("backplane", &self.backplane)
-            .finish_non_exhaustive()
+            .field("code", &self.code)
+            .field("env", &self.env)
+            .field("files", &self.files)
+            .field("file", &self.file)
+            .finish()
     }
 }
 
@@ -189,46 +87,41 @@ impl CacheBuilder {
     /// A builder with every default.
     pub fn new() -> Self {
         Self {
-            l2_urls: Vec::new(),
-            cluster: false,
-            tls_root_cert: None,
-            prefix: crate::DEFAULT_PREFIX.into(),
-            name: None,
-            enabled: true,
-            l1_max_bytes: 64 << 20,
-            connect_timeout: Duration::from_millis(250),
-            op_timeout: Duration::from_millis(100),
-            breaker: BreakerConfig::default(),
-            codec: CodecConfig::default(),
-            grace: Duration::ZERO,
-            unregistered_ttl: Duration::from_secs(300),
-            kinds: Vec::new(),
-            backplane: true,
-            unsynced_l1_ttl: Duration::from_secs(5),
-            tombstone_ttl: Duration::from_secs(60),
-            stats_report_interval: Duration::from_secs(5),
-            ttl_jitter: 0.0,
-            breaker_open_l1_ttl: Duration::from_secs(5),
-            lock_ttl: Duration::from_secs(10),
-            lock_wait: Duration::from_secs(10),
-            max_pending_invalidations: 10_000,
+            code: Settings::default(),
+            env: Settings::default(),
+            file: Settings::default(),
+            files: Vec::new(),
         }
     }
 
-    /// A builder from environment variables (unset or empty ones keep their defaults):
+    /// The environment variables [`from_env`](Self::from_env) reads, and no other: every setting
+    /// a deployment can give the cache through its environment. Deployment recipes can check the
+    /// variables they set against it (this repository's `deploy/` is, in
+    /// `tests/deploy_recipes.rs`).
+    ///
+    /// ```
+    /// assert!(cache_core::CacheBuilder::ENV_VARS.contains(&"CACHE_L1_MAX_BYTES"));
+    /// assert!(cache_core::CacheBuilder::ENV_VARS.contains(&"CACHE_CONFIG"));
+    /// ```
+    pub const ENV_VARS: &'static [&'static str] = config::env::VARS;
+
+    /// A builder from environment variables (unset or empty ones keep their defaults), and from
+    /// the config file `CACHE_CONFIG` names, if set, below them (see
+    /// [`config_file`](Self::config_file)):
     ///
     /// | variable | meaning | default |
     /// |---|---|---|
+    /// | `CACHE_CONFIG` | a TOML config file ([`config_file`](Self::config_file)); variables override its settings | unset |
     /// | `REDIS_URL` | `redis://[user:password@]host:port[/db]`; unset means L1-only | unset |
     /// | `REDIS_CLUSTER_URLS` | comma-separated node URLs of a Redis Cluster (instead of `REDIS_URL`) | unset |
-    /// | `REDIS_SENTINELS` / `REDIS_SENTINEL_MASTER` | Redis Sentinel (instead of the two above): comma-separated sentinel `host[:port]`s (port 26379 when omitted), and the master's name | unset |
-    /// | `REDIS_USERNAME` / `REDIS_PASSWORD` | with `REDIS_SENTINELS`: the Redis nodes' credentials (a URL carries its own) | unset |
-    /// | `REDIS_SENTINEL_USERNAME` / `REDIS_SENTINEL_PASSWORD` | the sentinels' own credentials, when they require a password | unset |
-    /// | `REDIS_SENTINEL_TLS` | `true`: TLS to the sentinels and the nodes (needs the `tls` feature) | `false` |
+    /// | `REDIS_SENTINELS` / `REDIS_SENTINEL_MASTER` | Redis Sentinel (instead of the two above): comma-separated sentinel `host[:port]`s (port 26379 when omitted), and the master's name ([`redis_sentinel`](Self::redis_sentinel)) | unset |
+    /// | `REDIS_USERNAME` / `REDIS_PASSWORD` | with `REDIS_SENTINELS`: the Redis nodes' credentials (ignored otherwise: a URL carries its own) | unset |
+    /// | `REDIS_SENTINEL_USERNAME` / `REDIS_SENTINEL_PASSWORD` | with `REDIS_SENTINELS`: the sentinels' own credentials, when they require a password | unset |
+    /// | `REDIS_SENTINEL_TLS` | with `REDIS_SENTINELS`: `true` for TLS to the sentinels and the nodes (needs the `tls` feature) | `false` |
     /// | `REDIS_TLS_CA_FILE` | PEM file of the CA trusted for `rediss://` (default: system roots) | unset |
     /// | `CACHE_ENABLED` | `false` turns caching off (loaders always run) | `true` |
     /// | `CACHE_PREFIX` | key prefix (namespace) of this application | `cache` |
-    /// | `CACHE_L1_MAX_BYTES` | L1 byte budget, e.g. `67108864` or `64M` | `64M` |
+    /// | `CACHE_L1_MAX_BYTES` | L1 byte budget, e.g. `67108864`, `64M` or `64MiB` | `64M` |
     /// | `CACHE_L2_CONNECT_TIMEOUT_MS` | Redis connect timeout | `250` |
     /// | `CACHE_L2_TIMEOUT_MS` | deadline of each Redis operation | `100` |
     /// | `CACHE_COMPRESS_THRESHOLD_BYTES` | compress values at least this large | `1024` |
@@ -241,86 +134,94 @@ impl CacheBuilder {
     /// | `CACHE_MAX_PENDING_INVALIDATIONS` | invalidations kept while Redis is unreachable | `10000` |
     /// | `CACHE_STATS_REPORT_SECS` | how often stats are published for `cachectl` (`0`: never) | `5` |
     ///
+    /// Settings made in code on the returned builder override both.
+    ///
     /// # Errors
-    /// [`Error::Config`] naming the malformed variable.
+    /// [`Error::Config`] naming the malformed variable, or the config file, line and key.
     pub fn from_env() -> Result<Self> {
-        let mut b = Self::new();
-        if let Some(url) = sentinel_from_env()? {
-            b = b.redis_url(url);
-        } else if let Some(nodes) = env_var("REDIS_CLUSTER_URLS") {
-            b = b.redis_cluster(nodes.split(',').map(str::trim).filter(|s| !s.is_empty()));
-        } else if let Some(url) = env_var("REDIS_URL") {
-            b = b.redis_url(url);
+        Self::new().with_env(&|name| std::env::var(name).ok())
+    }
+
+    /// `from_env` over the variables `var` gives.
+    pub(crate) fn with_env(mut self, var: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+        if let Some(path) = var("CACHE_CONFIG").filter(|p| !p.trim().is_empty()) {
+            self = self.config_file(path.trim())?;
         }
-        if let Some(path) = env_var("REDIS_TLS_CA_FILE") {
-            let pem = std::fs::read(&path).map_err(|e| {
-                Error::Config(format!("REDIS_TLS_CA_FILE: cannot read {path}: {e}"))
-            })?;
-            b = b.redis_tls_root_cert(pem);
-        }
-        if let Some(v) = env_var("CACHE_ENABLED") {
-            b.enabled = parse_bool("CACHE_ENABLED", &v)?;
-        }
-        if let Some(v) = env_var("CACHE_PREFIX") {
-            b.prefix = v.trim().to_owned();
-        }
-        if let Some(v) = env_var("CACHE_L1_MAX_BYTES") {
-            b.l1_max_bytes = parse_bytes("CACHE_L1_MAX_BYTES", &v)?;
-        }
-        if let Some(ms) = parse_env::<u64>("CACHE_L2_CONNECT_TIMEOUT_MS")? {
-            b.connect_timeout = Duration::from_millis(ms);
-        }
-        if let Some(ms) = parse_env::<u64>("CACHE_L2_TIMEOUT_MS")? {
-            b.op_timeout = Duration::from_millis(ms);
-        }
-        if let Some(v) = env_var("CACHE_COMPRESS_THRESHOLD_BYTES") {
-            b.codec.compress_threshold =
-                parse_bytes("CACHE_COMPRESS_THRESHOLD_BYTES", &v)? as usize;
-        }
-        if let Some(v) = env_var("CACHE_MAX_VALUE_BYTES") {
-            b.codec.max_value_bytes = parse_bytes("CACHE_MAX_VALUE_BYTES", &v)? as usize;
-        }
-        if let Some(n) = parse_env::<u32>("CACHE_BREAKER_FAILURES")? {
-            b.breaker.failure_threshold = n;
-        }
-        if let Some(f) = parse_env::<f64>("CACHE_TTL_JITTER")? {
-            b = b.ttl_jitter(f);
-        }
-        if let Some(ms) = parse_env::<u64>("CACHE_BREAKER_OPEN_L1_TTL_MS")? {
-            b = b.breaker_open_l1_ttl(Duration::from_millis(ms));
-        }
-        if let Some(ms) = parse_env::<u64>("CACHE_LOCK_TTL_MS")? {
-            b = b.distributed_lock_ttl(Duration::from_millis(ms));
-        }
-        if let Some(ms) = parse_env::<u64>("CACHE_LOCK_WAIT_MS")? {
-            b = b.distributed_lock_wait(Duration::from_millis(ms));
-        }
-        if let Some(n) = parse_env::<usize>("CACHE_MAX_PENDING_INVALIDATIONS")? {
-            b = b.max_pending_invalidations(n);
-        }
-        if let Some(s) = parse_env::<u64>("CACHE_STATS_REPORT_SECS")? {
-            b = b.stats_report_interval(Duration::from_secs(s));
-        }
-        if let Some(s) = parse_env::<u64>("CACHE_FAIL_SAFE_GRACE_SECS")? {
-            b.grace = Duration::from_secs(s);
-        }
-        Ok(b)
+        self.env = config::env::read(var)?;
+        Ok(self)
+    }
+
+    /// Reads the settings of a TOML config file: every builder setting, and each kind's settings
+    /// in a `[kinds.NAME]` table, keyed by the methods' names (but `redis_cluster_urls`,
+    /// `redis_sentinels` / `redis_sentinel_master` and the Sentinel credentials,
+    /// `redis_tls_ca_file` and `breaker_cooldown_min` / `_max`). The environment and code override
+    /// them (see [Where settings come from](Self#where-settings-come-from)); a file read later
+    /// overrides one read earlier. The repository's `cache.example.toml` shows every key.
+    ///
+    /// ```toml
+    /// redis_url = "redis://127.0.0.1:6379"
+    /// l1_max_bytes = "256MiB"     # or a number of bytes; K, M, G are powers of 1024
+    /// l2_timeout = "100ms"        # durations: "250ms", "5m", "1h 30m"
+    ///
+    /// [kinds.api_response]        # a built-in kind: every key optional
+    /// ttl = "10m"
+    /// eager_refresh = 0.8
+    ///
+    /// [kinds.llm_answer]          # a kind of the application's: registered by the file
+    /// ttl = "1day"
+    /// tiers = "l2_only"           # "both", "l1_only" or "l2_only"
+    /// schema = "answer-v2"
+    /// ```
+    ///
+    /// A relative `redis_tls_ca_file` is read from the file's directory. The file is read and
+    /// checked now; its kinds' TTLs, like every setting, then change with a restart, without a
+    /// rebuild.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("cache-doc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// # let path = dir.join("cache.toml");
+    /// std::fs::write(&path, "prefix = \"from-file\"\nl1_max_bytes = \"8M\"\n[kinds.api_response]\nttl = \"42s\"\n")?;
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let cache = cache_core::Cache::builder()
+    ///     .l1_max_bytes(16 << 20) // code wins, even when called before the file is read
+    ///     .config_file(&path)?
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(cache.prefix(), "from-file");
+    /// assert_eq!(cache.stats().total.l1.max_bytes, 16 << 20);
+    /// # Ok::<_, cache_core::Error>(())
+    /// # }).unwrap();
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the file cannot be read, is not TOML, has an unknown key or a
+    /// value of the wrong type or out of range; the message names the file, the line and column,
+    /// and the key (`cache.toml:12:7: kinds.api_response.ttl: ...`).
+    pub fn config_file(mut self, path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let layer = config::file::read(path)?;
+        self.file = layer.over(&self.file);
+        self.files.push(path.to_owned());
+        Ok(self)
     }
 
     /// The Redis URL of L2 (`redis://[user:password@]host:port[/db]`, or `rediss://` with the
     /// `tls` feature; `redis+sentinel://` for Redis Sentinel, see
     /// [`redis_sentinel`](Self::redis_sentinel)). Default: none (L1-only).
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
-        self.l2_urls = vec![url.into()];
-        self.cluster = false;
+        self.code.l2 = Some(L2Target::Url(url.into()));
         self
     }
 
     /// A Redis Cluster as L2, from the URLs of some of its nodes (the client discovers the
     /// others). Credentials come from the URLs. Default: none.
     pub fn redis_cluster(mut self, nodes: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        self.l2_urls = nodes.into_iter().map(Into::into).collect();
-        self.cluster = true;
+        self.code.l2 = Some(L2Target::Cluster(
+            nodes.into_iter().map(Into::into).collect(),
+        ));
         self
     }
 
@@ -328,7 +229,9 @@ impl CacheBuilder {
     /// `[v6]:port`) and the name of the master they monitor. The cache uses the master the
     /// sentinels name and follows it across failovers (README, "Redis Sentinel"). With
     /// passwords (the nodes', the sentinels') or TLS, give a `redis+sentinel://` URL to
-    /// [`redis_url`](Self::redis_url) instead, or use [`from_env`](Self::from_env). Default: none.
+    /// [`redis_url`](Self::redis_url) instead, or set them in the environment
+    /// ([`from_env`](Self::from_env)) or a config file ([`config_file`](Self::config_file)).
+    /// Default: none.
     ///
     /// ```
     /// use cache_core::Cache;
@@ -339,39 +242,39 @@ impl CacheBuilder {
     /// # let _ = (plain, with_passwords);
     /// ```
     pub fn redis_sentinel(
-        self,
+        mut self,
         sentinels: impl IntoIterator<Item = impl Into<String>>,
         master: impl AsRef<str>,
     ) -> Self {
-        let sentinels: Vec<String> = sentinels.into_iter().map(Into::into).collect();
-        let none = SentinelAuth::default();
-        self.redis_url(sentinel_url(
-            &sentinels,
-            master.as_ref(),
-            &none,
-            &none,
-            false,
-        ))
+        self.code.l2 = Some(L2Target::Sentinel {
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+            master: master.as_ref().to_owned(),
+            node_auth: SentinelAuth::default(),
+            sentinel_auth: SentinelAuth::default(),
+            tls: false,
+        });
+        self
     }
 
     /// Trusts this CA (PEM) for `rediss://` connections instead of the system's root certificates:
     /// for a Redis whose certificate is signed by a private CA. Needs the `tls` feature to take
     /// effect. Default: the system roots.
     pub fn redis_tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.tls_root_cert = Some(pem.into());
+        self.code.tls_root_cert = Some(Pem(pem.into()));
         self
     }
 
-    /// Runs without L2 even if a URL was set. Default: L2 when a URL is set.
+    /// Runs without L2 even if a URL was set (in code, the environment or a config file). Default:
+    /// L2 when a URL is set.
     pub fn no_l2(mut self) -> Self {
-        self.l2_urls.clear();
+        self.code.l2 = Some(L2Target::None);
         self
     }
 
     /// The key prefix (namespace) of this application: ASCII letters, digits, `_`, `-`, `.`.
     /// Caches with different prefixes never see each other's keys. Default: `cache`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+        self.code.prefix = Some(prefix.into());
         self
     }
 
@@ -386,13 +289,13 @@ impl CacheBuilder {
     /// # });
     /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
+        self.code.name = Some(name.into());
         self
     }
 
     /// `false` turns caching off: loaders always run, nothing is stored. Default: `true`.
     pub fn enabled(mut self, enabled: bool) -> Self {
-        self.enabled = enabled;
+        self.code.enabled = Some(enabled);
         self
     }
 
@@ -403,26 +306,26 @@ impl CacheBuilder {
     /// measured). Spare capacity in a value's strings and vectors cannot be seen and comes on top.
     /// Default: 64 MiB.
     pub fn l1_max_bytes(mut self, bytes: u64) -> Self {
-        self.l1_max_bytes = bytes;
+        self.code.l1_max_bytes = Some(bytes);
         self
     }
 
     /// How long connecting to Redis may take. Default: 250 ms.
     pub fn l2_connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = d;
+        self.code.l2_connect_timeout = Some(d);
         self
     }
 
     /// The deadline of each Redis operation: a hung Redis delays a caller at most this long.
     /// Default: 100 ms (loopback round trips take ~0.1 ms; leave room for a loaded network).
     pub fn l2_timeout(mut self, d: Duration) -> Self {
-        self.op_timeout = d;
+        self.code.l2_timeout = Some(d);
         self
     }
 
     /// Consecutive L2 failures (errors or timeouts) that open the circuit breaker. Default: 5.
     pub fn breaker_failure_threshold(mut self, n: u32) -> Self {
-        self.breaker.failure_threshold = n;
+        self.code.breaker_failure_threshold = Some(n);
         self
     }
 
@@ -431,55 +334,64 @@ impl CacheBuilder {
     /// while invalidations wait for replay it is sent every 100 ms whatever the cool-down. Default:
     /// 250 ms to 1 s.
     pub fn breaker_cooldown(mut self, min: Duration, max: Duration) -> Self {
-        self.breaker.cooldown_min = min;
-        self.breaker.cooldown_max = max;
+        self.code.breaker_cooldown_min = Some(min);
+        self.code.breaker_cooldown_max = Some(max);
         self
     }
 
     /// Values whose MessagePack form is at least this many bytes are zstd-compressed in L2 (never
     /// in L1). Default: 1024.
     pub fn compress_threshold(mut self, bytes: usize) -> Self {
-        self.codec.compress_threshold = bytes;
+        self.code.compress_threshold = Some(bytes);
         self
     }
 
     /// zstd level. Default: 1 (level 3 gains ~5% of size for 20-25% more time).
     pub fn compression_level(mut self, level: i32) -> Self {
-        self.codec.compress_level = level;
+        self.code.compression_level = Some(level);
         self
     }
 
     /// Largest value (MessagePack bytes) written to or accepted from L2; larger values are not
     /// written (counted as `oversized`) and larger stored values read as misses. Default: 16 MiB.
     pub fn max_value_bytes(mut self, bytes: usize) -> Self {
-        self.codec.max_value_bytes = bytes;
+        self.code.max_value_bytes = Some(bytes);
         self
     }
 
     /// Fail-safe: keep entries this long past their TTL; when a loader fails and such a stale value
     /// exists, it is served (and counted as `stale_served`). Default: 0 (off).
     pub fn fail_safe_grace(mut self, grace: Duration) -> Self {
-        self.grace = grace;
+        self.code.fail_safe_grace = Some(grace);
         self
     }
 
-    /// Registers a kind (or overrides a built-in one).
+    /// Registers a kind (or overrides a built-in one). A second call for the same kind replaces
+    /// the first. Its TTL, and each setting `cfg` sets, win over a config file's for the kind;
+    /// the settings `cfg` leaves unset come from the file.
     pub fn kind(mut self, kind: Kind, cfg: KindConfig) -> Self {
-        self.kinds.push((kind, cfg));
+        let (ttl, opts) = cfg.into_parts();
+        self.code.set_kind(
+            kind,
+            KindLayer {
+                ttl: Some(ttl),
+                opts,
+            },
+        );
         self
     }
 
     /// Cross-instance L1 invalidation over Redis pub/sub (channel `{prefix}:bp`). Turn it off only
     /// for a single instance. Default: on when an L2 is configured.
     pub fn backplane(mut self, on: bool) -> Self {
-        self.backplane = on;
+        self.code.backplane = Some(on);
         self
     }
 
     /// While the backplane is not subscribed (other instances' invalidations cannot arrive), new
     /// L1 entries live at most this long. Default: 5 s.
     pub fn unsynced_l1_ttl(mut self, ttl: Duration) -> Self {
-        self.unsynced_l1_ttl = ttl;
+        self.code.unsynced_l1_ttl = Some(ttl);
         self
     }
 
@@ -487,7 +399,7 @@ impl CacheBuilder {
     /// (loads that began before the invalidation and end while the tombstone exists cannot store).
     /// Default: 60 s.
     pub fn invalidation_tombstone_ttl(mut self, ttl: Duration) -> Self {
-        self.tombstone_ttl = ttl;
+        self.code.invalidation_tombstone_ttl = Some(ttl);
         self
     }
 
@@ -495,7 +407,7 @@ impl CacheBuilder {
     /// expiring after three intervals), where `cachectl stats` and `cachectl health` read it.
     /// `Duration::ZERO` turns publishing off. Default: 5 s.
     pub fn stats_report_interval(mut self, every: Duration) -> Self {
-        self.stats_report_interval = every;
+        self.code.stats_report_interval = Some(every);
         self
     }
 
@@ -515,14 +427,14 @@ impl CacheBuilder {
     ///
     /// Default: 0 (off).
     pub fn ttl_jitter(mut self, fraction: f64) -> Self {
-        self.ttl_jitter = fraction;
+        self.code.ttl_jitter = Some(fraction);
         self
     }
 
     /// While the circuit breaker is open (L2 skipped), entries stored in L1 live at most this long:
     /// invalidations made by other instances cannot reach this one meanwhile. Default: 5 s.
     pub fn breaker_open_l1_ttl(mut self, ttl: Duration) -> Self {
-        self.breaker_open_l1_ttl = ttl;
+        self.code.breaker_open_l1_ttl = Some(ttl);
         self
     }
 
@@ -532,14 +444,14 @@ impl CacheBuilder {
     /// above your loaders' usual time (a load that outlives its lock may be duplicated). Default:
     /// 10 s.
     pub fn distributed_lock_ttl(mut self, ttl: Duration) -> Self {
-        self.lock_ttl = ttl;
+        self.code.distributed_lock_ttl = Some(ttl);
         self
     }
 
     /// The longest a load waits for another instance's distributed lock before calling its own
     /// loader. Default: 10 s.
     pub fn distributed_lock_wait(mut self, wait: Duration) -> Self {
-        self.lock_wait = wait;
+        self.code.distributed_lock_wait = Some(wait);
         self
     }
 
@@ -547,136 +459,75 @@ impl CacheBuilder {
     /// when it is back; further ones are dropped and counted in
     /// [`Stats::pending_invalidations`](crate::Stats::pending_invalidations). Default: 10 000.
     pub fn max_pending_invalidations(mut self, max: usize) -> Self {
-        self.max_pending_invalidations = max;
+        self.code.max_pending_invalidations = Some(max);
         self
     }
 
     /// The TTL used for kinds that were never registered. Default: 300 s.
     pub fn unregistered_kind_ttl(mut self, ttl: Duration) -> Self {
-        self.unregistered_ttl = ttl;
+        self.code.unregistered_kind_ttl = Some(ttl);
         self
     }
 
-    fn validate(&self) -> Result<()> {
-        if !key::is_valid_name(&self.prefix) {
-            return Err(Error::Config(format!(
-                "prefix {:?} must be 1-64 ASCII letters, digits, '_', '-' or '.'",
-                self.prefix
-            )));
+    /// The settings of every layer resolved and checked.
+    pub(crate) fn config(&self) -> Result<Config> {
+        let merged = self.code.clone().over(&self.env).over(&self.file);
+        Config::resolve(merged)
+            .and_then(|c| c.validate().map(|()| c))
+            .map_err(|inv| self.explain(inv))
+    }
+
+    /// An invalid setting as an error naming where it was set.
+    fn explain(&self, inv: Invalid) -> Error {
+        let Invalid { key, message } = inv;
+        // A layer is to blame for a key it sets, or for a kind it declares without the TTL no
+        // other layer gives.
+        let by = |layer: &Settings| {
+            layer.keys().contains(&key)
+                || matches!(&key, Key::Kind { kind, field: Some("ttl") }
+                    if layer.kinds.iter().any(|(k, _)| k.name() == kind))
+        };
+        if !by(&self.code) && !by(&self.env) && by(&self.file) {
+            Error::Config(format!("{}: {key}: {message}", self.file_names()))
+        } else {
+            Error::Config(format!("{key}: {message}"))
         }
-        if let Some(name) = self.name.as_deref().filter(|n| !key::is_valid_name(n)) {
-            return Err(Error::Config(format!(
-                "name {name:?} must be 1-64 ASCII letters, digits, '_', '-' or '.'"
-            )));
+    }
+
+    fn file_names(&self) -> String {
+        let names: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
+        names.join(", ")
+    }
+
+    /// Logs the environment and file settings that code overrides (a TTL edited in the file that
+    /// does not take effect should not go unnoticed).
+    fn warn_overridden(&self) {
+        for (source, keys) in self.overridden() {
+            tracing::warn!(
+                settings = %keys.join(", "),
+                "settings from {source} are overridden by the ones set in code (CacheBuilder)"
+            );
         }
-        if self.l1_max_bytes == 0 {
-            return Err(Error::Config("the L1 byte budget must be above 0".into()));
-        }
-        if self.op_timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(Error::Config("L2 timeouts must be above 0".into()));
-        }
-        if self.breaker.failure_threshold == 0 {
-            return Err(Error::Config(
-                "the breaker failure threshold must be at least 1".into(),
-            ));
-        }
-        if self.breaker.cooldown_min.is_zero()
-            || self.breaker.cooldown_max < self.breaker.cooldown_min
-        {
-            return Err(Error::Config(
-                "breaker cool-down: need 0 < min <= max".into(),
-            ));
-        }
-        if self.codec.max_value_bytes == 0 || self.codec.max_value_bytes > u32::MAX as usize {
-            return Err(Error::Config(
-                "max value size must be between 1 byte and 4 GiB".into(),
-            ));
-        }
-        for (k, cfg) in &self.kinds {
-            if !key::is_valid_name(k.name()) {
-                return Err(Error::Config(format!(
-                    "kind {:?} must be 1-64 ASCII letters, digits, '_', '-' or '.'",
-                    k.name()
-                )));
-            }
-            if cfg.ttl().is_zero() {
-                return Err(Error::Config(format!("kind {:?} has a zero TTL", k.name())));
-            }
-            if cfg.ttl() > MAX_TTL || cfg.l1_ttl_cap().is_some_and(|t| t > MAX_TTL) {
-                return Err(Error::Config(format!(
-                    "kind {:?}: TTLs must be at most cache_core::MAX_TTL (100 years)",
-                    k.name()
-                )));
-            }
-            if cfg
-                .schema_id()
-                .is_some_and(|s| s.is_empty() || s.len() > 128)
-            {
-                return Err(Error::Config(format!(
-                    "kind {:?}: a schema name must be 1-128 bytes",
-                    k.name()
-                )));
-            }
-            if cfg
-                .cost_per_load()
-                .is_some_and(|c| !c.is_finite() || c < 0.0)
-            {
-                return Err(Error::Config(format!(
-                    "kind {:?}: load_cost must be a finite number >= 0",
-                    k.name()
-                )));
-            }
-            if cfg
-                .target_hit_rate()
-                .is_some_and(|t| !(t > 0.0 && t <= 1.0))
-            {
-                return Err(Error::Config(format!(
-                    "kind {:?}: hit_rate_target must be in (0, 1]",
-                    k.name()
-                )));
-            }
-            cfg.freshness()
-                .validate()
-                .and_then(|()| cfg.jitter().map_or(Ok(()), freshness::validate_jitter))
-                .map_err(|e| Error::Config(format!("kind {:?}: {e}", k.name())))?;
-        }
-        freshness::validate_jitter(self.ttl_jitter).map_err(Error::Config)?;
-        if self.breaker_open_l1_ttl.is_zero() || self.lock_ttl.is_zero() {
-            return Err(Error::Config(
-                "the breaker-open L1 TTL and the distributed lock TTL must be above 0".into(),
-            ));
-        }
-        if self.tombstone_ttl.is_zero() || self.unsynced_l1_ttl.is_zero() {
-            return Err(Error::Config(
-                "the tombstone and unsynced L1 TTLs must be above 0".into(),
-            ));
-        }
-        if self.unregistered_ttl.is_zero() {
-            return Err(Error::Config(
-                "the unregistered kind TTL must be above 0".into(),
-            ));
-        }
-        // Every duration setting, so that no deadline or expiry computed from one overflows.
-        for (name, d) in [
-            ("fail_safe_grace", self.grace),
-            ("invalidation_tombstone_ttl", self.tombstone_ttl),
-            ("unsynced_l1_ttl", self.unsynced_l1_ttl),
-            ("stats_report_interval", self.stats_report_interval),
-            ("breaker_open_l1_ttl", self.breaker_open_l1_ttl),
-            ("distributed_lock_ttl", self.lock_ttl),
-            ("distributed_lock_wait", self.lock_wait),
-            ("unregistered_kind_ttl", self.unregistered_ttl),
-            ("the L2 operation timeout", self.op_timeout),
-            ("the L2 connect timeout", self.connect_timeout),
-            ("the breaker cool-down", self.breaker.cooldown_max),
-        ] {
-            if d > MAX_TTL {
-                return Err(Error::Config(format!(
-                    "{name} must be at most cache_core::MAX_TTL (100 years), not {d:?}"
-                )));
-            }
-        }
-        Ok(())
+    }
+
+    /// The settings of the environment and of the config files that code overrides, by source.
+    fn overridden(&self) -> Vec<(String, Vec<String>)> {
+        let code = self.code.keys();
+        [
+            (&self.env, "the environment".to_owned()),
+            (&self.file, self.file_names()),
+        ]
+        .into_iter()
+        .filter_map(|(layer, source)| {
+            let keys: Vec<String> = layer
+                .keys()
+                .into_iter()
+                .filter(|k| code.contains(k))
+                .map(|k| k.to_string())
+                .collect();
+            (!keys.is_empty()).then_some((source, keys))
+        })
+        .collect()
     }
 
     /// Builds the cache. Must run inside a tokio runtime.
@@ -688,35 +539,39 @@ impl CacheBuilder {
     /// # Errors
     /// [`Error::Config`] for invalid settings or a malformed Redis URL.
     pub async fn build(self) -> Result<Cache> {
-        self.validate()?;
+        let cfg = self.config()?;
+        self.warn_overridden();
         let kinds = Arc::new(Kinds::new(
-            &self.prefix,
-            self.kinds.iter().cloned(),
-            self.unregistered_ttl,
+            &cfg.prefix,
+            cfg.kinds.iter().cloned(),
+            cfg.unregistered_ttl,
         ));
-        let l2 = if self.l2_urls.is_empty() {
+        // A Sentinel target becomes the `redis+sentinel://` URL the L2 reads.
+        let (urls, cluster) = cfg.l2.urls().unwrap_or_default();
+        let l2 = if urls.is_empty() {
             None
         } else {
             Some(Arc::new(L2::new(&L2Config {
-                urls: self.l2_urls.clone(),
-                cluster: self.cluster,
-                tls_root_cert: self.tls_root_cert.clone(),
-                connect_timeout: self.connect_timeout,
-                op_timeout: self.op_timeout,
-                breaker: self.breaker.clone(),
+                urls,
+                cluster,
+                tls_root_cert: cfg.tls_root_cert.clone().map(|p| p.0),
+                connect_timeout: cfg.connect_timeout,
+                op_timeout: cfg.op_timeout,
+                breaker: cfg.breaker.clone(),
+                acl_rules: crate::l2::acl::fill(crate::l2::acl::ACL_RULES, &cfg.prefix),
             })?))
         };
         let longest_ttl = kinds.longest_ttl().max(Duration::from_secs(3600));
-        let l1 = Arc::new(L1::new(self.l1_max_bytes, kinds.count(), self.grace));
+        let l1 = Arc::new(L1::new(cfg.l1_max_bytes, kinds.count(), cfg.grace));
         let coherence = Arc::new(Coherence::new(
             CoherenceConfig {
-                prefix: self.prefix.clone(),
-                tombstone_ttl: self.tombstone_ttl,
-                breaker_open_l1_ttl: self.breaker_open_l1_ttl,
-                max_l1_lifetime: longest_ttl.saturating_add(self.grace),
-                backplane: self.backplane,
-                unsynced_l1_ttl: self.unsynced_l1_ttl,
-                max_pending_invalidations: self.max_pending_invalidations,
+                prefix: cfg.prefix.clone(),
+                tombstone_ttl: cfg.tombstone_ttl,
+                breaker_open_l1_ttl: cfg.breaker_open_l1_ttl,
+                max_l1_lifetime: longest_ttl.saturating_add(cfg.grace),
+                backplane: cfg.backplane,
+                unsynced_l1_ttl: cfg.unsynced_l1_ttl,
+                max_pending_invalidations: cfg.max_pending_invalidations,
             },
             l1.clone(),
             l2.clone(),
@@ -726,9 +581,9 @@ impl CacheBuilder {
             EntryStore::new(
                 l2.clone(),
                 coherence.clone(),
-                self.codec.clone(),
-                self.prefix.clone(),
-                self.grace,
+                cfg.codec.clone(),
+                cfg.prefix.clone(),
+                cfg.grace,
             )
         });
         let history = History::new(Reading::take(
@@ -736,24 +591,24 @@ impl CacheBuilder {
             Default::default(),
         ));
         let inner = Arc::new(Inner {
-            name: self.name.clone().unwrap_or_else(|| self.prefix.clone()),
+            name: cfg.name.clone().unwrap_or_else(|| cfg.prefix.clone()),
             history,
-            prefix: self.prefix.clone(),
-            enabled: self.enabled,
+            prefix: cfg.prefix.clone(),
+            enabled: cfg.enabled,
             kinds,
             l1,
             l2,
             entries,
             coherence,
-            flights: moka::future::Cache::builder().build(),
+            flights: crate::flight::Flights::default(),
             refreshing: Claims::default(),
-            lock_ttl: self.lock_ttl,
-            lock_wait: self.lock_wait,
-            ttl_jitter: self.ttl_jitter,
-            stats_report_interval: self.stats_report_interval,
+            lock_ttl: cfg.lock_ttl,
+            lock_wait: cfg.lock_wait,
+            ttl_jitter: cfg.ttl_jitter,
+            stats_report_interval: cfg.stats_report_interval,
         });
         let cache = Cache::from_inner(inner);
-        if !self.enabled {
+        if !cfg.enabled {
             tracing::info!("caching is disabled (CACHE_ENABLED=false): loaders always run");
         }
         crate::housekeeper::start(&cache.inner).await?;
@@ -769,11 +624,11 @@ impl Cache {
         CacheBuilder::new()
     }
 
-    /// Builds a cache from the environment (see [`CacheBuilder::from_env`](crate::CacheBuilder::from_env)
-    /// for the variables).
+    /// Builds a cache from the environment and the config file `CACHE_CONFIG` names, if any (see
+    /// [`CacheBuilder::from_env`](crate::CacheBuilder::from_env) for the variables).
     ///
     /// # Errors
-    /// [`Error::Config`] when a variable is malformed. An unreachable Redis is not an error: the cache
+    /// [`Error::Config`] when a variable or the config file is malformed. An unreachable Redis is not an error: the cache
     /// starts L1-only and connects in the background.
     pub async fn from_env() -> Result<Cache> {
         CacheBuilder::from_env()?.build().await
@@ -783,23 +638,15 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn byte_sizes_accept_suffixes_and_reject_garbage() {
-        assert_eq!(parse_bytes("X", "1024").unwrap(), 1024);
-        assert_eq!(parse_bytes("X", "64M").unwrap(), 64 << 20);
-        assert_eq!(parse_bytes("X", "2k").unwrap(), 2048);
-        assert!(parse_bytes("X", "lots").is_err());
-        assert!(parse_bytes("X", "99999999999G").is_err());
-    }
+    use crate::options::MAX_TTL;
 
     #[test]
     fn invalid_settings_are_config_errors() {
-        assert!(CacheBuilder::new().prefix("has space").validate().is_err());
-        assert!(CacheBuilder::new().l1_max_bytes(0).validate().is_err());
+        assert!(CacheBuilder::new().prefix("has space").config().is_err());
+        assert!(CacheBuilder::new().l1_max_bytes(0).config().is_err());
         assert!(CacheBuilder::new()
             .kind(Kind::new("ok"), KindConfig::new(Duration::ZERO))
-            .validate()
+            .config()
             .is_err());
         let ttl = Duration::from_secs(1);
         for bad in [
@@ -813,21 +660,21 @@ mod tests {
             assert!(
                 CacheBuilder::new()
                     .kind(Kind::new("k"), bad.clone())
-                    .validate()
+                    .config()
                     .is_err(),
                 "{bad:?}"
             );
         }
-        assert!(CacheBuilder::new().ttl_jitter(-0.1).validate().is_err());
+        assert!(CacheBuilder::new().ttl_jitter(-0.1).config().is_err());
         assert!(CacheBuilder::new()
             .ttl_jitter(0.1)
             .kind(
                 Kind::new("k"),
                 KindConfig::new(ttl).eager_refresh(0.8).xfetch(1.0)
             )
-            .validate()
+            .config()
             .is_ok());
-        assert!(CacheBuilder::new().validate().is_ok());
+        assert!(CacheBuilder::new().config().is_ok());
     }
 
     #[test]
@@ -841,7 +688,7 @@ mod tests {
         ] {
             let err = CacheBuilder::new()
                 .kind(Kind::new("k"), cfg.clone())
-                .validate()
+                .config()
                 .expect_err("a TTL over MAX_TTL");
             assert!(
                 matches!(&err, Error::Config(m) if m.contains("MAX_TTL")),
@@ -862,7 +709,7 @@ mod tests {
             CacheBuilder::new().breaker_cooldown(Duration::from_secs(1), huge),
         ] {
             assert!(
-                matches!(b.validate(), Err(Error::Config(m)) if m.contains("MAX_TTL")),
+                matches!(b.config(), Err(Error::Config(m)) if m.contains("MAX_TTL")),
                 "{b:?}"
             );
         }
@@ -870,7 +717,7 @@ mod tests {
         assert!(CacheBuilder::new()
             .kind(Kind::new("k"), KindConfig::new(MAX_TTL))
             .fail_safe_grace(MAX_TTL)
-            .validate()
+            .config()
             .is_ok());
     }
 
@@ -914,5 +761,41 @@ mod tests {
             cache.get::<Option<u32>>(forever, "none").await.as_deref(),
             Some(&None)
         );
+    }
+
+    #[test]
+    fn the_file_and_environment_settings_code_overrides_are_listed_by_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.toml");
+        std::fs::write(
+            &path,
+            "prefix = \"file\"\nl2_timeout = \"50ms\"\n[kinds.api_response]\nttl = \"1m\"\nschema = \"v1\"\n",
+        )
+        .unwrap();
+        let b = CacheBuilder::new()
+            .prefix("code")
+            .kind(Kind::API_RESPONSE, KindConfig::new(Duration::from_secs(5)))
+            .with_env(&|name| {
+                [
+                    ("CACHE_CONFIG", path.to_str().unwrap()),
+                    ("CACHE_L1_MAX_BYTES", "8M"),
+                    ("CACHE_PREFIX", "env"),
+                ]
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+            })
+            .unwrap();
+        assert_eq!(
+            b.overridden(),
+            [
+                ("the environment".to_owned(), vec!["prefix".to_owned()]),
+                (
+                    path.display().to_string(),
+                    vec!["prefix".to_owned(), "kinds.api_response.ttl".to_owned()]
+                ),
+            ]
+        );
+        assert!(CacheBuilder::new().prefix("code").overridden().is_empty());
     }
 }

@@ -3,6 +3,7 @@
 //! `coherence.rs`, warming in `warm.rs`).
 
 use serde::{de::DeserializeOwned, Serialize};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -295,6 +296,146 @@ impl Cache {
         let (res, trace) =
             provenance::capture(self.get_or_load_with(kind, key, opts, loader)).await;
         res.map(|value| trace.lookup(value))
+    }
+
+    /// The cached values of many keys of `kind`, in the order of `keys` (`None` where a key is
+    /// cached nowhere): L1 first, then the rest from L2 in one `MGET` (on a Redis Cluster, one
+    /// pipeline of `GET`s per master, in parallel). Never a loader. Hits and misses are counted
+    /// per key, as [`get`](Self::get) counts them.
+    ///
+    /// ```
+    /// use cache_core::{Cache, Kind};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let cache = Cache::builder().prefix("docs-get-many").build().await?;
+    /// cache.set(Kind::DATABASE_QUERY, "user:1", "Ada".to_string()).await;
+    /// let got = cache
+    ///     .get_many::<String>(Kind::DATABASE_QUERY, &["user:1", "user:2"])
+    ///     .await;
+    /// assert_eq!(got[0].as_deref().map(String::as_str), Some("Ada"));
+    /// assert!(got[1].is_none());
+    /// # Ok::<_, cache_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn get_many<T>(
+        &self,
+        kind: impl AsRef<str>,
+        keys: &[impl AsRef<str>],
+    ) -> Vec<Option<Arc<T>>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        load::batch::get_many(&self.inner, kind.as_ref(), keys).await
+    }
+
+    /// The read-through of many keys of `kind`: the values of `keys`, in their order, with one
+    /// call of `loader` for the keys cached nowhere. The loader receives those keys and returns
+    /// the values it found, by key; a key it leaves out is `None` in the result (and remembered
+    /// as absent only when asked: [`get_or_load_many_with`](Self::get_or_load_many_with) with
+    /// [`EntryOptions::none_ttl`] and `T = Option<_>`).
+    ///
+    /// The steps: L1; then one `MGET` for the rest; then, for the keys still missing, one
+    /// pipeline that reads and leases them (as a single load does), **one** loader call, one
+    /// pipeline of compare-and-set write-backs and the L1 copies. Every key keeps the guarantees
+    /// of [`get_or_load`](Self::get_or_load): a load that began before an invalidation or a `set`
+    /// of its key stores nothing, and concurrent callers of the same keys (single or batch) share
+    /// their loads: keys another caller is loading are not loaded again but waited for. (If such
+    /// a caller is cancelled, or its batch loader had no value for a key, the key is loaded by a
+    /// second call of `loader`, for those keys only: hence `FnMut`.)
+    ///
+    /// # Errors
+    /// The loader's error (or that of a load of one of the keys it joined). With a fail-safe
+    /// grace period, keys with a stale value at hand get it instead; the call fails only if a
+    /// key has none. L2 problems are never returned.
+    ///
+    /// ```
+    /// use cache_core::{Cache, Kind};
+    /// use std::collections::HashMap;
+    /// use std::convert::Infallible;
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let cache = Cache::builder().prefix("docs-load-many").build().await?;
+    /// let ids = ["1", "2", "3"];
+    /// let names = cache
+    ///     .get_or_load_many(Kind::DATABASE_QUERY, &ids, |missing: Vec<String>| async move {
+    ///         // SELECT id, name FROM users WHERE id = ANY($1)
+    ///         let found: HashMap<String, String> = missing
+    ///             .into_iter()
+    ///             .filter(|id| id != "3")
+    ///             .map(|id| (id.clone(), format!("user {id}")))
+    ///             .collect();
+    ///         Ok::<_, Infallible>(found)
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(names[0].as_deref().map(String::as_str), Some("user 1"));
+    /// assert!(names[2].is_none(), "the loader had no user 3");
+    /// # Ok::<_, cache_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn get_or_load_many<T, E, F, Fut>(
+        &self,
+        kind: impl AsRef<str>,
+        keys: &[impl AsRef<str>],
+        loader: F,
+    ) -> std::result::Result<Vec<Option<Arc<T>>>, Arc<E>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+        F: FnMut(Vec<String>) -> Fut,
+        Fut: Future<Output = std::result::Result<HashMap<String, T>, E>>,
+    {
+        let opts = EntryOptions::default();
+        load::batch::get_or_load_many(&self.inner, kind.as_ref(), keys, &opts, loader).await
+    }
+
+    /// [`get_or_load_many`](Self::get_or_load_many) with per-entry options (TTL, tags, a
+    /// TTL computed from each value, negative caching).
+    ///
+    /// With [`EntryOptions::none_ttl`] and `T = Option<V>`, keys the loader did not return are
+    /// stored as `None` for that TTL, so the next call does not ask the loader for them again;
+    /// without it, or for a `T` with no absent value, they are not remembered.
+    ///
+    /// ```
+    /// use cache_core::{Cache, EntryOptions, Kind};
+    /// use std::collections::HashMap;
+    /// use std::convert::Infallible;
+    /// use std::time::Duration;
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let cache = Cache::builder().prefix("docs-load-many-with").build().await?;
+    /// let opts = EntryOptions::new().none_ttl(Duration::from_secs(30));
+    /// let load = |missing: Vec<String>| async move {
+    ///     let found: HashMap<String, Option<String>> = missing
+    ///         .into_iter()
+    ///         .filter(|id| id == "1")
+    ///         .map(|id| (id, Some("Ada".to_string())))
+    ///         .collect();
+    ///     Ok::<_, Infallible>(found)
+    /// };
+    /// let got = cache
+    ///     .get_or_load_many_with(Kind::DATABASE_QUERY, &["1", "404"], &opts, load)
+    ///     .await
+    ///     .unwrap();
+    /// // "404" is remembered as absent for 30 s.
+    /// assert_eq!(got[1].as_deref(), Some(&None));
+    /// # Ok::<_, cache_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn get_or_load_many_with<T, E, F, Fut>(
+        &self,
+        kind: impl AsRef<str>,
+        keys: &[impl AsRef<str>],
+        opts: &EntryOptions,
+        loader: F,
+    ) -> std::result::Result<Vec<Option<Arc<T>>>, Arc<E>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+        F: FnMut(Vec<String>) -> Fut,
+        Fut: Future<Output = std::result::Result<HashMap<String, T>, E>>,
+    {
+        load::batch::get_or_load_many(&self.inner, kind.as_ref(), keys, opts, loader).await
     }
 
     /// Stores `value` under `key` with the kind's TTL, in L1 and L2, superseding loads in flight

@@ -50,7 +50,7 @@ pub enum CodecError {
 }
 
 /// Codec settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct CodecConfig {
     /// Payloads at least this large are compressed.
     pub(crate) compress_threshold: usize,

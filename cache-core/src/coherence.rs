@@ -570,6 +570,12 @@ impl Listener for Coherence {
         self.backplane.as_ref()
     }
 
+    fn refused(&self, command: &str, e: &redis::RedisError) {
+        if let Some(l2) = self.l2.as_deref() {
+            l2.acl.note(command, e);
+        }
+    }
+
     async fn heard(&self, from: u64, msg: Message<'_>) {
         match msg {
             Message::Key(full) => self.drop_local(full, Origin::Elsewhere).await,

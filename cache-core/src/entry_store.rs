@@ -78,6 +78,10 @@ pub(crate) enum Written {
     },
 }
 
+/// Slots of the table of keys whose value was too large to write: such values are rare (a
+/// misconfigured kind), so a smaller table than L1's departures (32 KiB).
+const OVERSIZED_SLOTS: usize = 1_024;
+
 pub(crate) struct EntryStore {
     l2: Arc<L2>,
     coherence: Arc<Coherence>,
@@ -103,7 +107,7 @@ impl EntryStore {
             codec,
             prefix,
             grace,
-            oversized: Departures::default(),
+            oversized: Departures::with_slots(OVERSIZED_SLOTS),
         }
     }
 
@@ -182,22 +186,148 @@ impl EntryStore {
             }
         };
         ke.stats.read_latency.record(started.elapsed());
-        self.check(ke, full, fp, bytes).await
+        // A read without a lease (`get`) writes nothing back: it needs no identity.
+        self.check(ke, full, fp, bytes, lease).await
     }
 
-    /// Decodes and checks bytes read from L2 (see the module docs).
+    /// A plain read of `full` (no lease) that returns only a fresh, current entry that `accept`
+    /// takes, and counts only that (an L2 hit). Anything else is `Ok(None)`, uncounted: the load
+    /// that follows reads again and counts it. `Err` when L2 could not be read (counted).
+    pub(crate) async fn read_fresh<T>(
+        &self,
+        ke: &KindEntry,
+        full: &str,
+        fp: u64,
+        accept: impl FnOnce(&Found<T>) -> bool,
+    ) -> Result<Option<Found<T>>, ()>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        if self.coherence.key_fenced(full) {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let bytes = match self
+            .l2
+            .get(full)
+            .instrument(tracing::debug_span!("l2.get", kind = %ke.name))
+            .await
+        {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(None),
+            Err(e) if e.refusal().is_some() => return Ok(None),
+            Err(e) => {
+                ke.stats.count_l2_read_error(&e);
+                return Err(());
+            }
+        };
+        let Some(found) = self.fresh(&bytes, fp).await else {
+            return Ok(None);
+        };
+        if !accept(&found) {
+            return Ok(None);
+        }
+        ke.stats.read_latency.record(started.elapsed());
+        KindStats::add(&ke.stats.l2_bytes_read, bytes.len() as u64);
+        KindStats::inc(&ke.stats.l2_hits);
+        Ok(Some(found))
+    }
+
+    /// [`read_fresh`](Self::read_fresh) of many keys (every entry accepted): one `MGET` (on a
+    /// cluster, one pipeline of `GET`s per master), then the entries found checked concurrently
+    /// (a tagged entry takes a round trip for its tokens). Per key, the fresh entry or `None`;
+    /// `Err` when L2 could not be read (counted for every key).
+    pub(crate) async fn read_fresh_many<T>(
+        &self,
+        ke: &KindEntry,
+        fulls: &[String],
+        fp: u64,
+    ) -> Result<Vec<Option<Found<T>>>, ()>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let started = Instant::now();
+        let replies = match self
+            .l2
+            .mget(fulls)
+            .instrument(tracing::debug_span!("l2.mget", kind = %ke.name, keys = fulls.len()))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                for _ in fulls {
+                    ke.stats.count_l2_read_error(&e);
+                }
+                return Err(());
+            }
+        };
+        ke.stats.read_latency.record(started.elapsed());
+        let checks = fulls.iter().zip(replies).map(|(full, bytes)| async move {
+            let bytes = bytes?;
+            if self.coherence.key_fenced(full) {
+                return None;
+            }
+            let found = self.fresh::<T>(&bytes, fp).await?;
+            KindStats::add(&ke.stats.l2_bytes_read, bytes.len() as u64);
+            KindStats::inc(&ke.stats.l2_hits);
+            Some(found)
+        });
+        Ok(futures::future::join_all(checks).await)
+    }
+
+    /// The entry in `bytes` if it is a fresh `T` (fingerprint `fp`) that no tag invalidation
+    /// rejects; nothing is counted. Its `seen` is left empty (no write follows a fresh read).
+    async fn fresh<T>(&self, bytes: &[u8], fp: u64) -> Option<Found<T>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let decoded = codec::decode::<T>(&self.codec, bytes, fp).ok()??;
+        if unix_ms() >= decoded.header.fresh_until_ms {
+            return None;
+        }
+        if !decoded.tags.is_empty() {
+            let names = decoded.tags.iter().map(|(t, _)| t.as_str());
+            if self.coherence.tags_fenced(names) {
+                return None;
+            }
+            let current = tags::entry_is_current(&self.l2, &self.prefix, &decoded.tags)
+                .instrument(tracing::debug_span!("l2.tag_tokens"))
+                .await;
+            if !matches!(current, Ok(true)) {
+                return None;
+            }
+        }
+        Some(Found {
+            value: Arc::new(decoded.value),
+            age: Age {
+                created_ms: decoded.header.created_at_ms,
+                fresh_until_ms: decoded.header.fresh_until_ms,
+            },
+            tags: decoded.tags.into_iter().map(|(t, _)| t).collect(),
+            seen: Vec::new(),
+        })
+    }
+
+    /// Decodes and checks bytes read from L2 (see the module docs); `want_seen`: the entry's
+    /// identity is kept (`Found::seen`, `L2Read::Miss`) for a write-back to compare against.
     pub(crate) async fn check<T>(
         &self,
         ke: &KindEntry,
         full: &str,
         fp: u64,
         bytes: Vec<u8>,
+        want_seen: bool,
     ) -> L2Read<T>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
         KindStats::add(&ke.stats.l2_bytes_read, bytes.len() as u64);
-        let seen = codec::identity(&bytes).to_vec();
+        // What a compare-and-set against this entry would expect (only for a load that writes back).
+        let seen = if want_seen {
+            codec::identity(&bytes).to_vec()
+        } else {
+            Vec::new()
+        };
         let decoded = match codec::decode::<T>(&self.codec, &bytes, fp) {
             Ok(Some(d)) => d,
             Ok(None) => {
@@ -460,7 +590,7 @@ impl EntryStore {
                     return L2Read::Unavailable;
                 };
                 match reply {
-                    Ok(ReadOrLease::Found(bytes)) => self.check(ke, full, fp, bytes).await,
+                    Ok(ReadOrLease::Found(bytes)) => self.check(ke, full, fp, bytes, true).await,
                     Ok(ReadOrLease::Leased) => {
                         ke.stats.l2_miss(self.absent(full));
                         L2Read::Leased(codec::identity(lease).to_vec())

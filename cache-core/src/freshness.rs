@@ -60,27 +60,50 @@ impl Freshness {
         }
     }
 
-    /// Checks a kind's settings (per-call values are not checked: invalid ones are ignored).
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    /// Each setting of `self`, and `lower`'s where `self` has none (layers of a kind's settings:
+    /// code over a config file).
+    pub(crate) fn over(self, lower: &Freshness) -> Freshness {
+        Freshness {
+            refresh_at: self.refresh_at.or(lower.refresh_at),
+            xfetch_beta: self.xfetch_beta.or(lower.xfetch_beta),
+            soft_timeout: self.soft_timeout.or(lower.soft_timeout),
+            hard_timeout: self.hard_timeout.or(lower.hard_timeout),
+            lock: self.lock.or(lower.lock),
+        }
+    }
+
+    /// Checks a kind's settings (per-call values are not checked: invalid ones are ignored). The
+    /// error names the offending setting as `KindConfig`'s method (and a config file's key) does.
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
         if let Some(f) = self.refresh_at {
             if !valid_fraction(f) {
-                return Err(format!(
-                    "eager refresh fraction {f} must be strictly between 0 and 1"
+                return Err((
+                    "eager_refresh",
+                    format!("eager refresh fraction {f} must be strictly between 0 and 1"),
                 ));
             }
         }
         if let Some(b) = self.xfetch_beta {
             if !valid_beta(b) {
-                return Err(format!("XFetch beta {b} must be a finite number above 0"));
+                return Err((
+                    "xfetch",
+                    format!("XFetch beta {b} must be a finite number above 0"),
+                ));
             }
         }
         if self.hard_timeout.is_some_and(|d| d.is_zero()) {
-            return Err("the hard loader timeout must be above 0".into());
+            return Err((
+                "hard_timeout",
+                "the hard loader timeout must be above 0".into(),
+            ));
         }
         if let (Some(s), Some(h)) = (self.soft_timeout, self.hard_timeout) {
             if s >= h {
-                return Err(format!(
-                    "the soft loader timeout ({s:?}) must be shorter than the hard one ({h:?})"
+                return Err((
+                    "soft_timeout",
+                    format!(
+                        "the soft loader timeout ({s:?}) must be shorter than the hard one ({h:?})"
+                    ),
                 ));
             }
         }

@@ -75,12 +75,21 @@ pub(crate) async fn start(inner: &Arc<Inner>) -> Result<(), Error> {
     if let Some(bp) = inner.coherence.backplane.as_ref() {
         // Subscribe before returning the cache, so it is in sync from its first call.
         let initial = if reachable {
-            coherence::subscribe_any(
+            match coherence::subscribe_any(
                 &l2.pubsub,
                 &bp.channel,
                 l2.connect_timeout().saturating_mul(4),
             )
             .await
+            {
+                Ok(ps) => Some(ps),
+                Err(refused) => {
+                    if let Some(e) = refused {
+                        l2.acl.note("SUBSCRIBE", &e);
+                    }
+                    None
+                }
+            }
         } else {
             None
         };

@@ -142,11 +142,13 @@ async fn invalidate(State(cache): State<Cache>, body: Bytes) -> Response {
 /// The body of `GET /health`.
 #[derive(Serialize)]
 struct Health {
-    /// `ok`, `degraded` (breaker half-open, backplane down, or Redis refusing writes for lack of
-    /// memory) or `l2_unavailable` (breaker open).
+    /// `ok`, `degraded` (breaker half-open, backplane down, Redis refusing writes for lack of
+    /// memory, or commands refused by the ACL) or `l2_unavailable` (breaker open).
     status: &'static str,
     l2_configured: bool,
     l2_refusing_writes: bool,
+    /// The commands Redis refused for lack of an ACL permission (`NOPERM`).
+    l2_acl_refused: Vec<String>,
     breaker: Option<BreakerState>,
     backplane_subscribed: Option<bool>,
 }
@@ -161,12 +163,15 @@ async fn health(State(cache): State<Cache>) -> Response {
         _ if backplane_subscribed == Some(false) => (StatusCode::OK, "degraded"),
         // Reads go on, but nothing is written back and invalidations fall back to deletes.
         _ if s.l2_refusing_writes => (StatusCode::OK, "degraded"),
+        // A configuration error: what the user may not run reads as a miss or is not written.
+        _ if !s.l2_acl_refused.is_empty() => (StatusCode::OK, "degraded"),
         _ => (StatusCode::OK, "ok"),
     };
     let body = Health {
         status,
         l2_configured: s.l2_configured,
         l2_refusing_writes: s.l2_refusing_writes,
+        l2_acl_refused: s.l2_acl_refused,
         breaker,
         backplane_subscribed,
     };

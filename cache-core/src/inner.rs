@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::coherence::Coherence;
 use crate::entry_store::EntryStore;
+use crate::flight::Flights;
 use crate::history::{self, Gauges, History, Reading};
 use crate::kind::{KindEntry, Kinds};
 use crate::l1::L1;
@@ -30,8 +31,8 @@ pub(crate) struct Inner {
     /// The L2 entry store (with an L2).
     pub(crate) entries: Option<EntryStore>,
     pub(crate) coherence: Arc<Coherence>,
-    /// Single-flight of loads; nothing is ever inserted (see `load::miss`).
-    pub(crate) flights: moka::future::Cache<String, Never>,
+    /// Loads in flight (single-flight, for single reads and batches).
+    pub(crate) flights: Flights,
     /// Keys with a load running in the background (eager refresh, past a soft timeout).
     pub(crate) refreshing: Claims,
     pub(crate) lock_ttl: Duration,
@@ -43,11 +44,6 @@ pub(crate) struct Inner {
     /// The counters over the last 15 minutes.
     pub(crate) history: History,
 }
-
-/// The value type of the single-flight map: uninhabited, so the type system proves nothing is
-/// ever stored in it.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Never {}
 
 impl Inner {
     /// The entry store, if the kind uses L2 and there is one.
@@ -70,6 +66,11 @@ impl Inner {
             prefix: self.prefix.clone(),
             l2_configured: self.l2.is_some(),
             l2_refusing_writes: self.l2.as_ref().is_some_and(|l2| l2.refusing_writes()),
+            l2_acl_refused: self
+                .l2
+                .as_ref()
+                .map(|l2| l2.acl.commands())
+                .unwrap_or_default(),
             breaker: self.l2.as_ref().map(|l2| BreakerStats {
                 state: l2.breaker.state(),
                 opens: l2.breaker.opens(),

@@ -147,16 +147,51 @@ impl Tiers {
 ///     .ttl_jitter(0.1); // TTLs cut by 0-10% at random
 /// assert_eq!(cfg.eager_refresh_fraction(), Some(0.8));
 /// ```
-#[derive(Debug, Clone)]
+///
+/// Two configs are equal when they set the same settings to the same values: a setting set to its
+/// default differs from one left unset, which a config file can still set
+/// ([`CacheBuilder::kind`](crate::CacheBuilder::kind)).
+#[derive(Debug, Clone, PartialEq)]
 pub struct KindConfig {
     ttl: Duration,
-    l1_ttl: Option<Duration>,
-    tiers: Tiers,
-    freshness: Freshness,
-    ttl_jitter: Option<f64>,
-    schema: Option<Cow<'static, str>>,
-    load_cost: Option<f64>,
-    hit_rate_target: Option<f64>,
+    opts: KindOptions,
+}
+
+/// Every setting of a kind but its TTL, each `None` when not set: what a layer of settings (code,
+/// a config file) gives, merged with [`over`](Self::over) before the defaults apply.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct KindOptions {
+    pub(crate) l1_ttl: Option<Duration>,
+    pub(crate) tiers: Option<Tiers>,
+    pub(crate) freshness: Freshness,
+    pub(crate) ttl_jitter: Option<f64>,
+    pub(crate) schema: Option<Cow<'static, str>>,
+    pub(crate) load_cost: Option<f64>,
+    pub(crate) hit_rate_target: Option<f64>,
+}
+
+impl KindOptions {
+    /// Each setting of `self`, and `lower`'s where `self` has none.
+    pub(crate) fn over(self, lower: &KindOptions) -> KindOptions {
+        let KindOptions {
+            l1_ttl,
+            tiers,
+            freshness,
+            ttl_jitter,
+            schema,
+            load_cost,
+            hit_rate_target,
+        } = self;
+        KindOptions {
+            l1_ttl: l1_ttl.or(lower.l1_ttl),
+            tiers: tiers.or(lower.tiers),
+            freshness: freshness.over(&lower.freshness),
+            ttl_jitter: ttl_jitter.or(lower.ttl_jitter),
+            schema: schema.or_else(|| lower.schema.clone()),
+            load_cost: load_cost.or(lower.load_cost),
+            hit_rate_target: hit_rate_target.or(lower.hit_rate_target),
+        }
+    }
 }
 
 impl KindConfig {
@@ -166,14 +201,18 @@ impl KindConfig {
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            l1_ttl: None,
-            tiers: Tiers::Both,
-            freshness: Freshness::default(),
-            ttl_jitter: None,
-            schema: None,
-            load_cost: None,
-            hit_rate_target: None,
+            opts: KindOptions::default(),
         }
+    }
+
+    /// A kind of this TTL with these settings.
+    pub(crate) fn from_parts(ttl: Duration, opts: KindOptions) -> Self {
+        Self { ttl, opts }
+    }
+
+    /// The TTL and the other settings apart.
+    pub(crate) fn into_parts(self) -> (Duration, KindOptions) {
+        (self.ttl, self.opts)
     }
 
     /// The schema of the kind's values: a name you choose for the *shape* of the serialized type
@@ -202,13 +241,13 @@ impl KindConfig {
     /// ```
     #[must_use]
     pub fn schema(mut self, id: impl Into<Cow<'static, str>>) -> Self {
-        self.schema = Some(id.into());
+        self.opts.schema = Some(id.into());
         self
     }
 
     /// The schema set with [`schema`](Self::schema).
     pub fn schema_id(&self) -> Option<&str> {
-        self.schema.as_deref()
+        self.opts.schema.as_deref()
     }
 
     /// Eager refresh: when an entry is read after this fraction of its TTL has passed (for
@@ -222,7 +261,7 @@ impl KindConfig {
     /// the background. `build()` rejects a fraction outside `(0, 1)`. Default: off.
     #[must_use]
     pub fn eager_refresh(mut self, fraction: f64) -> Self {
-        self.freshness.refresh_at = Some(fraction);
+        self.opts.freshness.refresh_at = Some(fraction);
         self
     }
 
@@ -236,7 +275,7 @@ impl KindConfig {
     /// `build()` rejects a beta that is not finite and above 0. Default: off.
     #[must_use]
     pub fn xfetch(mut self, beta: f64) -> Self {
-        self.freshness.xfetch_beta = Some(beta);
+        self.opts.freshness.xfetch_beta = Some(beta);
         self
     }
 
@@ -250,7 +289,7 @@ impl KindConfig {
     /// soft timeout not shorter than the hard one. Default: none.
     #[must_use]
     pub fn soft_timeout(mut self, timeout: Duration) -> Self {
-        self.freshness.soft_timeout = Some(timeout);
+        self.opts.freshness.soft_timeout = Some(timeout);
         self
     }
 
@@ -263,7 +302,7 @@ impl KindConfig {
     /// `get_or_load` is the loader's own). Default: none.
     #[must_use]
     pub fn hard_timeout(mut self, timeout: Duration) -> Self {
-        self.freshness.hard_timeout = Some(timeout);
+        self.opts.freshness.hard_timeout = Some(timeout);
         self
     }
 
@@ -280,7 +319,7 @@ impl KindConfig {
     /// loading method. Default: off.
     #[must_use]
     pub fn distributed_lock(mut self, on: bool) -> Self {
-        self.freshness.lock = Some(on);
+        self.opts.freshness.lock = Some(on);
         self
     }
 
@@ -290,27 +329,27 @@ impl KindConfig {
     /// [`ttl_jitter`](crate::CacheBuilder::ttl_jitter).
     #[must_use]
     pub fn ttl_jitter(mut self, fraction: f64) -> Self {
-        self.ttl_jitter = Some(fraction);
+        self.opts.ttl_jitter = Some(fraction);
         self
     }
 
     /// The eager refresh fraction, if set.
     pub fn eager_refresh_fraction(&self) -> Option<f64> {
-        self.freshness.refresh_at
+        self.opts.freshness.refresh_at
     }
 
     pub(crate) fn freshness(&self) -> &Freshness {
-        &self.freshness
+        &self.opts.freshness
     }
 
     pub(crate) fn jitter(&self) -> Option<f64> {
-        self.ttl_jitter
+        self.opts.ttl_jitter
     }
 
     /// Which tiers the kind uses. Default: [`Tiers::Both`].
     #[must_use]
     pub fn tiers(mut self, tiers: Tiers) -> Self {
-        self.tiers = tiers;
+        self.opts.tiers = Some(tiers);
         self
     }
 
@@ -318,7 +357,7 @@ impl KindConfig {
     /// L1 copy can get); at most [`MAX_TTL`](crate::MAX_TTL). Default: the entry's TTL.
     #[must_use]
     pub fn l1_ttl(mut self, ttl: Duration) -> Self {
-        self.l1_ttl = Some(ttl);
+        self.opts.l1_ttl = Some(ttl);
         self
     }
 
@@ -329,12 +368,12 @@ impl KindConfig {
 
     /// The L1 TTL cap, if any.
     pub fn l1_ttl_cap(&self) -> Option<Duration> {
-        self.l1_ttl
+        self.opts.l1_ttl
     }
 
     /// The tiers used.
     pub fn tier_routing(&self) -> Tiers {
-        self.tiers
+        self.opts.tiers.unwrap_or_default()
     }
 
     /// What one load of this kind costs, in a unit of your choice (dollars per LLM call, say):
@@ -350,13 +389,13 @@ impl KindConfig {
     /// ```
     #[must_use]
     pub fn load_cost(mut self, cost: f64) -> Self {
-        self.load_cost = Some(cost);
+        self.opts.load_cost = Some(cost);
         self
     }
 
     /// The cost of one load, if set.
     pub fn cost_per_load(&self) -> Option<f64> {
-        self.load_cost
+        self.opts.load_cost
     }
 
     /// The hit rate this kind should reach (0 to 1): the recommendations say when it is below it
@@ -372,27 +411,27 @@ impl KindConfig {
     /// ```
     #[must_use]
     pub fn hit_rate_target(mut self, target: f64) -> Self {
-        self.hit_rate_target = Some(target);
+        self.opts.hit_rate_target = Some(target);
         self
     }
 
     /// The hit-rate target, if set.
     pub fn target_hit_rate(&self) -> Option<f64> {
-        self.hit_rate_target
+        self.opts.hit_rate_target
     }
 
     /// The settings as the stats show them.
     pub(crate) fn settings(&self) -> crate::stats::KindSettings {
         crate::stats::KindSettings {
             ttl_ms: crate::clock::millis(self.ttl),
-            tiers: match self.tiers {
+            tiers: match self.tier_routing() {
                 Tiers::Both => "l1+l2",
                 Tiers::L1Only => "l1",
                 Tiers::L2Only => "l2",
             }
             .to_owned(),
-            load_cost: self.load_cost,
-            hit_rate_target: self.hit_rate_target,
+            load_cost: self.opts.load_cost,
+            hit_rate_target: self.opts.hit_rate_target,
         }
     }
 }

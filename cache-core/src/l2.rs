@@ -20,8 +20,11 @@
 //!   reply): Redis answered, and the same command would be refused again. They never count toward the
 //!   breaker and are never queued: each operation handles them (an invalidation falls back to
 //!   deleting, a write is skipped and counted). A Redis refusing writes for lack of memory is said
-//!   once in the log and shown in `stats()` while it lasts; reads go on.
+//!   once in the log and shown in `stats()` while it lasts; reads go on. A `NOPERM` (the ACL user
+//!   lacks a command: see [`acl`]) is said once per command, with the rules to give the user, and
+//!   listed in `stats()`.
 
+pub(crate) mod acl;
 mod batch;
 pub(crate) mod conn;
 mod error;
@@ -35,14 +38,15 @@ pub(crate) use conn::PubSubNodes;
 use error::wrong_count;
 pub(crate) use error::{is_auth as is_auth_error, redacted as redacted_error, L2Error, Refusal};
 pub(crate) use redact::redact_url;
-use redis::{AsyncCommands, RedisError};
-pub(crate) use sentinel::{sentinel_url, Auth as SentinelAuth};
+use redis::RedisError;
+pub(crate) use sentinel::{check_url as check_sentinel_url, sentinel_url, Auth as SentinelAuth};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::breaker::{Breaker, BreakerConfig};
 use crate::error::Error;
+use acl::AclRefusals;
 
 /// L2 connection settings.
 #[derive(Clone)]
@@ -56,6 +60,8 @@ pub(crate) struct L2Config {
     pub(crate) connect_timeout: Duration,
     pub(crate) op_timeout: Duration,
     pub(crate) breaker: BreakerConfig,
+    /// The ACL rules this cache needs (its prefix filled in), for the message of a `NOPERM`.
+    pub(crate) acl_rules: String,
 }
 
 impl std::fmt::Debug for L2Config {
@@ -70,6 +76,7 @@ impl std::fmt::Debug for L2Config {
             .field("connect_timeout", &self.connect_timeout)
             .field("op_timeout", &self.op_timeout)
             .field("breaker", &self.breaker)
+            .field("acl_rules", &self.acl_rules)
             .finish()
     }
 }
@@ -99,7 +106,8 @@ pub(crate) struct L2 {
     /// Until when (ms since `epoch`; 0: not) Redis is taken to refuse writes for lack of memory.
     oom_until: AtomicU64,
     oom_warned: AtomicBool,
-    noperm_warned: AtomicBool,
+    /// Commands Redis refused for lack of an ACL permission (said once each).
+    pub(crate) acl: AclRefusals,
     /// The server does not take `SET ... NX GET` (Redis before 7.0): lease in two round trips.
     no_set_nx_get: AtomicBool,
     /// Redis's memory as last read ([`L2::sample_memory`]).
@@ -124,7 +132,7 @@ impl L2 {
             epoch: tokio::time::Instant::now(),
             oom_until: AtomicU64::new(0),
             oom_warned: AtomicBool::new(false),
-            noperm_warned: AtomicBool::new(false),
+            acl: AclRefusals::new(cfg.acl_rules.clone(), conn::shown_urls(&cfg.urls)),
             no_set_nx_get: AtomicBool::new(false),
             memory: std::sync::Mutex::new(None),
         })
@@ -156,8 +164,19 @@ impl L2 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Runs one operation under the breaker and the deadline.
-    async fn run<T, F, Fut>(&self, op: F) -> Result<T, L2Error>
+    /// Sorts an error Redis (or redis-rs) gave `command`, noting a `NOPERM` (said once per
+    /// command).
+    fn classify(&self, command: &str, e: RedisError) -> L2Error {
+        let e = L2Error::from_redis(e, self.op_timeout);
+        if let L2Error::Refused(Refusal::NoPermission, inner) = &e {
+            self.acl.note(command, inner);
+        }
+        e
+    }
+
+    /// Runs one operation (`command`: what it sends, as messages name it) under the breaker and
+    /// the deadline.
+    async fn run<T, F, Fut>(&self, command: &str, op: F) -> Result<T, L2Error>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
@@ -169,7 +188,7 @@ impl L2 {
                 Ok(v)
             }
             Ok(Err(e)) => {
-                let e = L2Error::from_redis(e, self.op_timeout);
+                let e = self.classify(command, e);
                 if e.is_outage() {
                     permit.failure();
                 } else {
@@ -185,13 +204,14 @@ impl L2 {
         }
     }
 
-    /// Runs a write: a refusal is counted (and, for memory or permissions, said once).
-    async fn write<T, F, Fut>(&self, op: F) -> Result<T, L2Error>
+    /// Runs a write: a refusal is counted (and, for memory, said once; permissions are said by
+    /// [`run`](Self::run)).
+    async fn write<T, F, Fut>(&self, command: &str, op: F) -> Result<T, L2Error>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        let res = self.run(op).await;
+        let res = self.run(command, op).await;
         match &res {
             Ok(_) => {
                 if self.oom_until.load(Ordering::Relaxed) != 0 {
@@ -220,13 +240,8 @@ impl L2 {
                          keys instead. Set maxmemory-policy allkeys-lru (see `cachectl health`)");
                 }
             }
-            Refusal::NoPermission => {
-                if !self.noperm_warned.swap(true, Ordering::Relaxed) {
-                    tracing::error!(redis = %self.url_redacted, error = %e,
-                        "Redis refused a command of the cache (NOPERM): the ACL user lacks a \
-                         permission the cache needs; see the README's ACL section");
-                }
-            }
+            // Said once per command where it was sorted (`classify`).
+            Refusal::NoPermission => {}
             Refusal::WrongType | Refusal::Other => {
                 tracing::debug!(error = %e, "Redis refused a write");
             }
@@ -244,7 +259,11 @@ impl L2 {
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, L2Error> {
         self.reads_allowed()?;
-        self.run(|mut c| async move { c.get(key).await }).await
+        // A `Cmd` sent as is: the `AsyncCommands` methods box their future (an allocation per read).
+        self.run("GET", |mut c| async move {
+            redis::cmd("GET").arg(key).query_async(&mut c).await
+        })
+        .await
     }
 
     /// Reads `key` and, when it is absent, puts `lease` there in the same step (`SET key lease NX
@@ -280,7 +299,7 @@ impl L2 {
             };
         }
         let res = self
-            .run(|mut c| async move {
+            .run("SET", |mut c| async move {
                 redis::cmd("SET")
                     .arg(key)
                     .arg(lease)
@@ -312,7 +331,7 @@ impl L2 {
 
     pub(crate) async fn set(&self, key: &str, bytes: &[u8], ttl: Duration) -> Result<(), L2Error> {
         let px = px(&ttl);
-        self.write(|mut c| async move {
+        self.write("SET", |mut c| async move {
             redis::cmd("SET")
                 .arg(key)
                 .arg(bytes)
@@ -335,7 +354,7 @@ impl L2 {
         keep: Duration,
     ) -> Result<(), L2Error> {
         let px = px(&keep);
-        self.write(|mut c| async move {
+        self.write("ZADD+ZREMRANGEBYSCORE+PEXPIRE", |mut c| async move {
             redis::pipe()
                 .cmd("ZADD")
                 .arg(key)
@@ -365,7 +384,7 @@ impl L2 {
         min: u64,
         limit: usize,
     ) -> Result<Vec<String>, L2Error> {
-        self.run(|mut c| async move {
+        self.run("ZRANGEBYSCORE", |mut c| async move {
             // ZRANGEBYSCORE rather than ZRANGE ... BYSCORE: Redis before 6.2 has only this.
             redis::cmd("ZRANGEBYSCORE")
                 .arg(key)
@@ -408,7 +427,7 @@ impl L2 {
     ) -> Result<bool, L2Error> {
         let px = px(&ttl);
         let script = &*scripts::CAS;
-        self.write(|mut c| async move {
+        self.write("EVALSHA", |mut c| async move {
             let mut inv = script.key(key);
             inv.arg(expected).arg(bytes).arg(px);
             inv.invoke_async::<i64>(&mut c).await.map(|n| n == 1)
@@ -419,7 +438,7 @@ impl L2 {
     /// Deletes `key` if it still holds the lease identified by `lease`. Returns whether it did.
     pub(crate) async fn release_lease(&self, key: &str, lease: &[u8]) -> Result<bool, L2Error> {
         let script = &*scripts::RELEASE;
-        self.run(|mut c| async move {
+        self.run("EVALSHA", |mut c| async move {
             script
                 .key(key)
                 .arg(lease)
@@ -440,7 +459,7 @@ impl L2 {
     ) -> Result<bool, L2Error> {
         let px = px(&ttl);
         let script = &*scripts::LOCK;
-        self.write(|mut c| async move {
+        self.write("EVALSHA", |mut c| async move {
             script
                 .key(key)
                 .arg(token)
@@ -454,7 +473,7 @@ impl L2 {
 
     /// `SET key value NX PX px`: whether the key was absent (and is now set).
     async fn set_nx_px(&self, key: &str, value: &[u8], px: u64) -> Result<bool, L2Error> {
-        self.write(|mut c| async move {
+        self.write("SET", |mut c| async move {
             let reply: redis::Value = redis::cmd("SET")
                 .arg(key)
                 .arg(value)
@@ -472,7 +491,7 @@ impl L2 {
     /// whether it was deleted.
     pub(crate) async fn unlock(&self, key: &str, token: &str) -> Result<bool, L2Error> {
         let script = &*scripts::UNLOCK;
-        self.run(|mut c| async move {
+        self.run("EVALSHA", |mut c| async move {
             script
                 .key(key)
                 .arg(token)
@@ -495,7 +514,9 @@ impl L2 {
         }
         self.reads_allowed()?;
         let vals: Vec<Option<Vec<u8>>> = self
-            .run(|mut c| async move { redis::cmd("MGET").arg(keys).query_async(&mut c).await })
+            .run("MGET", |mut c| async move {
+                redis::cmd("MGET").arg(keys).query_async(&mut c).await
+            })
             .await?;
         if vals.len() != keys.len() {
             return Err(wrong_count());
@@ -514,7 +535,7 @@ impl L2 {
         let px = px(&ttl);
         let script = &*scripts::TAG_TOKEN;
         let all = futures::future::join_all(keys.iter().zip(fresh).map(|(k, t)| {
-            self.write(move |mut c| async move {
+            self.write("EVALSHA", move |mut c| async move {
                 script
                     .key(k)
                     .arg(t.to_string())
@@ -551,7 +572,7 @@ impl L2 {
 
     /// PUBLISH on the backplane channel.
     pub(crate) async fn publish(&self, channel: &str, msg: &str) -> Result<(), L2Error> {
-        self.run(|mut c| async move {
+        self.run("PUBLISH", |mut c| async move {
             redis::cmd("PUBLISH")
                 .arg(channel)
                 .arg(msg)
@@ -568,7 +589,7 @@ impl L2 {
         for node in self.node_targets().await? {
             let mut cmd = redis::cmd("PUBSUB");
             cmd.arg("NUMSUB").arg(channel);
-            let reply: (String, u64) = self.query_on(node.as_ref(), cmd).await?;
+            let reply: (String, u64) = self.query_on("PUBSUB NUMSUB", node.as_ref(), cmd).await?;
             total += reply.1;
         }
         Ok(total)
@@ -578,8 +599,10 @@ impl L2 {
         if keys.is_empty() {
             return Ok(0);
         }
-        self.run(|mut c| async move { redis::cmd("UNLINK").arg(keys).query_async(&mut c).await })
-            .await
+        self.run("UNLINK", |mut c| async move {
+            redis::cmd("UNLINK").arg(keys).query_async(&mut c).await
+        })
+        .await
     }
 
     /// Deletes every key matching `pattern` with SCAN + UNLINK in batches (never KEYS), on every
@@ -661,9 +684,9 @@ impl L2 {
 
     /// `CLUSTER NODES` of the cluster.
     async fn cluster_nodes(&self) -> Result<String, L2Error> {
-        self.run(
-            |mut c| async move { redis::cmd("CLUSTER").arg("NODES").query_async(&mut c).await },
-        )
+        self.run("CLUSTER NODES", |mut c| async move {
+            redis::cmd("CLUSTER").arg("NODES").query_async(&mut c).await
+        })
         .await
     }
 
@@ -681,17 +704,18 @@ impl L2 {
             .arg(pattern)
             .arg("COUNT")
             .arg(count);
-        self.query_on(node, cmd).await
+        self.query_on("SCAN", node, cmd).await
     }
 
     /// Runs `cmd` on `node` of a cluster, routed by address (`None`: on the single node, or where
     /// redis-rs routes it), under the breaker and the deadline.
     async fn query_on<T: redis::FromRedisValue + Send>(
         &self,
+        command: &str,
         node: Option<&(String, u16)>,
         cmd: redis::Cmd,
     ) -> Result<T, L2Error> {
-        self.run(|c| async move {
+        self.run(command, |c| async move {
             match (c, node) {
                 (Conn::Cluster(mut cc), Some(node)) => {
                     let routing =
@@ -728,7 +752,7 @@ impl L2 {
         for node in nodes {
             let mut cmd = redis::cmd("INFO");
             cmd.arg("memory");
-            let info: String = match self.query_on(node.as_ref(), cmd).await {
+            let info: String = match self.query_on("INFO", node.as_ref(), cmd).await {
                 Ok(i) => i,
                 Err(e) => {
                     tracing::debug!(error = %e, "Redis memory not read");
@@ -751,8 +775,10 @@ impl L2 {
     /// PING through the breaker; returns the round-trip time.
     pub(crate) async fn ping(&self) -> Result<Duration, L2Error> {
         let start = Instant::now();
-        self.run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
-            .await?;
+        self.run("PING", |mut c| async move {
+            redis::cmd("PING").query_async::<()>(&mut c).await
+        })
+        .await?;
         Ok(start.elapsed())
     }
 
@@ -825,6 +851,10 @@ impl L2 {
             )
             .await;
             if !matches!(res, Ok(Ok(_))) {
+                if let Ok(Err(e)) = res {
+                    // A user without `script|load` is said once, as any `NOPERM`.
+                    let _ = self.classify("SCRIPT LOAD", e);
+                }
                 tracing::debug!(
                     "could not preload the cache's Lua scripts: they load on first use"
                 );
@@ -911,6 +941,7 @@ mod tests {
             connect_timeout: Duration::from_millis(10),
             op_timeout: Duration::from_millis(10),
             breaker: BreakerConfig::default(),
+            acl_rules: acl::fill(acl::ACL_RULES, "test"),
         })
         .expect("a client")
     }

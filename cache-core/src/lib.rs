@@ -43,7 +43,7 @@
 //! ```
 //!
 //! ## Components
-//! [`Cache`] (the handle), [`CacheBuilder`] (settings, `from_env`), [`Kind`] / [`KindConfig`] /
+//! [`Cache`] (the handle), [`CacheBuilder`] (settings in code, `from_env`, a TOML `config_file`), [`Kind`] / [`KindConfig`] /
 //! [`Tiers`] (named kinds with default TTLs, tier routing and freshness settings), [`EntryOptions`]
 //! (per-call TTL, fixed or computed from the value, tags and freshness), [`Stats`] (snapshot),
 //! [`Error`], [`LoadError`].
@@ -70,9 +70,11 @@ mod cache;
 mod clock;
 mod codec;
 mod coherence;
+mod config;
 mod departures;
 mod entry_store;
 mod error;
+mod flight;
 mod freshness;
 mod heap_size;
 mod history;
@@ -136,5 +138,6 @@ pub const DEFAULT_PREFIX: &str = "cache";
 
 /// The README's code sample, compiled and run as a doctest.
 #[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
+// `README.md` here is a link to the workspace README, packaged as a file by `cargo package`.
+#[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -28,9 +28,10 @@ use crate::codec::TagVersion;
 use crate::coherence::{Message, Origin, PendingOp, Ticket};
 use crate::departures::Cause;
 use crate::entry_store::{Found, L2Read, Write, Written};
+use crate::flight::Role;
 use crate::freshness::Freshness;
 use crate::heap_size::heap_bytes;
-use crate::inner::{Inner, Never};
+use crate::inner::Inner;
 use crate::key;
 use crate::kind::KindEntry;
 use crate::l1::{L1Entry, NewEntry};
@@ -39,7 +40,7 @@ use crate::loader::{
 };
 use crate::lock::{self, LockGuard, LockOutcome, LockRequest, Poll};
 use crate::options::EntryOptions;
-use crate::provenance::{self, Source};
+use crate::provenance::{self, Source, Trace};
 use crate::refresh::{self, Claim};
 use crate::stats::{KindStats, MissReason};
 
@@ -181,7 +182,14 @@ where
         {
             tracing::warn!(kind, "eager refresh and loader timeouts need an owned loader: they apply to get_or_load_owned and to #[cached] functions with refresh/xfetch/soft_timeout/hard_timeout, not to get_or_load/get_or_load_with");
         }
+        let fp = fingerprint::<T>(ke, Some(opts));
+        let l2_down = match l2_first::<T>(inner, ke, &full, fp, None).await {
+            First::Fresh(v) => return Ok(v),
+            First::Unavailable => true,
+            First::Load => false,
+        };
         let fresh = opts.lock_override();
+        let stale = (stale, l2_down);
         match miss(inner, ke, &full, opts, (fresh, failure), stale, InPlace(loader)).await {
             Ok(v) => Ok(v),
             Err(LazyError::Loader(e)) => Err(e),
@@ -269,15 +277,16 @@ where
     }
     // Boxed, as in `get_or_load_with`: a hit does not carry the miss path's state machine.
     let full = lookup.to_full();
-    Box::pin(miss(
-        inner,
-        ke,
-        &full,
-        opts,
-        (fresh, failure),
-        stale,
-        Lazy(make),
-    ))
+    Box::pin(async move {
+        let fp = fingerprint::<T>(ke, Some(opts));
+        let l2_down = match l2_first::<T>(inner, ke, &full, fp, Some(&policy)).await {
+            First::Fresh(v) => return Ok(v),
+            First::Unavailable => true,
+            First::Load => false,
+        };
+        let stale = (stale, l2_down);
+        miss(inner, ke, &full, opts, (fresh, failure), stale, Lazy(make)).await
+    })
     .await
 }
 
@@ -448,6 +457,59 @@ where
     r
 }
 
+/// What the read of L2 that a miss starts with found.
+enum First<T> {
+    /// A fresh value: the answer (copied into L1).
+    Fresh(Arc<T>),
+    /// L2 could not be read: the load that follows does not wait for it a second time.
+    Unavailable,
+    /// Nothing to serve (or the read was not made): load, through the key's flight.
+    Load,
+}
+
+/// The first step of a miss: a plain read of L2, outside any flight. An L2 hit needs no
+/// coordination (only a load does): it costs one `GET`, as `get`, instead of a flight and a
+/// leasing `SET ... NX GET`. The race guards are those of `get`: the value is copied into L1 only if
+/// the key's ticket, taken before the read, is still current. Not made when a load of the key is in
+/// flight on this instance (joining it answers without a round trip), nor for a kind without L2.
+///
+/// Only a hit is counted here: anything else is counted by the load's own read, so that a
+/// lookup counts once.
+async fn l2_first<T>(
+    inner: &Inner,
+    ke: &KindEntry,
+    full: &str,
+    fp: u64,
+    policy: Option<&crate::freshness::Resolved>,
+) -> First<T>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    let Some(entries) = inner.entries_for(ke) else {
+        return First::Load;
+    };
+    if inner.flights.busy(full) {
+        return First::Load;
+    }
+    let ticket = inner.coherence.gens.begin(full);
+    let started = Instant::now();
+    // A value due for an eager refresh is left to the load (it starts the refresh).
+    let not_due = |found: &Found<T>| {
+        !policy.is_some_and(|p| {
+            p.refreshes()
+                && refresh::is_due(p, found.age, unix_ms(), refresh::loader_time(&ke.stats))
+        })
+    };
+    let found = match entries.read_fresh::<T>(ke, full, fp, not_due).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return First::Load,
+        Err(()) => return First::Unavailable,
+    };
+    provenance::note(Source::L2, found.age.created_ms);
+    copy_to_l1(inner, ke, &ticket, &found, started).await;
+    First::Fresh(found.value)
+}
+
 // ---- Loads --------------------------------------------------------------------------------------
 
 /// A miss of `full`: one load per key and state, shared by every concurrent caller.
@@ -457,7 +519,7 @@ async fn miss<T, E, L>(
     full: &str,
     opts: &EntryOptions,
     (fresh, failure): (Freshness, Failure<E>),
-    stale: Option<Arc<T>>,
+    (stale, l2_down): (Option<Arc<T>>, bool),
     loader: L,
 ) -> Result<Arc<T>, LazyError<E, L::TimedOut>>
 where
@@ -465,48 +527,61 @@ where
     E: Send + Sync + 'static,
     L: Loader<T, E>,
 {
-    // Single-flight through moka's `try_get_with` on a cache that never stores anything: the init
-    // future always returns `Err(outcome)`, which moka hands to every waiter without inserting. We
-    // insert into L1 ourselves, after the generation check that closes the stale-set race. The
-    // key's state is part of the flight key, so a caller arriving after an invalidation never
-    // joins a load that began before it.
-    let ticket = inner.coherence.gens.begin(full);
-    // Callers that miss while the key is being refreshed join the refresh's flight (a load
-    // finishing in the background after its soft timeout has none: they are served its stale
-    // value on the L1 path, or load).
-    let tail = if inner.refreshing.is_claimed(full) {
-        REFRESH_FLIGHT
-    } else {
-        ""
-    };
-    let flight = ticket.flight_key(tail);
-    let res = inner
-        .flights
-        .try_get_with(flight, async {
-            // What the load found travels with its outcome to every caller of the flight.
-            let led = provenance::capture(load(
-                inner,
-                ke,
-                ticket,
-                (opts, fresh, failure),
-                stale,
-                loader,
-                LoadMode::Miss,
-            ))
-            .await;
-            Err::<Never, _>(led)
-        })
-        .await;
-    match res {
-        Err(led) => match &*led {
-            (Outcome::Value(v), trace) => {
-                provenance::joined(*trace);
-                Ok(v.clone())
+    // One load per key and state among concurrent callers (`flight`). The key's state is part of
+    // the flight key, so a caller arriving after an invalidation never joins a load that began
+    // before it. A lead that gives up (its caller was cancelled) lets its followers join again.
+    loop {
+        let ticket = inner.coherence.gens.begin(full);
+        // Callers that miss while the key is being refreshed join the refresh's flight (a load
+        // finishing in the background after its soft timeout has none: they are served its stale
+        // value on the L1 path, or load).
+        let tail = if inner.refreshing.is_claimed(full) {
+            REFRESH_FLIGHT
+        } else {
+            ""
+        };
+        let flight = ticket.flight_key(tail);
+        match inner.flights.join::<Led<T, E, L::TimedOut>>(full, &flight) {
+            Role::Lead(lead) => {
+                // What the load found travels with its outcome to every caller of the flight.
+                let led = Arc::new(
+                    provenance::capture(load(
+                        inner,
+                        ke,
+                        ticket,
+                        (opts, fresh, failure),
+                        (stale, l2_down),
+                        loader,
+                        LoadMode::Miss,
+                    ))
+                    .await,
+                );
+                lead.complete(led.clone());
+                return answer(&led);
             }
-            (Outcome::Failed(e), _) => Err(LazyError::Loader(e.clone())),
-            (Outcome::TimedOut(x), _) => Err(LazyError::TimedOut(x.clone())),
-        },
-        Ok(never) => match never {},
+            Role::Follow(follow) => {
+                drop(ticket);
+                if let Some(led) = follow.outcome().await {
+                    return answer(&led);
+                }
+            }
+        }
+    }
+}
+
+/// What a load (and its provenance) gives every caller of its flight.
+pub(crate) type Led<T, E, X> = Arc<(Outcome<T, E, X>, Trace)>;
+
+/// The answer of a caller of a flight, its lead's too.
+fn answer<T, E, X: Clone>(led: &(Outcome<T, E, X>, Trace)) -> Result<Arc<T>, LazyError<E, X>> {
+    match led {
+        (Outcome::Value(v), trace) => {
+            // The load ran in a provenance slot of its own: its records become this caller's.
+            provenance::joined(*trace);
+            Ok(v.clone())
+        }
+        (Outcome::Failed(e), _) => Err(LazyError::Loader(e.clone())),
+        (Outcome::TimedOut(x), _) => Err(LazyError::TimedOut(x.clone())),
     }
 }
 
@@ -521,7 +596,7 @@ async fn load<T, E, L>(
     ke: &Arc<KindEntry>,
     ticket: Ticket,
     (opts, fresh, failure): (&EntryOptions, Freshness, Failure<E>),
-    mut stale: Option<Arc<T>>,
+    (mut stale, l2_down): (Option<Arc<T>>, bool),
     loader: L,
     mode: LoadMode<T>,
 ) -> Outcome<T, E, L::TimedOut>
@@ -555,7 +630,13 @@ where
     let fp = fingerprint::<T>(ke, Some(opts));
     // A load that can store nothing (a zero TTL) reads without leasing: no Redis write at all.
     let lease = !opts.never_stores();
-    let write = match read::<T>(inner, ke, &ticket, fp, lease).await {
+    // `l2_down`: the caller's own read of L2 just now failed; a second deadline is not waited.
+    let found = if l2_down {
+        L2Read::Unavailable
+    } else {
+        read::<T>(inner, ke, &ticket, fp, lease).await
+    };
+    let write = match found {
         L2Read::Fresh(found) => match refreshed_from {
             None => {
                 let due = policy.refreshes()
@@ -874,15 +955,15 @@ fn spawn_refresh<T, E, H>(
             created_ms,
             claim,
         };
-        // Through the single-flight map: callers whose copy expires meanwhile join this load.
+        // Through the single-flight registry, so that one refresh of the key runs at a time. (Its
+        // outcome type is not a caller's: callers that miss meanwhile share their own load.)
         let flight = ticket.flight_key(REFRESH_FLIGHT);
-        let _ = inner
-            .flights
-            .try_get_with(flight, async {
-                let opts = (&opts, fresh, failure);
-                Err::<Never, _>(load(&inner, &ke, ticket, opts, None, loader, mode).await)
-            })
-            .await;
+        let full = ticket.key().to_owned();
+        if let Role::Lead(lead) = inner.flights.join::<Arc<Outcome<T, E, H>>>(&full, &flight) {
+            let opts = (&opts, fresh, failure);
+            let out = load(&inner, &ke, ticket, opts, (None, false), loader, mode).await;
+            lead.complete(Arc::new(out));
+        }
     });
 }
 
@@ -1031,6 +1112,8 @@ impl Unwritten {
         }
     }
 }
+
+pub(crate) mod batch;
 
 #[cfg(test)]
 mod tests;

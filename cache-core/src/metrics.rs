@@ -819,6 +819,7 @@ mod tests {
             prefix: "p".into(),
             l2_configured: false,
             l2_refusing_writes: false,
+            l2_acl_refused: Vec::new(),
             breaker: None,
             backplane: None,
             tracked_tag_invalidations: 0,

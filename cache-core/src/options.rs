@@ -222,6 +222,12 @@ impl EntryOptions {
 
     /// Whether nothing loaded with these options can be stored (a fixed zero TTL, and nothing
     /// that could compute another): a load then neither leases its key nor writes it back.
+    /// Whether absent values get their own TTL ([`none_ttl`](Self::none_ttl)): the batch loads
+    /// then remember the keys their loader did not return.
+    pub(crate) fn none_ttl_set(&self) -> bool {
+        self.none_ttl.is_some()
+    }
+
     pub(crate) fn never_stores(&self) -> bool {
         self.ttl == Some(Duration::ZERO)
             && self.ttl_fn.is_none()

@@ -17,6 +17,7 @@
 //! | `redis_no_maxmemory`, `redis_noeviction`, `redis_memory_high` | Redis has no `maxmemory`, refuses writes when full, or is above 80% of it |
 //! | `breaker_flapping` | the breaker opened 3 times or more |
 //! | `backplane_unsubscribed` | the backplane is enabled but not subscribed |
+//! | `redis_acl_refused` | Redis refused commands of the cache for lack of an ACL permission (`NOPERM`) |
 //! | `below_hit_rate_target` | a kind's hit rate is below its [`KindConfig::hit_rate_target`](crate::KindConfig::hit_rate_target) |
 
 use serde::{Deserialize, Serialize};
@@ -179,6 +180,21 @@ pub fn recommend(stats: &Stats, window: &WindowStats) -> Vec<Recommendation> {
              invalidations, so its L1 entries are capped at unsynced_l1_ttl until it \
              resubscribes. Check that Redis accepts SUBSCRIBE for this user."
                 .into(),
+        ));
+    }
+    if !stats.l2_acl_refused.is_empty() {
+        out.push(rec(
+            "redis_acl_refused",
+            Severity::Critical,
+            None,
+            "the ACL rules of the cache's Redis user".into(),
+            format!("refused: {}", stats.l2_acl_refused.join(", ")),
+            format!(
+                "The cache's Redis user may not run every command the cache needs: what is \
+                 refused reads as a miss or is not written. Give the user these rules: ACL \
+                 SETUSER <user> {}",
+                crate::l2::acl::fill(crate::l2::acl::ACL_RULES, &stats.prefix)
+            ),
         ));
     }
     out.sort_by_key(|r| std::cmp::Reverse(r.severity));
@@ -478,6 +494,7 @@ mod tests {
             prefix: "c".into(),
             l2_configured: false,
             l2_refusing_writes: false,
+            l2_acl_refused: Vec::new(),
             breaker: None,
             backplane: None,
             tracked_tag_invalidations: 0,

@@ -382,6 +382,12 @@ pub struct Stats {
     /// in the log too.
     #[serde(default)]
     pub l2_refusing_writes: bool,
+    /// The commands Redis refused for lack of an ACL permission (`NOPERM`), in the order they
+    /// first were: a configuration error (the user lacks rules of
+    /// [`admin::acl_rules`](crate::admin::acl_rules)), said once per command in the log. Empty
+    /// when none was.
+    #[serde(default)]
+    pub l2_acl_refused: Vec<String>,
     /// The circuit breaker, when an L2 is configured.
     pub breaker: Option<BreakerStats>,
     /// The backplane, when enabled.

@@ -35,7 +35,8 @@ async fn admin_cache(g: &Global, t: &Target) -> Result<Cache> {
     Ok(cache)
 }
 
-/// L2 failures and lost backplane messages since `before`: the operation did not fully apply.
+/// Commands refused by the ACL, or L2 failures and lost backplane messages since `before`: the
+/// operation did not fully apply.
 fn check_applied(before: &Stats, after: &Stats, what: &str) -> Result<()> {
     let failures = |s: &Stats| {
         s.total.l2.errors
@@ -43,6 +44,15 @@ fn check_applied(before: &Stats, after: &Stats, what: &str) -> Result<()> {
             + s.total.l2.skipped
             + s.backplane.as_ref().map_or(0, |b| b.publish_failures)
     };
+    if !after.l2_acl_refused.is_empty() {
+        return Err(CliError::Cache(format!(
+            "{what} was refused by Redis' ACL ({} refused for lack of a permission): `cachectl \
+             invalidate` and `clear` need a user with the cache's rules \
+             (cache_core::admin::acl_rules: ACL SETUSER <user> {})",
+            after.l2_acl_refused.join(", "),
+            cache_core::admin::acl_rules(&after.prefix)
+        )));
+    }
     if failures(after) > failures(before) {
         return Err(CliError::Cache(format!(
             "{what} did not fully reach Redis (an L2 write or the backplane message failed); \

@@ -3,7 +3,7 @@
 //! confirmation of `clear`, undecodable values, and passwords kept out of every output.
 
 use cache_core::{Cache, EntryOptions, Kind};
-use cache_tests::{init_tracing, unique_prefix, RedisCluster, RedisServer};
+use cache_tests::{acl, init_tracing, unique_prefix, RedisCluster, RedisServer};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -508,6 +508,96 @@ async fn gone_from(cache: &Cache, kind: Kind, key: &str) {
         assert!(Instant::now() < deadline, "{key} still served after 3 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Every command as a Redis user with exactly the rules the README documents: the read-only
+/// ones as a user with `cachectl_acl_rules` (keys read-only, no channel, no write), `invalidate`
+/// and `clear` as a user with the cache's `acl_rules`. Each works, and Redis refused none of their
+/// commands (`ACL LOG`): a command added to `cachectl` without adding it to the rules fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_runs_as_a_user_with_exactly_the_documented_acl_rules() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("ctl-acl");
+    let (reader, writer) = ("ctl-reader", "ctl-writer");
+    let rules = cache_core::admin::cachectl_acl_rules(&prefix);
+    acl::set_user(&server, &server.url(), reader, &rules).await;
+    let rules = cache_core::admin::acl_rules(&prefix);
+    acl::set_user(&server, &server.url(), writer, &rules).await;
+    let as_user = |user: &str, rest: &[&str]| {
+        let mut a = vec![
+            "--redis-url".to_owned(),
+            acl::url_as(&server.url(), user),
+            "--prefix".to_owned(),
+            prefix.clone(),
+        ];
+        a.extend(rest.iter().map(|s| (*s).to_owned()));
+        a
+    };
+    let app = instance(&server, &prefix).await;
+    let tagged = EntryOptions::new().tags(["team:1"]);
+    app.set_with(Kind::DATABASE_QUERY, "user:7", 7u32, &tagged)
+        .await;
+    app.set(Kind::API_RESPONSE, "plain", 1u32).await;
+    stats_until(&server, &prefix, |j| {
+        j["instances"].as_array().is_some_and(|l| !l.is_empty())
+    })
+    .await;
+
+    let stats = cachectl(as_user(reader, &["stats", "--json"]), None)
+        .await
+        .ok();
+    assert_eq!(stats.json()["instances"].as_array().map(Vec::len), Some(1));
+    let keys = cachectl(as_user(reader, &["keys"]), None).await.ok();
+    assert!(keys.stdout.contains("user:7"), "{keys:?}");
+    let by_tag = cachectl(as_user(reader, &["keys", "--tag", "team:1"]), None)
+        .await
+        .ok();
+    assert!(by_tag.stdout.contains("user:7"), "{by_tag:?}");
+    let get = cachectl(
+        as_user(reader, &["get", "database_query:user:7", "--json"]),
+        None,
+    )
+    .await
+    .ok();
+    assert_eq!(get.json()["value"], 7);
+    cachectl(as_user(reader, &["health"]), None).await.ok();
+    cachectl(as_user(reader, &["top", "--once"]), None)
+        .await
+        .ok();
+    let doctor = cachectl(as_user(reader, &["doctor"]), None).await;
+    // 3: findings above info (this Redis has no maxmemory), which is no failure to run.
+    assert!(matches!(doctor.code, Some(0 | 3)), "{doctor:?}");
+    // The reader writes nothing: an invalidation as the reader fails.
+    let refused = cachectl(
+        as_user(reader, &["invalidate", "--key", "api_response:plain"]),
+        None,
+    )
+    .await;
+    assert_ne!(refused.code, Some(0), "{refused:?}");
+    assert!(
+        refused.stderr.contains("was refused by Redis' ACL"),
+        "{refused:?}"
+    );
+    assert!(
+        !acl::refusals(&server.url()).await.is_empty(),
+        "the reader was refused the write"
+    );
+
+    cachectl(
+        as_user(writer, &["invalidate", "--key", "api_response:plain"]),
+        None,
+    )
+    .await
+    .ok();
+    gone_from(&app, Kind::API_RESPONSE, "plain").await;
+    cachectl(as_user(writer, &["invalidate", "--tag", "team:1"]), None)
+        .await
+        .ok();
+    gone_from(&app, Kind::DATABASE_QUERY, "user:7").await;
+    cachectl(as_user(writer, &["clear", "--all", "--yes"]), None)
+        .await
+        .ok();
+    assert_eq!(acl::refusals(&server.url()).await, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

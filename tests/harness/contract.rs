@@ -1,12 +1,18 @@
 //! Contracts every L2 backend must keep, written once and run against a single redis-server
 //! (`tests/contract_single.rs`) and a 3-master Redis Cluster (`tests/cluster.rs`).
+//!
+//! Every cache here connects as a Redis user with exactly the ACL rules the library documents
+//! (`cache_core::admin::acl_rules` of its prefix), and after each contract the suite checks that
+//! Redis refused none of its commands (`ACL LOG`): a command the library starts sending without
+//! adding it to the rules fails the suite. The harness's own inspection (`KEYS`, `INFO`, `SCRIPT
+//! FLUSH`...) goes through the default user.
 
 use cache_core::{Cache, CacheBuilder, EntryOptions, Kind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::{init_tracing, unique_prefix, RedisCluster, RedisServer};
+use crate::{acl, init_tracing, unique_prefix, within, RedisCluster, RedisServer};
 
 type Res<T> = Result<T, std::io::Error>;
 
@@ -20,19 +26,40 @@ pub enum Backend<'a> {
 }
 
 impl Backend<'_> {
-    /// A builder pointed at this backend.
-    pub fn builder(&self, prefix: &str) -> CacheBuilder {
+    /// A builder pointed at this backend, as a user with exactly the documented ACL rules of
+    /// `prefix` (created on every node).
+    pub async fn builder(&self, prefix: &str) -> CacheBuilder {
         init_tracing();
+        let user = acl::cache_user(prefix);
+        let rules = cache_core::admin::acl_rules(prefix);
+        for s in self.servers() {
+            acl::set_user(s, &s.url(), &user, &rules).await;
+        }
         let b = Cache::builder().prefix(prefix);
         match self {
-            Backend::Single(s) => b.redis_url(s.url()),
-            Backend::Cluster(c) => b.redis_cluster(c.urls()),
+            Backend::Single(s) => b.redis_url(acl::url_as(&s.url(), &user)),
+            Backend::Cluster(c) => b.redis_cluster(c.urls().iter().map(|u| acl::url_as(u, &user))),
+        }
+    }
+
+    /// Panics if any node refused a command of the caches' users since the last check (`ACL
+    /// LOG`): the documented rules lack something the library sends.
+    pub async fn assert_no_acl_refusals(&self) {
+        for s in self.servers() {
+            let refused = acl::refusals(&s.url()).await;
+            assert!(
+                refused.is_empty(),
+                "node {} refused commands of the cache's ACL user (add them to \
+                 cache_core::admin::ACL_RULES and the README):\n{}",
+                s.port(),
+                refused.join("\n")
+            );
         }
     }
 
     /// A built cache (asserting it connected and subscribed).
     pub async fn cache(&self, prefix: &str) -> Cache {
-        let c = self.builder(prefix).build().await.expect("build");
+        let c = self.builder(prefix).await.build().await.expect("build");
         assert_eq!(c.breaker_state(), Some(cache_core::BreakerState::Closed));
         assert!(c.backplane_subscribed());
         c
@@ -173,6 +200,7 @@ pub async fn the_distributed_lock_runs_one_loader_across_instances(b: Backend<'_
     for _ in 0..2 {
         caches.push(
             b.builder(&prefix)
+                .await
                 .kind(Kind::new("origin"), kind.clone())
                 .build()
                 .await
@@ -403,6 +431,7 @@ pub async fn warming_pipelines_entries_to_every_node(b: Backend<'_>) {
     // machine from tripping the breaker.
     let build = || async {
         b.builder(&prefix)
+            .await
             .l2_timeout(Duration::from_secs(2))
             .build()
             .await
@@ -475,6 +504,7 @@ pub async fn lost_scripts_resend_only_the_items_refused_for_them(b: Backend<'_>)
     let prefix = unique_prefix("noscript");
     let build = || async {
         b.builder(&prefix)
+            .await
             .l2_timeout(Duration::from_secs(2))
             .build()
             .await
@@ -558,6 +588,407 @@ async fn reads_processed(s: &RedisServer) -> u64 {
     s.info_u64("stats", "total_reads_processed").await
 }
 
+// ---- Batches ------------------------------------------------------------------------------------
+
+/// The per-command counts of the backend, summed over its nodes.
+async fn command_totals(b: Backend<'_>, names: &[&str]) -> Vec<u64> {
+    let mut out = vec![0; names.len()];
+    for s in b.servers() {
+        for (o, n) in out.iter_mut().zip(names) {
+            *o += s.command_calls(Some(n)).await;
+        }
+    }
+    out
+}
+
+/// 100 keys cached nowhere: one loader call with all of them, their leases in one pipeline, one
+/// compare-and-set each in one pipeline (per master on a cluster); then the same keys are L1 hits
+/// on that instance (no command at all) and L2 hits on another, read with one `MGET` (on a
+/// cluster, `GET`s pipelined per master); duplicates keep their places.
+pub async fn batch_loads_call_the_loader_once_and_pipeline_every_step(b: Backend<'_>) {
+    const N: u32 = 100;
+    let prefix = unique_prefix("batch");
+    let (x, y) = (b.cache(&prefix).await, b.cache(&prefix).await);
+    let keys: Vec<String> = (0..N).map(|i| format!("k{i}")).collect();
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let loader = |asked: Arc<std::sync::Mutex<Vec<Vec<String>>>>| {
+        move |missing: Vec<String>| {
+            asked.lock().unwrap().push(missing.clone());
+            async move {
+                Res::Ok(
+                    missing
+                        .into_iter()
+                        .map(|k| {
+                            let v: u32 = k[1..].parse().unwrap();
+                            (k, v * 10)
+                        })
+                        .collect::<std::collections::HashMap<_, _>>(),
+                )
+            }
+        }
+    };
+    b.reset_stats().await;
+    let got = x
+        .get_or_load_many(Kind::DATABASE_QUERY, &keys, loader(asked.clone()))
+        .await
+        .unwrap();
+    // Socket reads first (every later INFO is one more): the batch's commands came in a few.
+    let mut reads = Vec::new();
+    for s in b.servers() {
+        reads.push(reads_processed(s).await);
+    }
+    for (s, reads) in b.servers().into_iter().zip(reads) {
+        let sets = s.command_calls(Some("set")).await;
+        assert!(
+            reads * 4 < sets,
+            "node {}: {sets} SETs in {reads} socket reads: not pipelined",
+            s.port()
+        );
+    }
+    assert_eq!(got.len(), N as usize);
+    for (i, v) in got.iter().enumerate() {
+        assert_eq!(v.as_deref(), Some(&(i as u32 * 10)));
+    }
+    {
+        let asked = asked.lock().unwrap();
+        assert_eq!(asked.len(), 1, "one loader call");
+        assert_eq!(asked[0].len(), N as usize, "with every missing key");
+    }
+    let [mget, get, set, evalsha] = command_totals(b, &["mget", "get", "set", "evalsha"])
+        .await
+        .try_into()
+        .unwrap();
+    // A compare-and-set is a script whose GET and SET count too.
+    let single = matches!(b, Backend::Single(_));
+    assert_eq!(evalsha, u64::from(N), "{}", b.command_breakdown().await);
+    assert_eq!(set, 2 * u64::from(N), "a lease and a write each");
+    if single {
+        assert_eq!(
+            (mget, get),
+            (1, u64::from(N)),
+            "one MGET, then the scripts' GETs"
+        );
+    } else {
+        assert_eq!(
+            (mget, get),
+            (0, 2 * u64::from(N)),
+            "GETs pipelined per master"
+        );
+    }
+    let stats = x.stats().kinds[Kind::DATABASE_QUERY.name()].clone();
+    assert_eq!(stats.loader.calls, 1);
+    assert_eq!(stats.l1.misses, u64::from(N));
+
+    // Again on x: every key from L1, nothing sent.
+    b.reset_stats().await;
+    let again = x
+        .get_or_load_many(Kind::DATABASE_QUERY, &keys, loader(asked.clone()))
+        .await
+        .unwrap();
+    assert_eq!(again, got);
+    assert_eq!(
+        command_totals(b, &["mget", "get", "set", "evalsha"]).await,
+        vec![0; 4],
+        "L1 hits send nothing"
+    );
+    // On y: from L2, in one read, with duplicates in place.
+    let mixed = ["k7", "k3", "k7", "absent"];
+    let read = y.get_many::<u32>(Kind::DATABASE_QUERY, &mixed).await;
+    assert_eq!(
+        read.iter()
+            .map(|v| v.as_deref().copied())
+            .collect::<Vec<_>>(),
+        vec![Some(70), Some(30), Some(70), None]
+    );
+    let [mget, get] = command_totals(b, &["mget", "get"])
+        .await
+        .try_into()
+        .unwrap();
+    if single {
+        assert_eq!((mget, get), (1, 0));
+    } else {
+        assert_eq!((mget, get), (0, 3), "one GET per distinct key");
+    }
+    let got_y = y
+        .get_or_load_many(Kind::DATABASE_QUERY, &keys, loader(asked.clone()))
+        .await
+        .unwrap();
+    assert_eq!(got_y, got);
+    assert_eq!(asked.lock().unwrap().len(), 1, "y found every value in L2");
+    assert_eq!(
+        y.stats().kinds[Kind::DATABASE_QUERY.name()].l2.hits,
+        u64::from(N),
+        "2 L2 hits by get_many (k3, k7), then the batch's other 98 (those two from L1 by then)"
+    );
+}
+
+/// A batch load of `keys` (each loaded as 1) on its own task, whose loader says it started and
+/// then waits at `held`.
+fn held_batch(
+    x: &Cache,
+    kind: &'static str,
+    keys: &[String],
+    held: &crate::Gate,
+    started: &Arc<tokio::sync::Notify>,
+) -> tokio::task::JoinHandle<Vec<Option<Arc<u32>>>> {
+    let (x, keys, held, started) = (x.clone(), keys.to_vec(), held.clone(), started.clone());
+    tokio::spawn(async move {
+        x.get_or_load_many(kind, &keys, |missing: Vec<String>| {
+            let (held, started) = (held.clone(), started.clone());
+            async move {
+                started.notify_one();
+                held.wait().await;
+                let loaded = missing.into_iter().map(|k| (k, 1u32));
+                Res::Ok(loaded.collect::<std::collections::HashMap<_, _>>())
+            }
+        })
+        .await
+        .unwrap()
+    })
+}
+
+/// A key a batch is loading is not loaded again by a single caller (it waits for the batch), and
+/// a key a single caller is loading is left out of a batch's loader call (the batch waits for it).
+pub async fn batches_and_single_reads_share_loads(b: Backend<'_>) {
+    let prefix = unique_prefix("batch-share");
+    let x = b.cache(&prefix).await;
+    let kind = "database_query";
+    let held = crate::Gate::closed();
+    let started = Arc::new(tokio::sync::Notify::new());
+
+    // The batch leads; a single caller of one of its keys joins it.
+    let keys: Vec<String> = (0..10).map(|i| format!("a{i}")).collect();
+    let batch = held_batch(&x, kind, &keys, &held, &started);
+    started.notified().await;
+    let single_calls = Arc::new(AtomicUsize::new(0));
+    let single = {
+        let (x, calls) = (x.clone(), single_calls.clone());
+        tokio::spawn(async move {
+            *x.get_or_load(kind, "a5", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Res::Ok(2u32)
+            })
+            .await
+            .unwrap()
+        })
+    };
+    // The single caller waits for the batch: it cannot finish while the batch's loader is held.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), async {
+            while !single.is_finished() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .is_err(),
+        "the single caller did not wait for the batch loading its key"
+    );
+    held.open();
+    assert!(batch
+        .await
+        .unwrap()
+        .iter()
+        .all(|v| v.as_deref() == Some(&1)));
+    assert_eq!(
+        single.await.unwrap(),
+        1,
+        "the single caller got the batch's value"
+    );
+    assert_eq!(single_calls.load(Ordering::SeqCst), 0);
+
+    // A single caller leads; a batch including its key joins it for that key.
+    held.close();
+    let single = {
+        let (x, held, started) = (x.clone(), held.clone(), started.clone());
+        tokio::spawn(async move {
+            *x.get_or_load(kind, "b3", || async {
+                started.notify_one();
+                held.wait().await;
+                Res::Ok(3u32)
+            })
+            .await
+            .unwrap()
+        })
+    };
+    started.notified().await;
+    let keys: Vec<String> = (0..6).map(|i| format!("b{i}")).collect();
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let batch = {
+        let (x, keys, asked) = (x.clone(), keys.clone(), asked.clone());
+        tokio::spawn(async move {
+            x.get_or_load_many(kind, &keys, |missing: Vec<String>| {
+                asked.lock().unwrap().push(missing.clone());
+                async move {
+                    Res::Ok(
+                        missing
+                            .into_iter()
+                            .map(|k| (k, 4u32))
+                            .collect::<std::collections::HashMap<_, _>>(),
+                    )
+                }
+            })
+            .await
+            .unwrap()
+        })
+    };
+    within(Duration::from_secs(10), "the batch's loader call", || {
+        let asked = asked.clone();
+        async move { !asked.lock().unwrap().is_empty() }
+    })
+    .await;
+    held.open();
+    let got = batch.await.unwrap();
+    assert_eq!(single.await.unwrap(), 3);
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1);
+    assert!(
+        !asked[0].contains(&"b3".to_string()),
+        "b3 was being loaded: {asked:?}"
+    );
+    assert_eq!(asked[0].len(), 5);
+    assert_eq!(
+        got[3].as_deref(),
+        Some(&3),
+        "the batch got the single load's value"
+    );
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, v)| i == 3 || v.as_deref() == Some(&4)));
+}
+
+/// A key invalidated (on another instance) while a batch loads it: the batch returns what it
+/// loaded, but stores it nowhere; the batch's other keys are stored.
+pub async fn a_batch_load_begun_before_an_invalidation_stores_nothing_for_that_key(b: Backend<'_>) {
+    let prefix = unique_prefix("batch-fence");
+    let (x, y) = (b.cache(&prefix).await, b.cache(&prefix).await);
+    let kind = "database_query";
+    let held = crate::Gate::closed();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let keys: Vec<String> = (0..5).map(|i| format!("c{i}")).collect();
+    let batch = held_batch(&x, kind, &keys, &held, &started);
+    started.notified().await;
+    y.invalidate(kind, "c2").await;
+    held.open();
+    let got = batch.await.unwrap();
+    assert!(
+        got.iter().all(|v| v.as_deref() == Some(&1)),
+        "the call's answer"
+    );
+    let z = b.cache(&prefix).await;
+    assert_eq!(
+        z.get::<u32>(kind, "c2").await,
+        None,
+        "the fenced value reached L2"
+    );
+    assert_eq!(
+        x.get::<u32>(kind, "c2").await,
+        None,
+        "the fenced value stayed in L1"
+    );
+    for k in ["c0", "c1", "c3", "c4"] {
+        assert_eq!(z.get::<u32>(kind, k).await.as_deref(), Some(&1), "{k}");
+    }
+}
+
+/// Batch entries carry the options' tags and TTLs; keys the loader did not return are
+/// remembered as absent (`None`) only with `none_ttl`, for that TTL.
+pub async fn batch_loads_keep_tags_ttls_and_negative_caching_when_asked(b: Backend<'_>) {
+    let prefix = unique_prefix("batch-opts");
+    let (x, y) = (b.cache(&prefix).await, b.cache(&prefix).await);
+    let kind = "database_query";
+    let calls = Arc::new(std::sync::Mutex::new(Vec::<Vec<String>>::new()));
+    let evens = |calls: Arc<std::sync::Mutex<Vec<Vec<String>>>>| {
+        move |missing: Vec<String>| {
+            calls.lock().unwrap().push(missing.clone());
+            async move {
+                let found: std::collections::HashMap<String, Option<u32>> = missing
+                    .into_iter()
+                    .filter_map(|k| {
+                        let i: u32 = k[1..].parse().ok()?;
+                        i.is_multiple_of(2).then_some((k, Some(i)))
+                    })
+                    .collect();
+                Res::Ok(found)
+            }
+        }
+    };
+    let keys: Vec<String> = (0..6).map(|i| format!("n{i}")).collect();
+    let opts = EntryOptions::new()
+        .tags(["batch-tag"])
+        .ttl(Duration::from_secs(60))
+        .none_ttl(Duration::from_secs(5));
+    let got = x
+        .get_or_load_many_with(kind, &keys, &opts, evens(calls.clone()))
+        .await
+        .unwrap();
+    for (i, v) in got.iter().enumerate() {
+        let want = if i % 2 == 0 { Some(i as u32) } else { None };
+        assert_eq!(v.as_deref(), Some(&want), "key n{i}");
+    }
+    // Remembered, absent ones included: y asks the loader for nothing.
+    let again = y
+        .get_or_load_many_with(kind, &keys, &opts, evens(calls.clone()))
+        .await
+        .unwrap();
+    assert_eq!(again, got);
+    assert_eq!(calls.lock().unwrap().len(), 1);
+    let pttl = |key: &str| {
+        let full = cache_core::admin::entry_key(&prefix, kind, key);
+        async move {
+            let mut c = match b {
+                Backend::Single(s) => s.conn().await,
+                Backend::Cluster(cl) => {
+                    // The node holding the key answers; the others say MOVED.
+                    let client = redis::cluster::ClusterClient::new(cl.urls()).unwrap();
+                    let mut cc = client.get_async_connection().await.unwrap();
+                    let ms: i64 = redis::cmd("PTTL")
+                        .arg(&full)
+                        .query_async(&mut cc)
+                        .await
+                        .unwrap();
+                    return ms;
+                }
+            };
+            redis::cmd("PTTL")
+                .arg(&full)
+                .query_async::<i64>(&mut c)
+                .await
+                .unwrap()
+        }
+    };
+    let (absent, present) = (pttl("n1").await, pttl("n2").await);
+    assert!((1..=5_000).contains(&absent), "absent key PTTL {absent}");
+    assert!((55_000..=60_000).contains(&present), "value PTTL {present}");
+    // The tag covers every entry of the batch.
+    x.invalidate_tag("batch-tag").await;
+    let z = b.cache(&prefix).await;
+    let after = z
+        .get_or_load_many_with(kind, &keys, &opts, evens(calls.clone()))
+        .await
+        .unwrap();
+    assert_eq!(after, got);
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        2,
+        "the tag invalidated the batch's entries"
+    );
+    assert_eq!(calls.lock().unwrap()[1].len(), keys.len());
+
+    // Without `none_ttl`, absent keys are asked for again.
+    let plain = EntryOptions::new();
+    let keys: Vec<String> = (10..14).map(|i| format!("m{i}")).collect();
+    let calls = Arc::new(std::sync::Mutex::new(Vec::<Vec<String>>::new()));
+    for _ in 0..2 {
+        x.get_or_load_many_with(kind, &keys, &plain, evens(calls.clone()))
+            .await
+            .unwrap();
+    }
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1], vec!["m11".to_string(), "m13".to_string()]);
+}
+
 /// Defines one `#[tokio::test]` per contract, each against a fresh backend started by `$start`
 /// (`RedisServer::start()` or `RedisCluster::start()`) and wrapped as `Backend::$variant`: every
 /// backend runs the same list.
@@ -576,6 +1007,10 @@ macro_rules! contract_suite {
             prefixes_are_isolated,
             warming_pipelines_entries_to_every_node,
             lost_scripts_resend_only_the_items_refused_for_them,
+            batch_loads_call_the_loader_once_and_pipeline_every_step,
+            batches_and_single_reads_share_loads,
+            a_batch_load_begun_before_an_invalidation_stores_nothing_for_that_key,
+            batch_loads_keep_tags_ttls_and_negative_caching_when_asked,
         );
     };
     (@each $start:expr, $variant:ident, $($name:ident),* $(,)?) => {
@@ -584,6 +1019,9 @@ macro_rules! contract_suite {
             async fn $name() {
                 let backend = $start;
                 $crate::contract::$name($crate::contract::Backend::$variant(&backend)).await;
+                $crate::contract::Backend::$variant(&backend)
+                    .assert_no_acl_refusals()
+                    .await;
             }
         )*
     };

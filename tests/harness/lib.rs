@@ -3,6 +3,7 @@
 //!
 //! A missing `redis-server` binary is a loud failure with instructions, never a skip.
 
+pub mod acl;
 pub mod browser;
 pub mod chaos;
 mod cluster;

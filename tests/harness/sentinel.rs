@@ -1,5 +1,6 @@
 //! A Redis Sentinel deployment on loopback: a master, one replica and three sentinels (quorum 2),
-//! all password-protected, on free ports, killed on drop.
+//! all password-protected, on free ports, killed on drop. Optionally with an ACL user for the
+//! cache on the nodes and on the sentinels ([`RedisSentinels::start_with_users`]).
 //!
 //! The sentinels decide fast (`down-after-milliseconds` 1000, `failover-timeout` 3000), so a
 //! killed master is replaced within a few seconds. A missing `redis-sentinel` binary is a loud
@@ -47,7 +48,12 @@ struct SentinelProcess {
 }
 
 impl SentinelProcess {
-    fn start(master_port: u16) -> Self {
+    /// `user`: an ACL user `(name, rules)` of the sentinel besides its default one, with the
+    /// password [`acl::PASSWORD`](crate::acl::PASSWORD).
+    fn start(master_port: u16, user: Option<(&str, &str)>) -> Self {
+        let user_line = user
+            .map(|(name, rules)| format!("user {name} on >{} {rules}\n", crate::acl::PASSWORD))
+            .unwrap_or_default();
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port();
@@ -63,7 +69,8 @@ impl SentinelProcess {
                  sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
                  sentinel auth-pass {MASTER_NAME} {PASSWORD}\n\
                  sentinel down-after-milliseconds {MASTER_NAME} {down}\n\
-                 sentinel failover-timeout {MASTER_NAME} {failover}\n",
+                 sentinel failover-timeout {MASTER_NAME} {failover}\n\
+                 {user_line}",
                 dir = dir.path().display(),
                 log = dir.path().join("sentinel.log").display(),
                 down = DOWN_AFTER.as_millis(),
@@ -162,6 +169,16 @@ impl RedisSentinels {
     /// Starts the nodes and the sentinels, and waits until every sentinel knows the replica and
     /// the two other sentinels (so that a failover can be agreed on).
     pub async fn start() -> Self {
+        Self::start_with_users(None, None).await
+    }
+
+    /// [`start`](Self::start), with an ACL user `(name, rules)` (password
+    /// [`acl::PASSWORD`](crate::acl::PASSWORD)) on both Redis nodes (`node_user`) and on every
+    /// sentinel (`sentinel_user`), besides the default users the harness and the sentinels use.
+    pub async fn start_with_users(
+        node_user: Option<(&str, &str)>,
+        sentinel_user: Option<(&str, &str)>,
+    ) -> Self {
         check_binary();
         let auth = ["--requirepass", PASSWORD, "--masterauth", PASSWORD];
         let master = RedisServer::start_with(&auth);
@@ -177,10 +194,22 @@ impl RedisSentinels {
         ]);
         let me = Self {
             sentinels: (0..3)
-                .map(|_| SentinelProcess::start(master.port()))
+                .map(|_| SentinelProcess::start(master.port(), sentinel_user))
                 .collect(),
             nodes: vec![master, replica],
         };
+        if let Some((name, rules)) = node_user {
+            // ACL users are not replicated: each node gets its own.
+            for port in me.node_ports() {
+                let mut set = redis::cmd("ACL");
+                set.arg("SETUSER")
+                    .arg(crate::acl::setuser_args(name, rules));
+                let () = me
+                    .node_query(port, &set)
+                    .await
+                    .unwrap_or_else(|e| panic!("ACL SETUSER {name} {rules}: {e}"));
+            }
+        }
         let replica_port = me.nodes[1].port();
         me.wait_synced(replica_port, Duration::from_secs(20)).await;
         let t = Instant::now();
@@ -213,6 +242,31 @@ impl RedisSentinels {
         format!(
             "redis+sentinel://:{PASSWORD}@{}/{MASTER_NAME}?sentinel_password={SENTINEL_PASSWORD}",
             hosts.join(",")
+        )
+    }
+
+    /// `redis+sentinel://` URL of the deployment as `user` on the nodes and on the sentinels
+    /// (made by [`start_with_users`](Self::start_with_users)), password
+    /// [`acl::PASSWORD`](crate::acl::PASSWORD) on both.
+    pub fn url_as(&self, user: &str) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        let password = crate::acl::PASSWORD;
+        format!(
+            "redis+sentinel://{user}:{password}@{}/{MASTER_NAME}\
+             ?sentinel_username={user}&sentinel_password={password}",
+            hosts.join(",")
+        )
+    }
+
+    /// `redis://` URL of sentinel `i` as its default user (every command).
+    pub fn sentinel_admin_url(&self, i: usize) -> String {
+        format!(
+            "redis://:{SENTINEL_PASSWORD}@127.0.0.1:{}",
+            self.sentinels[i].port
         )
     }
 
@@ -263,11 +317,7 @@ impl RedisSentinels {
     }
 
     async fn sentinel_conn(&self, i: usize) -> redis::aio::MultiplexedConnection {
-        let url = format!(
-            "redis://:{SENTINEL_PASSWORD}@127.0.0.1:{}",
-            self.sentinels[i].port
-        );
-        redis::Client::open(url)
+        redis::Client::open(self.sentinel_admin_url(i))
             .expect("client")
             .get_multiplexed_async_connection()
             .await

@@ -240,6 +240,9 @@ pub(crate) trait Listener: Send + Sync + 'static {
 
     /// The subscription is up again after being down: invalidations may have been missed.
     fn resubscribed(&self);
+
+    /// Redis refused `command` (the subscription) for lack of an ACL permission.
+    fn refused(&self, command: &str, e: &redis::RedisError);
 }
 
 async fn handle(listener: &impl Listener, bp: &Backplane, payload: &str) {
@@ -261,12 +264,15 @@ fn resync(listener: &impl Listener, bp: &Backplane) {
     bp.subscribed.store(true, Ordering::Release);
 }
 
-/// Opens a pub/sub connection subscribed to `channel`, within `deadline`.
+/// Opens a pub/sub connection subscribed to `channel`, within `deadline`. Fails with
+/// `Err(Some(e))` when Redis refused it for lack of an ACL permission (`NOPERM`: the user lacks
+/// the channel or `SUBSCRIBE`), which only a change of the ACL can fix, and with `Err(None)`
+/// otherwise (logged at debug level: retrying later helps).
 pub(crate) async fn subscribe(
     client: &redis::Client,
     channel: &str,
     deadline: Duration,
-) -> Option<redis::aio::PubSub> {
+) -> Result<redis::aio::PubSub, Option<redis::RedisError>> {
     let sub = tokio::time::timeout(deadline, async {
         let mut ps = client.get_async_pubsub().await?;
         ps.subscribe(channel).await?;
@@ -274,28 +280,32 @@ pub(crate) async fn subscribe(
     })
     .await;
     match sub {
-        Ok(Ok(ps)) => Some(ps),
+        Ok(Ok(ps)) => Ok(ps),
+        Ok(Err(e)) if e.code() == Some("NOPERM") => Err(Some(e)),
         Ok(Err(e)) => {
             tracing::debug!(error = %crate::l2::redacted_error(&e), "backplane subscription failed");
-            None
+            Err(None)
         }
-        Err(_) => None,
+        Err(_) => Err(None),
     }
 }
 
 /// Subscribes through the first of `nodes` that answers (on a cluster, classic pub/sub messages
-/// reach every node, so any node will do; with Sentinel, the master).
+/// reach every node, so any node will do; with Sentinel, the master). Fails as [`subscribe`] does
+/// (with a refusal if any node refused).
 pub(crate) async fn subscribe_any(
     nodes: &PubSubNodes,
     channel: &str,
     deadline: Duration,
-) -> Option<redis::aio::PubSub> {
+) -> Result<redis::aio::PubSub, Option<redis::RedisError>> {
+    let mut refused = None;
     for c in nodes.clients(deadline).await {
-        if let Some(ps) = subscribe(&c, channel, deadline).await {
-            return Some(ps);
+        match subscribe(&c, channel, deadline).await {
+            Ok(ps) => return Ok(ps),
+            Err(e) => refused = refused.or(e),
         }
     }
-    None
+    Err(refused)
 }
 
 /// Resolves when the Redis master moved since `seen` was taken (updating it); never without
@@ -347,10 +357,17 @@ pub(crate) fn spawn_subscriber<L: Listener>(
             }
             let (ps, fresh_start) = match initial.take() {
                 Some(ps) => (Some(ps), true),
-                None => (
-                    subscribe_any(&nodes, &channel, connect_timeout.saturating_mul(4)).await,
-                    false,
-                ),
+                None => {
+                    match subscribe_any(&nodes, &channel, connect_timeout.saturating_mul(4)).await {
+                        Ok(ps) => (Some(ps), false),
+                        Err(refused) => {
+                            if let (Some(e), Some(listener)) = (refused, weak.upgrade()) {
+                                listener.refused("SUBSCRIBE", &e);
+                            }
+                            (None, false)
+                        }
+                    }
+                }
             };
             let Some(ps) = ps else {
                 // A master that just moved is worth trying at once.

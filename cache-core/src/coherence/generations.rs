@@ -42,13 +42,19 @@ struct Shared {
     /// Bumped by clears made here / heard of.
     epoch_here: AtomicU64,
     epoch_elsewhere: AtomicU64,
-    shards: Box<[Mutex<HashMap<String, Slot>>]>,
+    /// The keys are shared with the tickets: one allocation per key in flight, not per ticket.
+    shards: Box<[Mutex<Shard>]>,
 }
+
+/// The slots of one shard, by key.
+type Shard = HashMap<Arc<str>, Slot>;
 
 struct Slot {
     here: u64,
     elsewhere: u64,
-    holders: usize,
+    /// Tickets held (a `Cell`: counted through the shared reference a key lookup gives, under
+    /// the shard's lock).
+    holders: std::cell::Cell<usize>,
     /// Serializes this instance's `set`s of the key (created by the first writer).
     writes: Option<Arc<tokio::sync::Mutex<()>>>,
 }
@@ -56,7 +62,7 @@ struct Slot {
 /// A snapshot of one key's generation, held while an operation on the key is in flight.
 pub(crate) struct Ticket {
     gens: Generations,
-    key: String,
+    key: Arc<str>,
     here: u64,
     elsewhere: u64,
     epoch_here: u64,
@@ -80,7 +86,7 @@ impl Generations {
         }))
     }
 
-    fn shard(&self, key: &str) -> &Mutex<HashMap<String, Slot>> {
+    fn shard(&self, key: &str) -> &Mutex<Shard> {
         let h = xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize;
         &self.0.shards[h % SHARDS]
     }
@@ -94,25 +100,30 @@ impl Generations {
     pub(crate) fn begin(&self, key: &str) -> Ticket {
         let mut shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
         let epochs = self.epochs();
-        let slot = match shard.get_mut(key) {
-            Some(s) => s,
+        let (key, here, elsewhere) = match shard.get_key_value(key) {
+            Some((k, slot)) => {
+                slot.holders.set(slot.holders.get() + 1);
+                (k.clone(), slot.here, slot.elsewhere)
+            }
             None => {
                 // At least every value a bump of an earlier slot of this key handed out.
                 let g = self.0.next.load(Ordering::Acquire);
-                shard.entry(key.to_owned()).or_insert(Slot {
+                let k: Arc<str> = Arc::from(key);
+                let slot = Slot {
                     here: g,
                     elsewhere: g,
-                    holders: 0,
+                    holders: std::cell::Cell::new(1),
                     writes: None,
-                })
+                };
+                shard.insert(k.clone(), slot);
+                (k, g, g)
             }
         };
-        slot.holders += 1;
         Ticket {
             gens: self.clone(),
-            key: key.to_owned(),
-            here: slot.here,
-            elsewhere: slot.elsewhere,
+            key,
+            here,
+            elsewhere,
             epoch_here: epochs.0,
             epoch_elsewhere: epochs.1,
         }
@@ -245,8 +256,9 @@ impl Drop for Ticket {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = shard.get_mut(&self.key) {
-            slot.holders -= 1;
-            if slot.holders == 0 {
+            let holders = slot.holders.get_mut();
+            *holders -= 1;
+            if *holders == 0 {
                 shard.remove(&self.key);
             }
         }

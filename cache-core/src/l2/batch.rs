@@ -39,6 +39,44 @@ impl L2 {
     /// Most value bytes in one pipeline of writes; a single larger value goes alone.
     pub(crate) const MANY_CHUNK_BYTES: usize = 1 << 20;
 
+    /// Most keys in one `MGET` ([`mget`](Self::mget)).
+    pub(crate) const MGET_CHUNK_KEYS: usize = 1_024;
+
+    /// The values of `keys` (`None`: absent, or not a string): on one node, one `MGET` per
+    /// [`Self::MGET_CHUNK_KEYS`] keys, each a round trip under the normal deadline; on a Redis
+    /// Cluster, where an `MGET` must stay within one slot, one pipeline of `GET`s per master, all
+    /// masters in parallel (one round trip in all, as many commands as keys). A key a cluster
+    /// node refused reads as absent (the load that follows reads it again and handles the reply).
+    pub(crate) async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, L2Error> {
+        self.reads_allowed()?;
+        if self.cluster {
+            let replies = self.replies(keys, &gets(keys), |_| 0).await?;
+            return Ok(replies
+                .into_iter()
+                .map(|r| match self.read_reply(r, false) {
+                    Ok(ReadOrLease::Found(b)) => Some(b),
+                    _ => None,
+                })
+                .collect());
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(Self::MGET_CHUNK_KEYS) {
+            let got = self
+                .run("MGET", |mut c| async move {
+                    redis::cmd("MGET")
+                        .arg(chunk)
+                        .query_async::<Vec<Option<Vec<u8>>>>(&mut c)
+                        .await
+                })
+                .await?;
+            if got.len() != chunk.len() {
+                return Err(wrong_count());
+            }
+            out.extend(got);
+        }
+        Ok(out)
+    }
+
     /// [`read_or_lease`](Self::read_or_lease) of many keys (`leases[i]` for `keys[i]`), in
     /// pipelines; per key, `Err` when Redis refused that key's command (another type under it).
     /// An outage in any pipeline (including a reply such as `LOADING`) fails the whole batch.
@@ -134,7 +172,7 @@ impl L2 {
             out[i] = match r {
                 Ok(redis::Value::Nil) => Ok(ReadOrLease::Absent),
                 Ok(_) => Ok(ReadOrLease::Leased),
-                Err(e) => match L2Error::from_redis(e, self.op_timeout).refusal() {
+                Err(e) => match self.classify("SET", e).refusal() {
                     Some(Refusal::OutOfMemory) => {
                         oom = true;
                         Ok(ReadOrLease::Absent)
@@ -201,7 +239,7 @@ impl L2 {
                 Some(Ok(redis::Value::Int(_))) => CasResult::Conflict,
                 Some(Ok(_)) => CasResult::Refused(Refusal::Other),
                 Some(Err(e)) => {
-                    let e = L2Error::from_redis(e, self.op_timeout);
+                    let e = self.classify("EVALSHA", e);
                     self.note_refusal(&e);
                     CasResult::Refused(e.refusal().unwrap_or(Refusal::Other))
                 }
@@ -320,7 +358,10 @@ impl L2 {
                 end += 1;
             }
             let chunk: Vec<&redis::Cmd> = members[start..end].iter().map(|&i| &cmds[i]).collect();
-            let replies = match self.run(|c| pipeline_chunk(c, chunk, node)).await {
+            let replies = match self
+                .run("pipeline", |c| pipeline_chunk(c, chunk, node))
+                .await
+            {
                 Ok(r) if r.len() == end - start => r,
                 Ok(_) => return (out, Some(wrong_count())),
                 Err(e) => return (out, Some(e)),
@@ -338,7 +379,8 @@ impl L2 {
             Ok(redis::Value::Nil) => Ok(ReadOrLease::Absent),
             Ok(redis::Value::BulkString(b)) => Ok(ReadOrLease::Found(b)),
             Ok(_) => Err(Refusal::Other),
-            Err(e) => Err(L2Error::from_redis(e, self.op_timeout)
+            Err(e) => Err(self
+                .classify(if leasing { "SET" } else { "GET" }, e)
                 .refusal()
                 .unwrap_or(Refusal::Other)),
         }

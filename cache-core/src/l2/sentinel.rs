@@ -234,6 +234,11 @@ impl SentinelSpec {
     }
 }
 
+/// Checks a Sentinel URL as [`SentinelSpec::parse`] reads it; the error never quotes it.
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
+    SentinelSpec::parse(url).map(|_| ())
+}
+
 /// The `redis+sentinel://` URL (`rediss+sentinel://` with `tls`) of the `sentinels`
 /// (`host[:port]` each) monitoring `master`, with the nodes' and the sentinels' credentials
 /// (percent-encoded), for [`SentinelSpec::parse`] to read back.
@@ -355,11 +360,24 @@ fn rejected(e: RedisError, sentinel: bool, addr: &(String, u16)) -> RedisError {
             "the Redis nodes' (the URL's user and password)",
         )
     };
+    // A user without a command the cache sends: what to give it.
+    let fix = match (e.code(), sentinel) {
+        (Some("NOPERM"), true) => format!(
+            " (give the sentinels' user cache_core::admin::SENTINEL_ACL_RULES: {})",
+            super::acl::SENTINEL_ACL_RULES
+        ),
+        (Some("NOPERM"), false) => {
+            " (give the nodes' user cache_core::admin::acl_rules of the cache's prefix, ROLE \
+             included)"
+                .to_owned()
+        }
+        _ => String::new(),
+    };
     RedisError::from((
         redis::ErrorKind::AuthenticationFailed,
         "credentials rejected",
         format!(
-            "{who} ({}) rejected {whose} credentials: {}",
+            "{who} ({}) rejected {whose} credentials: {}{fix}",
             SentinelSpec::show(addr),
             redacted(&e)
         ),
@@ -1013,6 +1031,30 @@ mod tests {
             addr: addr(h, 6379),
             epoch,
         }
+    }
+
+    #[test]
+    fn a_refused_command_says_whose_user_lacks_it_and_the_rules_to_give() {
+        let addr = ("10.0.0.1".to_owned(), 26379);
+        let noperm = || {
+            super::super::error::reply_error(
+                "NOPERM this user has no permissions to run the 'sentinel|master' command",
+            )
+        };
+        let e = rejected(noperm(), true, &addr).to_string();
+        assert!(
+            e.contains("a sentinel (10.0.0.1:26379)")
+                && e.contains(super::super::acl::SENTINEL_ACL_RULES),
+            "{e}"
+        );
+        let e = rejected(noperm(), false, &addr).to_string();
+        assert!(
+            e.contains("the master") && e.contains("ROLE included"),
+            "{e}"
+        );
+        // Not an authentication error: as it was.
+        let io = RedisError::from((redis::ErrorKind::Io, "broken"));
+        assert_eq!(rejected(io, true, &addr).kind(), redis::ErrorKind::Io);
     }
 
     #[test]
