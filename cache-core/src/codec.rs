@@ -160,12 +160,16 @@ pub(crate) fn identity(bytes: &[u8]) -> &[u8] {
     &bytes[..bytes.len().min(IDENTITY_LEN)]
 }
 
-/// Returns the decompressed MessagePack payload of an opened envelope.
-pub(crate) fn payload(cfg: &CodecConfig, env: &Envelope) -> Result<Vec<u8>, CodecError> {
+/// Returns the decompressed MessagePack payload of an opened envelope (borrowed when it was not
+/// compressed: no copy on the read path).
+pub(crate) fn payload<'a>(
+    cfg: &CodecConfig,
+    env: &Envelope<'a>,
+) -> Result<std::borrow::Cow<'a, [u8]>, CodecError> {
     if env.compressed {
-        compress::decompress(&env.body, env.raw_len, cfg.max_value_bytes)
+        compress::decompress(env.body, env.raw_len, cfg.max_value_bytes).map(Into::into)
     } else {
-        Ok(env.body.clone())
+        Ok(env.body.into())
     }
 }
 
@@ -186,7 +190,7 @@ pub fn inspect(bytes: &[u8], max_value_bytes: usize) -> Result<Inspected, CodecE
         tombstone: env.tombstone,
         stored_bytes: bytes.len(),
         tags: env.tags,
-        msgpack: payload,
+        msgpack: payload.into_owned(),
     })
 }
 

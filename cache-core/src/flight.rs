@@ -1,5 +1,5 @@
 //! Single-flight: at most one load per key (and per state of the key: see
-//! [`Ticket::flight_key`](crate::coherence::Ticket::flight_key)) among the concurrent callers of one
+//! [`Ticket::state`](crate::coherence::Ticket::state)) among the concurrent callers of one
 //! instance, single reads and batches alike.
 //!
 //! A caller [`join`](Flights::join)s the flight of its key: the first becomes its [`Lead`] and
@@ -10,30 +10,32 @@
 //! the same outcome type (as moka's `try_get_with`, which this replaces: it is cheaper on the miss
 //! path, and a batch can lead many flights at once, which `try_get_with` cannot express).
 //!
-//! The registry is keyed by the entry's full key, so that "is a load of this key in flight?" costs
-//! a shard lock and a hash lookup, no allocation ([`Flights::busy`]): reads that find a load in
-//! flight join it instead of reading L2 themselves.
+//! The registry is keyed by the entry's full key, shared with the generation ticket (`Arc<str>`):
+//! joining costs a shard lock, a hash lookup and, for a lead, the outcome channel.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 /// Shards of the registry (a power of two).
 const SHARDS: usize = 64;
 
+/// Which flight of a key state: a caller's load, or one joining a refresh in progress.
+pub(crate) type FlightId = ([u64; 4], bool);
+
 /// One flight in the registry.
 struct Entry {
-    /// The flight key: the full key and its state.
-    flight: String,
+    /// The key's state the flight's lead saw, and whether it is a refresh's.
+    flight: FlightId,
     outcome: TypeId,
     id: u64,
     /// A `watch::Receiver<Option<O>>` of the flight's outcome type `O`.
     rx: Box<dyn Any + Send + Sync>,
 }
 
-type Shard = HashMap<String, Vec<Entry>>;
+type Shard = HashMap<Arc<str>, Vec<Entry>>;
 
 /// The registry of loads in flight.
 pub(crate) struct Flights {
@@ -61,7 +63,7 @@ pub(crate) enum Role<'a, O: Clone + Send + Sync + 'static> {
 /// The caller that runs a flight's load.
 pub(crate) struct Lead<'a, O: Clone + Send + Sync + 'static> {
     flights: &'a Flights,
-    key: String,
+    key: Arc<str>,
     id: u64,
     tx: watch::Sender<Option<O>>,
 }
@@ -81,20 +83,15 @@ impl Flights {
         self.shard(key).lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether a load of `key` (any state, any outcome type) is in flight.
-    pub(crate) fn busy(&self, key: &str) -> bool {
-        self.lock(key).contains_key(key)
-    }
-
     /// Joins the flight `flight` of `key` (its full key) whose outcome is an `O`, or starts it.
     pub(crate) fn join<O: Clone + Send + Sync + 'static>(
         &self,
-        key: &str,
-        flight: &str,
+        key: &Arc<str>,
+        flight: FlightId,
     ) -> Role<'_, O> {
         let outcome = TypeId::of::<O>();
         let mut shard = self.lock(key);
-        if let Some(entries) = shard.get(key) {
+        if let Some(entries) = shard.get(&**key) {
             let found = entries
                 .iter()
                 .find(|e| e.outcome == outcome && e.flight == flight)
@@ -105,15 +102,15 @@ impl Flights {
         }
         let (tx, rx) = watch::channel(None);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        shard.entry(key.to_owned()).or_default().push(Entry {
-            flight: flight.to_owned(),
+        shard.entry(key.clone()).or_default().push(Entry {
+            flight,
             outcome,
             id,
             rx: Box::new(rx),
         });
         Role::Lead(Lead {
             flights: self,
-            key: key.to_owned(),
+            key: key.clone(),
             id,
             tx,
         })
@@ -147,10 +144,10 @@ impl<O: Clone + Send + Sync + 'static> Lead<'_, O> {
 impl<O: Clone + Send + Sync + 'static> Drop for Lead<'_, O> {
     fn drop(&mut self) {
         let mut shard = self.flights.lock(&self.key);
-        if let Some(entries) = shard.get_mut(&self.key) {
+        if let Some(entries) = shard.get_mut(&*self.key) {
             entries.retain(|e| e.id != self.id);
             if entries.is_empty() {
-                shard.remove(&self.key);
+                shard.remove(&*self.key);
             }
         }
         // The sender is dropped after this: followers of a flight left without an outcome see the
@@ -172,41 +169,53 @@ impl<O: Clone + Send + Sync + 'static> Follow<O> {
 mod tests {
     use super::*;
 
+    const S1: FlightId = ([1, 1, 0, 0], false);
+
+    fn key() -> Arc<str> {
+        Arc::from("k")
+    }
+
     #[tokio::test]
     async fn followers_receive_the_leads_outcome_and_the_flight_leaves_the_registry() {
         let f = Flights::default();
-        let Role::Lead(lead) = f.join::<u32>("k", "k#1") else {
+        let Role::Lead(lead) = f.join::<u32>(&key(), S1) else {
             panic!("the first caller leads");
         };
-        let Role::Follow(a) = f.join::<u32>("k", "k#1") else {
+        let Role::Follow(a) = f.join::<u32>(&key(), S1) else {
             panic!("the second follows");
         };
-        assert!(f.busy("k"));
+        assert_eq!(f.len(), 1);
         lead.complete(7);
         assert_eq!(a.outcome().await, Some(7));
-        assert!(!f.busy("k"));
         assert_eq!(f.len(), 0);
     }
 
     #[tokio::test]
     async fn a_lead_dropped_without_an_outcome_lets_its_followers_join_again() {
         let f = Flights::default();
-        let lead = f.join::<u32>("k", "k#1");
-        let Role::Follow(a) = f.join::<u32>("k", "k#1") else {
+        let lead = f.join::<u32>(&key(), S1);
+        let Role::Follow(a) = f.join::<u32>(&key(), S1) else {
             panic!("the second follows");
         };
         drop(lead);
         assert_eq!(a.outcome().await, None);
-        assert!(matches!(f.join::<u32>("k", "k#1"), Role::Lead(_)));
+        assert!(matches!(f.join::<u32>(&key(), S1), Role::Lead(_)));
     }
 
     #[test]
-    fn another_state_or_outcome_type_is_another_flight() {
+    fn another_state_lane_or_outcome_type_is_another_flight() {
         let f = Flights::default();
-        let _a = f.join::<u32>("k", "k#1");
-        assert!(matches!(f.join::<u32>("k", "k#2"), Role::Lead(_)));
-        let _b = f.join::<u64>("k", "k#1");
-        assert!(matches!(f.join::<u32>("k", "k#1"), Role::Follow(_)));
-        assert!(matches!(f.join::<u64>("k", "k#1"), Role::Follow(_)));
+        let _a = f.join::<u32>(&key(), S1);
+        assert!(matches!(
+            f.join::<u32>(&key(), ([2, 1, 0, 0], false)),
+            Role::Lead(_)
+        ));
+        assert!(matches!(
+            f.join::<u32>(&key(), ([1, 1, 0, 0], true)),
+            Role::Lead(_)
+        ));
+        let _b = f.join::<u64>(&key(), S1);
+        assert!(matches!(f.join::<u32>(&key(), S1), Role::Follow(_)));
+        assert!(matches!(f.join::<u64>(&key(), S1), Role::Follow(_)));
     }
 }

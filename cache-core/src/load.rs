@@ -4,13 +4,15 @@
 //!
 //! ```text
 //! get_or_load ─► L1 ─hit─► value
-//!                 └miss─► flight(key, ticket) ─► L2 read (lease if absent) ─fresh─► L1 copy ─► value
-//!                                                 └─miss/stale─► [lock] ─► loader ─► store ─► value
+//!                 └miss─► flight(key, ticket) ─► GET ─fresh─► L1 copy ─► value
+//!                                                  └─► L2 read (lease if absent) ─fresh─► L1 copy ─► value
+//!                                                       └─miss/stale─► [lock] ─► loader ─► store ─► value
 //! store: L2 compare-and-set against what the read saw (value, tombstone or lease), then L1 unless
 //!        the key's ticket was superseded (an invalidation or a newer write since the load began).
 //! ```
 //!
-//! Writes (`set`) go through [`store`] too, with an unconditional L2 write.
+//! Writes (`set`) go through [`store`] too, with an unconditional L2 write. Batches of keys take
+//! the same steps, pipelined, in `load/batch.rs`.
 //!
 //! Longer than the other modules (~900 lines) on purpose: the read path reads top to bottom in one
 //! file. What it calls has its own module: the loader's timeouts (`loader`), the distributed lock
@@ -182,14 +184,7 @@ where
         {
             tracing::warn!(kind, "eager refresh and loader timeouts need an owned loader: they apply to get_or_load_owned and to #[cached] functions with refresh/xfetch/soft_timeout/hard_timeout, not to get_or_load/get_or_load_with");
         }
-        let fp = fingerprint::<T>(ke, Some(opts));
-        let l2_down = match l2_first::<T>(inner, ke, &full, fp, None).await {
-            First::Fresh(v) => return Ok(v),
-            First::Unavailable => true,
-            First::Load => false,
-        };
         let fresh = opts.lock_override();
-        let stale = (stale, l2_down);
         match miss(inner, ke, &full, opts, (fresh, failure), stale, InPlace(loader)).await {
             Ok(v) => Ok(v),
             Err(LazyError::Loader(e)) => Err(e),
@@ -277,16 +272,15 @@ where
     }
     // Boxed, as in `get_or_load_with`: a hit does not carry the miss path's state machine.
     let full = lookup.to_full();
-    Box::pin(async move {
-        let fp = fingerprint::<T>(ke, Some(opts));
-        let l2_down = match l2_first::<T>(inner, ke, &full, fp, Some(&policy)).await {
-            First::Fresh(v) => return Ok(v),
-            First::Unavailable => true,
-            First::Load => false,
-        };
-        let stale = (stale, l2_down);
-        miss(inner, ke, &full, opts, (fresh, failure), stale, Lazy(make)).await
-    })
+    Box::pin(miss(
+        inner,
+        ke,
+        &full,
+        opts,
+        (fresh, failure),
+        stale,
+        Lazy(make),
+    ))
     .await
 }
 
@@ -457,30 +451,30 @@ where
     r
 }
 
-/// What the read of L2 that a miss starts with found.
+/// What the plain read of L2 that a load starts with found.
 enum First<T> {
     /// A fresh value: the answer (copied into L1).
     Fresh(Arc<T>),
-    /// L2 could not be read: the load that follows does not wait for it a second time.
+    /// L2 could not be read: the load does not wait for it a second time.
     Unavailable,
-    /// Nothing to serve (or the read was not made): load, through the key's flight.
+    /// Nothing to serve: load (lease, lock, loader, write-back).
     Load,
 }
 
-/// The first step of a miss: a plain read of L2, outside any flight. An L2 hit needs no
-/// coordination (only a load does): it costs one `GET`, as `get`, instead of a flight and a
-/// leasing `SET ... NX GET`. The race guards are those of `get`: the value is copied into L1 only if
-/// the key's ticket, taken before the read, is still current. Not made when a load of the key is in
-/// flight on this instance (joining it answers without a round trip), nor for a kind without L2.
+/// The first step of a load: a plain `GET` of `ticket`'s key. An L2 hit needs no lease, no lock
+/// and no loader, so it costs one `GET`, as `get`, not a leasing `SET ... NX GET`; the race
+/// guards are those of `get` (the value is copied into L1 only while the ticket is current).
+/// Made by the flight's lead, so that concurrent callers of a cold key still send one read. A
+/// value due for an eager refresh is left to the load (it starts the refresh).
 ///
 /// Only a hit is counted here: anything else is counted by the load's own read, so that a
 /// lookup counts once.
 async fn l2_first<T>(
     inner: &Inner,
     ke: &KindEntry,
-    full: &str,
+    ticket: &Ticket,
     fp: u64,
-    policy: Option<&crate::freshness::Resolved>,
+    policy: &crate::freshness::Resolved,
 ) -> First<T>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -488,25 +482,23 @@ where
     let Some(entries) = inner.entries_for(ke) else {
         return First::Load;
     };
-    if inner.flights.busy(full) {
-        return First::Load;
-    }
-    let ticket = inner.coherence.gens.begin(full);
     let started = Instant::now();
-    // A value due for an eager refresh is left to the load (it starts the refresh).
     let not_due = |found: &Found<T>| {
-        !policy.is_some_and(|p| {
-            p.refreshes()
-                && refresh::is_due(p, found.age, unix_ms(), refresh::loader_time(&ke.stats))
-        })
+        !(policy.refreshes()
+            && refresh::is_due(
+                policy,
+                found.age,
+                unix_ms(),
+                refresh::loader_time(&ke.stats),
+            ))
     };
-    let found = match entries.read_fresh::<T>(ke, full, fp, not_due).await {
+    let found = match entries.read_fresh::<T>(ke, ticket.key(), fp, not_due).await {
         Ok(Some(found)) => found,
         Ok(None) => return First::Load,
         Err(()) => return First::Unavailable,
     };
     provenance::note(Source::L2, found.age.created_ms);
-    copy_to_l1(inner, ke, &ticket, &found, started).await;
+    copy_to_l1(inner, ke, ticket, &found, started).await;
     First::Fresh(found.value)
 }
 
@@ -519,7 +511,7 @@ async fn miss<T, E, L>(
     full: &str,
     opts: &EntryOptions,
     (fresh, failure): (Freshness, Failure<E>),
-    (stale, l2_down): (Option<Arc<T>>, bool),
+    stale: Option<Arc<T>>,
     loader: L,
 ) -> Result<Arc<T>, LazyError<E, L::TimedOut>>
 where
@@ -528,32 +520,32 @@ where
     L: Loader<T, E>,
 {
     // One load per key and state among concurrent callers (`flight`). The key's state is part of
-    // the flight key, so a caller arriving after an invalidation never joins a load that began
-    // before it. A lead that gives up (its caller was cancelled) lets its followers join again.
+    // the flight's identity, so a caller arriving after an invalidation never joins a load that
+    // began before it. A lead that gives up (its caller was cancelled) lets its followers join
+    // again.
+    let policy = fresh.resolve(ke.cfg.freshness());
+    let fp = fingerprint::<T>(ke, Some(opts));
     loop {
         let ticket = inner.coherence.gens.begin(full);
-        // Callers that miss while the key is being refreshed join the refresh's flight (a load
+        // Callers that miss while the key is being refreshed share a flight of their own (a load
         // finishing in the background after its soft timeout has none: they are served its stale
         // value on the L1 path, or load).
-        let tail = if inner.refreshing.is_claimed(full) {
-            REFRESH_FLIGHT
-        } else {
-            ""
-        };
-        let flight = ticket.flight_key(tail);
-        match inner.flights.join::<Led<T, E, L::TimedOut>>(full, &flight) {
+        let flight = (ticket.state(), inner.refreshing.is_claimed(full));
+        let key = ticket.shared_key().clone();
+        match inner.flights.join::<Led<T, E, L::TimedOut>>(&key, flight) {
             Role::Lead(lead) => {
                 // What the load found travels with its outcome to every caller of the flight.
                 let led = Arc::new(
-                    provenance::capture(load(
-                        inner,
-                        ke,
-                        ticket,
-                        (opts, fresh, failure),
-                        (stale, l2_down),
-                        loader,
-                        LoadMode::Miss,
-                    ))
+                    provenance::capture(async {
+                        let l2_down = match l2_first::<T>(inner, ke, &ticket, fp, &policy).await {
+                            First::Fresh(v) => return Outcome::Value(v),
+                            First::Unavailable => true,
+                            First::Load => false,
+                        };
+                        let opts = (opts, fresh, failure);
+                        let mode = LoadMode::Miss;
+                        load(inner, ke, ticket, opts, (stale, l2_down), loader, mode).await
+                    })
                     .await,
                 );
                 lead.complete(led.clone());
@@ -584,10 +576,6 @@ fn answer<T, E, X: Clone>(led: &(Outcome<T, E, X>, Trace)) -> Result<Arc<T>, Laz
         (Outcome::TimedOut(x), _) => Err(LazyError::TimedOut(x.clone())),
     }
 }
-
-/// The flight-key tail of a background refresh: distinct from a caller's load, since a refresh may
-/// start from inside one (an L2 read late in the entry's life) and must not join it.
-const REFRESH_FLIGHT: &str = "\u{0}r";
 
 /// One load (inside its flight): L2, then the distributed lock if enabled, then the loader, then
 /// the guarded write-back. `stale` is a fail-safe fallback found in L1.
@@ -957,9 +945,8 @@ fn spawn_refresh<T, E, H>(
         };
         // Through the single-flight registry, so that one refresh of the key runs at a time. (Its
         // outcome type is not a caller's: callers that miss meanwhile share their own load.)
-        let flight = ticket.flight_key(REFRESH_FLIGHT);
-        let full = ticket.key().to_owned();
-        if let Role::Lead(lead) = inner.flights.join::<Arc<Outcome<T, E, H>>>(&full, &flight) {
+        let (key, flight) = (ticket.shared_key().clone(), (ticket.state(), true));
+        if let Role::Lead(lead) = inner.flights.join::<Arc<Outcome<T, E, H>>>(&key, flight) {
             let opts = (&opts, fresh, failure);
             let out = load(&inner, &ke, ticket, opts, (None, false), loader, mode).await;
             lead.complete(Arc::new(out));

@@ -45,13 +45,14 @@ pub(crate) type TagVersion = (String, u64);
 
 /// A parsed envelope.
 #[derive(Debug, Clone)]
-pub(crate) struct Envelope {
+pub(crate) struct Envelope<'a> {
     pub(crate) header: Header,
     pub(crate) compressed: bool,
     pub(crate) tombstone: bool,
     pub(crate) raw_len: usize,
     pub(crate) tags: Vec<TagVersion>,
-    pub(crate) body: Vec<u8>,
+    /// The payload as stored (compressed or not), borrowed from the bytes read.
+    pub(crate) body: &'a [u8],
 }
 
 pub(crate) fn overhead(tags: &[TagVersion]) -> usize {
@@ -144,7 +145,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-pub(crate) fn read(bytes: &[u8], max_value_bytes: usize) -> Result<Envelope, CodecError> {
+pub(crate) fn read(bytes: &[u8], max_value_bytes: usize) -> Result<Envelope<'_>, CodecError> {
     let mut r = Reader { buf: bytes };
     if r.take(2, "magic")? != MAGIC {
         return Err(CodecError::BadMagic);
@@ -198,6 +199,6 @@ pub(crate) fn read(bytes: &[u8], max_value_bytes: usize) -> Result<Envelope, Cod
         tombstone,
         raw_len,
         tags,
-        body: body.to_vec(),
+        body,
     })
 }

@@ -237,14 +237,21 @@ impl Ticket {
         }
     }
 
+    /// The key, shared with the registry (a clone costs no allocation).
+    pub(crate) fn shared_key(&self) -> &Arc<str> {
+        &self.key
+    }
+
     /// Identifies the key's state the ticket saw: loads of one key share a flight only when they
     /// saw the same state, so a caller arriving after an invalidation never joins a load that began
     /// before it.
-    pub(crate) fn flight_key(&self, tail: &str) -> String {
-        format!(
-            "{}\u{0}{}.{}.{}.{}{tail}",
-            self.key, self.here, self.elsewhere, self.epoch_here, self.epoch_elsewhere
-        )
+    pub(crate) fn state(&self) -> [u64; 4] {
+        [
+            self.here,
+            self.elsewhere,
+            self.epoch_here,
+            self.epoch_elsewhere,
+        ]
     }
 }
 
@@ -299,17 +306,17 @@ mod tests {
     fn slots_live_only_while_tickets_are_held_and_never_repeat_a_state() {
         let g = Generations::new();
         let first = g.begin("k");
-        let key1 = first.flight_key("");
+        let key1 = first.state();
         g.bump("k", Origin::Here);
         let second = g.begin("k");
-        assert_ne!(key1, second.flight_key(""));
+        assert_ne!(key1, second.state());
         drop(first);
         drop(second);
         assert_eq!(g.slots(), 0);
         // A bump with nothing in flight is a no-op, and a new slot starts past every value seen.
         g.bump("k", Origin::Here);
         let third = g.begin("k");
-        assert_ne!(third.flight_key(""), key1);
+        assert_ne!(third.state(), key1);
         assert_eq!(g.slots(), 1);
     }
 

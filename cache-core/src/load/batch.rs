@@ -22,7 +22,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{answer, copy_to_l1, fill_l1, fingerprint, l1_found, Led, Outcome, REFRESH_FLIGHT};
+use super::{answer, copy_to_l1, fill_l1, fingerprint, l1_found, Led, Outcome};
 use crate::clock::Age;
 use crate::coherence::Ticket;
 use crate::entry_store::{L2Read, Written};
@@ -232,13 +232,9 @@ where
             for &j in &todo {
                 let full = &rest.fulls[j];
                 let ticket = inner.coherence.gens.begin(full);
-                let tail = if inner.refreshing.is_claimed(full) {
-                    REFRESH_FLIGHT
-                } else {
-                    ""
-                };
-                let flight = ticket.flight_key(tail);
-                match inner.flights.join::<Shared<T, E>>(full, &flight) {
+                let flight = (ticket.state(), inner.refreshing.is_claimed(full));
+                let key = ticket.shared_key().clone();
+                match inner.flights.join::<Shared<T, E>>(&key, flight) {
                     Role::Lead(lead) => leads.push(Led1 {
                         j,
                         key: distinct.keys[rest.idx[j]],
