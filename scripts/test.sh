@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace. Installs first what is missing: redis-server (the
-# integration tests start their own redis-server processes on free loopback ports), chromium (the
-# dashboard test drives a headless chromium) and promtool (Debian package `prometheus`, for the
-# rules in deploy/prometheus/).
+# integration tests start their own redis-server processes on free loopback ports), redis-sentinel
+# (tests/sentinel.rs starts three sentinels), chromium (the dashboard test drives a headless
+# chromium) and promtool (Debian package `prometheus`, for the rules in deploy/prometheus/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,14 @@ if ! command -v redis-server >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 redis-server --version
+
+# tests/sentinel.rs starts a Sentinel deployment (a master, a replica, three sentinels).
+if ! command -v redis-sentinel >/dev/null 2>&1; then
+  echo "redis-sentinel not found: installing it (apt-get)" >&2
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-sentinel >/dev/null
+fi
 
 # tests/dashboard.rs checks the dashboard in a real headless browser (it fails without one).
 if ! command -v chromium >/dev/null 2>&1 && [ -z "${CHROMIUM:-}" ]; then
@@ -37,7 +45,8 @@ if ! command -v promtool >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
-# The Debian package starts a system redis on 6379; the tests do not need it (they start their own).
+# The Debian packages start a system redis on 6379 (and a sentinel on 26379, where systemd runs);
+# the tests do not need them (they start their own).
 cargo fmt --all --check
 # The Prometheus rules: syntax and templates, then their unit tests (input series -> alerts).
 if ! command -v promtool >/dev/null 2>&1; then

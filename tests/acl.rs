@@ -3,10 +3,12 @@
 //! none of them (its `ACL LOG`), every command the rules grant is one the library sends, a user
 //! missing one command is told once (a configuration error, not an outage), a wrong password is
 //! a clear error at build time, and the password never appears in `Debug` output, errors or logs.
+//! The same with Redis Sentinel, where the sentinels have the cache's user too
+//! (`SENTINEL_ACL_RULES`), through a failover.
 
-use cache_core::admin::{acl_rules, ACL_RULES, CACHECTL_ACL_RULES};
+use cache_core::admin::{acl_rules, ACL_RULES, CACHECTL_ACL_RULES, SENTINEL_ACL_RULES};
 use cache_core::{Cache, EntryOptions, Error, Kind, KindConfig, WarmPlan};
-use cache_tests::{acl, serial, within, RedisServer};
+use cache_tests::{acl, serial, within, RedisSentinels, RedisServer};
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -163,6 +165,12 @@ fn the_readme_shows_the_rules_the_library_documents() {
             "the README does not show cache_core::admin::{name} as the line{line}"
         );
     }
+    // The sentinels' user, as a sentinel.conf line (in a list item: indented).
+    let line = format!("user cache on >PASSWORD {SENTINEL_ACL_RULES}");
+    assert!(
+        readme.lines().any(|l| l.trim() == line),
+        "the README does not show cache_core::admin::SENTINEL_ACL_RULES as the line\n{line}"
+    );
     assert!(
         !readme.contains("+@all"),
         "the README still grants +@all somewhere"
@@ -172,7 +180,8 @@ fn the_readme_shows_the_rules_the_library_documents() {
 /// Every operation of the library, as a user with exactly the documented rules: nothing is
 /// refused, and every command the rules grant was sent (but the cluster's: `CLUSTER SLOTS` and
 /// `CLUSTER NODES` are sent on the cluster of the contract suite, `ASKING` only while slots
-/// migrate), so the rules hold no command the library does not need.
+/// migrate; and Sentinel's `ROLE`, sent by the Sentinel test below), so the rules hold no command
+/// the library does not need.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_runs_with_exactly_the_documented_rules_and_needs_each_of_them() {
     captured();
@@ -293,14 +302,175 @@ async fn every_operation_runs_with_exactly_the_documented_rules_and_needs_each_o
     }
     let stats = commandstats(&server).await;
     let cluster_only = ["cluster|slots", "cluster|nodes", "asking"];
+    // Sent only with Redis Sentinel, to check that the node the sentinels name is a master: by
+    // `with_sentinel_every_command_runs_with_exactly_the_documented_rules_through_a_failover`.
+    let sentinel_only = ["role"];
     for grant in ACL_RULES.split(' ').filter_map(|r| r.strip_prefix('+')) {
-        if cluster_only.contains(&grant) {
+        if cluster_only.contains(&grant) || sentinel_only.contains(&grant) {
             continue;
         }
         assert!(
             calls(&stats, grant) > 0,
             "the rules grant `{grant}`, which the library never sent:\n{stats}"
         );
+    }
+}
+
+/// Redis Sentinel, the cache logged in as users with exactly the documented rules: on the Redis
+/// nodes `acl_rules` (whose `ROLE` checks that the node the sentinels name is a master), on the
+/// sentinels `SENTINEL_ACL_RULES`. Two instances work on the first master, then through a forced
+/// failover (the new master checked with `ROLE`, the backplane resubscribed there, the scripts
+/// loaded again, the recent writes applied again): no node and no sentinel refused anything, `ROLE`
+/// was sent to both masters, and every sentinel served both commands of its rules to the cache's
+/// user (`SENTINEL MASTER` and `PSUBSCRIBE`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sentinel_every_command_runs_with_exactly_the_documented_rules_through_a_failover() {
+    let _serial = serial().await;
+    captured();
+    let prefix = "app";
+    let topo = RedisSentinels::start_with_users(
+        Some(("cache", &acl_rules(prefix))),
+        Some(("cache", SENTINEL_ACL_RULES)),
+    )
+    .await;
+    let url = topo.url_as("cache");
+    let build = || {
+        Cache::builder()
+            .redis_url(url.clone())
+            .prefix(prefix)
+            .build()
+    };
+    let (a, b) = (build().await.expect("build"), build().await.expect("build"));
+    let nodes = topo.node_ports();
+    let first = nodes[0];
+    type Res<T> = Result<T, std::io::Error>;
+    let node_calls = |port: u16, command: &'static str| {
+        let topo = &topo;
+        async move {
+            let mut info = redis::cmd("INFO");
+            info.arg("commandstats");
+            let stats: String = topo.node_query(port, &info).await.unwrap_or_default();
+            calls(&stats, command)
+        }
+    };
+    let exists = |port: u16, key: String| {
+        let topo = &topo;
+        async move {
+            let mut cmd = redis::cmd("EXISTS");
+            cmd.arg(key);
+            topo.node_query::<bool>(port, &cmd).await.unwrap_or(false)
+        }
+    };
+    let subscribers = |port: u16| {
+        let topo = &topo;
+        async move {
+            let mut cmd = redis::cmd("PUBSUB");
+            cmd.arg("NUMSUB").arg(format!("{prefix}:bp"));
+            topo.node_query::<(String, u64)>(port, &cmd)
+                .await
+                .map_or(0, |(_, n)| n)
+        }
+    };
+    // On the first master: read-through, writes, an invalidation seen by the other instance.
+    for i in 0..10u32 {
+        let v = a
+            .get_or_load(Kind::API_RESPONSE, &format!("k{i}"), || async move {
+                Res::Ok(i)
+            })
+            .await
+            .unwrap();
+        assert_eq!(*v, i);
+    }
+    assert_eq!(*b.get::<u32>(Kind::API_RESPONSE, "k3").await.unwrap(), 3);
+    let confirmation = a
+        .invalidate_confirmed(Kind::API_RESPONSE, "k3", Duration::from_secs(5))
+        .await;
+    assert!(confirmation.is_complete(), "{confirmation:?}");
+    assert!(
+        node_calls(first, "role").await > 0,
+        "ROLE checked the master"
+    );
+
+    // A forced failover: both instances move to the new master.
+    topo.failover().await;
+    let second = topo
+        .wait_master_moved_from(first, Duration::from_secs(20))
+        .await;
+    let key = cache_core::admin::entry_key(prefix, "static_data", "after");
+    within(
+        Duration::from_secs(20),
+        "the cache writes to the new master",
+        || async {
+            a.set(Kind::STATIC_DATA, "after", 1u32).await;
+            exists(second, key.clone()).await
+        },
+    )
+    .await;
+    within(
+        Duration::from_secs(20),
+        "both backplanes subscribe on the new master",
+        || async { subscribers(second).await >= 2 },
+    )
+    .await;
+    for i in 10..20u32 {
+        let v = b
+            .get_or_load(Kind::API_RESPONSE, &format!("k{i}"), || async move {
+                Res::Ok(i)
+            })
+            .await
+            .unwrap();
+        assert_eq!(*v, i);
+    }
+    a.invalidate_tag("user:1").await;
+    assert!(
+        node_calls(second, "role").await > 0,
+        "ROLE checked the new master"
+    );
+
+    for port in nodes {
+        assert_eq!(
+            acl::refusals(&topo.node_url(port)).await,
+            Vec::<String>::new(),
+            "node {port}"
+        );
+    }
+    for i in 0..topo.sentinel_ports().len() {
+        let admin = topo.sentinel_admin_url(i);
+        assert_eq!(
+            acl::refusals(&admin).await,
+            Vec::<String>::new(),
+            "sentinel {i}"
+        );
+        // The cache's connections to this sentinel, and the last command of each.
+        let mut c = redis::Client::open(admin)
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to a sentinel");
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut c)
+            .await
+            .expect("CLIENT LIST");
+        let sent: Vec<&str> = list
+            .lines()
+            .filter(|l| l.contains(" user=cache "))
+            .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("cmd=")))
+            .collect();
+        for grant in SENTINEL_ACL_RULES
+            .split(' ')
+            .filter_map(|r| r.strip_prefix('+'))
+        {
+            assert!(
+                sent.contains(&grant),
+                "sentinel {i}: the rules grant `{grant}`, which the cache never sent: {sent:?}"
+            );
+        }
+    }
+    for cache in [&a, &b] {
+        let s = cache.stats();
+        assert!(s.l2_acl_refused.is_empty(), "{:?}", s.l2_acl_refused);
+        assert_eq!(s.total.l2.refused, 0, "{:?}", s.total.l2);
     }
 }
 

@@ -10,9 +10,11 @@
 //! - Redis gets its password from the Secret (Compose: from `.env`), has a `maxmemory` below its
 //!   container's limit and an `allkeys-*` policy (what the cache's guards make safe), and its
 //!   cache user has exactly `cache_core::admin::acl_rules` of the app's prefix;
-//! - the Sentinel variant points the app at every sentinel and at the master they monitor.
+//! - the Sentinel variant points the app at every sentinel (`host:port`, as the library reads
+//!   `REDIS_SENTINELS`) and at the master they monitor, as the user the data nodes and the
+//!   sentinels have for it (on the sentinels with exactly `cache_core::admin::SENTINEL_ACL_RULES`).
 
-use cache_core::admin::acl_rules;
+use cache_core::admin::{acl_rules, SENTINEL_ACL_RULES};
 use cache_core::CacheBuilder;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -25,11 +27,6 @@ use std::path::{Path, PathBuf};
 /// `CACHE_MAX_VALUE_BYTES`, 16 MiB, decoded while it is read), and slack. Stated in
 /// deploy/README.md.
 const OVERHEAD: u64 = 64 << 20;
-
-/// Settings of code being merged from other branches (the configuration file, the Sentinel
-/// client): allowed in the recipes before they land in `CacheBuilder::ENV_VARS`. Once they have,
-/// remove them here.
-const PENDING_MERGE: &[&str] = &["REDIS_SENTINELS", "REDIS_SENTINEL_MASTER"];
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -68,7 +65,6 @@ fn known_variables() -> BTreeSet<&'static str> {
     CacheBuilder::ENV_VARS
         .iter()
         .chain(examples::api::ENV_VARS)
-        .chain(PENDING_MERGE)
         .copied()
         .collect()
 }
@@ -485,16 +481,16 @@ fn redis_gets_its_password_from_the_secret_a_memory_bound_and_an_allkeys_policy(
             str_at(&config["data"], "redis.conf", "redis-config"),
             &m.name(),
         );
-        // The cache's user: exactly the documented rules (plus ROLE with Sentinel, which the
-        // Sentinel client sends to the master it is given).
+        // The cache's user: exactly the documented rules (with Sentinel too: they hold the ROLE
+        // the cache checks the master with).
         let rules = str_at(&config["data"], "acl-rules", "redis-config");
         let sentinel = !m.statefulsets(true).is_empty();
-        let expected = if sentinel {
-            format!("{} +role", acl_rules(&prefix))
-        } else {
-            acl_rules(&prefix)
-        };
-        assert_eq!(rules, expected, "{}: the cache user's rules", m.name());
+        assert_eq!(
+            rules,
+            acl_rules(&prefix),
+            "{}: the cache user's rules",
+            m.name()
+        );
         let data_nodes = m.statefulsets(false);
         assert_eq!(data_nodes.len(), 1, "{}: one Redis StatefulSet", m.name());
         let (redis, script) = &data_nodes[0];
@@ -641,12 +637,16 @@ fn the_sentinel_variant_points_the_app_at_every_sentinel_and_their_master() {
         Some(monitor[0]),
         "the app asks for the master the sentinels monitor"
     );
-    let listed: BTreeSet<String> = m
-        .app_value("REDIS_SENTINELS")
-        .expect("REDIS_SENTINELS")
-        .split(',')
-        .map(|u| u.rsplit_once('@').map_or(u, |(_, host)| host).to_owned())
-        .collect();
+    // `host[:port]` each, as `CacheBuilder::from_env` reads them (their credentials are
+    // variables of their own).
+    let sentinels = m.app_value("REDIS_SENTINELS").expect("REDIS_SENTINELS");
+    let listed: BTreeSet<String> = sentinels.split(',').map(str::to_owned).collect();
+    for s in &listed {
+        assert!(
+            !s.contains("://") && !s.contains('@') && s.trim() == s,
+            "REDIS_SENTINELS lists `host[:port]`s, not {s:?}"
+        );
+    }
     let expected: BTreeSet<String> = (0..replicas)
         .map(|i| format!("{name}-{i}.{service}:{port}"))
         .collect();
@@ -655,17 +655,38 @@ fn the_sentinel_variant_points_the_app_at_every_sentinel_and_their_master() {
         m.app_value("REDIS_URL").is_none(),
         "with Sentinel the app finds the master through the sentinels"
     );
-    // The sentinels' users: off by default, the app's limited to finding the master.
+    // The sentinels' users: off by default, the app's with exactly the documented rules, its
+    // password the app's REDIS_SENTINEL_PASSWORD.
     assert!(script.contains("user default off"));
     let app_user = script
         .lines()
         .map(str::trim)
         .find(|l| l.starts_with("user cache on "))
         .expect("the app's user on the sentinels");
-    assert!(
-        app_user.contains("-@all") && !app_user.contains("+@all"),
-        "{app_user}"
+    let (password_var, rules) = app_user
+        .strip_prefix("user cache on >$")
+        .and_then(|rest| rest.split_once(' '))
+        .unwrap_or_else(|| panic!("`user cache on >$PASSWORD_VARIABLE rules`: {app_user}"));
+    assert_eq!(rules, SENTINEL_ACL_RULES, "the app's user on the sentinels");
+    assert_eq!(
+        m.app_value("REDIS_SENTINEL_USERNAME").as_deref(),
+        Some("cache")
     );
+    let sentinel_container = &set["spec"]["template"]["spec"]["containers"][0];
+    let secret_of = |env: Vec<Value>, var: &str, what: &str| {
+        env.into_iter()
+            .find(|e| e["name"] == var)
+            .map(|e| e["valueFrom"]["secretKeyRef"].clone())
+            .filter(Value::is_mapping)
+            .unwrap_or_else(|| panic!("{what}: {var} from a Secret"))
+    };
+    assert_eq!(
+        secret_of(env_list(m.app()), "REDIS_SENTINEL_PASSWORD", "the app"),
+        secret_of(env_list(sentinel_container), password_var, "the sentinels"),
+        "the app logs in to the sentinels with the password of their user cache"
+    );
+    // On the data nodes, the app is the user cache (its password checked above).
+    assert_eq!(m.app_value("REDIS_USERNAME").as_deref(), Some("cache"));
     // The data nodes' script knows the same master name and sentinel service.
     let (_, data_script) = &m.statefulsets(false)[0];
     assert!(data_script.contains(&format!("get-master-addr-by-name {}", monitor[0])));

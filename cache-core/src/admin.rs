@@ -76,7 +76,7 @@ pub fn report_key(prefix: &str, id: &str) -> String {
     format!("{prefix}:stats:{id}")
 }
 
-pub use crate::l2::acl::{ACL_RULES, CACHECTL_ACL_RULES};
+pub use crate::l2::acl::{ACL_RULES, CACHECTL_ACL_RULES, SENTINEL_ACL_RULES};
 
 /// The ACL rules of the Redis user of a cache whose prefix is `prefix`: [`ACL_RULES`] with the
 /// prefix filled in (its glob characters `*?[]\` escaped). Every command the library sends, on

@@ -14,7 +14,7 @@ use crate::history::{History, Reading};
 use crate::inner::Inner;
 use crate::kind::{Kind, KindConfig, Kinds};
 use crate::l1::L1;
-use crate::l2::{L2Config, L2};
+use crate::l2::{L2Config, SentinelAuth, L2};
 use crate::refresh::Claims;
 
 /// Builds a [`Cache`].
@@ -115,6 +115,10 @@ impl CacheBuilder {
     /// | `CACHE_CONFIG` | a TOML config file ([`config_file`](Self::config_file)); variables override its settings | unset |
     /// | `REDIS_URL` | `redis://[user:password@]host:port[/db]`; unset means L1-only | unset |
     /// | `REDIS_CLUSTER_URLS` | comma-separated node URLs of a Redis Cluster (instead of `REDIS_URL`) | unset |
+    /// | `REDIS_SENTINELS` / `REDIS_SENTINEL_MASTER` | Redis Sentinel (instead of the two above): comma-separated sentinel `host[:port]`s (port 26379 when omitted), and the master's name ([`redis_sentinel`](Self::redis_sentinel)) | unset |
+    /// | `REDIS_USERNAME` / `REDIS_PASSWORD` | with `REDIS_SENTINELS`: the Redis nodes' credentials (ignored otherwise: a URL carries its own) | unset |
+    /// | `REDIS_SENTINEL_USERNAME` / `REDIS_SENTINEL_PASSWORD` | with `REDIS_SENTINELS`: the sentinels' own credentials, when they require a password | unset |
+    /// | `REDIS_SENTINEL_TLS` | with `REDIS_SENTINELS`: `true` for TLS to the sentinels and the nodes (needs the `tls` feature) | `false` |
     /// | `REDIS_TLS_CA_FILE` | PEM file of the CA trusted for `rediss://` (default: system roots) | unset |
     /// | `CACHE_ENABLED` | `false` turns caching off (loaders always run) | `true` |
     /// | `CACHE_PREFIX` | key prefix (namespace) of this application | `cache` |
@@ -151,6 +155,7 @@ impl CacheBuilder {
 
     /// Reads the settings of a TOML config file: every builder setting, and each kind's settings
     /// in a `[kinds.NAME]` table, keyed by the methods' names (but `redis_cluster_urls`,
+    /// `redis_sentinels` / `redis_sentinel_master` and the Sentinel credentials,
     /// `redis_tls_ca_file` and `breaker_cooldown_min` / `_max`). The environment and code override
     /// them (see [Where settings come from](Self#where-settings-come-from)); a file read later
     /// overrides one read earlier. The repository's `cache.example.toml` shows every key.
@@ -206,7 +211,8 @@ impl CacheBuilder {
     }
 
     /// The Redis URL of L2 (`redis://[user:password@]host:port[/db]`, or `rediss://` with the
-    /// `tls` feature). Default: none (L1-only).
+    /// `tls` feature; `redis+sentinel://` for Redis Sentinel, see
+    /// [`redis_sentinel`](Self::redis_sentinel)). Default: none (L1-only).
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.code.l2 = Some(L2Target::Url(url.into()));
         self
@@ -218,6 +224,37 @@ impl CacheBuilder {
         self.code.l2 = Some(L2Target::Cluster(
             nodes.into_iter().map(Into::into).collect(),
         ));
+        self
+    }
+
+    /// Redis Sentinel as L2: the sentinels' addresses (`host[:port]`, port 26379 when omitted;
+    /// `[v6]:port`) and the name of the master they monitor. The cache uses the master the
+    /// sentinels name and follows it across failovers (README, "Redis Sentinel"). With
+    /// passwords (the nodes', the sentinels') or TLS, give a `redis+sentinel://` URL to
+    /// [`redis_url`](Self::redis_url) instead, or set them in the environment
+    /// ([`from_env`](Self::from_env)) or a config file ([`config_file`](Self::config_file)).
+    /// Default: none.
+    ///
+    /// ```
+    /// use cache_core::Cache;
+    /// let plain = Cache::builder().redis_sentinel(["10.0.0.1", "10.0.0.2:26380"], "mymaster");
+    /// let with_passwords = Cache::builder().redis_url(
+    ///     "redis+sentinel://:node-pw@10.0.0.1,10.0.0.2:26380/mymaster?sentinel_password=sentinel-pw",
+    /// );
+    /// # let _ = (plain, with_passwords);
+    /// ```
+    pub fn redis_sentinel(
+        mut self,
+        sentinels: impl IntoIterator<Item = impl Into<String>>,
+        master: impl AsRef<str>,
+    ) -> Self {
+        self.code.l2 = Some(L2Target::Sentinel {
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+            master: master.as_ref().to_owned(),
+            node_auth: SentinelAuth::default(),
+            sentinel_auth: SentinelAuth::default(),
+            tls: false,
+        });
         self
     }
 
@@ -522,11 +559,8 @@ impl CacheBuilder {
             cfg.kinds.iter().cloned(),
             cfg.unregistered_ttl,
         ));
-        let (urls, cluster) = match &cfg.l2 {
-            L2Target::None => (Vec::new(), false),
-            L2Target::Url(url) => (vec![url.clone()], false),
-            L2Target::Cluster(nodes) => (nodes.clone(), true),
-        };
+        // A Sentinel target becomes the `redis+sentinel://` URL the L2 reads.
+        let (urls, cluster) = cfg.l2.urls().unwrap_or_default();
         let events = Arc::new(EventBus::new(&cfg.prefix, cfg.event_buffer));
         let l2 = if urls.is_empty() {
             None

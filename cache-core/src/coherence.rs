@@ -9,7 +9,9 @@
 //! - **the backplane** ([`Backplane`]): pub/sub messages that make other instances drop their L1
 //!   copies, and the subscriber that applies theirs here (through [`Listener`]);
 //! - **the pending queue** ([`PendingInvalidations`]): invalidations that could not reach L2
-//!   during an outage, fenced off and replayed.
+//!   during an outage, fenced off and replayed;
+//! - **the recent-writes journal** ([`Journal`], Redis Sentinel only): this instance's writes of
+//!   the last seconds, queued again when the master moves (the new master may have missed them).
 //!
 //! "Drop from L1" always goes with "supersede loads in flight": [`Coherence::drop_local`],
 //! [`Coherence::drop_kind`] and [`Coherence::drop_all`] do both, in that order. Dropping a kind or
@@ -17,12 +19,14 @@
 
 mod backplane;
 mod generations;
+mod journal;
 mod pending;
 
 pub(crate) use backplane::{
     mark_subscribed, spawn_subscriber, subscribe_any, Backplane, Listener, Message, HEARTBEAT_EVERY,
 };
 pub(crate) use generations::{Generations, Origin, Ticket};
+use journal::Journal;
 pub(crate) use pending::{PendingInvalidations, PendingOp};
 
 use std::collections::HashMap;
@@ -71,6 +75,8 @@ pub(crate) struct Coherence {
     pub(crate) gens: Generations,
     pub(crate) local_tags: LocalTags,
     pub(crate) pending: PendingInvalidations,
+    /// This instance's recent writes, when the Redis master can move (Sentinel).
+    journal: Option<Journal>,
     pub(crate) backplane: Option<Backplane>,
     /// Loads waiting for another instance's distributed lock (woken by `loaded` notices).
     pub(crate) lock_waiters: Arc<LockWaiters>,
@@ -120,6 +126,10 @@ impl Coherence {
     ) -> Self {
         let backplane = (cfg.backplane && l2.is_some())
             .then(|| Backplane::new(&cfg.prefix, cfg.unsynced_l1_ttl));
+        let journal = l2
+            .as_ref()
+            .filter(|l2| l2.master_switches().is_some())
+            .map(|_| Journal::new(cfg.max_pending_invalidations));
         Self {
             l1,
             l2,
@@ -131,6 +141,7 @@ impl Coherence {
             gens: Generations::new(),
             local_tags: LocalTags::default(),
             pending: PendingInvalidations::new(cfg.max_pending_invalidations),
+            journal,
             backplane,
             lock_waiters: Arc::default(),
             probe_soon: AtomicBool::new(false),
@@ -223,11 +234,14 @@ impl Coherence {
     /// always has its L1 insert undone.
     pub(crate) async fn invalidate_key(&self, stats: &KindStats, full: &str, use_l2: bool) {
         if let (Some(l2), true) = (self.l2.as_deref(), use_l2) {
-            if let Err(e) = l2
+            let res = l2
                 .invalidate(full, &codec::tombstone_now(), self.tombstone_ttl)
                 .instrument(tracing::debug_span!("l2.invalidate"))
-                .await
-            {
+                .await;
+            if res.is_ok() {
+                self.note(|| PendingOp::Key(full.to_owned()));
+            }
+            if let Err(e) = res {
                 stats.count_l2_error(&e);
                 if e.is_outage() {
                     tracing::warn!(
@@ -255,13 +269,18 @@ impl Coherence {
             self.local_tags.mark(t);
         }
         if let Some(l2) = self.l2.as_deref() {
-            if let Err(e) = tags::invalidate(l2, &self.prefix, tags)
+            let res = tags::invalidate(l2, &self.prefix, tags)
                 .instrument(tracing::debug_span!(
                     "l2.invalidate_tags",
                     tags = tags.len()
                 ))
-                .await
-            {
+                .await;
+            if res.is_ok() {
+                for t in tags {
+                    self.note(|| PendingOp::Tag((*t).to_owned()));
+                }
+            }
+            if let Err(e) = res {
                 stats.count_l2_error(&e);
                 if e.is_outage() {
                     tracing::warn!(
@@ -415,6 +434,39 @@ impl Coherence {
     /// before is moot (L2 no longer holds what it invalidated).
     pub(crate) fn written(&self, full: &str, began: u64) {
         self.pending.supersede_key(full, began);
+        self.note(|| PendingOp::Key(full.to_owned()));
+    }
+
+    /// Notes in the journal (if any) that the write `op` reached L2.
+    fn note(&self, op: impl FnOnce() -> PendingOp) {
+        if let Some(j) = self.journal.as_ref() {
+            j.note(op());
+        }
+    }
+
+    /// The Redis master moved (Sentinel): this instance's writes of the last seconds are queued
+    /// again, to be replayed on the new master (which may have missed them) and announced to the
+    /// other instances; until then this instance does not read those keys from L2.
+    pub(crate) fn master_changed(&self) {
+        let Some(j) = self.journal.as_ref() else {
+            return;
+        };
+        let (ops, left_out) = j.recent();
+        let count = ops.len();
+        for op in ops {
+            self.pending.push(op);
+        }
+        if left_out {
+            tracing::warn!(
+                max = self.pending.capacity(),
+                "the Redis master moved: more keys were written in the last seconds than are kept \
+                 (max_pending_invalidations); some may read their value from before the move"
+            );
+        }
+        tracing::info!(
+            writes = count,
+            "the Redis master moved: this instance's recent writes are applied again"
+        );
     }
 
     /// Whether invalidations wait for replay, or messages for a resend (the background task then
@@ -485,6 +537,7 @@ impl Coherence {
                     }
                     Ok(()) => {
                         self.pending.replayed.fetch_add(1, Ordering::Relaxed);
+                        self.note(|| op.clone());
                         done += 1;
                     }
                 }

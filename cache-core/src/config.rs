@@ -28,6 +28,7 @@ use crate::events;
 use crate::freshness;
 use crate::key;
 use crate::kind::{Kind, KindConfig, KindOptions};
+use crate::l2::{check_sentinel_url, sentinel_url, SentinelAuth};
 use crate::options::MAX_TTL;
 
 /// Where L2 is.
@@ -39,6 +40,86 @@ pub(crate) enum L2Target {
     Url(String),
     /// A Redis Cluster, from the URLs of some of its nodes.
     Cluster(Vec<String>),
+    /// The master of a Redis Sentinel deployment, followed across failovers: what a
+    /// `redis+sentinel://` URL holds, in parts (a URL given as `redis_url` stays a [`Url`](Self::Url)).
+    Sentinel {
+        /// The sentinels, `host[:port]` each (port 26379 when omitted).
+        sentinels: Vec<String>,
+        /// The name the sentinels monitor the master under.
+        master: String,
+        /// The Redis nodes' credentials.
+        node_auth: SentinelAuth,
+        /// The sentinels' own (for sentinels that require a password).
+        sentinel_auth: SentinelAuth,
+        /// TLS to the sentinels and the nodes.
+        tls: bool,
+    },
+}
+
+impl L2Target {
+    /// The URLs L2 connects to, and whether they are a cluster's seed nodes (`None`: no L2).
+    pub(crate) fn urls(&self) -> Option<(Vec<String>, bool)> {
+        match self {
+            L2Target::None => None,
+            L2Target::Url(url) => Some((vec![url.clone()], false)),
+            L2Target::Cluster(nodes) => Some((nodes.clone(), true)),
+            L2Target::Sentinel {
+                sentinels,
+                master,
+                node_auth,
+                sentinel_auth,
+                tls,
+            } => Some((
+                vec![sentinel_url(
+                    sentinels,
+                    master,
+                    node_auth,
+                    sentinel_auth,
+                    *tls,
+                )],
+                false,
+            )),
+        }
+    }
+
+    /// Checks a [`Sentinel`](Self::Sentinel) target: its field named by its config file key, and
+    /// what is wrong (never quoting a password).
+    pub(crate) fn check(&self) -> Result<(), (&'static str, String)> {
+        let L2Target::Sentinel {
+            sentinels, master, ..
+        } = self
+        else {
+            return Ok(());
+        };
+        if sentinels.iter().all(|s| s.trim().is_empty()) {
+            return Err((
+                "redis_sentinels",
+                "no sentinel: list them (host[:port] each), or set no Redis to run L1-only".into(),
+            ));
+        }
+        if sentinels
+            .iter()
+            .any(|s| s.contains("://") || s.contains('@'))
+        {
+            return Err((
+                "redis_sentinels",
+                "sentinels are given as host[:port], not as URLs: their credentials are \
+                 separate settings (redis_sentinel_username / redis_sentinel_password; \
+                 REDIS_SENTINEL_USERNAME / REDIS_SENTINEL_PASSWORD)"
+                    .into(),
+            ));
+        }
+        if master.trim().is_empty() {
+            return Err((
+                "redis_sentinel_master",
+                "the name of the master the sentinels monitor is empty".into(),
+            ));
+        }
+        let (urls, _) = self.urls().unwrap_or_default();
+        urls.iter()
+            .try_for_each(|u| check_sentinel_url(u))
+            .map_err(|m| ("redis_sentinels", m))
+    }
 }
 
 /// URLs redacted: they may hold a password.
@@ -52,6 +133,11 @@ impl fmt::Debug for L2Target {
                 crate::l2::conn::shown_urls(std::slice::from_ref(u))
             ),
             L2Target::Cluster(n) => write!(f, "Cluster({})", crate::l2::conn::shown_urls(n)),
+            // As the `redis+sentinel://` URL it makes: both passwords masked, the rest shown.
+            L2Target::Sentinel { .. } => {
+                let (urls, _) = self.urls().unwrap_or_default();
+                write!(f, "Sentinel({})", crate::l2::conn::shown_urls(&urls))
+            }
         }
     }
 }
@@ -221,7 +307,8 @@ impl Settings {
             kinds,
         } = self;
         let top = [
-            ("redis_url", l2.is_some()), // or redis_cluster_urls: one setting, where L2 is
+            // Or redis_cluster_urls, redis_sentinels: one setting, where L2 is.
+            ("redis_url", l2.is_some()),
             ("redis_tls_ca_file", tls_root_cert.is_some()),
             ("enabled", enabled.is_some()),
             ("prefix", prefix.is_some()),
@@ -504,6 +591,9 @@ impl Config {
     /// Checks every setting; the error names the first invalid one.
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
         let top = |k: &'static str, m: String| Err(Invalid::new(Key::top(k), m));
+        if let Err((key, m)) = self.l2.check() {
+            return top(key, m);
+        }
         if !key::is_valid_name(&self.prefix) {
             return top(
                 "prefix",

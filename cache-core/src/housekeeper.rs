@@ -1,7 +1,9 @@
 //! The housekeeper: the startup connection check, and the one background task that keeps a cache
 //! healthy: it probes Redis while the breaker is open (so L2 comes back even without traffic),
-//! replays invalidations queued during an outage, sends backplane heartbeats, removes L1 entries a
-//! flush made dead, forgets old tag invalidations and publishes the stats report.
+//! replays invalidations queued during an outage, re-queues this instance's recent writes when a
+//! Sentinel failover moved the master (at once, not at the next tick), sends backplane heartbeats,
+//! removes L1 entries a flush made dead, forgets old tag invalidations and publishes the stats
+//! report.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -12,7 +14,7 @@ use crate::breaker::BreakerState;
 use crate::coherence;
 use crate::error::Error;
 use crate::inner::Inner;
-use crate::l2::L2Error;
+use crate::l2::{is_auth_error, L2Error};
 
 /// How often the background task runs. A probe is sent once the breaker's cool-down has passed,
 /// or at every tick while invalidations wait for replay, so this bounds the reaction time.
@@ -74,7 +76,7 @@ pub(crate) async fn start(inner: &Arc<Inner>) -> Result<(), Error> {
         // Subscribe before returning the cache, so it is in sync from its first call.
         let initial = if reachable {
             match coherence::subscribe_any(
-                &l2.clients,
+                &l2.pubsub,
                 &bp.channel,
                 l2.connect_timeout().saturating_mul(4),
             )
@@ -96,7 +98,7 @@ pub(crate) async fn start(inner: &Arc<Inner>) -> Result<(), Error> {
         }
         coherence::spawn_subscriber(
             Arc::downgrade(&inner.coherence),
-            l2.clients.clone(),
+            l2.pubsub.clone(),
             l2.connect_timeout(),
             initial,
         );
@@ -113,12 +115,42 @@ fn spawn(weak: Weak<Inner>) {
         let mut last_prune = Instant::now();
         let mut last_report = Instant::now();
         let mut last_memory: Option<Instant> = None;
+        // Sentinel: the master's moves (`seen`: the count handled).
+        let mut switches = weak
+            .upgrade()
+            .and_then(|inner| inner.l2.as_ref().and_then(|l2| l2.master_switches()));
+        let mut seen = switches.as_mut().map_or(0, |rx| *rx.borrow_and_update());
         loop {
-            tokio::time::sleep(TICK).await;
+            tokio::select! {
+                () = tokio::time::sleep(TICK) => {}
+                changed = async {
+                    match switches.as_mut() {
+                        Some(rx) => rx.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if !changed {
+                        switches = None;
+                    }
+                }
+            }
             let Some(inner) = weak.upgrade() else {
                 return;
             };
             let c = &inner.coherence;
+            if let Some(rx) = switches.as_mut() {
+                let now = *rx.borrow_and_update();
+                if now != seen {
+                    seen = now;
+                    // The new master may lack the last writes the old one acknowledged: apply
+                    // this instance's again (queued, so replayed below, and fenced until then).
+                    c.master_changed();
+                    if let Some(l2) = inner.l2.as_ref() {
+                        // A new master has none of the scripts loaded.
+                        l2.load_scripts().await;
+                    }
+                }
+            }
             inner.sample();
             inner.l1.sweep(SWEEP_PER_TICK).await;
             if last_prune.elapsed() >= Duration::from_secs(60) {
@@ -156,13 +188,4 @@ fn spawn(weak: Weak<Inner>) {
             }
         }
     });
-}
-
-/// What retrying cannot fix at startup, so the cache is not built ([`Error::Auth`]): a wrong
-/// password, an unknown user or a password missing (`WRONGPASS`, `NOAUTH`, or redis-rs'
-/// authentication error kind), or an ACL user without the permission to run the startup `PING`
-/// (`NOPERM`).
-fn is_auth_error(e: &redis::RedisError) -> bool {
-    e.kind() == redis::ErrorKind::AuthenticationFailed
-        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
 }

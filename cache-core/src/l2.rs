@@ -1,5 +1,6 @@
-//! L2: Redis (one node through a self-reconnecting `ConnectionManager`, or a Redis Cluster), every
-//! operation behind the circuit breaker and our own deadline.
+//! L2: Redis (one node through a self-reconnecting `ConnectionManager`, a Redis Cluster, or the
+//! master of a Sentinel deployment, followed across failovers), every operation behind the circuit
+//! breaker and our own deadline.
 //!
 //! redis-rs makes callers wait on a shared reconnect future with no deadline of their own, and a
 //! response timeout does not trigger a reconnect; so each operation here is wrapped in
@@ -29,13 +30,16 @@ pub(crate) mod conn;
 mod error;
 mod redact;
 mod scripts;
+mod sentinel;
 
 pub(crate) use batch::CasResult;
 use conn::Conn;
+pub(crate) use conn::PubSubNodes;
 use error::wrong_count;
-pub(crate) use error::{redacted as redacted_error, L2Error, Refusal};
+pub(crate) use error::{is_auth as is_auth_error, redacted as redacted_error, L2Error, Refusal};
 pub(crate) use redact::redact_url;
 use redis::RedisError;
+pub(crate) use sentinel::{check_url as check_sentinel_url, sentinel_url, Auth as SentinelAuth};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -47,7 +51,8 @@ use acl::AclRefusals;
 /// L2 connection settings.
 #[derive(Clone)]
 pub(crate) struct L2Config {
-    /// One URL, or the seed nodes of a cluster.
+    /// One URL (a `redis+sentinel://` one: a Sentinel deployment), or the seed nodes of a
+    /// cluster.
     pub(crate) urls: Vec<String>,
     pub(crate) cluster: bool,
     /// CA (PEM) trusted for `rediss://`; none: the system roots.
@@ -88,8 +93,8 @@ pub(crate) enum ReadOrLease {
 
 pub(crate) struct L2 {
     conn: Conn,
-    /// One client per configured URL, for the backplane's dedicated pub/sub connection.
-    pub(crate) clients: Vec<redis::Client>,
+    /// Where the backplane's dedicated pub/sub connection goes.
+    pub(crate) pubsub: PubSubNodes,
     pub(crate) breaker: Breaker,
     op_timeout: Duration,
     connect_timeout: Duration,
@@ -115,9 +120,10 @@ const OOM_HOLD: Duration = Duration::from_secs(1);
 impl L2 {
     /// Creates the client; no connection is made until the first operation.
     pub(crate) fn new(cfg: &L2Config) -> Result<Self, Error> {
+        let conn = conn::connect(cfg)?;
         Ok(Self {
-            conn: conn::connect(cfg)?,
-            clients: conn::clients(&cfg.urls, cfg.tls_root_cert.as_deref())?,
+            pubsub: conn::pubsub_nodes(&conn, &cfg.urls, cfg.tls_root_cert.as_deref())?,
+            conn,
             breaker: Breaker::new(cfg.breaker.clone()),
             op_timeout: cfg.op_timeout,
             connect_timeout: cfg.connect_timeout,
@@ -135,6 +141,12 @@ impl L2 {
     /// Whether L2 is a Redis Cluster.
     pub(crate) fn is_cluster(&self) -> bool {
         self.cluster
+    }
+
+    /// With Sentinel, a counter that moves each time the master moves to another node (the new
+    /// master may lack the last writes the old one acknowledged); `None` otherwise.
+    pub(crate) fn master_switches(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.pubsub.switches()
     }
 
     pub(crate) fn connect_timeout(&self) -> Duration {
@@ -236,7 +248,17 @@ impl L2 {
         }
     }
 
+    /// `Skipped` while reads wait: for a moment after a Sentinel master move, the new master may
+    /// still lack writes that other instances are applying to it again.
+    fn reads_allowed(&self) -> Result<(), L2Error> {
+        if self.conn.reads_paused() {
+            return Err(L2Error::Skipped);
+        }
+        Ok(())
+    }
+
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, L2Error> {
+        self.reads_allowed()?;
         // A `Cmd` sent as is: the `AsyncCommands` methods box their future (an allocation per read).
         self.run("GET", |mut c| async move {
             redis::cmd("GET").arg(key).query_async(&mut c).await
@@ -254,6 +276,7 @@ impl L2 {
         lease: &[u8],
         ttl: Duration,
     ) -> Result<ReadOrLease, L2Error> {
+        self.reads_allowed()?;
         if self.refusing_writes() {
             return Ok(self
                 .get(key)
@@ -489,6 +512,7 @@ impl L2 {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        self.reads_allowed()?;
         let vals: Vec<Option<Vec<u8>>> = self
             .run("MGET", |mut c| async move {
                 redis::cmd("MGET").arg(keys).query_async(&mut c).await

@@ -1,6 +1,7 @@
 //! Passwords never echoed: a property test of `redact_url` over generated URLs (every form a user
-//! can write, well-formed or not, alone or in node lists), and the same URLs through the real
-//! surfaces: `CacheBuilder`'s `Debug`, `build()` errors and the built cache's `Debug`.
+//! can write, well-formed or not, alone or in node lists, `redis+sentinel://` ones with both the
+//! nodes' and the sentinels' passwords), and the same URLs through the real surfaces:
+//! `CacheBuilder`'s `Debug`, `build()` errors and the built cache's `Debug`.
 //!
 //! Generated passwords hold a unique upper-case marker and draw the rest from upper-case letters,
 //! `%XX` escapes and `/ @ : % # ? , = &`; everything else in the URLs (schemes, users, hosts, paths,
@@ -289,11 +290,90 @@ fn unix_node() -> impl Strategy<Value = Node> {
     })
 }
 
+/// `redis+sentinel://[auth@]host[:port],.../master[/db][?sentinel_username=..][&sentinel_password=..]`.
+fn sentinel_node(hosts: Hosts) -> impl Strategy<Value = Node> {
+    let scheme = prop::sample::select(vec!["redis+sentinel", "rediss+sentinel"]);
+    let host_list = prop::collection::vec((hosts.host(), hosts.port()), 1..=3).prop_map(|hs| {
+        hs.into_iter()
+            .map(|(h, p)| match p {
+                Some(p) => format!("{h}:{p}"),
+                None => h,
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    let path =
+        (matching("[a-z][a-z0-9_-]{0,8}"), prop::option::of(0u8..16)).prop_map(
+            |(m, db)| match db {
+                Some(db) => format!("/{m}/{db}"),
+                None => format!("/{m}"),
+            },
+        );
+    let query = (prop::option::of(user()), prop::option::of(secret()));
+    (scheme, auth(), host_list, path, query).prop_map(
+        |(scheme, auth, hosts, path, (sentinel_user, sentinel_secret))| {
+            let mut params = Vec::new();
+            let mut shown_params = Vec::new();
+            if let Some(u) = &sentinel_user {
+                params.push(format!("sentinel_username={u}"));
+                shown_params.push(format!("sentinel_username={u}"));
+            }
+            let mut secrets = Vec::new();
+            // A raw `@` in the query makes the text before it read as a userinfo: only "no
+            // password shown" is promised then.
+            let mut readable = true;
+            if let Some(s) = &sentinel_secret {
+                params.push(format!("sentinel_password={}", s.written()));
+                shown_params.push("***".to_owned());
+                readable &= !s.written().contains('@');
+                secrets.push(s.clone());
+            }
+            let q = |p: &[String]| {
+                if p.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{}", p.join("&"))
+                }
+            };
+            let location = format!("{hosts}{path}{}", q(&params));
+            let shown_location = format!("{hosts}{path}{}", q(&shown_params));
+            let (written, shown, clean) = match &auth {
+                Auth::None => (String::new(), Some(shown_location), true),
+                Auth::Alone(u) => (format!("{u}@"), Some(format!("***@{shown_location}")), true),
+                Auth::EmptyPassword(u) => (
+                    format!("{u}:@"),
+                    Some(format!("{u}:@{shown_location}")),
+                    true,
+                ),
+                Auth::Password(u, s) => {
+                    secrets.push(s.clone());
+                    let w = s.written();
+                    let shown = if w.contains('?') {
+                        Some(format!("{u}:***@***"))
+                    } else {
+                        Some(format!("{u}:***@{shown_location}"))
+                    };
+                    (format!("{u}:{w}@"), shown, !w.contains('?'))
+                }
+            };
+            Node {
+                text: format!("{scheme}://{written}{location}"),
+                secrets,
+                expected: shown
+                    .filter(|_| readable)
+                    .map(|shown| format!("{scheme}://{shown}")),
+                clean: clean && readable,
+                parsed: None,
+            }
+        },
+    )
+}
+
 /// Forms that do not parse, or not as meant: only "no password shown" is promised.
 fn malformed_node(hosts: Hosts) -> impl Strategy<Value = Node> {
     let garbage = matching("[a-z ,/:?#=&@.]{1,8}");
     (
-        0..14usize,
+        0..17usize,
         user(),
         hosts.host(),
         secret(),
@@ -305,7 +385,7 @@ fn malformed_node(hosts: Hosts) -> impl Strategy<Value = Node> {
             // Where nothing follows the password but a host could, an `@` in it makes the text
             // a well-formed URL with another password and host (`redis://:ab@cd`): not a case
             // a redaction can tell.
-            let s = if matches!(form, 4 | 5 | 8 | 9 | 12) && !s.encoded {
+            let s = if matches!(form, 4 | 5 | 8 | 9 | 12 | 14 | 15 | 16) && !s.encoded {
                 Secret {
                     plain: s.plain.replace('@', ""),
                     ..s
@@ -328,7 +408,12 @@ fn malformed_node(hosts: Hosts) -> impl Strategy<Value = Node> {
                 10 => format!("redis://{host}?{p}"),
                 11 => format!("redis://{host}:{port}/0?pass={p}"),
                 12 => format!("redis://{host}#{p}"),
-                _ => format!("rediss://{user}:{p}@{host}:{port}/0?protocol=resp3{junk}"),
+                13 => format!("rediss://{user}:{p}@{host}:{port}/0?protocol=resp3{junk}"),
+                // Sentinel URLs: a password without its `@`, before or among the hosts, or
+                // after the master name.
+                14 => format!("redis+sentinel://:{p},{host}:{port}/mymaster"),
+                15 => format!("redis+sentinel://{host}:{port},{user}:{p}/mymaster"),
+                _ => format!("redis+sentinel://{host}:{port}/mymaster:{p}"),
             };
             Node {
                 text,
@@ -344,6 +429,7 @@ fn node(hosts: Hosts) -> impl Strategy<Value = Node> {
     prop_oneof![
         5 => tcp_node(true, hosts),
         2 => unix_node(),
+        2 => sentinel_node(hosts),
         3 => malformed_node(hosts),
     ]
 }
@@ -402,6 +488,8 @@ fn starts_with_scheme(node: &str) -> bool {
             "redis+unix",
             "valkey+unix",
             "unix",
+            "redis+sentinel",
+            "rediss+sentinel",
         ]
         .iter()
         .any(|s| s.eq_ignore_ascii_case(&node[..p]))
@@ -481,8 +569,11 @@ fn redact_url_never_shows_a_password_and_keeps_well_formed_urls_readable() {
          {whole} outputs equal to the promised redaction, {hosts} URLs read by redis-rs as meant",
         started.elapsed()
     );
+    // Well-formed single-node URLs that redis-rs reads are a share of the cases, not most of them
+    // (node lists, unix sockets, malformed and `redis+sentinel://` URLs take the rest: about one
+    // in ten of 10,000 cases, 998 in one run): enough to say the generator covers them.
     assert!(
-        whole > CASES / 4 && hosts > CASES / 10,
+        whole > CASES / 4 && hosts > CASES / 20,
         "the generator covers well-formed URLs"
     );
 }

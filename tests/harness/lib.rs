@@ -1,4 +1,5 @@
-//! Test harness: real `redis-server` processes on free loopback ports, in temp dirs, killed on drop.
+//! Test harness: real `redis-server` (and `redis-sentinel`) processes on free loopback ports, in
+//! temp dirs, killed on drop.
 //!
 //! A missing `redis-server` binary is a loud failure with instructions, never a skip.
 
@@ -9,12 +10,14 @@ mod cluster;
 pub mod contract;
 mod load;
 mod proxy;
+pub mod sentinel;
 mod server;
 mod tls;
 
 pub use cluster::RedisCluster;
 pub use load::{LoadReport, Percentiles};
 pub use proxy::{FaultProxy, ProxyMode};
+pub use sentinel::RedisSentinels;
 pub use server::{command_calls, RedisServer};
 pub use tls::TlsRedis;
 

@@ -10,7 +10,11 @@
 //!   its own heartbeats) for [`SILENCE_LIMIT`] is presumed dead (a hung Redis keeps TCP open) and
 //!   replaced;
 //! - while not subscribed, new L1 entries live at most the "unsynced" L1 TTL (default 5 s);
-//! - on every (re)subscription L1 is flushed, since invalidations may have been missed meanwhile.
+//! - on every (re)subscription L1 is flushed, since invalidations may have been missed meanwhile;
+//! - with Redis Sentinel, the subscription is on the master and moves with it: when the master
+//!   moves to another node, the subscriber resubscribes there (flushing L1, as after any link
+//!   loss). Messages published on the new master never reach a connection left on the old one
+//!   (after `SENTINEL FAILOVER`, the old master stays up, and a master, for seconds).
 //!
 //! The staleness of an L1 copy is therefore bounded by the message latency while subscribed, and by
 //! the time to notice and replace a broken subscription otherwise.
@@ -31,7 +35,7 @@ use std::sync::{Mutex, Weak};
 use std::time::Duration;
 use tracing::Instrument;
 
-use crate::l2::{L2Error, L2};
+use crate::l2::{L2Error, PubSubNodes, L2};
 
 /// Interval of heartbeats.
 pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
@@ -286,22 +290,40 @@ pub(crate) async fn subscribe(
     }
 }
 
-/// Subscribes through the first of `clients` that answers (on a cluster, classic pub/sub messages
-/// reach every node, so any node will do). Fails as [`subscribe`] does (with a refusal if any node
-/// refused).
+/// Subscribes through the first of `nodes` that answers (on a cluster, classic pub/sub messages
+/// reach every node, so any node will do; with Sentinel, the master). Fails as [`subscribe`] does
+/// (with a refusal if any node refused).
 pub(crate) async fn subscribe_any(
-    clients: &[redis::Client],
+    nodes: &PubSubNodes,
     channel: &str,
     deadline: Duration,
 ) -> Result<redis::aio::PubSub, Option<redis::RedisError>> {
     let mut refused = None;
-    for c in clients {
-        match subscribe(c, channel, deadline).await {
+    for c in nodes.clients(deadline).await {
+        match subscribe(&c, channel, deadline).await {
             Ok(ps) => return Ok(ps),
             Err(e) => refused = refused.or(e),
         }
     }
     Err(refused)
+}
+
+/// Resolves when the Redis master moved since `seen` was taken (updating it); never without
+/// Sentinel, nor once the master can no longer move (the L2 is gone).
+async fn master_moved(switches: &mut Option<tokio::sync::watch::Receiver<u64>>, seen: &mut u64) {
+    let Some(rx) = switches.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        if *rx.borrow_and_update() != *seen {
+            *seen = *rx.borrow();
+            return;
+        }
+        if rx.changed().await.is_err() {
+            *switches = None;
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// Marks the backplane subscribed without flushing (at startup, before anything was cached).
@@ -313,13 +335,15 @@ pub(crate) fn mark_subscribed(bp: &Backplane) {
 /// a weak reference to its listener and ends with it.
 pub(crate) fn spawn_subscriber<L: Listener>(
     weak: Weak<L>,
-    clients: Vec<redis::Client>,
+    nodes: PubSubNodes,
     connect_timeout: Duration,
     mut initial: Option<redis::aio::PubSub>,
 ) {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         let mut was_subscribed = initial.is_some();
+        let mut switches = nodes.switches();
+        let mut seen = switches.as_mut().map_or(0, |rx| *rx.borrow_and_update());
         loop {
             let Some(channel) = weak
                 .upgrade()
@@ -327,11 +351,14 @@ pub(crate) fn spawn_subscriber<L: Listener>(
             else {
                 return;
             };
+            // Where the master is now: a move from here on is a reason to resubscribe.
+            if let Some(rx) = switches.as_mut() {
+                seen = *rx.borrow_and_update();
+            }
             let (ps, fresh_start) = match initial.take() {
                 Some(ps) => (Some(ps), true),
                 None => {
-                    match subscribe_any(&clients, &channel, connect_timeout.saturating_mul(4)).await
-                    {
+                    match subscribe_any(&nodes, &channel, connect_timeout.saturating_mul(4)).await {
                         Ok(ps) => (Some(ps), false),
                         Err(refused) => {
                             if let (Some(e), Some(listener)) = (refused, weak.upgrade()) {
@@ -343,7 +370,11 @@ pub(crate) fn spawn_subscriber<L: Listener>(
                 }
             };
             let Some(ps) = ps else {
-                tokio::time::sleep(backoff).await;
+                // A master that just moved is worth trying at once.
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = master_moved(&mut switches, &mut seen) => {}
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
             };
@@ -362,8 +393,20 @@ pub(crate) fn spawn_subscriber<L: Listener>(
             }
             was_subscribed = true;
             let mut stream = ps.into_on_message();
-            // Ends when the connection closes, or after a silence (a hung Redis keeps it open).
-            while let Ok(Some(msg)) = tokio::time::timeout(SILENCE_LIMIT, stream.next()).await {
+            // Ends when the connection closes, after a silence (a hung Redis keeps it open), or
+            // when the master moved (Sentinel).
+            let mut moved = false;
+            loop {
+                let msg = tokio::select! {
+                    next = tokio::time::timeout(SILENCE_LIMIT, stream.next()) => match next {
+                        Ok(Some(msg)) => msg,
+                        _ => break,
+                    },
+                    () = master_moved(&mut switches, &mut seen) => {
+                        moved = true;
+                        break;
+                    }
+                };
                 let Some(listener) = weak.upgrade() else {
                     return;
                 };
@@ -375,6 +418,7 @@ pub(crate) fn spawn_subscriber<L: Listener>(
                     Err(_) => tracing::debug!("ignoring a non-text backplane message"),
                 }
             }
+            drop(stream);
             let Some(listener) = weak.upgrade() else {
                 return;
             };
@@ -383,11 +427,18 @@ pub(crate) fn spawn_subscriber<L: Listener>(
             };
             bp.subscribed.store(false, Ordering::Release);
             bp.disconnects.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                channel,
-                "backplane subscription lost: L1 entries now live at most {:?} until resubscribed",
-                bp.unsynced_l1_ttl
-            );
+            if moved {
+                tracing::info!(
+                    channel,
+                    "the Redis master moved: the backplane resubscribes on the new one"
+                );
+            } else {
+                tracing::warn!(
+                    channel,
+                    "backplane subscription lost: L1 entries now live at most {:?} until resubscribed",
+                    bp.unsynced_l1_ttl
+                );
+            }
         }
     });
 }

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// A queued invalidation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum PendingOp {
     /// A key (its full Redis key).
     Key(String),
@@ -76,6 +76,11 @@ impl PendingInvalidations {
 
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)
+    }
+
+    /// The most invalidations kept.
+    pub(crate) fn capacity(&self) -> usize {
+        self.max
     }
 
     /// Queues `op` (moving it to the back if queued already). Returns false when it was dropped

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::{parse_bool, parse_bytes, L2Target, Pem, Settings};
 use crate::error::{Error, Result};
+use crate::l2::SentinelAuth;
 
 /// Every variable [`read`] reads, and `CACHE_CONFIG` (read by the builder): what
 /// `CacheBuilder::ENV_VARS` publishes for deployment recipes to check against.
@@ -14,6 +15,13 @@ pub(crate) const VARS: &[&str] = &[
     "CACHE_CONFIG",
     "REDIS_URL",
     "REDIS_CLUSTER_URLS",
+    "REDIS_SENTINELS",
+    "REDIS_SENTINEL_MASTER",
+    "REDIS_USERNAME",
+    "REDIS_PASSWORD",
+    "REDIS_SENTINEL_USERNAME",
+    "REDIS_SENTINEL_PASSWORD",
+    "REDIS_SENTINEL_TLS",
     "REDIS_TLS_CA_FILE",
     "CACHE_ENABLED",
     "CACHE_PREFIX",
@@ -67,7 +75,9 @@ pub(crate) fn read(var: &dyn Fn(&str) -> Option<String>) -> Result<Settings> {
     };
 
     let mut s = Settings::default();
-    if let Some(nodes) = get("REDIS_CLUSTER_URLS") {
+    if let Some(sentinel) = sentinel(&get)? {
+        s.l2 = Some(sentinel);
+    } else if let Some(nodes) = get("REDIS_CLUSTER_URLS") {
         s.l2 = Some(L2Target::Cluster(
             nodes
                 .split(',')
@@ -108,6 +118,63 @@ pub(crate) fn read(var: &dyn Fn(&str) -> Option<String>) -> Result<Settings> {
     s.fail_safe_grace = secs("CACHE_FAIL_SAFE_GRACE_SECS")?;
     s.event_buffer = parse("CACHE_EVENT_BUFFER", get("CACHE_EVENT_BUFFER"))?;
     Ok(s)
+}
+
+/// The Sentinel deployment the variables describe (`REDIS_SENTINELS` and `REDIS_SENTINEL_MASTER`,
+/// with the nodes' credentials, the sentinels' own and TLS from their variables); `None` when
+/// they describe none. Every variable is read, whether used or not (`VARS` is what is read).
+fn sentinel(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<L2Target>> {
+    let sentinels = get("REDIS_SENTINELS");
+    let master = get("REDIS_SENTINEL_MASTER");
+    let auth = |user: &str, password: &str| SentinelAuth {
+        username: get(user),
+        password: get(password),
+    };
+    let node_auth = auth("REDIS_USERNAME", "REDIS_PASSWORD");
+    let sentinel_auth = auth("REDIS_SENTINEL_USERNAME", "REDIS_SENTINEL_PASSWORD");
+    let tls = get("REDIS_SENTINEL_TLS")
+        .map(|v| {
+            parse_bool(&v).ok_or_else(|| {
+                Error::Config(format!(
+                    "REDIS_SENTINEL_TLS={v:?} is not a boolean (true/false)"
+                ))
+            })
+        })
+        .transpose()?;
+    let (sentinels, master) = match (sentinels, master) {
+        (None, None) => return Ok(None),
+        (Some(s), Some(m)) => (s, m),
+        _ => {
+            return Err(Error::Config(
+                "REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together".into(),
+            ))
+        }
+    };
+    if get("REDIS_URL").is_some() || get("REDIS_CLUSTER_URLS").is_some() {
+        return Err(Error::Config(
+            "set REDIS_SENTINELS or REDIS_URL / REDIS_CLUSTER_URLS, not both".into(),
+        ));
+    }
+    let target = L2Target::Sentinel {
+        sentinels: sentinels
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        master: master.trim().to_owned(),
+        node_auth,
+        sentinel_auth,
+        tls: tls.unwrap_or(false),
+    };
+    target.check().map_err(|(key, m)| {
+        let var = match key {
+            "redis_sentinel_master" => "REDIS_SENTINEL_MASTER",
+            _ => "REDIS_SENTINELS",
+        };
+        Error::Config(format!("{var}: {m}"))
+    })?;
+    Ok(Some(target))
 }
 
 fn parse<T: FromStr>(name: &str, value: Option<String>) -> Result<Option<T>> {
@@ -173,6 +240,94 @@ mod tests {
                 "redis://c:1".into()
             ]))
         );
+    }
+
+    #[test]
+    fn the_sentinel_variables_make_one_target_with_both_credentials() {
+        let s = read_vars(&[
+            ("REDIS_SENTINELS", "10.0.0.1, 10.0.0.2:26380,"),
+            ("REDIS_SENTINEL_MASTER", " mymaster "),
+            ("REDIS_USERNAME", "cache"),
+            ("REDIS_PASSWORD", "node-pw"),
+            ("REDIS_SENTINEL_PASSWORD", "sentinel-pw"),
+            ("REDIS_SENTINEL_TLS", "yes"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.l2,
+            Some(L2Target::Sentinel {
+                sentinels: vec!["10.0.0.1".into(), "10.0.0.2:26380".into()],
+                master: "mymaster".into(),
+                node_auth: SentinelAuth {
+                    username: Some("cache".into()),
+                    password: Some("node-pw".into()),
+                },
+                sentinel_auth: SentinelAuth {
+                    username: None,
+                    password: Some("sentinel-pw".into()),
+                },
+                tls: true,
+            })
+        );
+        // Shown as the URL it makes, both passwords masked.
+        let shown = format!("{s:?}");
+        assert!(
+            shown.contains("rediss+sentinel://") && shown.contains("10.0.0.2:26380/mymaster"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("node-pw") && !shown.contains("sentinel-pw"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn the_nodes_credentials_alone_leave_a_url_as_it_is() {
+        let s = read_vars(&[
+            ("REDIS_URL", "redis://a:1"),
+            ("REDIS_USERNAME", "cache"),
+            ("REDIS_PASSWORD", "node-pw"),
+        ])
+        .unwrap();
+        assert_eq!(s.l2, Some(L2Target::Url("redis://a:1".into())));
+    }
+
+    #[test]
+    fn sentinel_variables_that_do_not_fit_are_errors_naming_them() {
+        for (vars, says) in [
+            (&[("REDIS_SENTINELS", "a")][..], "REDIS_SENTINEL_MASTER"),
+            (&[("REDIS_SENTINEL_MASTER", "m")][..], "REDIS_SENTINELS"),
+            (
+                &[
+                    ("REDIS_SENTINELS", "a"),
+                    ("REDIS_SENTINEL_MASTER", "m"),
+                    ("REDIS_URL", "redis://b:1"),
+                ][..],
+                "not both",
+            ),
+            (
+                &[("REDIS_SENTINELS", " , "), ("REDIS_SENTINEL_MASTER", "m")][..],
+                "REDIS_SENTINELS: no sentinel",
+            ),
+            (
+                &[
+                    ("REDIS_SENTINELS", "redis://cache:pw@s-0:26379"),
+                    ("REDIS_SENTINEL_MASTER", "m"),
+                ][..],
+                "REDIS_SENTINELS: sentinels are given as host[:port], not as URLs",
+            ),
+            (
+                &[("REDIS_SENTINELS", "a:0"), ("REDIS_SENTINEL_MASTER", "m")][..],
+                "REDIS_SENTINELS: sentinel 1 of 1 is not `host[:port]`",
+            ),
+            (&[("REDIS_SENTINEL_TLS", "maybe")][..], "REDIS_SENTINEL_TLS"),
+        ] {
+            let err = read_vars(vars).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config(m) if m.contains(says) && !m.contains("pw")),
+                "{vars:?}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ use super::{parse_bytes, Config, Invalid, Key, KindLayer, L2Target, Pem, Setting
 use crate::error::{Error, Result};
 use crate::freshness::Freshness;
 use crate::kind::{Kind, KindOptions, Tiers};
+use crate::l2::SentinelAuth;
 
 /// The file's top level. Each field is a builder method's name.
 #[derive(Deserialize, Default)]
@@ -29,6 +30,13 @@ use crate::kind::{Kind, KindOptions, Tiers};
 struct FileSettings {
     redis_url: Option<String>,
     redis_cluster_urls: Option<Vec<String>>,
+    redis_sentinels: Option<Vec<String>>,
+    redis_sentinel_master: Option<String>,
+    redis_username: Option<String>,
+    redis_password: Option<String>,
+    redis_sentinel_username: Option<String>,
+    redis_sentinel_password: Option<String>,
+    redis_sentinel_tls: Option<bool>,
     redis_tls_ca_file: Option<PathBuf>,
     enabled: Option<bool>,
     prefix: Option<String>,
@@ -177,6 +185,13 @@ fn into_settings(file: FileSettings, dir: &Path) -> std::result::Result<Settings
     let FileSettings {
         redis_url,
         redis_cluster_urls,
+        redis_sentinels,
+        redis_sentinel_master,
+        redis_username,
+        redis_password,
+        redis_sentinel_username,
+        redis_sentinel_password,
+        redis_sentinel_tls,
         redis_tls_ca_file,
         enabled,
         prefix,
@@ -208,28 +223,78 @@ fn into_settings(file: FileSettings, dir: &Path) -> std::result::Result<Settings
         key: Key::top(key),
         message,
     };
-    let l2 = match (redis_url, redis_cluster_urls) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "redis_cluster_urls",
-                "set redis_url (one server) or redis_cluster_urls (a cluster), not both".into(),
-            ))
+    // One of the three ways to name L2; the one named second is the error.
+    let named = [
+        ("redis_url", redis_url.is_some()),
+        ("redis_cluster_urls", redis_cluster_urls.is_some()),
+        ("redis_sentinels", redis_sentinels.is_some()),
+    ];
+    if let Some((second, _)) = named.iter().filter(|(_, set)| *set).nth(1) {
+        return Err(invalid(
+            second,
+            "set one of redis_url (one server), redis_cluster_urls (a cluster) or \
+             redis_sentinels (Redis Sentinel), not several"
+                .into(),
+        ));
+    }
+    // The master's name and the credentials of a Sentinel deployment go with its sentinels.
+    if redis_sentinels.is_none() {
+        for (key, set) in [
+            ("redis_sentinel_master", redis_sentinel_master.is_some()),
+            ("redis_username", redis_username.is_some()),
+            ("redis_password", redis_password.is_some()),
+            ("redis_sentinel_username", redis_sentinel_username.is_some()),
+            ("redis_sentinel_password", redis_sentinel_password.is_some()),
+            ("redis_sentinel_tls", redis_sentinel_tls.is_some()),
+        ] {
+            if set {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{key} is a setting of Redis Sentinel: it goes with redis_sentinels (a \
+                         redis_url carries its own credentials)"
+                    ),
+                ));
+            }
         }
-        (Some(url), None) if url.trim().is_empty() => {
+    }
+    let l2 = match (redis_url, redis_cluster_urls, redis_sentinels) {
+        (Some(url), _, _) if url.trim().is_empty() => {
             return Err(invalid(
                 "redis_url",
                 "an empty URL: leave the key out to run L1-only".into(),
             ))
         }
-        (None, Some(nodes)) if nodes.iter().all(|n| n.trim().is_empty()) => {
+        (_, Some(nodes), _) if nodes.iter().all(|n| n.trim().is_empty()) => {
             return Err(invalid(
                 "redis_cluster_urls",
                 "no node URL: leave the key out to run L1-only".into(),
             ))
         }
-        (Some(url), None) => Some(L2Target::Url(url)),
-        (None, Some(nodes)) => Some(L2Target::Cluster(nodes)),
-        (None, None) => None,
+        (Some(url), _, _) => Some(L2Target::Url(url)),
+        (_, Some(nodes), _) => Some(L2Target::Cluster(nodes)),
+        (_, _, Some(sentinels)) => {
+            let Some(master) = redis_sentinel_master else {
+                return Err(invalid(
+                    "redis_sentinels",
+                    "redis_sentinel_master is missing: the name of the master the sentinels \
+                     monitor"
+                        .into(),
+                ));
+            };
+            let auth = |username: Option<String>, password: Option<String>| SentinelAuth {
+                username: username.filter(|u| !u.is_empty()),
+                password: password.filter(|p| !p.is_empty()),
+            };
+            Some(L2Target::Sentinel {
+                sentinels: sentinels.iter().map(|h| h.trim().to_owned()).collect(),
+                master: master.trim().to_owned(),
+                node_auth: auth(redis_username, redis_password),
+                sentinel_auth: auth(redis_sentinel_username, redis_sentinel_password),
+                tls: redis_sentinel_tls.unwrap_or(false),
+            })
+        }
+        (None, None, None) => None,
     };
     let tls_root_cert = redis_tls_ca_file
         .map(|p| {

@@ -1,11 +1,12 @@
 //! The Redis ACL the cache needs, and what it does when Redis refuses a command for lack of one.
 //!
 //! [`ACL_RULES`] is every command the library sends (its own, those inside its Lua scripts, and
-//! those redis-rs sends for it: topology discovery on a cluster, script loading), on its own keys
-//! and backplane channel only. The tests create their Redis users from this constant
-//! (`tests/acl.rs`, and the contract suite on one node and on a cluster), and check that Redis'
-//! `ACL LOG` holds no refusal afterwards: a command added to the library without adding it here
-//! fails them.
+//! those redis-rs sends for it: topology discovery on a cluster, script loading; and the check
+//! that the node the sentinels name is a master), on its own keys and backplane channel only.
+//! [`SENTINEL_ACL_RULES`] is what it sends to the sentinels of a Sentinel deployment. The tests
+//! create their Redis users from these constants (`tests/acl.rs`, and the contract suite on one
+//! node and on a cluster), and check that Redis' `ACL LOG` holds no refusal afterwards: a command
+//! added to the library without adding it here fails them.
 //!
 //! A command refused anyway (`NOPERM`: a user given fewer rules) is a configuration error, not an
 //! outage: the breaker does not count it, the operation is handled as any refusal (a read is a
@@ -24,7 +25,18 @@ use std::sync::Mutex;
 pub const ACL_RULES: &str = "resetkeys ~{prefix}:* resetchannels &{prefix}:bp -@all \
 +ping +get +mget +set +pexpire +pttl +del +unlink +evalsha +script|load \
 +zadd +zremrangebyscore +zrangebyscore +scan +info \
-+publish +subscribe +pubsub|numsub +cluster|slots +cluster|nodes +asking";
++publish +subscribe +pubsub|numsub +cluster|slots +cluster|nodes +asking +role";
+
+/// The rules of the ACL user the cache logs in as on the sentinels of a Redis Sentinel
+/// deployment (`sentinel_username` of a `redis+sentinel://` URL, `REDIS_SENTINEL_USERNAME`):
+/// `SENTINEL MASTER <name>`, where the master is, and `PSUBSCRIBE *`, every channel, to hear of a
+/// failover at once (without it the cache still follows the master, at its next question: every
+/// 500 ms). No key, no other command.
+///
+/// Give them in each `sentinel.conf`: `user cache on >PASSWORD <rules>` (or `ACL SETUSER` on each
+/// sentinel). Redis 6.2 or newer. The sentinels' own users (among themselves, and towards the
+/// Redis nodes) are apart from this one.
+pub const SENTINEL_ACL_RULES: &str = "resetchannels &* -@all +sentinel|master +psubscribe";
 
 /// The rules of a user for `cachectl`'s read-only commands (`stats`, `top`, `keys`, `get`,
 /// `health`, `doctor`) on the cache whose prefix is `{prefix}` (see
@@ -110,7 +122,7 @@ mod tests {
 
     #[test]
     fn the_rules_grant_no_category_and_no_dangerous_command() {
-        for rules in [ACL_RULES, CACHECTL_ACL_RULES] {
+        for rules in [ACL_RULES, CACHECTL_ACL_RULES, SENTINEL_ACL_RULES] {
             let grants: Vec<&str> = rules.split(' ').filter(|r| r.starts_with('+')).collect();
             assert!(grants.iter().all(|g| !g.starts_with("+@")), "{rules}");
             for forbidden in [

@@ -48,6 +48,7 @@ impl L2 {
     /// masters in parallel (one round trip in all, as many commands as keys). A key a cluster
     /// node refused reads as absent (the load that follows reads it again and handles the reply).
     pub(crate) async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, L2Error> {
+        self.reads_allowed()?;
         if self.cluster {
             let replies = self.replies(keys, &gets(keys), |_| 0).await?;
             return Ok(replies
@@ -90,6 +91,7 @@ impl L2 {
         leases: &[Vec<u8>],
         ttl: Duration,
     ) -> Result<Vec<Result<ReadOrLease, Refusal>>, L2Error> {
+        self.reads_allowed()?;
         if self.refusing_writes() {
             let replies = self.replies(keys, &gets(keys), |_| 0).await?;
             return Ok(replies
@@ -425,6 +427,10 @@ async fn pipeline_chunk(
     }
     let cc = match (c, node) {
         (Conn::Single(mut sc), _) => {
+            let replies: Vec<redis::Value> = p.query_async(&mut sc).await?;
+            return replies_or_outage(replies);
+        }
+        (Conn::Sentinel(mut sc), _) => {
             let replies: Vec<redis::Value> = p.query_async(&mut sc).await?;
             return replies_or_outage(replies);
         }

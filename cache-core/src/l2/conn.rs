@@ -1,5 +1,6 @@
-//! Connection setup: one node through a `ConnectionManager`, or a Redis Cluster through the
-//! async cluster client; both behind [`Conn`], so every L2 operation is written once.
+//! Connection setup: one node through a `ConnectionManager`, a Redis Cluster through the async
+//! cluster client, or the master of a Sentinel deployment (`sentinel.rs`); all behind [`Conn`], so
+//! every L2 operation is written once.
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
@@ -8,14 +9,24 @@ use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use super::sentinel::{self, SentinelConn, SentinelSpec};
 use super::{redact_url, L2Config};
 use crate::error::Error;
 
-/// The L2 connection: single node or cluster. Cheap to clone (both sides multiplex).
+/// The L2 connection: single node, cluster, or the master the sentinels name. Cheap to clone
+/// (every kind multiplexes).
 #[derive(Clone)]
 pub(crate) enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(SentinelConn),
+}
+
+impl Conn {
+    /// Whether reads of L2 wait (Sentinel, right after the master moved).
+    pub(crate) fn reads_paused(&self) -> bool {
+        matches!(self, Conn::Sentinel(s) if s.reads_paused())
+    }
 }
 
 impl ConnectionLike for Conn {
@@ -23,6 +34,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -35,6 +47,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Sentinel(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
@@ -42,6 +55,33 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(c) => c.get_db(),
+        }
+    }
+}
+
+/// Where the backplane subscribes: the configured nodes, or the master the sentinels name now
+/// (a subscription on an old master would hear nothing published on the new one).
+#[derive(Clone)]
+pub(crate) enum PubSubNodes {
+    Fixed(Vec<redis::Client>),
+    Sentinel(SentinelConn),
+}
+
+impl PubSubNodes {
+    /// Clients to try, in order; none while no master is usable within `deadline`.
+    pub(crate) async fn clients(&self, deadline: Duration) -> Vec<redis::Client> {
+        match self {
+            PubSubNodes::Fixed(c) => c.clone(),
+            PubSubNodes::Sentinel(s) => s.master_client(deadline).await.into_iter().collect(),
+        }
+    }
+
+    /// A counter that moves each time the master moves (Sentinel); `None` otherwise.
+    pub(crate) fn switches(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        match self {
+            PubSubNodes::Fixed(_) => None,
+            PubSubNodes::Sentinel(s) => Some(s.switches()),
         }
     }
 }
@@ -194,43 +234,55 @@ fn kind_text(e: &redis::RedisError) -> String {
     format!("{:?}", e.kind())
 }
 
-/// A plain client per URL, for dedicated connections (the backplane's pub/sub).
-pub(crate) fn clients(
+/// Where the backplane of `conn` subscribes: the master of a Sentinel deployment, else a plain
+/// client per URL.
+pub(crate) fn pubsub_nodes(
+    conn: &Conn,
     urls: &[String],
     root_cert: Option<&[u8]>,
-) -> Result<Vec<redis::Client>, Error> {
+) -> Result<PubSubNodes, Error> {
+    if let Conn::Sentinel(s) = conn {
+        return Ok(PubSubNodes::Sentinel(s.clone()));
+    }
     urls.iter()
         .enumerate()
         .map(|(i, u)| client(u, &node_name(urls, i), root_cert))
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(PubSubNodes::Fixed)
 }
 
 /// A client for `url` (named `name` in messages); a `rediss://` one trusts `root_cert` (PEM) when
 /// given, else the system roots.
 fn client(url: &str, name: &str, root_cert: Option<&[u8]>) -> Result<redis::Client, Error> {
     let info = connection_info(url, name)?;
-    let invalid = |e: redis::RedisError| {
-        Error::Config(format!("invalid Redis URL {name}: {}", kind_text(&e)))
-    };
+    let tls = url.starts_with("rediss://");
+    client_for(info, tls, root_cert)
+        .map_err(|e| Error::Config(format!("invalid Redis URL {name}: {}", kind_text(&e))))
+}
+
+/// A client for `info`; a TLS one (`tls`) trusts `root_cert` (PEM) when given, else the system
+/// roots.
+pub(super) fn client_for(
+    info: redis::ConnectionInfo,
+    tls: bool,
+    root_cert: Option<&[u8]>,
+) -> redis::RedisResult<redis::Client> {
     #[cfg(feature = "tls")]
-    if let (Some(pem), true) = (root_cert, url.starts_with("rediss://")) {
+    if tls {
         install_crypto_provider();
-        return redis::Client::build_with_tls(
-            info,
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.to_vec()),
-            },
-        )
-        .map_err(invalid);
-    }
-    #[cfg(feature = "tls")]
-    if url.starts_with("rediss://") {
-        install_crypto_provider();
+        if let Some(pem) = root_cert {
+            return redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                },
+            );
+        }
     }
     #[cfg(not(feature = "tls"))]
-    let _ = root_cert;
-    redis::Client::open(info).map_err(invalid)
+    let _ = (tls, root_cert);
+    redis::Client::open(info)
 }
 
 /// rustls needs a process-wide crypto provider; install *ring* unless the application installed
@@ -251,6 +303,9 @@ pub(crate) fn connect(cfg: &L2Config) -> Result<Conn, Error> {
                     .into(),
             ));
         };
+        if sentinel::is_sentinel_url(url) {
+            return sentinel_conn(url, cfg);
+        }
         let client = client(url, &node_name(urls, 0), root_cert)?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(connect_timeout))
@@ -311,6 +366,24 @@ pub(crate) fn connect(cfg: &L2Config) -> Result<Conn, Error> {
     Ok(Conn::Cluster(
         client.get_pending_async_connection_with_config(cfg),
     ))
+}
+
+/// The connection to the master of the Sentinel deployment `url` names.
+fn sentinel_conn(url: &str, cfg: &L2Config) -> Result<Conn, Error> {
+    let name = redact_url(url);
+    let spec = SentinelSpec::parse(url)
+        .map_err(|e| Error::Config(format!("invalid Redis Sentinel URL {name}: {e}")))?;
+    if spec.tls && !cfg!(feature = "tls") {
+        return Err(Error::Config(format!(
+            "{name}: a `rediss+sentinel://` (TLS) URL needs cache-core's `tls` feature"
+        )));
+    }
+    Ok(Conn::Sentinel(SentinelConn::new(
+        spec,
+        cfg.tls_root_cert.clone(),
+        cfg.connect_timeout,
+        cfg.op_timeout,
+    )))
 }
 
 #[cfg(test)]

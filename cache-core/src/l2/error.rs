@@ -19,7 +19,7 @@ use crate::error::Error;
 
 /// Why an L2 operation did not produce a result.
 pub(crate) enum L2Error {
-    /// The breaker is open: nothing was sent.
+    /// Nothing was sent: the breaker is open, or (Sentinel) reads wait after the master moved.
     Skipped,
     /// No answer within the deadline (this one).
     Timeout(Duration),
@@ -139,6 +139,14 @@ pub(super) fn is_outage(e: &RedisError) -> bool {
         || (e.code() == Some("ERR")
             && e.detail()
                 .is_some_and(|d| d.starts_with("max number of clients reached")))
+}
+
+/// Whether `e` is what retrying cannot fix at startup: a wrong password, an unknown user or a
+/// password missing (`WRONGPASS`, `NOAUTH`, or redis-rs' authentication error kind), or an ACL
+/// user without the permission to run a command (`NOPERM`).
+pub(crate) fn is_auth(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
 }
 
 pub(super) fn wrong_count() -> L2Error {

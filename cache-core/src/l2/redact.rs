@@ -22,11 +22,16 @@
 //!   `redis://:secret`) is masked.
 //! - **Path**: the database number (`/0`) of TCP URLs is kept, anything else is masked; the socket
 //!   path of `unix://` / `redis+unix://` / `valkey+unix://` URLs is kept when it is made of plain
-//!   characters (no `:`, `@`, `,`...).
-//! - **Query**: `db`, `protocol` and `user` (with a plain value) are kept; from the first other
-//!   parameter on (redis-rs reads `pass` on Unix-socket URLs; others may carry credentials, and
-//!   an `&` inside a value makes the rest look like more parameters) the query is masked to the
-//!   end of the node.
+//!   characters (no `:`, `@`, `,`...); the master name (plain characters) and database number of
+//!   `redis+sentinel://` / `rediss+sentinel://` URLs are kept.
+//! - **Sentinel hosts**: a `redis+sentinel://` URL names its sentinels in one authority,
+//!   comma-separated; each is kept or masked as a host and port, and from the first malformed one
+//!   on the rest is masked.
+//! - **Query**: `db`, `protocol` and `user` (with a plain value) are kept, and on Sentinel URLs
+//!   `sentinel_username`; from the first other parameter on (redis-rs reads `pass` on Unix-socket
+//!   URLs, Sentinel URLs carry `sentinel_password`; others may carry credentials, and an `&`
+//!   inside a value makes the rest look like more parameters) the query is masked to the end of
+//!   the node.
 //! - **Fragment**: `#insecure` is kept, any other fragment is masked.
 //! - From the first malformed part on (a host that is not one, a port that is not a number...),
 //!   the rest of the node is masked: it may be a password that lost its `@` (`redis://:ab?db=12`).
@@ -44,8 +49,9 @@
 /// What replaces a secret.
 const MASK: &str = "***";
 
-/// Schemes redis-rs accepts (compared case-insensitively, as URL schemes are).
-const SCHEMES: [&str; 7] = [
+/// Schemes redis-rs accepts, and the crate's Sentinel ones (compared case-insensitively, as URL
+/// schemes are).
+const SCHEMES: [&str; 9] = [
     "redis",
     "rediss",
     "valkey",
@@ -53,10 +59,26 @@ const SCHEMES: [&str; 7] = [
     "redis+unix",
     "valkey+unix",
     "unix",
+    "redis+sentinel",
+    "rediss+sentinel",
 ];
 
 /// The schemes whose path is a socket path and whose credentials are query parameters.
 const UNIX_SCHEMES: [&str; 3] = ["unix", "redis+unix", "valkey+unix"];
+
+/// The schemes of a Sentinel deployment: sentinel hosts, `/master-name[/db]`.
+const SENTINEL_SCHEMES: [&str; 2] = ["redis+sentinel", "rediss+sentinel"];
+
+/// How the part after the scheme reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// `host:port/db`.
+    Tcp,
+    /// A socket path.
+    Unix,
+    /// `host:port,host:port/master-name/db`.
+    Sentinel,
+}
 
 /// `url` (one Redis URL, or a comma-separated list of them) with every password and every part
 /// that might hold one replaced by `***`.
@@ -112,22 +134,26 @@ fn redact_node(node: &str, out: &mut String) -> bool {
     out.push_str(lead);
     // `known`: a Redis scheme, or none. Text that only looks like a scheme (`user://...` is
     // also `user:` and a password starting with `//`) shows no username.
-    let (rest, unix, known) = match core.find("://") {
+    let (rest, form, known) = match core.find("://") {
         Some(p) if is_scheme(&core[..p]) => {
             out.push_str(&core[..p + 3]);
             let scheme = &core[..p];
-            (
-                &core[p + 3..],
-                UNIX_SCHEMES.iter().any(|k| k.eq_ignore_ascii_case(scheme)),
-                SCHEMES.iter().any(|k| k.eq_ignore_ascii_case(scheme)),
-            )
+            let is = |list: &[&str]| list.iter().any(|k| k.eq_ignore_ascii_case(scheme));
+            let form = if is(&UNIX_SCHEMES) {
+                Form::Unix
+            } else if is(&SENTINEL_SCHEMES) {
+                Form::Sentinel
+            } else {
+                Form::Tcp
+            };
+            (&core[p + 3..], form, is(&SCHEMES))
         }
-        _ => (core, false, true),
+        _ => (core, Form::Tcp, true),
     };
-    let clean = if unix && rest.starts_with('/') {
+    let clean = if form == Form::Unix && rest.starts_with('/') {
         // `unix:///path/to.sock?pass=...`: no authority, so an `@` can only be in the path or
         // the query (where the parameters are handled).
-        location(rest, true, out)
+        location(rest, form, out)
     } else if let Some(at) = rest.rfind('@') {
         let userinfo = &rest[..at];
         let user_clean = if known {
@@ -147,10 +173,10 @@ fn redact_node(node: &str, out: &mut String) -> bool {
             }
             false
         } else {
-            location(tail, unix, out) && user_clean
+            location(tail, form, out) && user_clean
         }
     } else {
-        location(rest, unix, out)
+        location(rest, form, out)
     };
     out.push_str(trail);
     clean
@@ -192,20 +218,44 @@ fn plain(s: &str) -> bool {
 /// Host, port, path, query and fragment: writes what can be shown, masks the rest. From the first
 /// malformed part on, everything is masked (it may be a password that lost its `@`:
 /// `redis://:ab?db=12`), and the result is false.
-fn location(s: &str, unix: bool, out: &mut String) -> bool {
+fn location(s: &str, form: Form, out: &mut String) -> bool {
     let hp_end = s.find(['/', '?', '#']).unwrap_or(s.len());
-    if !host_port(&s[..hp_end], out) {
+    let hosts = &s[..hp_end];
+    if form == Form::Sentinel {
+        for (i, hp) in hosts.split(',').enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            // Every sentinel needs a host (and a port after a `:`): an empty one is where a
+            // password that lost its `@` begins (`redis+sentinel://:,secret,h/m`).
+            if hp.is_empty() || hp.starts_with(':') || hp.ends_with(':') {
+                return mask(out);
+            }
+            if !host_port(hp, out) {
+                return false;
+            }
+        }
+    } else if !host_port(hosts, out) {
         return false;
     }
     let mut rest = &s[hp_end..];
     if rest.starts_with('/') {
         let end = rest.find(['?', '#']).unwrap_or(rest.len());
         let path = &rest[..end];
-        if unix && path.split('/').all(|seg| seg.is_empty() || plain(seg)) {
+        let shown = match form {
             // A socket path. One with `:`, `@`, `,`... could hold a misplaced `user:password@`,
             // or the head of a password that goes on past a comma: masked below.
-            out.push_str(path);
-        } else if !unix && (path == "/" || is_db(&path[1..])) {
+            Form::Unix => path.split('/').all(|seg| seg.is_empty() || plain(seg)),
+            Form::Tcp => path == "/" || is_db(&path[1..]),
+            // `/master-name[/db]`.
+            Form::Sentinel => {
+                let mut segs = path[1..].split('/');
+                plain(segs.next().unwrap_or(""))
+                    && segs.next().is_none_or(is_db)
+                    && segs.next().is_none()
+            }
+        };
+        if shown {
             out.push_str(path);
         } else {
             out.push('/');
@@ -217,7 +267,7 @@ fn location(s: &str, unix: bool, out: &mut String) -> bool {
     if let Some(q) = rest.strip_prefix('?') {
         let end = q.find('#').unwrap_or(q.len());
         out.push('?');
-        match query(&q[..end], out) {
+        match query(&q[..end], form == Form::Sentinel, out) {
             Query::Shown => rest = &q[end..],
             // Masked to the end of the node (a value may hold `#`).
             Query::Credential => return true,
@@ -248,7 +298,8 @@ enum Query {
     Unknown,
 }
 
-fn query(q: &str, out: &mut String) -> Query {
+/// The query `q` (of a Sentinel URL: `sentinel`).
+fn query(q: &str, sentinel: bool, out: &mut String) -> Query {
     for (i, param) in q.split('&').enumerate() {
         if i > 0 {
             out.push('&');
@@ -257,6 +308,7 @@ fn query(q: &str, out: &mut String) -> Query {
             Some(("db", v)) => is_db(v),
             Some(("protocol", v)) => !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric()),
             Some(("user", v)) => plain(v),
+            Some(("sentinel_username", v)) => sentinel && plain(v),
             _ => false,
         };
         if shown {
@@ -265,7 +317,7 @@ fn query(q: &str, out: &mut String) -> Query {
         }
         out.push_str(MASK);
         return match param.split_once('=') {
-            Some(("pass" | "password", _)) => Query::Credential,
+            Some(("pass" | "password" | "sentinel_password", _)) => Query::Credential,
             _ => Query::Unknown,
         };
     }
@@ -408,6 +460,41 @@ mod tests {
         // A password query parameter on a TCP URL is masked too.
         check("redis://host/0?pass=p@ss", "redis://***@***");
         check("redis://host/0?pass=pw", "redis://host/0?***");
+    }
+
+    #[test]
+    fn sentinel_urls_keep_hosts_master_and_users_but_no_password() {
+        check(
+            "redis+sentinel://app:s3cret@10.0.0.1:26379,s-2,[::1]:5000/mymaster/2",
+            "redis+sentinel://app:***@10.0.0.1:26379,s-2,[::1]:5000/mymaster/2",
+        );
+        check(
+            "rediss+sentinel://:pw@h1,h2/m?sentinel_username=sen&sentinel_password=s&x=y",
+            "rediss+sentinel://:***@h1,h2/m?sentinel_username=sen&***",
+        );
+        check(
+            "redis+sentinel://h1/m?sentinel_password=a@b&c",
+            "redis+sentinel://***@***",
+        );
+        check("redis+sentinel://h1,h2/m", "redis+sentinel://h1,h2/m");
+        // A password that lost its `@`: masked from where it starts.
+        check("redis+sentinel://:secret,h2/m", "redis+sentinel://***");
+        check("redis+sentinel://h1,:secret/m", "redis+sentinel://h1,***");
+        check("redis+sentinel://:,secret,h/m", "redis+sentinel://***");
+        check("redis+sentinel://:/secret#,h/m", "redis+sentinel://***");
+        check("redis+sentinel://h1,,h2/m", "redis+sentinel://h1,***");
+        check(
+            "redis+sentinel://:a,b@h1,h2/m",
+            "redis+sentinel://:***@h1,h2/m",
+        );
+        // A path that is not `/name[/db]`.
+        check("redis+sentinel://h/m/x", "redis+sentinel://h/***");
+        check("redis+sentinel://h/m:pw", "redis+sentinel://h/***");
+        // After a comma, a Sentinel URL starts a new node.
+        check(
+            "redis://:a@h,redis+sentinel://:b@s/m",
+            "redis://:***@h,redis+sentinel://:***@s/m",
+        );
     }
 
     #[test]

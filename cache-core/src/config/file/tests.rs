@@ -145,7 +145,35 @@ fn values_out_of_range_are_errors_naming_the_key_and_its_line() {
         ),
         (
             "redis_url = \"redis://a:1\"\nredis_cluster_urls = [\"redis://b:1\"]\n",
-            "cache.toml:2:22: redis_cluster_urls: set redis_url (one server) or redis_cluster_urls",
+            "cache.toml:2:22: redis_cluster_urls: set one of redis_url (one server), redis_cluster_urls",
+        ),
+        (
+            "redis_cluster_urls = [\"redis://b:1\"]\nredis_sentinels = [\"s\"]\n",
+            "cache.toml:2:19: redis_sentinels: set one of redis_url",
+        ),
+        (
+            "redis_sentinels = [\"s\"]\n",
+            "cache.toml:1:19: redis_sentinels: redis_sentinel_master is missing",
+        ),
+        (
+            "redis_sentinel_master = \"m\"\n",
+            "cache.toml:1:25: redis_sentinel_master: redis_sentinel_master is a setting of Redis Sentinel",
+        ),
+        (
+            "redis_url = \"redis://a:1\"\nredis_password = \"pw\"\n",
+            "cache.toml:2:18: redis_password: redis_password is a setting of Redis Sentinel",
+        ),
+        (
+            "redis_sentinels = []\nredis_sentinel_master = \"m\"\n",
+            "cache.toml:1:19: redis_sentinels: no sentinel",
+        ),
+        (
+            "redis_sentinels = [\"s:1\", \"s:x\"]\nredis_sentinel_master = \"m\"\n",
+            "cache.toml:1:19: redis_sentinels: sentinel 2 of 2 is not `host[:port]`",
+        ),
+        (
+            "redis_sentinels = [\"s\"]\nredis_sentinel_master = \" \"\n",
+            "cache.toml:2:25: redis_sentinel_master: the name of the master",
         ),
         (
             "redis_url = \"\"\n",
@@ -311,6 +339,44 @@ fn every_key_sets_the_builder_setting_of_its_name() {
             .unwrap()
             .l2
     );
+}
+
+/// The Sentinel keys, and the same in code (the credentials only a URL carries there).
+#[test]
+fn the_sentinel_keys_set_the_sentinel_target() {
+    let (_dir, path) = write(
+        "redis_sentinels = [\"10.0.0.1\", \"10.0.0.2:26380\"]\nredis_sentinel_master = \"mymaster\"\n",
+    );
+    assert_eq!(
+        config_of(&path).l2,
+        CacheBuilder::new()
+            .redis_sentinel(["10.0.0.1", "10.0.0.2:26380"], "mymaster")
+            .config()
+            .unwrap()
+            .l2
+    );
+    let (_dir, path) = write(
+        "redis_sentinels = [\"10.0.0.1\", \"10.0.0.2:26380\"]\nredis_sentinel_master = \"mymaster\"\n\
+         redis_username = \"cache\"\nredis_password = \"node-pw\"\n\
+         redis_sentinel_username = \"watcher\"\nredis_sentinel_password = \"sentinel-pw\"\n\
+         redis_sentinel_tls = true\n",
+    );
+    let l2 = config_of(&path).l2;
+    assert_eq!(
+        l2.urls(),
+        Some((
+            vec![
+                "rediss+sentinel://cache:node%2Dpw@10.0.0.1,10.0.0.2:26380/mymaster\
+                  ?sentinel_username=watcher&sentinel_password=sentinel%2Dpw"
+                    .to_owned()
+            ],
+            false
+        ))
+    );
+    let shown = format!("{l2:?}");
+    for password in ["node-pw", "node%2Dpw", "sentinel-pw", "sentinel%2Dpw"] {
+        assert!(!shown.contains(password), "{shown}");
+    }
 }
 
 #[test]
