@@ -15,7 +15,7 @@ use redis::AsyncCommands;
 static ENV: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Every variable `from_env` reads, so that none from the machine leaks into a test.
-const VARS: [&str; 19] = [
+const VARS: [&str; 20] = [
     "CACHE_CONFIG",
     "REDIS_URL",
     "REDIS_CLUSTER_URLS",
@@ -35,6 +35,7 @@ const VARS: [&str; 19] = [
     "CACHE_LOCK_WAIT_MS",
     "CACHE_MAX_PENDING_INVALIDATIONS",
     "CACHE_STATS_REPORT_SECS",
+    "CACHE_EVENT_BUFFER",
 ];
 
 /// Holds `ENV` with only `vars` set among `VARS`.

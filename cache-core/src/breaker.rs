@@ -19,10 +19,14 @@
 //!
 //! Time comes from `tokio::time::Instant`, so tests can pause and advance the clock.
 //!
+//! Every state change is told to an [`Observer`] if one was set (the cache's event bus): the
+//! breaker knows nothing of who listens.
+//!
 //! Hand-written rather than the `failsafe` crate: we need generation-tagged permits and a
 //! cancellation-safe probe, which it does not offer, and the whole machine is ~150 lines of atomics.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -60,6 +64,17 @@ const CLOSED: u8 = 0;
 const OPEN: u8 = 1;
 const HALF_OPEN: u8 = 2;
 
+fn state_of(s: u8) -> BreakerState {
+    match s {
+        CLOSED => BreakerState::Closed,
+        OPEN => BreakerState::Open,
+        _ => BreakerState::HalfOpen,
+    }
+}
+
+/// Told of every state change (`from`, `to`), on the thread that made it: it must not block.
+pub(crate) type Observer = Box<dyn Fn(BreakerState, BreakerState) + Send + Sync>;
+
 pub(crate) struct Breaker {
     cfg: BreakerConfig,
     base: Instant,
@@ -72,6 +87,7 @@ pub(crate) struct Breaker {
     probe_claimed: AtomicBool,
     opens: AtomicU64,
     rejected: AtomicU64,
+    observer: OnceLock<Observer>,
 }
 
 /// Permission to run one L2 operation. Report the outcome with [`Permit::success`] or
@@ -97,6 +113,21 @@ impl Breaker {
             probe_claimed: AtomicBool::new(false),
             opens: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            observer: OnceLock::new(),
+        }
+    }
+
+    /// Sets the observer of state changes (once: a second one is ignored).
+    pub(crate) fn observe(&self, observer: Observer) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// Tells the observer of a change from `from` to `to` (nothing if they are the same).
+    fn changed(&self, from: u8, to: u8) {
+        if from != to {
+            if let Some(observe) = self.observer.get() {
+                observe(state_of(from), state_of(to));
+            }
         }
     }
 
@@ -107,11 +138,7 @@ impl Breaker {
     }
 
     pub(crate) fn state(&self) -> BreakerState {
-        match self.state.load(Ordering::Acquire) {
-            CLOSED => BreakerState::Closed,
-            OPEN => BreakerState::Open,
-            _ => BreakerState::HalfOpen,
-        }
+        state_of(self.state.load(Ordering::Acquire))
     }
 
     /// Whether operations are currently being skipped (open, or half-open with its probe running).
@@ -165,7 +192,8 @@ impl Breaker {
         self.probe_claimed
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
-        self.state.store(HALF_OPEN, Ordering::Release);
+        let prev = self.state.swap(HALF_OPEN, Ordering::AcqRel);
+        self.changed(prev, HALF_OPEN);
         Some(self.permit(generation, true))
     }
 
@@ -190,6 +218,7 @@ impl Breaker {
                 .store(self.cfg.cooldown_min.as_nanos() as u64, Ordering::Release);
             self.open_for_cooldown();
             self.opens.fetch_add(1, Ordering::Relaxed);
+            self.changed(CLOSED, OPEN);
             tracing::warn!(
                 target: "cache_core::breaker",
                 reason,
@@ -207,6 +236,7 @@ impl Breaker {
         self.generation.fetch_add(1, Ordering::AcqRel);
         let prev = self.state.swap(CLOSED, Ordering::AcqRel);
         self.probe_claimed.store(false, Ordering::Release);
+        self.changed(prev, CLOSED);
         if prev != CLOSED {
             tracing::info!(target: "cache_core::breaker", "circuit breaker closed: L2 (Redis) in use again");
         }
@@ -228,9 +258,10 @@ impl Breaker {
                 .saturating_mul(2)
                 .min(self.cfg.cooldown_max.as_nanos() as u64);
             self.cooldown_nanos.store(next, Ordering::Release);
-            self.state.store(OPEN, Ordering::Release);
+            let prev = self.state.swap(OPEN, Ordering::AcqRel);
             self.open_for_cooldown();
             self.probe_claimed.store(false, Ordering::Release);
+            self.changed(prev, OPEN);
             tracing::debug!(target: "cache_core::breaker", "probe failed: circuit breaker stays open");
             return;
         }
@@ -367,6 +398,36 @@ mod tests {
         // Failures of calls issued before the trip do not re-open a breaker that closed since.
         stale.into_iter().for_each(Permit::failure);
         assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_observer_is_told_every_transition_once() {
+        use std::sync::{Arc, Mutex};
+        let b = breaker();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        b.observe(Box::new(move |from, to| {
+            log.lock().unwrap().push((from, to))
+        }));
+        for _ in 0..3 {
+            b.acquire().unwrap().failure();
+        }
+        assert!(!b.trip("already open"));
+        tokio::time::advance(Duration::from_millis(1_300)).await;
+        b.acquire_probe(false).unwrap().failure();
+        b.acquire_probe(true).unwrap().success();
+        b.close();
+        use BreakerState::*;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (Closed, Open),
+                (Open, HalfOpen),
+                (HalfOpen, Open),
+                (Open, HalfOpen),
+                (HalfOpen, Closed),
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -9,6 +9,7 @@ use crate::coherence::{Coherence, CoherenceConfig};
 use crate::config::{self, Config, Invalid, Key, KindLayer, L2Target, Pem, Settings};
 use crate::entry_store::EntryStore;
 use crate::error::{Error, Result};
+use crate::events::EventBus;
 use crate::history::{History, Reading};
 use crate::inner::Inner;
 use crate::kind::{Kind, KindConfig, Kinds};
@@ -133,6 +134,7 @@ impl CacheBuilder {
     /// | `CACHE_LOCK_TTL_MS` / `CACHE_LOCK_WAIT_MS` | distributed lock lifetime / longest wait for it | `10000` |
     /// | `CACHE_MAX_PENDING_INVALIDATIONS` | invalidations kept while Redis is unreachable | `10000` |
     /// | `CACHE_STATS_REPORT_SECS` | how often stats are published for `cachectl` (`0`: never) | `5` |
+    /// | `CACHE_EVENT_BUFFER` | events buffered for the subscribers of [`Cache::events`] | `1024` |
     ///
     /// Settings made in code on the returned builder override both.
     ///
@@ -469,6 +471,17 @@ impl CacheBuilder {
         self
     }
 
+    /// How many events ([`Cache::events`]) are buffered for the subscribers, rounded up to a
+    /// power of two, between 1 and [`MAX_EVENT_BUFFER`](crate::events::MAX_EVENT_BUFFER). A
+    /// subscriber that falls further behind loses the oldest events it had not read (counted in
+    /// [`Stats::events`](crate::Stats::events)); the cache never waits for a subscriber. The buffer
+    /// (about 100 bytes per event) is allocated by the first subscription. Default:
+    /// [`DEFAULT_EVENT_BUFFER`](crate::events::DEFAULT_EVENT_BUFFER) (1,024).
+    pub fn event_buffer(mut self, events: usize) -> Self {
+        self.code.event_buffer = Some(events);
+        self
+    }
+
     /// The settings of every layer resolved and checked.
     pub(crate) fn config(&self) -> Result<Config> {
         let merged = self.code.clone().over(&self.env).over(&self.file);
@@ -548,10 +561,11 @@ impl CacheBuilder {
         ));
         // A Sentinel target becomes the `redis+sentinel://` URL the L2 reads.
         let (urls, cluster) = cfg.l2.urls().unwrap_or_default();
+        let events = Arc::new(EventBus::new(&cfg.prefix, cfg.event_buffer));
         let l2 = if urls.is_empty() {
             None
         } else {
-            Some(Arc::new(L2::new(&L2Config {
+            let l2 = L2::new(&L2Config {
                 urls,
                 cluster,
                 tls_root_cert: cfg.tls_root_cert.clone().map(|p| p.0),
@@ -559,7 +573,11 @@ impl CacheBuilder {
                 op_timeout: cfg.op_timeout,
                 breaker: cfg.breaker.clone(),
                 acl_rules: crate::l2::acl::fill(crate::l2::acl::ACL_RULES, &cfg.prefix),
-            })?))
+            })?;
+            let bus = events.clone();
+            l2.breaker
+                .observe(Box::new(move |from, to| bus.breaker(from, to)));
+            Some(Arc::new(l2))
         };
         let longest_ttl = kinds.longest_ttl().max(Duration::from_secs(3600));
         let l1 = Arc::new(L1::new(cfg.l1_max_bytes, kinds.count(), cfg.grace));
@@ -576,6 +594,7 @@ impl CacheBuilder {
             l1.clone(),
             l2.clone(),
             kinds.clone(),
+            events.clone(),
         ));
         let entries = l2.as_ref().map(|l2| {
             EntryStore::new(
@@ -584,6 +603,7 @@ impl CacheBuilder {
                 cfg.codec.clone(),
                 cfg.prefix.clone(),
                 cfg.grace,
+                events.clone(),
             )
         });
         let history = History::new(Reading::take(
@@ -606,6 +626,7 @@ impl CacheBuilder {
             lock_wait: cfg.lock_wait,
             ttl_jitter: cfg.ttl_jitter,
             stats_report_interval: cfg.stats_report_interval,
+            events,
         });
         let cache = Cache::from_inner(inner);
         if !cfg.enabled {

@@ -13,6 +13,7 @@ use crate::breaker::BreakerState;
 use crate::coherence::{Confirmation, Message, Origin};
 use crate::entry_store::Write;
 use crate::error::{Error, LoadError, Result};
+use crate::events::EventStream;
 use crate::inner::Inner;
 use crate::key;
 use crate::load;
@@ -606,6 +607,7 @@ impl Cache {
             .coherence
             .publish(Message::Clear(&l1_prefix))
             .await;
+        self.inner.coherence.cleared(Some(kind));
         Ok(removed)
     }
 
@@ -622,6 +624,7 @@ impl Cache {
         self.inner.l1.sweep(usize::MAX).await;
         let removed = removed?;
         self.inner.coherence.publish(Message::Clear("")).await;
+        self.inner.coherence.cleared(None);
         Ok(removed)
     }
 
@@ -635,6 +638,49 @@ impl Cache {
                 .map_err(Error::from),
             None => Ok(0),
         }
+    }
+
+    /// Subscribes to the cache's [`Event`](crate::Event)s: hits with their tier, misses with their
+    /// reason, loader calls with their duration, stale values served, breaker transitions,
+    /// invalidations sent and received (see [`events`](crate::events)). The stream receives every
+    /// event emitted from now on, until it is dropped; any number of subscriptions may be open.
+    ///
+    /// The cache never waits for a subscription: events go through a bounded buffer
+    /// ([`CacheBuilder::event_buffer`](crate::CacheBuilder::event_buffer)), and a subscription
+    /// that falls more than the buffer behind loses the oldest events it had not read (counted in
+    /// [`Stats::events`](crate::Stats::events)). With no subscription open, emitting costs one
+    /// atomic load.
+    ///
+    /// ```
+    /// use cache_core::events::{Event, Tier};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let cache = cache_core::Cache::builder().prefix("docs-events-audit").build().await?;
+    /// let mut events = cache.events();
+    /// // An audit log: a task of its own, so the cache never waits for the log's writes.
+    /// let audit = tokio::spawn(async move {
+    ///     let mut lines = Vec::new();
+    ///     while let Some(event) = events.recv().await {
+    ///         if matches!(event, Event::Load { .. } | Event::InvalidationSent { .. }) {
+    ///             lines.push(event.to_string());
+    ///         }
+    ///         if matches!(event, Event::InvalidationSent { .. }) {
+    ///             break;
+    ///         }
+    ///     }
+    ///     lines
+    /// });
+    /// let v = cache.get_or_load("api_response", "report:7", || async { Ok::<_, ()>(7u32) }).await;
+    /// assert_eq!(*v.unwrap(), 7);
+    /// cache.invalidate("api_response", "report:7").await;
+    /// let lines = audit.await.unwrap();
+    /// assert!(lines[0].starts_with("load api_response/report:7 loaded in "), "{lines:?}");
+    /// assert_eq!(lines[1], "invalidation sent key api_response/report:7");
+    /// # Ok::<_, cache_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn events(&self) -> EventStream {
+        self.inner.events.subscribe()
     }
 
     /// A snapshot of the counters since the cache was built, per tier and per kind.

@@ -37,6 +37,7 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::codec;
+use crate::events::{Covered, EventBus};
 use crate::kind::Kinds;
 use crate::l1::{NewEntry, L1};
 use crate::l2::L2;
@@ -83,6 +84,8 @@ pub(crate) struct Coherence {
     probe_soon: AtomicBool,
     /// Confirmation requests of this instance waiting for acknowledgements, by id.
     confirmations: Mutex<HashMap<u64, Arc<AckWait>>>,
+    /// Where invalidations made and heard are told.
+    events: Arc<EventBus>,
 }
 
 /// One confirmation request: the acknowledgements heard so far.
@@ -119,6 +122,7 @@ impl Coherence {
         l1: Arc<L1>,
         l2: Option<Arc<L2>>,
         kinds: Arc<Kinds>,
+        events: Arc<EventBus>,
     ) -> Self {
         let backplane = (cfg.backplane && l2.is_some())
             .then(|| Backplane::new(&cfg.prefix, cfg.unsynced_l1_ttl));
@@ -142,6 +146,7 @@ impl Coherence {
             lock_waiters: Arc::default(),
             probe_soon: AtomicBool::new(false),
             confirmations: Mutex::default(),
+            events,
         }
     }
 
@@ -250,6 +255,7 @@ impl Coherence {
         }
         self.drop_local(full, Origin::Here).await;
         self.publish(Message::Key(full)).await;
+        self.events.invalidation_sent(Covered::Key(full));
     }
 
     /// Invalidates every entry carrying one of `tags`, on every instance: new tokens in L2
@@ -294,7 +300,14 @@ impl Coherence {
         }
         for t in tags {
             self.publish(Message::Tag(t)).await;
+            self.events.invalidation_sent(Covered::Tag(t));
         }
+    }
+
+    /// Tells that this instance cleared a kind (`Some`) or everything (`None`).
+    pub(crate) fn cleared(&self, kind: Option<&str>) {
+        self.events
+            .invalidation_sent(kind.map_or(Covered::All, Covered::Kind));
     }
 
     /// Asks the other instances subscribed to the backplane to confirm they applied the messages
@@ -578,13 +591,20 @@ impl Listener for Coherence {
 
     async fn heard(&self, from: u64, msg: Message<'_>) {
         match msg {
-            Message::Key(full) => self.drop_local(full, Origin::Elsewhere).await,
-            Message::Tag(tag) => self.local_tags.mark(tag),
+            Message::Key(full) => {
+                self.drop_local(full, Origin::Elsewhere).await;
+                self.events.invalidation_received(Covered::Key(full));
+            }
+            Message::Tag(tag) => {
+                self.local_tags.mark(tag);
+                self.events.invalidation_received(Covered::Tag(tag));
+            }
             Message::Clear(prefix) => {
                 match self.kind_of_clear(prefix).filter(|_| !prefix.is_empty()) {
                     Some(id) => self.drop_kind(id, Origin::Elsewhere),
                     None => self.drop_all(Origin::Elsewhere),
                 }
+                self.events.invalidation_received(Covered::Cleared(prefix));
             }
             Message::Loaded(full) => self.lock_waiters.wake(full),
             Message::Heartbeat => {}

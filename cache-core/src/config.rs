@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use crate::breaker::BreakerConfig;
 use crate::codec::CodecConfig;
+use crate::events;
 use crate::freshness;
 use crate::key;
 use crate::kind::{Kind, KindConfig, KindOptions};
@@ -196,6 +197,7 @@ pub(crate) struct Settings {
     pub(crate) distributed_lock_wait: Option<Duration>,
     pub(crate) max_pending_invalidations: Option<usize>,
     pub(crate) unregistered_kind_ttl: Option<Duration>,
+    pub(crate) event_buffer: Option<usize>,
     /// Kinds in the order first set; one entry per kind.
     pub(crate) kinds: Vec<(Kind, KindLayer)>,
 }
@@ -229,6 +231,7 @@ impl Settings {
             distributed_lock_wait,
             max_pending_invalidations,
             unregistered_kind_ttl,
+            event_buffer,
             kinds,
         } = self;
         let mut merged_kinds = lower.kinds.clone();
@@ -267,6 +270,7 @@ impl Settings {
             max_pending_invalidations: max_pending_invalidations
                 .or(lower.max_pending_invalidations),
             unregistered_kind_ttl: unregistered_kind_ttl.or(lower.unregistered_kind_ttl),
+            event_buffer: event_buffer.or(lower.event_buffer),
             kinds: merged_kinds,
         }
     }
@@ -299,6 +303,7 @@ impl Settings {
             distributed_lock_wait,
             max_pending_invalidations,
             unregistered_kind_ttl,
+            event_buffer,
             kinds,
         } = self;
         let top = [
@@ -337,6 +342,7 @@ impl Settings {
                 max_pending_invalidations.is_some(),
             ),
             ("unregistered_kind_ttl", unregistered_kind_ttl.is_some()),
+            ("event_buffer", event_buffer.is_some()),
         ];
         let mut keys: Vec<Key> = top
             .into_iter()
@@ -489,6 +495,7 @@ pub(crate) struct Config {
     pub(crate) lock_ttl: Duration,
     pub(crate) lock_wait: Duration,
     pub(crate) max_pending_invalidations: usize,
+    pub(crate) event_buffer: usize,
 }
 
 impl Config {
@@ -523,6 +530,7 @@ impl Config {
             distributed_lock_wait,
             max_pending_invalidations,
             unregistered_kind_ttl,
+            event_buffer,
             kinds,
         } = settings;
         let breaker = BreakerConfig::default();
@@ -576,6 +584,7 @@ impl Config {
             lock_ttl: distributed_lock_ttl.unwrap_or(Duration::from_secs(10)),
             lock_wait: distributed_lock_wait.unwrap_or(Duration::from_secs(10)),
             max_pending_invalidations: max_pending_invalidations.unwrap_or(10_000),
+            event_buffer: event_buffer.unwrap_or(events::DEFAULT_EVENT_BUFFER),
         })
     }
 
@@ -641,6 +650,15 @@ impl Config {
             return top(
                 "breaker_open_l1_ttl",
                 "the breaker-open L1 TTL must be above 0".into(),
+            );
+        }
+        if !(1..=events::MAX_EVENT_BUFFER).contains(&self.event_buffer) {
+            return top(
+                "event_buffer",
+                format!(
+                    "the event buffer must hold between 1 and {} events",
+                    events::MAX_EVENT_BUFFER
+                ),
             );
         }
         if self.lock_ttl.is_zero() {

@@ -22,6 +22,7 @@ use crate::clock::{unix_ms, Age};
 use crate::codec::{self, CodecConfig, CodecError, Header, TagVersion};
 use crate::coherence::Coherence;
 use crate::departures::{key_hash, Cause, Departures};
+use crate::events::{At, EventBus, Tier};
 use crate::kind::KindEntry;
 use crate::l2::{CasResult, L2Error, ReadOrLease, Refusal, L2};
 use crate::stats::{KindStats, MissReason};
@@ -91,6 +92,8 @@ pub(crate) struct EntryStore {
     grace: Duration,
     /// Keys whose value was too large to write (so that their next miss can say so).
     oversized: Departures,
+    /// Where L2 hits and misses are told, as they are counted.
+    events: Arc<EventBus>,
 }
 
 impl EntryStore {
@@ -100,6 +103,7 @@ impl EntryStore {
         codec: CodecConfig,
         prefix: String,
         grace: Duration,
+        events: Arc<EventBus>,
     ) -> Self {
         Self {
             l2,
@@ -108,7 +112,26 @@ impl EntryStore {
             prefix,
             grace,
             oversized: Departures::with_slots(OVERSIZED_SLOTS),
+            events,
         }
+    }
+
+    /// Counts (and tells) an L2 hit of `full`.
+    fn hit(&self, ke: &KindEntry, full: &str) {
+        KindStats::inc(&ke.stats.l2_hits);
+        self.events.hit(At::Full(full), Tier::L2);
+    }
+
+    /// Counts (and tells) an L2 read of `full` that found nothing usable.
+    fn miss(&self, ke: &KindEntry, full: &str, why: MissReason) {
+        ke.stats.l2_miss(why);
+        self.events.miss(At::Full(full), Tier::L2, why);
+    }
+
+    /// Counts (and tells) an L2 read of `full` that failed: the error and the miss.
+    fn read_error(&self, ke: &KindEntry, full: &str, e: &L2Error) {
+        let why = ke.stats.count_l2_read_error(e);
+        self.events.miss(At::Full(full), Tier::L2, why);
     }
 
     /// The reason of a read that found nothing under `full`: `oversized` if the last value
@@ -138,7 +161,7 @@ impl EntryStore {
     {
         if self.coherence.key_fenced(full) {
             KindStats::inc(&ke.stats.l2_skipped);
-            ke.stats.l2_miss(MissReason::Skipped);
+            self.miss(ke, full, MissReason::Skipped);
             return L2Read::Unavailable;
         }
         let started = Instant::now();
@@ -161,7 +184,7 @@ impl EntryStore {
             Ok(ReadOrLease::Found(b)) => b,
             Ok(ReadOrLease::Leased) => {
                 ke.stats.read_latency.record(started.elapsed());
-                ke.stats.l2_miss(self.absent(full));
+                self.miss(ke, full, self.absent(full));
                 return match lease_bytes {
                     Some(l) => L2Read::Leased(codec::identity(&l).to_vec()),
                     None => L2Read::Miss(None),
@@ -169,19 +192,19 @@ impl EntryStore {
             }
             Ok(ReadOrLease::Absent) => {
                 ke.stats.read_latency.record(started.elapsed());
-                ke.stats.l2_miss(self.absent(full));
+                self.miss(ke, full, self.absent(full));
                 return L2Read::Miss(None);
             }
             Err(e) if e.refusal() == Some(Refusal::WrongType) => {
                 // Someone else's value of another type under our key: a miss; removed so that a
                 // later load can lease the key (best effort).
                 ke.stats.count_l2_error(&e);
-                ke.stats.l2_miss(MissReason::Undecodable);
+                self.miss(ke, full, MissReason::Undecodable);
                 let _ = self.l2.unlink(&[full]).await;
                 return L2Read::Miss(None);
             }
             Err(e) => {
-                ke.stats.count_l2_read_error(&e);
+                self.read_error(ke, full, &e);
                 return L2Read::Unavailable;
             }
         };
@@ -217,7 +240,7 @@ impl EntryStore {
             Ok(None) => return Ok(None),
             Err(e) if e.refusal().is_some() => return Ok(None),
             Err(e) => {
-                ke.stats.count_l2_read_error(&e);
+                self.read_error(ke, full, &e);
                 return Err(());
             }
         };
@@ -229,7 +252,7 @@ impl EntryStore {
         }
         ke.stats.read_latency.record(started.elapsed());
         KindStats::add(&ke.stats.l2_bytes_read, bytes.len() as u64);
-        KindStats::inc(&ke.stats.l2_hits);
+        self.hit(ke, full);
         Ok(Some(found))
     }
 
@@ -255,8 +278,8 @@ impl EntryStore {
         {
             Ok(r) => r,
             Err(e) => {
-                for _ in fulls {
-                    ke.stats.count_l2_read_error(&e);
+                for full in fulls {
+                    self.read_error(ke, full, &e);
                 }
                 return Err(());
             }
@@ -269,7 +292,7 @@ impl EntryStore {
             }
             let found = self.fresh::<T>(&bytes, fp).await?;
             KindStats::add(&ke.stats.l2_bytes_read, bytes.len() as u64);
-            KindStats::inc(&ke.stats.l2_hits);
+            self.hit(ke, full);
             Some(found)
         });
         Ok(futures::future::join_all(checks).await)
@@ -333,16 +356,20 @@ impl EntryStore {
             Ok(None) => {
                 // A tombstone or a lease: invalidated recently, or (they look alike) being loaded
                 // by another instance.
-                ke.stats.l2_miss(MissReason::Rejected);
+                self.miss(ke, full, MissReason::Rejected);
                 return L2Read::Miss(Some(seen));
             }
             Err(e) => {
                 count_decode_error(ke, full, &e);
-                ke.stats.l2_miss(match e {
-                    CodecError::TypeMismatch => MissReason::Mismatch,
-                    CodecError::TooLarge { .. } => MissReason::Oversized,
-                    _ => MissReason::Undecodable,
-                });
+                self.miss(
+                    ke,
+                    full,
+                    match e {
+                        CodecError::TypeMismatch => MissReason::Mismatch,
+                        CodecError::TooLarge { .. } => MissReason::Oversized,
+                        _ => MissReason::Undecodable,
+                    },
+                );
                 return L2Read::Miss(Some(seen));
             }
         };
@@ -352,7 +379,7 @@ impl EntryStore {
                 .tags_fenced(decoded.tags.iter().map(|(t, _)| t.as_str()))
             {
                 KindStats::inc(&ke.stats.l2_skipped);
-                ke.stats.l2_miss(MissReason::Skipped);
+                self.miss(ke, full, MissReason::Skipped);
                 return L2Read::Unavailable;
             }
             match tags::entry_is_current(&self.l2, &self.prefix, &decoded.tags)
@@ -361,13 +388,13 @@ impl EntryStore {
             {
                 Ok(true) => {}
                 Ok(false) => {
-                    ke.stats.l2_miss(MissReason::Rejected);
+                    self.miss(ke, full, MissReason::Rejected);
                     KindStats::inc(&ke.stats.tag_rejections);
                     return L2Read::Miss(Some(seen));
                 }
                 Err(e) => {
                     // The entry cannot be checked against tag invalidations: do not serve it.
-                    ke.stats.count_l2_read_error(&e);
+                    self.read_error(ke, full, &e);
                     return L2Read::Unavailable;
                 }
             }
@@ -383,13 +410,13 @@ impl EntryStore {
         };
         let now = unix_ms();
         if now >= found.age.fresh_until_ms {
-            ke.stats.l2_miss(MissReason::Expired);
+            self.miss(ke, full, MissReason::Expired);
             ke.stats.reread_after_expiry.record(Duration::from_millis(
                 now.saturating_sub(found.age.created_ms),
             ));
             return L2Read::Stale(found);
         }
-        KindStats::inc(&ke.stats.l2_hits);
+        self.hit(ke, full);
         L2Read::Fresh(found)
     }
 
@@ -573,8 +600,8 @@ impl EntryStore {
         {
             Ok(r) => r,
             Err(e) => {
-                for _ in fulls {
-                    ke.stats.count_l2_read_error(&e);
+                for full in fulls {
+                    self.read_error(ke, full, &e);
                 }
                 return fulls.iter().map(|_| L2Read::Unavailable).collect();
             }
@@ -586,24 +613,24 @@ impl EntryStore {
             async move {
                 let Some(((_, reply), lease)) = reply else {
                     KindStats::inc(&ke.stats.l2_skipped);
-                    ke.stats.l2_miss(MissReason::Skipped);
+                    self.miss(ke, full, MissReason::Skipped);
                     return L2Read::Unavailable;
                 };
                 match reply {
                     Ok(ReadOrLease::Found(bytes)) => self.check(ke, full, fp, bytes, true).await,
                     Ok(ReadOrLease::Leased) => {
-                        ke.stats.l2_miss(self.absent(full));
+                        self.miss(ke, full, self.absent(full));
                         L2Read::Leased(codec::identity(lease).to_vec())
                     }
                     Ok(ReadOrLease::Absent) => {
-                        ke.stats.l2_miss(self.absent(full));
+                        self.miss(ke, full, self.absent(full));
                         L2Read::Miss(None)
                     }
                     Err(refusal) => {
                         // As in `read`: counted, and someone else's value of another type under
                         // our key is removed so that a later load can lease it (best effort).
                         KindStats::inc(&ke.stats.l2_refused);
-                        ke.stats.l2_miss(MissReason::Undecodable);
+                        self.miss(ke, full, MissReason::Undecodable);
                         if refusal == Refusal::WrongType {
                             let _ = self.l2.unlink(&[full.as_str()]).await;
                         }

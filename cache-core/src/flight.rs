@@ -15,9 +15,9 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::Notify;
 
 /// Shards of the registry (a power of two).
 const SHARDS: usize = 64;
@@ -25,29 +25,41 @@ const SHARDS: usize = 64;
 /// Which flight of a key state: a caller's load, or one joining a refresh in progress.
 pub(crate) type FlightId = ([u64; 4], bool);
 
+/// What the followers of a flight wait on: one allocation per flight.
+struct Slot<O> {
+    outcome: OnceLock<O>,
+    /// The lead gave up without an outcome.
+    abandoned: AtomicBool,
+    done: Notify,
+}
+
 /// One flight in the registry.
 struct Entry {
     /// The key's state the flight's lead saw, and whether it is a refresh's.
     flight: FlightId,
     outcome: TypeId,
-    id: u64,
-    /// A `watch::Receiver<Option<O>>` of the flight's outcome type `O`.
-    rx: Box<dyn Any + Send + Sync>,
+    /// The flight's `Slot<O>`, `O` being the outcome type.
+    slot: Arc<dyn Any + Send + Sync>,
 }
 
-type Shard = HashMap<Arc<str>, Vec<Entry>>;
+/// The flights of one key: nearly always one (kept inline), more only for other states or
+/// outcome types.
+struct Entries {
+    first: Entry,
+    others: Vec<Entry>,
+}
+
+type Shard = HashMap<Arc<str>, Entries>;
 
 /// The registry of loads in flight.
 pub(crate) struct Flights {
     shards: Box<[Mutex<Shard>]>,
-    next_id: AtomicU64,
 }
 
 impl Default for Flights {
     fn default() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            next_id: AtomicU64::new(1),
         }
     }
 }
@@ -64,13 +76,12 @@ pub(crate) enum Role<'a, O: Clone + Send + Sync + 'static> {
 pub(crate) struct Lead<'a, O: Clone + Send + Sync + 'static> {
     flights: &'a Flights,
     key: Arc<str>,
-    id: u64,
-    tx: watch::Sender<Option<O>>,
+    slot: Arc<Slot<O>>,
 }
 
 /// A caller waiting for another's load.
 pub(crate) struct Follow<O> {
-    rx: watch::Receiver<Option<O>>,
+    slot: Arc<Slot<O>>,
 }
 
 impl Flights {
@@ -91,28 +102,42 @@ impl Flights {
     ) -> Role<'_, O> {
         let outcome = TypeId::of::<O>();
         let mut shard = self.lock(key);
-        if let Some(entries) = shard.get(&**key) {
-            let found = entries
-                .iter()
-                .find(|e| e.outcome == outcome && e.flight == flight)
-                .and_then(|e| e.rx.downcast_ref::<watch::Receiver<Option<O>>>());
-            if let Some(rx) = found {
-                return Role::Follow(Follow { rx: rx.clone() });
-            }
+        let same = |e: &&Entry| e.outcome == outcome && e.flight == flight;
+        let found = shard.get(&**key).and_then(|es| {
+            std::iter::once(&es.first)
+                .chain(&es.others)
+                .find(same)
+                .and_then(|e| e.slot.clone().downcast::<Slot<O>>().ok())
+        });
+        if let Some(slot) = found {
+            return Role::Follow(Follow { slot });
         }
-        let (tx, rx) = watch::channel(None);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        shard.entry(key.clone()).or_default().push(Entry {
+        let slot = Arc::new(Slot {
+            outcome: OnceLock::new(),
+            abandoned: AtomicBool::new(false),
+            done: Notify::new(),
+        });
+        let entry = Entry {
             flight,
             outcome,
-            id,
-            rx: Box::new(rx),
-        });
+            slot: slot.clone(),
+        };
+        match shard.get_mut(&**key) {
+            Some(es) => es.others.push(entry),
+            None => {
+                shard.insert(
+                    key.clone(),
+                    Entries {
+                        first: entry,
+                        others: Vec::new(),
+                    },
+                );
+            }
+        }
         Role::Lead(Lead {
             flights: self,
             key: key.clone(),
-            id,
-            tx,
+            slot,
         })
     }
 
@@ -125,7 +150,7 @@ impl Flights {
                 s.lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .values()
-                    .map(Vec::len)
+                    .map(|es| 1 + es.others.len())
                     .sum::<usize>()
             })
             .sum()
@@ -135,32 +160,59 @@ impl Flights {
 impl<O: Clone + Send + Sync + 'static> Lead<'_, O> {
     /// Ends the flight with `outcome`, which every follower receives.
     pub(crate) fn complete(self, outcome: O) {
-        self.tx.send_replace(Some(outcome));
+        let _ = self.slot.outcome.set(outcome);
         // Dropped here: leaves the registry (new callers start a new load, which will find what
-        // this one stored).
+        // this one stored) and wakes the followers.
     }
 }
 
 impl<O: Clone + Send + Sync + 'static> Drop for Lead<'_, O> {
     fn drop(&mut self) {
-        let mut shard = self.flights.lock(&self.key);
-        if let Some(entries) = shard.get_mut(&*self.key) {
-            entries.retain(|e| e.id != self.id);
-            if entries.is_empty() {
-                shard.remove(&*self.key);
+        {
+            let mut shard = self.flights.lock(&self.key);
+            let mine = |e: &Entry| {
+                // The same allocation: this flight's slot.
+                std::ptr::eq(
+                    Arc::as_ptr(&e.slot).cast::<()>(),
+                    Arc::as_ptr(&self.slot).cast::<()>(),
+                )
+            };
+            if let Some(es) = shard.get_mut(&*self.key) {
+                if mine(&es.first) {
+                    match es.others.pop() {
+                        Some(next) => es.first = next,
+                        None => {
+                            shard.remove(&*self.key);
+                        }
+                    }
+                } else {
+                    es.others.retain(|e| !mine(e));
+                }
             }
         }
-        // The sender is dropped after this: followers of a flight left without an outcome see the
-        // channel closed and join again.
+        if self.slot.outcome.get().is_none() {
+            // Followers of a flight left without an outcome join again.
+            self.slot.abandoned.store(true, Ordering::Release);
+        }
+        self.slot.done.notify_waiters();
     }
 }
 
 impl<O: Clone + Send + Sync + 'static> Follow<O> {
     /// The flight's outcome; `None` when its lead gave up without one (join again).
-    pub(crate) async fn outcome(mut self) -> Option<O> {
-        match self.rx.wait_for(Option::is_some).await {
-            Ok(v) => v.clone(),
-            Err(_) => None,
+    pub(crate) async fn outcome(self) -> Option<O> {
+        loop {
+            // Registered before looking, so that a lead finishing in between still wakes us.
+            let done = self.slot.done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if let Some(o) = self.slot.outcome.get() {
+                return Some(o.clone());
+            }
+            if self.slot.abandoned.load(Ordering::Acquire) {
+                return None;
+            }
+            done.await;
         }
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::coherence::Coherence;
 use crate::entry_store::EntryStore;
+use crate::events::EventBus;
 use crate::flight::Flights;
 use crate::history::{self, Gauges, History, Reading};
 use crate::kind::{KindEntry, Kinds};
@@ -16,8 +17,8 @@ use crate::l1::L1;
 use crate::l2::L2;
 use crate::refresh::Claims;
 use crate::stats::{
-    BackplaneStats, BreakerStats, PendingInvalidationStats, Rates, Raw, RedisMemory, Stats,
-    TierStats, WindowStats,
+    BackplaneStats, BreakerStats, EventStats, PendingInvalidationStats, Rates, Raw, RedisMemory,
+    Stats, TierStats, WindowStats,
 };
 
 pub(crate) struct Inner {
@@ -43,6 +44,8 @@ pub(crate) struct Inner {
     pub(crate) stats_report_interval: Duration,
     /// The counters over the last 15 minutes.
     pub(crate) history: History,
+    /// The event bus ([`Cache::events`](crate::Cache::events)): the read path emits through it.
+    pub(crate) events: Arc<EventBus>,
 }
 
 impl Inner {
@@ -103,6 +106,10 @@ impl Inner {
                     policy: m.policy,
                     sampled_at_ms: m.sampled_at_ms,
                 }),
+            events: EventStats {
+                subscribers: self.events.subscribers(),
+                dropped: self.events.dropped(),
+            },
             total,
             kinds,
         }

@@ -134,6 +134,29 @@ pub(crate) fn split_entry_key<'a>(prefix: &str, full: &'a str) -> Option<(&'a st
         .then_some((kind, part))
 }
 
+/// How `kind` appears in its entries' keys: as is when it is a valid name, else `#` and its hash.
+pub(crate) fn stored_kind(kind: &str) -> std::borrow::Cow<'_, str> {
+    if is_valid_name(kind) {
+        kind.into()
+    } else {
+        let mut out = String::with_capacity(65);
+        push_kind(&mut out, kind);
+        out.into()
+    }
+}
+
+/// How the user key `key` appears in its entry's key: as is, or `#` and its hash when it is
+/// hashed (see the module docs).
+pub(crate) fn stored_part(key: &str) -> std::borrow::Cow<'_, str> {
+    if needs_hashing(key) {
+        let mut out = String::with_capacity(65);
+        push_key_part(&mut out, key);
+        out.into()
+    } else {
+        key.into()
+    }
+}
+
 /// Whether `s` is a hashed name: `#` and 64 lowercase hex digits.
 fn is_hash_name(s: &str) -> bool {
     s.strip_prefix('#')
@@ -320,6 +343,22 @@ mod tests {
         let miss = LookupKey::new(Some(&head), "app", "kind", "k:2");
         assert_eq!(cache.get(&hit).await, Some(7));
         assert_eq!(cache.get(&miss).await, None);
+    }
+
+    #[test]
+    fn stored_forms_are_the_parts_of_the_full_key() {
+        let long = "q".repeat(MAX_KEY_PART + 1);
+        for (kind, part) in [
+            ("api_response", "u:1"),
+            ("api_response", "{user}:1"),
+            ("a:b", long.as_str()),
+            ("k", "#abc"),
+        ] {
+            let full = full_key("app", kind, part);
+            let expected = format!("app:v1:{}:{}", stored_kind(kind), stored_part(part));
+            assert_eq!(full, expected);
+        }
+        assert!(matches!(stored_part("u:1"), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]

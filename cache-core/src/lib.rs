@@ -50,7 +50,10 @@
 //!
 //! Per call: [`Cache::get_or_load_traced`] returns a [`Lookup`] telling where the value came from
 //! ([`Source`]: L1, L2, the loader, a stale fallback) and its age; [`scope::bypass`] and [`scope::refresh`] scope
-//! how the `#[cached]` functions called inside a future use the cache.
+//! how the `#[cached]` functions called inside a future use the cache. For everything the cache
+//! does, [`Cache::events`] subscribes to a stream of [`Event`]s (hits with their tier, misses with
+//! their reason, loads, stale values served, breaker transitions, invalidations sent and
+//! received): see [`events`].
 //!
 //! Attribute macros (feature `macros`, on by default): `#[cached]` reads through the cache;
 //! `#[cache_put]` stores what a function returns and `#[cache_invalidate]` drops entries after it
@@ -74,6 +77,7 @@ mod config;
 mod departures;
 mod entry_store;
 mod error;
+pub mod events;
 mod flight;
 mod freshness;
 mod heap_size;
@@ -120,6 +124,7 @@ pub use cache::Cache;
 pub use cache_macros::{cache_invalidate, cache_put, cached};
 pub use coherence::Confirmation;
 pub use error::{Error, LoadError, Result};
+pub use events::{Event, EventStream};
 pub use key::MAX_KEY_PART;
 pub use kind::{Kind, KindConfig, Tiers};
 pub use macro_support::{default_cache, set_default_cache};

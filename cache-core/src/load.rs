@@ -30,6 +30,7 @@ use crate::codec::TagVersion;
 use crate::coherence::{Message, Origin, PendingOp, Ticket};
 use crate::departures::Cause;
 use crate::entry_store::{Found, L2Read, Write, Written};
+use crate::events::{At, LoadCause, LoadOutcome, StaleCause, Tier};
 use crate::flight::Role;
 use crate::freshness::Freshness;
 use crate::heap_size::heap_bytes;
@@ -95,6 +96,17 @@ struct LoadJob {
     lock: Option<LockGuard>,
     claim: Option<Claim>,
     refresh: bool,
+}
+
+impl LoadJob {
+    /// Why the loader runs (for its event).
+    fn cause(&self) -> LoadCause {
+        if self.refresh {
+            LoadCause::Refresh
+        } else {
+            LoadCause::Miss
+        }
+    }
 }
 
 // ---- Entry points -------------------------------------------------------------------------------
@@ -265,6 +277,9 @@ where
                 // A load of this key is finishing in the background after its soft timeout.
                 KindStats::inc(&ke.stats.soft_timeouts);
                 provenance::note_stale_served();
+                inner
+                    .events
+                    .stale_served(At::Lookup(&lookup), StaleCause::SoftTimeout);
                 return Ok(s.clone());
             }
         }
@@ -316,10 +331,16 @@ fn l1_found<T: Send + Sync + 'static>(
     // another type is a mismatch.
     let Some(entry) = inner.l1.live(Some(found)) else {
         ke.stats.l1_miss(MissReason::Rejected);
+        inner
+            .events
+            .miss(At::Lookup(key), Tier::L1, MissReason::Rejected);
         return none;
     };
     let Some(v) = entry.value::<T>() else {
         ke.stats.l1_miss(MissReason::Mismatch);
+        inner
+            .events
+            .miss(At::Lookup(key), Tier::L1, MissReason::Mismatch);
         return none;
     };
     let tag_invalidated = entry
@@ -327,12 +348,16 @@ fn l1_found<T: Send + Sync + 'static>(
         .is_some_and(|(tags, loaded_at)| inner.coherence.tags_invalidated_since(tags, loaded_at));
     if tag_invalidated {
         ke.stats.l1_miss(MissReason::Rejected);
+        inner
+            .events
+            .miss(At::Lookup(key), Tier::L1, MissReason::Rejected);
         return none;
     }
     // Without a grace period an entry's L1 lifetime is its freshness, and moka never returns an
     // expired entry: no clock read needed.
     if inner.l1.grace().is_zero() || entry.is_fresh(Instant::now()) {
         KindStats::inc(&ke.stats.l1_hits);
+        inner.events.hit(At::Lookup(key), Tier::L1);
         provenance::note(Source::L1, entry.created_ms());
         return L1Found {
             fresh: Some(v),
@@ -341,6 +366,9 @@ fn l1_found<T: Send + Sync + 'static>(
         };
     }
     ke.stats.l1_miss(MissReason::Expired);
+    inner
+        .events
+        .miss(At::Lookup(key), Tier::L1, MissReason::Expired);
     let written_ago = unix_ms().saturating_sub(entry.created_ms());
     ke.stats
         .reread_after_expiry
@@ -372,6 +400,7 @@ fn l1_absent(inner: &Inner, ke: &KindEntry, key: &key::LookupKey<'_>) {
         },
     };
     ke.stats.l1_miss(why);
+    inner.events.miss(At::Lookup(key), Tier::L1, why);
 }
 
 /// Copies a value found in L2 into L1 (if the kind uses it), unless `ticket` was superseded.
@@ -739,11 +768,15 @@ where
         }
         Run::Done(job, Err(e)) => {
             let name = job.ke.name.clone();
+            let entry = inner.events.entry_if_listening(At::Full(job.ticket.key()));
             finish_failed(inner, job, false).await;
             match stale {
                 Some(s) => {
                     KindStats::inc(&ke.stats.stale_served);
                     provenance::note_stale_served();
+                    inner
+                        .events
+                        .stale_served_entry(entry, StaleCause::LoaderFailed);
                     tracing::debug!(kind = %name, "loader failed: serving the stale value (fail-safe)");
                     Outcome::Value(s)
                 }
@@ -751,11 +784,15 @@ where
             }
         }
         Run::TimedOut(job, x) => {
+            let entry = inner.events.entry_if_listening(At::Full(job.ticket.key()));
             finish_failed(inner, job, true).await;
             match stale {
                 Some(s) => {
                     KindStats::inc(&ke.stats.stale_served);
                     provenance::note_stale_served();
+                    inner
+                        .events
+                        .stale_served_entry(entry, StaleCause::HardTimeout);
                     Outcome::Value(s)
                 }
                 None => Outcome::TimedOut(x),
@@ -781,6 +818,9 @@ where
 {
     fn detach(self, mut job: LoadJob, rest: Rest<T, E>) {
         KindStats::inc(&job.ke.stats.soft_timeouts);
+        self.inner
+            .events
+            .stale_served(At::Full(job.ticket.key()), StaleCause::SoftTimeout);
         tracing::debug!(kind = %job.ke.name,
             "loader past its soft timeout: serving the stale value, finishing in the background");
         if job.claim.is_none() {
@@ -804,6 +844,12 @@ where
     T: Serialize + Send + Sync + 'static,
 {
     refresh::record_loader_time(&job.ke.stats, job.loader_started.elapsed());
+    inner.events.load(
+        At::Full(job.ticket.key()),
+        job.loader_started,
+        LoadOutcome::Loaded,
+        job.cause(),
+    );
     let ttl = job
         .opts
         .entry_ttl(&*value, job.ke.cfg.ttl(), inner.jitter(&job.ke));
@@ -832,6 +878,17 @@ async fn finish_failed(inner: &Inner, job: LoadJob, timed_out: bool) {
         .stats
         .loader_latency
         .record(job.loader_started.elapsed());
+    let outcome = if timed_out {
+        LoadOutcome::TimedOut
+    } else {
+        LoadOutcome::Failed
+    };
+    inner.events.load(
+        At::Full(job.ticket.key()),
+        job.loader_started,
+        outcome,
+        job.cause(),
+    );
     if timed_out {
         KindStats::inc(&job.ke.stats.hard_timeouts);
         tracing::debug!(kind = %job.ke.name, "loader abandoned at its hard timeout");
@@ -851,6 +908,12 @@ async fn finish_failed(inner: &Inner, job: LoadJob, timed_out: bool) {
 /// entry is dropped everywhere: its fresh answer says the value it holds is no longer the answer.
 async fn finish_uncached(inner: &Inner, job: LoadJob) {
     refresh::record_loader_time(&job.ke.stats, job.loader_started.elapsed());
+    inner.events.load(
+        At::Full(job.ticket.key()),
+        job.loader_started,
+        LoadOutcome::Uncached,
+        job.cause(),
+    );
     if let Some(Write::IfUnchanged { seen, leased: true }) = &job.write {
         release_lease(inner, &job.ke, job.ticket.key(), seen).await;
     }

@@ -26,6 +26,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::events::{At, Tier};
 use crate::loader::{HardTimeout, LazyError};
 use crate::provenance;
 use crate::scope::{self, Mode};
@@ -138,12 +139,14 @@ impl<'a, T: 'static> Call<'a, T> {
 impl<T: 'static> Ready<'_, T> {
     /// Counts a call made inside a [`scope::bypass`]: a miss of reason `bypassed`.
     fn bypassed(&self) {
-        self.cache
-            .inner
+        let inner = &self.cache.inner;
+        inner
             .kinds
             .get(self.kind)
             .stats
             .l1_miss(MissReason::Bypassed);
+        let at = At::User(self.kind, &self.key);
+        inner.events.miss(at, Tier::L1, MissReason::Bypassed);
     }
 
     /// The options of entries holding a `T`: `ttl_fn` applies to it.

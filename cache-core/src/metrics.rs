@@ -35,6 +35,8 @@
 //! | `cache_breaker_opens_total`, `cache_breaker_rejected_total` | counter | |
 //! | `cache_backplane_subscribed`, `cache_backplane_unsent` | gauge | |
 //! | `cache_backplane_received_total`, `cache_backplane_published_total`, `cache_backplane_publish_failures_total`, `cache_backplane_disconnects_total`, `cache_backplane_resyncs_total`, `cache_backplane_resent_total` | counter | |
+//! | `cache_event_subscribers` | gauge | |
+//! | `cache_events_dropped_total` | counter | |
 //!
 //! Histogram buckets (seconds): 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 //! 0.1, 0.25, 0.5, 1, 2.5, 5, 10, +Inf. The L2 p99 over 5 minutes is
@@ -757,6 +759,18 @@ fn encode_stats(all: &[Stats], enc: &mut DescriptorEncoder<'_>) -> Result<(), Fm
         "Backplane messages waiting to be sent again (other instances may hold copies they would drop).",
         |s| s.backplane.as_ref().map(|b| Value::gauge(b.unsent)),
     )?;
+
+    // Event subscriptions (Cache::events).
+    w.single(
+        "cache_event_subscribers",
+        "Event subscriptions (Cache::events) open.",
+        |s| Some(Value::gauge(s.events.subscribers)),
+    )?;
+    w.single(
+        "cache_events_dropped",
+        "Events subscribers missed because they fell more than the event buffer behind.",
+        |s| Some(Value::Counter(s.events.dropped)),
+    )?;
     Ok(())
 }
 
@@ -825,6 +839,7 @@ mod tests {
             tracked_tag_invalidations: 0,
             pending_invalidations: Default::default(),
             redis_memory: None,
+            events: Default::default(),
             total: TierStats::default(),
             kinds: [("k".to_owned(), kind)].into(),
         }
@@ -836,6 +851,12 @@ mod tests {
         assert!(out.contains("# TYPE cache_hits counter\n"), "{out}");
         assert!(out.contains("cache_hits_total{cache=\"c1\",tier=\"l2\",kind=\"k\"} 0\n"));
         assert!(out.contains("cache_entries{cache=\"c1\",tier=\"l1\"} 0\n"));
+        assert!(
+            out.contains("# TYPE cache_events_dropped counter\n"),
+            "{out}"
+        );
+        assert!(out.contains("cache_events_dropped_total{cache=\"c1\"} 0\n"));
+        assert!(out.contains("cache_event_subscribers{cache=\"c1\"} 0\n"));
         assert!(!out.contains("cache_breaker"));
         assert!(
             out.contains("cache_refused_total{cache=\"c1\",tier=\"l2\",kind=\"k\"} 0\n"),

@@ -500,6 +500,7 @@ mod tests {
             tracked_tag_invalidations: 0,
             pending_invalidations: Default::default(),
             redis_memory: None,
+            events: Default::default(),
             total: TierStats::default(),
             kinds: Default::default(),
         }

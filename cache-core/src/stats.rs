@@ -13,7 +13,8 @@ use crate::breaker::BreakerState;
 mod recorder;
 
 use recorder::HistRaw;
-pub(crate) use recorder::{KindStats, MissReason, Raw, PROM_BOUNDS};
+pub use recorder::MissReason;
+pub(crate) use recorder::{KindStats, Raw, PROM_BOUNDS};
 
 /// Latency summary in microseconds (p50/p99 from a log-bucketed histogram, ~19% resolution).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -355,6 +356,20 @@ pub struct BackplaneStats {
     pub resent: u64,
 }
 
+/// Event subscriptions ([`Cache::events`](crate::Cache::events)) and what they missed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct EventStats {
+    /// Subscriptions open now.
+    pub subscribers: u64,
+    /// Events subscribers missed because they fell more than the event buffer
+    /// ([`CacheBuilder::event_buffer`](crate::CacheBuilder::event_buffer)) behind: one per event
+    /// per subscriber that missed it, counted when that subscriber next receives (or is dropped).
+    /// The cache never waits for a subscriber.
+    pub dropped: u64,
+}
+
 /// A point-in-time snapshot of the cache's counters, since it was built. Serializable with
 /// serde. [`Cache::rates`](crate::Cache::rates) gives the same figures over the last minutes.
 ///
@@ -399,6 +414,9 @@ pub struct Stats {
     /// Redis's memory, read every 10 s (`None` before the first reading, or without L2).
     #[serde(default)]
     pub redis_memory: Option<RedisMemory>,
+    /// Event subscriptions and the events they missed.
+    #[serde(default)]
+    pub events: EventStats,
     /// All kinds together.
     pub total: TierStats,
     /// Per kind, by name.

@@ -38,6 +38,7 @@ pub(crate) const VARS: &[&str] = &[
     "CACHE_MAX_PENDING_INVALIDATIONS",
     "CACHE_STATS_REPORT_SECS",
     "CACHE_FAIL_SAFE_GRACE_SECS",
+    "CACHE_EVENT_BUFFER",
 ];
 
 /// The settings set by the variables `var` gives (`std::env::var` but for tests); unset or empty
@@ -115,6 +116,7 @@ pub(crate) fn read(var: &dyn Fn(&str) -> Option<String>) -> Result<Settings> {
     )?;
     s.stats_report_interval = secs("CACHE_STATS_REPORT_SECS")?;
     s.fail_safe_grace = secs("CACHE_FAIL_SAFE_GRACE_SECS")?;
+    s.event_buffer = parse("CACHE_EVENT_BUFFER", get("CACHE_EVENT_BUFFER"))?;
     Ok(s)
 }
 
@@ -209,6 +211,7 @@ mod tests {
             ("CACHE_ENABLED", "off"),
             ("CACHE_STATS_REPORT_SECS", "0"),
             ("CACHE_LOCK_WAIT_MS", " "),
+            ("CACHE_EVENT_BUFFER", "4096"),
         ])
         .unwrap();
         assert_eq!(s.l2, Some(L2Target::Url("redis://127.0.0.1:1".into())));
@@ -220,6 +223,7 @@ mod tests {
         assert_eq!(s.stats_report_interval, Some(Duration::ZERO));
         assert_eq!(s.distributed_lock_wait, None);
         assert_eq!(s.l2_connect_timeout, None);
+        assert_eq!(s.event_buffer, Some(4096));
     }
 
     #[test]
@@ -333,6 +337,7 @@ mod tests {
             ("CACHE_ENABLED", "maybe"),
             ("CACHE_LOCK_WAIT_MS", "soon"),
             ("CACHE_TTL_JITTER", "ten percent"),
+            ("CACHE_EVENT_BUFFER", "-1"),
             ("REDIS_TLS_CA_FILE", "/nonexistent/ca.pem"),
         ] {
             let err = read_vars(&[(var, value)]).unwrap_err();

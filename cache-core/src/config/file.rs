@@ -76,6 +76,7 @@ struct FileSettings {
     max_pending_invalidations: Option<usize>,
     #[serde(default, deserialize_with = "duration")]
     unregistered_kind_ttl: Option<Duration>,
+    event_buffer: Option<usize>,
     #[serde(default)]
     kinds: BTreeMap<String, FileKind>,
 }
@@ -215,6 +216,7 @@ fn into_settings(file: FileSettings, dir: &Path) -> std::result::Result<Settings
         distributed_lock_wait,
         max_pending_invalidations,
         unregistered_kind_ttl,
+        event_buffer,
         kinds,
     } = file;
     let invalid = |key: &'static str, message: String| Invalid {
@@ -335,6 +337,7 @@ fn into_settings(file: FileSettings, dir: &Path) -> std::result::Result<Settings
         distributed_lock_wait,
         max_pending_invalidations,
         unregistered_kind_ttl,
+        event_buffer,
         kinds: kinds
             .into_iter()
             .map(|(name, k)| (Kind::new(name), k.into_layer()))

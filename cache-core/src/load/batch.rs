@@ -26,6 +26,7 @@ use super::{answer, copy_to_l1, fill_l1, fingerprint, l1_found, Led, Outcome};
 use crate::clock::Age;
 use crate::coherence::Ticket;
 use crate::entry_store::{L2Read, Written};
+use crate::events::{At, LoadCause, LoadOutcome, StaleCause};
 use crate::flight::{Follow, Lead, Role};
 use crate::inner::Inner;
 use crate::key;
@@ -394,10 +395,15 @@ where
             let e = Arc::new(e);
             for (k, s) in keys.into_iter().zip(stale) {
                 release_own_lease(inner, ke, &k).await;
+                let at = At::Full(k.ticket.key());
+                inner
+                    .events
+                    .loaded(at, took, LoadOutcome::Failed, LoadCause::Miss);
                 let outcome = match s {
                     // Fail-safe: the stale value at hand, as a single load serves it.
                     Some(s) => {
                         KindStats::inc(&ke.stats.stale_served);
+                        inner.events.stale_served(at, StaleCause::LoaderFailed);
                         Outcome::Value(s)
                     }
                     None => Outcome::Failed(e.clone()),
@@ -420,18 +426,25 @@ where
     let mut stores = Vec::new();
     let mut writes = Vec::new();
     for k in keys {
+        let at = At::Full(k.ticket.key());
         let value = match map.remove(k.key) {
             Some(v) => Arc::new(v),
             None => match &none {
                 Some(none) => none.clone(),
                 None => {
                     // Nothing to store: the key's followers load it themselves.
+                    inner
+                        .events
+                        .loaded(at, took, LoadOutcome::Uncached, LoadCause::Miss);
                     release_own_lease(inner, ke, &k).await;
                     out.push((k.j, Some(Ok(None))));
                     continue;
                 }
             },
         };
+        inner
+            .events
+            .loaded(at, took, LoadOutcome::Loaded, LoadCause::Miss);
         let ttl = opts.entry_ttl(&*value, ke.cfg.ttl(), jitter);
         if ttl.is_zero() || !k.ticket.is_current() {
             // A zero TTL stores nothing; a load superseded by an invalidation or a write since it

@@ -8,19 +8,43 @@ use std::time::Duration;
 
 use crate::l2::L2Error;
 
-/// Why a lookup missed (see [`MissReasons`](super::MissReasons) for each one's meaning).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MissReason {
+/// Why a tier could not serve a lookup: the reason of a [`Miss`](crate::events::Event::Miss)
+/// event, counted per reason in [`MissReasons`](super::MissReasons). L1 misses have the reasons
+/// `Absent`, `Expired`, `Evicted`, `Rejected`, `Mismatch` and `Bypassed`; L2 misses all but
+/// `Evicted` and `Bypassed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MissReason {
+    /// Nothing stored under the key (never loaded here, removed, or expired or evicted out of
+    /// sight: Redis drops expired keys by itself), or another instance is loading it.
     Absent,
+    /// The value was past its freshness (kept only as a fail-safe fallback), or L1 dropped it
+    /// when its lifetime ended.
     Expired,
+    /// L1 evicted the entry to stay within its byte budget.
     Evicted,
+    /// Invalidated: by key (a tombstone in L2, or removed from L1), by tag, or by a clear.
     Rejected,
+    /// Stored for another Rust type or another [`KindConfig::schema`](crate::KindConfig::schema).
     Mismatch,
+    /// Bytes that do not decode (corrupt, another envelope version, another Redis type).
     Undecodable,
+    /// Larger than the maximum value size.
     Oversized,
+    /// L2 not asked: the circuit breaker was open (or the key was fenced during a recovery, or,
+    /// with Redis Sentinel, L2 reads paused for a moment after the master moved).
     Skipped,
+    /// L2 asked but did not answer in time or at all (error, timeout).
     Unavailable,
+    /// The call bypassed the cache ([`scope::bypass`](crate::scope::bypass)).
     Bypassed,
+}
+
+/// The reason's name (as in JSON and the Prometheus `reason` label): `absent`, `expired`...
+impl std::fmt::Display for MissReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl MissReason {
@@ -410,14 +434,16 @@ impl KindStats {
     }
 
     /// Counts an L2 read that produced no result: the error, and a miss whose reason is that L2
-    /// was skipped (breaker open) or unavailable.
-    pub(crate) fn count_l2_read_error(&self, e: &L2Error) {
+    /// was skipped (breaker open) or unavailable. Returns that reason.
+    pub(crate) fn count_l2_read_error(&self, e: &L2Error) -> MissReason {
         self.count_l2_error(e);
-        self.l2_miss(match e {
+        let why = match e {
             L2Error::Skipped => MissReason::Skipped,
             L2Error::Refused(..) => MissReason::Undecodable,
             L2Error::Timeout(_) | L2Error::Unavailable(_) => MissReason::Unavailable,
-        });
+        };
+        self.l2_miss(why);
+        why
     }
 }
 

@@ -14,6 +14,7 @@ use super::{guarded, Ctx, JobResult, WarmFailure};
 use crate::clock::Age;
 use crate::coherence::Ticket;
 use crate::entry_store::{L2Read, Written};
+use crate::events::{At, LoadCause, LoadOutcome};
 use crate::inner::Inner;
 use crate::key;
 use crate::kind::KindEntry;
@@ -123,14 +124,26 @@ where
     let mut written = Vec::new();
     // Leases of entries that store nothing (failed, superseded, not encodable) are released.
     let mut unused_leases = Vec::new();
-    for (i, loaded_at, res) in loads {
+    for (i, loaded_at, took, res) in loads {
         let c = &cold[i];
         if let Some((lease, true)) = &c.write {
             unused_leases.push((i, lease.clone()));
         }
+        let at = At::Full(c.ticket.key());
         let value = match res {
-            Ok(v) => Arc::new(v),
+            Ok(v) => {
+                inner
+                    .events
+                    .loaded(at, took, LoadOutcome::Loaded, LoadCause::Warm);
+                Arc::new(v)
+            }
             Err((reason, timed_out)) => {
+                let outcome = if timed_out {
+                    LoadOutcome::TimedOut
+                } else {
+                    LoadOutcome::Failed
+                };
+                inner.events.loaded(at, took, outcome, LoadCause::Warm);
                 KindStats::inc(&ke.stats.loader_errors);
                 tracing::debug!(kind = %ke.name, key = %c.key, %reason, "warm loader failed");
                 out.failed.push(WarmFailure {
@@ -202,13 +215,14 @@ where
     out
 }
 
-/// Calls one loader (under the permit and the deadline), counting the call.
+/// Calls one loader (under the permit and the deadline), counting the call. Returns when it
+/// began, how long it took and its result.
 async fn load_one<T, E, F, Fut>(
     ctx: &Ctx,
     ke: &KindEntry,
     i: usize,
     loader: F,
-) -> (usize, Instant, Result<T, (String, bool)>)
+) -> (usize, Instant, Duration, Result<T, (String, bool)>)
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -216,12 +230,15 @@ where
 {
     let loaded_at = Instant::now();
     KindStats::inc(&ke.stats.loader_calls);
-    let res = guarded(
-        ctx,
-        async move { loader().await.map_err(|e| e.to_string()) },
-    )
+    // When the loader began (after the wait for a permit).
+    let began = std::sync::OnceLock::new();
+    let res = guarded(ctx, async {
+        began.get_or_init(Instant::now);
+        loader().await.map_err(|e| e.to_string())
+    })
     .await;
-    (i, loaded_at, res)
+    let took = began.get().map_or(Duration::ZERO, Instant::elapsed);
+    (i, loaded_at, took, res)
 }
 
 /// Whether L1 holds a fresh, live `T` under `full`.

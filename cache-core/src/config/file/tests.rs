@@ -247,6 +247,7 @@ distributed_lock_ttl = "20s"
 distributed_lock_wait = "25s"
 max_pending_invalidations = 500
 unregistered_kind_ttl = "2m"
+event_buffer = 4096
 
 [kinds.api_response]
 ttl = "7m"
@@ -296,6 +297,7 @@ fn every_key_sets_the_builder_setting_of_its_name() {
         .distributed_lock_wait(s(25))
         .max_pending_invalidations(500)
         .unregistered_kind_ttl(s(120))
+        .event_buffer(4096)
         .kind(
             Kind::API_RESPONSE,
             KindConfig::new(s(420))
