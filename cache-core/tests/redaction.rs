@@ -425,9 +425,12 @@ fn malformed_node(hosts: Hosts) -> impl Strategy<Value = Node> {
         })
 }
 
+/// Half of the nodes are `redis://` / `rediss://` URLs, as before Sentinel URLs joined the mix:
+/// the coverage check at the end of the property test (URLs redis-rs reads as meant) was set for
+/// that share.
 fn node(hosts: Hosts) -> impl Strategy<Value = Node> {
     prop_oneof![
-        5 => tcp_node(true, hosts),
+        7 => tcp_node(true, hosts),
         2 => unix_node(),
         2 => sentinel_node(hosts),
         3 => malformed_node(hosts),

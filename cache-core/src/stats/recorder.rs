@@ -31,7 +31,8 @@ pub enum MissReason {
     Undecodable,
     /// Larger than the maximum value size.
     Oversized,
-    /// L2 not asked: the circuit breaker was open (or the key was fenced during a recovery).
+    /// L2 not asked: the circuit breaker was open (or the key was fenced during a recovery, or,
+    /// with Redis Sentinel, L2 reads paused for a moment after the master moved).
     Skipped,
     /// L2 asked but did not answer in time or at all (error, timeout).
     Unavailable,
