@@ -15,8 +15,9 @@
 //! could be dropped by an unrelated key's invalidation). Slots are spread over shards to keep lock
 //! contention low; the critical sections are a hash-map lookup.
 //!
-//! Every generation value comes from one counter that only grows, so a slot created again for a key
-//! never repeats values handed out before: a ticket's snapshot identifies one state of its key.
+//! Every generation value comes from one counter that only grows, and a slot created for a key
+//! takes a fresh value from it, so a slot created again never repeats a state handed out before:
+//! a ticket's snapshot identifies one state of its key (and one flight: see `flight.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,8 +107,12 @@ impl Generations {
                 (k.clone(), slot.here, slot.elsewhere)
             }
             None => {
-                // At least every value a bump of an earlier slot of this key handed out.
-                let g = self.0.next.load(Ordering::Acquire);
+                // Past every value handed out so far, bumps of an earlier slot of this key
+                // included, and never the start of an earlier slot: a load's flight can outlive
+                // its ticket by a moment (its slot gone, an invalidation then finding nothing to
+                // bump), and a caller arriving after that invalidation must not see the same state
+                // and join it.
+                let g = self.next();
                 let k: Arc<str> = Arc::from(key);
                 let slot = Slot {
                     here: g,
@@ -318,6 +323,18 @@ mod tests {
         let third = g.begin("k");
         assert_ne!(third.state(), key1);
         assert_eq!(g.slots(), 1);
+    }
+
+    #[test]
+    fn a_slot_created_again_never_repeats_the_state_of_the_one_before() {
+        let g = Generations::new();
+        let first = g.begin("k");
+        let before = first.state();
+        drop(first);
+        // An invalidation now finds no slot (a no-op): the next ticket must still differ.
+        g.bump("k", Origin::Here);
+        let second = g.begin("k");
+        assert_ne!(second.state(), before);
     }
 
     #[test]
