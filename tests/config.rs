@@ -14,34 +14,11 @@ use redis::AsyncCommands;
 
 static ENV: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Every variable `from_env` reads, so that none from the machine leaks into a test.
-const VARS: [&str; 20] = [
-    "CACHE_CONFIG",
-    "REDIS_URL",
-    "REDIS_CLUSTER_URLS",
-    "REDIS_TLS_CA_FILE",
-    "CACHE_ENABLED",
-    "CACHE_PREFIX",
-    "CACHE_L1_MAX_BYTES",
-    "CACHE_L2_CONNECT_TIMEOUT_MS",
-    "CACHE_L2_TIMEOUT_MS",
-    "CACHE_COMPRESS_THRESHOLD_BYTES",
-    "CACHE_MAX_VALUE_BYTES",
-    "CACHE_BREAKER_FAILURES",
-    "CACHE_FAIL_SAFE_GRACE_SECS",
-    "CACHE_TTL_JITTER",
-    "CACHE_BREAKER_OPEN_L1_TTL_MS",
-    "CACHE_LOCK_TTL_MS",
-    "CACHE_LOCK_WAIT_MS",
-    "CACHE_MAX_PENDING_INVALIDATIONS",
-    "CACHE_STATS_REPORT_SECS",
-    "CACHE_EVENT_BUFFER",
-];
-
-/// Holds `ENV` with only `vars` set among `VARS`.
+/// Holds `ENV` with only `vars` set among the variables `from_env` reads
+/// (`CacheBuilder::ENV_VARS`), so that none from the machine leaks into a test.
 async fn environment(vars: &[(&str, &str)]) -> tokio::sync::MutexGuard<'static, ()> {
     let guard = ENV.lock().await;
-    for v in VARS {
+    for v in CacheBuilder::ENV_VARS {
         std::env::remove_var(v);
     }
     for (k, v) in vars {

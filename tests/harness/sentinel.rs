@@ -24,22 +24,6 @@ pub const DOWN_AFTER: Duration = Duration::from_millis(1000);
 /// The sentinels' failover timeout.
 pub const FAILOVER_TIMEOUT: Duration = Duration::from_millis(3000);
 
-fn check_binary() {
-    let found = Command::new("redis-sentinel")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "\n\n*** redis-sentinel was not found on PATH. The Sentinel tests need real sentinels.\n\
-         *** Install it (Debian/Ubuntu: `apt-get update && apt-get install -y redis-sentinel`)\n\
-         *** or run `bash .ci/run`, which installs it and runs every test.\n\n"
-    );
-}
-
 /// One `redis-sentinel` process with its own writable config file.
 struct SentinelProcess {
     child: Option<Child>,
@@ -179,7 +163,11 @@ impl RedisSentinels {
         node_user: Option<(&str, &str)>,
         sentinel_user: Option<(&str, &str)>,
     ) -> Self {
-        check_binary();
+        crate::server::check_binary(
+            "redis-sentinel",
+            "redis-sentinel",
+            "The Sentinel tests need real sentinels.",
+        );
         let auth = ["--requirepass", PASSWORD, "--masterauth", PASSWORD];
         let master = RedisServer::start_with(&auth);
         let port = master.port().to_string();

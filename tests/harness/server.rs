@@ -20,8 +20,10 @@ pub(crate) fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-fn check_binary() {
-    let found = Command::new("redis-server")
+/// Fails (never skips) with how to install `program` when it is not on `PATH`; `what` says which
+/// tests need it and why.
+pub(crate) fn check_binary(program: &str, package: &str, what: &str) {
+    let found = Command::new(program)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -30,8 +32,8 @@ fn check_binary() {
         .unwrap_or(false);
     assert!(
         found,
-        "\n\n*** redis-server was not found on PATH. These integration tests need a real Redis.\n\
-         *** Install it (Debian/Ubuntu: `apt-get update && apt-get install -y redis-server`)\n\
+        "\n\n*** {program} was not found on PATH. {what}\n\
+         *** Install it (Debian/Ubuntu: `apt-get update && apt-get install -y {package}`)\n\
          *** or run `bash .ci/run`, which installs it and runs every test.\n\n"
     );
 }
@@ -49,7 +51,11 @@ impl RedisServer {
 
     /// Starts a server on a port from `pick` (retried when the port turns out to be taken).
     pub(crate) fn start_on(pick: fn() -> u16, extra: &[&str]) -> Self {
-        check_binary();
+        check_binary(
+            "redis-server",
+            "redis-server",
+            "These integration tests need a real Redis.",
+        );
         let mut last_err = String::new();
         for _ in 0..5 {
             let mut s = RedisServer {
@@ -68,7 +74,11 @@ impl RedisServer {
 
     /// Reserves a free port without starting a server there (to test a Redis that appears later).
     pub fn reserve() -> Self {
-        check_binary();
+        check_binary(
+            "redis-server",
+            "redis-server",
+            "These integration tests need a real Redis.",
+        );
         RedisServer {
             child: None,
             port: free_port(),
