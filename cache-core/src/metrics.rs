@@ -829,19 +829,8 @@ mod tests {
 
     fn snapshot(kind: TierStats) -> Stats {
         Stats {
-            name: "c1".into(),
-            prefix: "p".into(),
-            l2_configured: false,
-            l2_refusing_writes: false,
-            l2_acl_refused: Vec::new(),
-            breaker: None,
-            backplane: None,
-            tracked_tag_invalidations: 0,
-            pending_invalidations: Default::default(),
-            redis_memory: None,
-            events: Default::default(),
-            total: TierStats::default(),
             kinds: [("k".to_owned(), kind)].into(),
+            ..Stats::empty("c1", "p")
         }
     }
 

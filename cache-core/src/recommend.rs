@@ -489,21 +489,7 @@ mod tests {
     }
 
     fn stats() -> Stats {
-        Stats {
-            name: "c".into(),
-            prefix: "c".into(),
-            l2_configured: false,
-            l2_refusing_writes: false,
-            l2_acl_refused: Vec::new(),
-            breaker: None,
-            backplane: None,
-            tracked_tag_invalidations: 0,
-            pending_invalidations: Default::default(),
-            redis_memory: None,
-            events: Default::default(),
-            total: TierStats::default(),
-            kinds: Default::default(),
-        }
+        Stats::empty("c", "c")
     }
 
     fn codes(r: &[Recommendation]) -> Vec<&str> {

@@ -423,6 +423,29 @@ pub struct Stats {
     pub kinds: BTreeMap<String, TierStats>,
 }
 
+#[cfg(test)]
+impl Stats {
+    /// A snapshot of a cache with nothing in it and no L2 (for the tests of what reads
+    /// snapshots: metrics, recommendations).
+    pub(crate) fn empty(name: &str, prefix: &str) -> Self {
+        Stats {
+            name: name.into(),
+            prefix: prefix.into(),
+            l2_configured: false,
+            l2_refusing_writes: false,
+            l2_acl_refused: Vec::new(),
+            breaker: None,
+            backplane: None,
+            tracked_tag_invalidations: 0,
+            pending_invalidations: Default::default(),
+            redis_memory: None,
+            events: Default::default(),
+            total: TierStats::default(),
+            kinds: Default::default(),
+        }
+    }
+}
+
 /// The cache's figures over a recent window.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
