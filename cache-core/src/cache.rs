@@ -302,7 +302,8 @@ impl Cache {
     /// The cached values of many keys of `kind`, in the order of `keys` (`None` where a key is
     /// cached nowhere): L1 first, then the rest from L2 in one `MGET` (on a Redis Cluster, one
     /// pipeline of `GET`s per master, in parallel). Never a loader. Hits and misses are counted
-    /// per key, as [`get`](Self::get) counts them.
+    /// as [`get`](Self::get) counts them: in L1 at every position of `keys` (a key listed twice is
+    /// looked up twice), in L2 once per distinct key.
     ///
     /// ```
     /// use cache_core::{Cache, Kind};

@@ -244,7 +244,7 @@ impl EntryStore {
                 return Err(());
             }
         };
-        let Some(found) = self.fresh(&bytes, fp).await else {
+        let Ok(found) = self.fresh(&bytes, fp).await else {
             return Ok(None);
         };
         if !accept(&found) {
@@ -259,12 +259,15 @@ impl EntryStore {
     /// [`read_fresh`](Self::read_fresh) of many keys (every entry accepted): one `MGET` (on a
     /// cluster, one pipeline of `GET`s per master), then the entries found checked concurrently
     /// (a tagged entry takes a round trip for its tokens). Per key, the fresh entry or `None`;
-    /// `Err` when L2 could not be read (counted for every key).
+    /// `Err` when L2 could not be read (counted for every key). `count_misses`: a key without a
+    /// fresh entry is counted (and told) as an L2 miss with its reason, as a plain read counts it
+    /// (`get_many`); otherwise only hits are (a load follows that counts the rest).
     pub(crate) async fn read_fresh_many<T>(
         &self,
         ke: &KindEntry,
         fulls: &[String],
         fp: u64,
+        count_misses: bool,
     ) -> Result<Vec<Option<Found<T>>>, ()>
     where
         T: DeserializeOwned + Send + Sync + 'static,
@@ -286,41 +289,74 @@ impl EntryStore {
         };
         ke.stats.read_latency.record(started.elapsed());
         let checks = fulls.iter().zip(replies).map(|(full, bytes)| async move {
-            let bytes = bytes?;
-            if self.coherence.key_fenced(full) {
-                return None;
+            let found = match bytes {
+                _ if self.coherence.key_fenced(full) => Err(MissReason::Skipped),
+                // `absent` below: it takes the key's oversized mark, which a load that follows
+                // uncounted reads must still find.
+                None => Err(MissReason::Absent),
+                Some(bytes) => {
+                    let found = self.fresh::<T>(&bytes, fp).await;
+                    if found.is_ok() {
+                        KindStats::add(&ke.stats.l2_bytes_read, bytes.len() as u64);
+                    }
+                    found
+                }
+            };
+            match found {
+                Ok(found) => {
+                    self.hit(ke, full);
+                    Some(found)
+                }
+                Err(why) => {
+                    if count_misses {
+                        let why = match why {
+                            MissReason::Absent => self.absent(full),
+                            MissReason::Skipped => {
+                                KindStats::inc(&ke.stats.l2_skipped);
+                                why
+                            }
+                            _ => why,
+                        };
+                        self.miss(ke, full, why);
+                    }
+                    None
+                }
             }
-            let found = self.fresh::<T>(&bytes, fp).await?;
-            KindStats::add(&ke.stats.l2_bytes_read, bytes.len() as u64);
-            self.hit(ke, full);
-            Some(found)
         });
         Ok(futures::future::join_all(checks).await)
     }
 
     /// The entry in `bytes` if it is a fresh `T` (fingerprint `fp`) that no tag invalidation
-    /// rejects; nothing is counted. Its `seen` is left empty (no write follows a fresh read).
-    async fn fresh<T>(&self, bytes: &[u8], fp: u64) -> Option<Found<T>>
+    /// rejects, else why not; nothing is counted. Its `seen` is left empty (no write follows a
+    /// fresh read).
+    async fn fresh<T>(&self, bytes: &[u8], fp: u64) -> Result<Found<T>, MissReason>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        let decoded = codec::decode::<T>(&self.codec, bytes, fp).ok()??;
+        let decoded = match codec::decode::<T>(&self.codec, bytes, fp) {
+            Ok(Some(d)) => d,
+            // A tombstone or another load's lease.
+            Ok(None) => return Err(MissReason::Rejected),
+            Err(e) => return Err(decode_miss(&e)),
+        };
         if unix_ms() >= decoded.header.fresh_until_ms {
-            return None;
+            return Err(MissReason::Expired);
         }
         if !decoded.tags.is_empty() {
             let names = decoded.tags.iter().map(|(t, _)| t.as_str());
             if self.coherence.tags_fenced(names) {
-                return None;
+                return Err(MissReason::Skipped);
             }
             let current = tags::entry_is_current(&self.l2, &self.prefix, &decoded.tags)
                 .instrument(tracing::debug_span!("l2.tag_tokens"))
                 .await;
-            if !matches!(current, Ok(true)) {
-                return None;
+            match current {
+                Ok(true) => {}
+                Ok(false) => return Err(MissReason::Rejected),
+                Err(_) => return Err(MissReason::Unavailable),
             }
         }
-        Some(Found {
+        Ok(Found {
             value: Arc::new(decoded.value),
             age: Age {
                 created_ms: decoded.header.created_at_ms,
@@ -361,15 +397,7 @@ impl EntryStore {
             }
             Err(e) => {
                 count_decode_error(ke, full, &e);
-                self.miss(
-                    ke,
-                    full,
-                    match e {
-                        CodecError::TypeMismatch => MissReason::Mismatch,
-                        CodecError::TooLarge { .. } => MissReason::Oversized,
-                        _ => MissReason::Undecodable,
-                    },
-                );
+                self.miss(ke, full, decode_miss(&e));
                 return L2Read::Miss(Some(seen));
             }
         };
@@ -711,6 +739,15 @@ impl Encoded {
             &ke.stats.l2_payload_bytes_written,
             self.bytes.len().saturating_sub(self.envelope_overhead) as u64,
         );
+    }
+}
+
+/// The miss reason of an entry that could not be decoded.
+fn decode_miss(e: &CodecError) -> MissReason {
+    match e {
+        CodecError::TypeMismatch => MissReason::Mismatch,
+        CodecError::TooLarge { .. } => MissReason::Oversized,
+        _ => MissReason::Undecodable,
     }
 }
 

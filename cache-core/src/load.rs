@@ -131,9 +131,14 @@ where
     // Boxed for the same reason as the miss path of `get_or_load_with`: an L1 hit must not carry
     // the L2 read's state machine.
     Box::pin(async move {
-        let ticket = inner.coherence.gens.begin(&full);
+        // The ticket guards the L1 copy: a kind kept only in L2 needs none.
+        let ticket = ke
+            .cfg
+            .tier_routing()
+            .l1()
+            .then(|| inner.coherence.gens.begin(&full));
         let fp = fingerprint::<T>(ke, None);
-        match read(inner, ke, &ticket, fp, false).await {
+        match read(inner, ke, (&full, ticket.as_ref()), fp, false).await {
             L2Read::Fresh(found) => Some(found.value),
             _ => None,
         }
@@ -458,9 +463,16 @@ pub(crate) fn fingerprint<T>(ke: &KindEntry, opts: Option<&EntryOptions>) -> u64
     crate::codec::fingerprint::<T>(schema)
 }
 
-/// Reads `ticket`'s key from L2 (`lease`: for a load that will write back) and copies a fresh
-/// value into L1. Records provenance.
-async fn read<T>(inner: &Inner, ke: &KindEntry, ticket: &Ticket, fp: u64, lease: bool) -> L2Read<T>
+/// Reads `full` from L2 (`lease`: for a load that will write back) and copies a fresh value into
+/// L1 while `ticket` (taken on `full` before the read) is current; without a ticket (a kind kept
+/// only in L2) nothing goes to L1. Records provenance.
+async fn read<T>(
+    inner: &Inner,
+    ke: &KindEntry,
+    (full, ticket): (&str, Option<&Ticket>),
+    fp: u64,
+    lease: bool,
+) -> L2Read<T>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
@@ -468,11 +480,13 @@ where
         return L2Read::Miss(None);
     };
     let started = Instant::now();
-    let r = entries.read::<T>(ke, ticket.key(), fp, lease).await;
+    let r = entries.read::<T>(ke, full, fp, lease).await;
     match &r {
         L2Read::Fresh(found) => {
             provenance::note(Source::L2, found.age.created_ms);
-            copy_to_l1(inner, ke, ticket, found, started).await;
+            if let Some(ticket) = ticket {
+                copy_to_l1(inner, ke, ticket, found, started).await;
+            }
         }
         L2Read::Stale(found) => provenance::note_stale_candidate(found.age.created_ms),
         L2Read::Miss(_) | L2Read::Leased(_) | L2Read::Unavailable => {}
@@ -651,7 +665,7 @@ where
     let found = if l2_down {
         L2Read::Unavailable
     } else {
-        read::<T>(inner, ke, &ticket, fp, lease).await
+        read::<T>(inner, ke, (ticket.key(), Some(&ticket)), fp, lease).await
     };
     let write = match found {
         L2Read::Fresh(found) => match refreshed_from {
@@ -969,7 +983,7 @@ where
         wait,
     };
     lock::acquire(req, || async {
-        match read::<T>(inner, ke, ticket, fp, false).await {
+        match read::<T>(inner, ke, (ticket.key(), Some(ticket)), fp, false).await {
             L2Read::Fresh(found) => Poll::Filled(found.value),
             L2Read::Unavailable => Poll::Unavailable,
             L2Read::Stale(..) | L2Read::Miss(_) | L2Read::Leased(_) => Poll::Waiting,

@@ -700,6 +700,9 @@ pub async fn batch_loads_call_the_loader_once_and_pipeline_every_step(b: Backend
             .collect::<Vec<_>>(),
         vec![Some(70), Some(30), Some(70), None]
     );
+    // Looked up in L1 at every position (as four `get`s), read from L2 once per distinct key.
+    let kind = y.stats().kinds[Kind::DATABASE_QUERY.name()].clone();
+    assert_eq!((kind.l1.misses, kind.l2.hits, kind.l2.misses), (4, 2, 1));
     let [mget, get] = command_totals(b, &["mget", "get"])
         .await
         .try_into()

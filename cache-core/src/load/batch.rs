@@ -37,96 +37,102 @@ use crate::provenance::Trace;
 use crate::refresh;
 use crate::stats::KindStats;
 
-/// The distinct keys of a call, each with the positions it holds in the caller's list.
-struct Distinct<'k> {
+/// What the L1 pass left to do: the distinct keys not fresh in L1 (duplicates merged), with the
+/// first position each holds in the caller's list, their full keys and a stale value at hand (a
+/// fail-safe fallback).
+///
+/// Only the keys L1 did not answer are merged: L1 is looked up at every position (a key asked
+/// twice is looked up twice, as two `get`s would), so that a batch served from L1 hashes no key
+/// twice and allocates nothing per key.
+struct Rest<'k, T> {
     keys: Vec<&'k str>,
-    at: Vec<Vec<usize>>,
-    len: usize,
-}
-
-impl<'k> Distinct<'k> {
-    fn new(keys: &'k [impl AsRef<str>]) -> Self {
-        let mut index: HashMap<&str, usize> = HashMap::with_capacity(keys.len());
-        let (mut distinct, mut at) = (Vec::new(), Vec::<Vec<usize>>::new());
-        for (pos, k) in keys.iter().enumerate() {
-            let k = k.as_ref();
-            match index.get(k) {
-                Some(&i) => at[i].push(pos),
-                None => {
-                    index.insert(k, distinct.len());
-                    distinct.push(k);
-                    at.push(vec![pos]);
-                }
-            }
-        }
-        Self {
-            keys: distinct,
-            at,
-            len: keys.len(),
-        }
-    }
-
-    /// `values` (one per distinct key) in the caller's order.
-    fn spread<T>(&self, values: Vec<Option<Arc<T>>>) -> Vec<Option<Arc<T>>> {
-        let mut out = vec![None; self.len];
-        for (v, at) in values.into_iter().zip(&self.at) {
-            for &pos in at {
-                out[pos] = v.clone();
-            }
-        }
-        out
-    }
-}
-
-/// What the L1 pass left to do: the distinct keys not fresh in L1, with their full keys and a
-/// stale value at hand (a fail-safe fallback).
-struct Rest<T> {
+    /// The first position of each key in the caller's list.
     idx: Vec<usize>,
     fulls: Vec<String>,
     stale: Vec<Option<Arc<T>>>,
+    /// Later positions of keys already in `keys`: (position, index in `keys`).
+    dups: Vec<(usize, usize)>,
 }
 
-/// Looks every distinct key up in L1 (counting hits and misses as single reads do).
-async fn l1_pass<T>(
+impl<'k, T> Rest<'k, T> {
+    fn new() -> Self {
+        Self {
+            keys: Vec::new(),
+            idx: Vec::new(),
+            fulls: Vec::new(),
+            stale: Vec::new(),
+            dups: Vec::new(),
+        }
+    }
+
+    /// Adds the key at position `pos` (its full key made by `full` unless it is already there).
+    fn add(
+        &mut self,
+        seen: &mut HashMap<&'k str, usize>,
+        pos: usize,
+        key: &'k str,
+        full: impl FnOnce() -> String,
+        stale: Option<Arc<T>>,
+    ) {
+        match seen.entry(key) {
+            std::collections::hash_map::Entry::Occupied(j) => self.dups.push((pos, *j.get())),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(self.keys.len());
+                self.keys.push(key);
+                self.idx.push(pos);
+                self.fulls.push(full());
+                self.stale.push(stale);
+            }
+        }
+    }
+
+    /// Copies each key's value to the later positions it holds.
+    fn spread(&self, found: &mut [Option<Arc<T>>]) {
+        for &(pos, j) in &self.dups {
+            found[pos] = found[self.idx[j]].clone();
+        }
+    }
+}
+
+/// Looks every key up in L1 (counting hits and misses as single reads do); what L1 does not
+/// answer is returned, duplicates merged.
+async fn l1_pass<'k, T>(
     inner: &Inner,
     ke: &KindEntry,
     kind: &str,
-    keys: &Distinct<'_>,
+    keys: &'k [impl AsRef<str>],
     found: &mut [Option<Arc<T>>],
-) -> Rest<T>
+) -> Rest<'k, T>
 where
     T: Send + Sync + 'static,
 {
-    let mut rest = Rest {
-        idx: Vec::new(),
-        fulls: Vec::new(),
-        stale: Vec::new(),
-    };
-    for (i, k) in keys.keys.iter().enumerate() {
+    let mut rest = Rest::new();
+    let mut seen = HashMap::new();
+    for (pos, k) in keys.iter().enumerate() {
+        let k = k.as_ref();
         let lookup = key::LookupKey::new(ke.key_prefix.as_deref(), &inner.prefix, kind, k);
         let mut stale = None;
         if ke.cfg.tier_routing().l1() {
             let hit = inner.l1.get(&lookup).await;
             let l1 = l1_found::<T>(inner, ke, &lookup, hit);
             if let Some(v) = l1.fresh {
-                found[i] = Some(v);
+                found[pos] = Some(v);
                 continue;
             }
             stale = l1.stale;
         }
-        rest.idx.push(i);
-        rest.fulls.push(lookup.to_full());
-        rest.stale.push(stale);
+        rest.add(&mut seen, pos, k, || lookup.to_full(), stale);
     }
     rest
 }
 
-/// One `MGET` for `rest`: fresh values go into `found` (and L1). Returns the tickets taken before
-/// the read, and whether L2 could not be read.
+/// One `MGET` for `rest`: fresh values go into `found` (and into L1 while the ticket taken before
+/// the read is current). `count_misses`: the keys it leaves are counted as L2 misses (`get_many`;
+/// a batch load counts them when it reads them again). Returns whether L2 could not be read.
 async fn l2_pass<T>(
     inner: &Inner,
     ke: &KindEntry,
-    rest: &Rest<T>,
+    (rest, count_misses): (&Rest<'_, T>, bool),
     fp: u64,
     found: &mut [Option<Arc<T>>],
 ) -> bool
@@ -136,18 +142,27 @@ where
     let Some(entries) = inner.entries_for(ke) else {
         return false;
     };
-    let tickets: Vec<Ticket> = rest
-        .fulls
-        .iter()
-        .map(|f| inner.coherence.gens.begin(f))
-        .collect();
+    // The tickets guard the L1 copies: a kind kept only in L2 needs none.
+    let tickets: Vec<Ticket> = if ke.cfg.tier_routing().l1() {
+        rest.fulls
+            .iter()
+            .map(|f| inner.coherence.gens.begin(f))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let started = Instant::now();
-    let Ok(reads) = entries.read_fresh_many::<T>(ke, &rest.fulls, fp).await else {
+    let Ok(reads) = entries
+        .read_fresh_many::<T>(ke, &rest.fulls, fp, count_misses)
+        .await
+    else {
         return true;
     };
-    for ((r, ticket), &i) in reads.into_iter().zip(&tickets).zip(&rest.idx) {
+    for (j, (r, &i)) in reads.into_iter().zip(&rest.idx).enumerate() {
         if let Some(f) = r {
-            copy_to_l1(inner, ke, ticket, &f, started).await;
+            if let Some(ticket) = tickets.get(j) {
+                copy_to_l1(inner, ke, ticket, &f, started).await;
+            }
             found[i] = Some(f.value);
         }
     }
@@ -163,18 +178,18 @@ pub(crate) async fn get_many<T>(
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    let distinct = Distinct::new(keys);
-    let mut found = vec![None; distinct.keys.len()];
+    let mut found = vec![None; keys.len()];
     if !inner.enabled || keys.is_empty() {
-        return distinct.spread(found);
+        return found;
     }
     let ke = inner.kinds.get(kind);
-    let rest = l1_pass::<T>(inner, ke, kind, &distinct, &mut found).await;
+    let rest = l1_pass::<T>(inner, ke, kind, keys, &mut found).await;
     if !rest.idx.is_empty() {
         let fp = fingerprint::<T>(ke, None);
-        let _ = Box::pin(l2_pass(inner, ke, &rest, fp, &mut found)).await;
+        let _ = Box::pin(l2_pass(inner, ke, (&rest, true), fp, &mut found)).await;
+        rest.spread(&mut found);
     }
-    distinct.spread(found)
+    found
 }
 
 /// The outcome a batch shares through a key's flight: the type single reads with a borrowed
@@ -195,32 +210,37 @@ where
     F: FnMut(Vec<String>) -> Fut,
     Fut: Future<Output = Result<HashMap<String, T>, E>>,
 {
-    let distinct = Distinct::new(keys);
-    let mut found: Vec<Option<Arc<T>>> = vec![None; distinct.keys.len()];
+    let mut found: Vec<Option<Arc<T>>> = vec![None; keys.len()];
     if keys.is_empty() {
-        return Ok(distinct.spread(found));
+        return Ok(found);
     }
     let ke = inner.kinds.get(kind);
     if !inner.enabled {
+        let mut rest = Rest::new();
+        let mut seen = HashMap::new();
+        for (pos, k) in keys.iter().enumerate() {
+            rest.add(&mut seen, pos, k.as_ref(), String::new, None);
+        }
         KindStats::inc(&ke.stats.loader_calls);
-        let asked = distinct.keys.iter().map(|k| (*k).to_owned()).collect();
+        let asked = rest.keys.iter().map(|k| (*k).to_owned()).collect();
         let mut map = loader(asked).await.map_err(|e| {
             KindStats::inc(&ke.stats.loader_errors);
             Arc::new(e)
         })?;
-        for (i, k) in distinct.keys.iter().enumerate() {
-            found[i] = map.remove(*k).map(Arc::new);
+        for (k, &pos) in rest.keys.iter().zip(&rest.idx) {
+            found[pos] = map.remove(*k).map(Arc::new);
         }
-        return Ok(distinct.spread(found));
+        rest.spread(&mut found);
+        return Ok(found);
     }
-    let rest = l1_pass::<T>(inner, ke, kind, &distinct, &mut found).await;
+    let rest = l1_pass::<T>(inner, ke, kind, keys, &mut found).await;
     if rest.idx.is_empty() {
-        return Ok(distinct.spread(found));
+        return Ok(found);
     }
     // Boxed, as the single miss path: the L1 pass does not carry the rest's state machine.
     Box::pin(async move {
         let fp = fingerprint::<T>(ke, Some(opts));
-        let l2_down = l2_pass(inner, ke, &rest, fp, &mut found).await;
+        let l2_down = l2_pass(inner, ke, (&rest, false), fp, &mut found).await;
         // The keys still missing, by position in `rest`.
         let mut todo: Vec<usize> = (0..rest.idx.len())
             .filter(|&j| found[rest.idx[j]].is_none())
@@ -238,7 +258,7 @@ where
                 match inner.flights.join::<Shared<T, E>>(&key, flight) {
                     Role::Lead(lead) => leads.push(Led1 {
                         j,
-                        key: distinct.keys[rest.idx[j]],
+                        key: rest.keys[j],
                         ticket,
                         lead,
                         write: None,
@@ -275,7 +295,10 @@ where
         }
         match failure {
             Some(e) => Err(e),
-            None => Ok(distinct.spread(found)),
+            None => {
+                rest.spread(&mut found);
+                Ok(found)
+            }
         }
     })
     .await
