@@ -38,6 +38,14 @@ pub(crate) struct Found<T> {
     pub(crate) seen: Vec<u8>,
 }
 
+/// A decoded entry, fresh by its envelope, whose tags (with the tokens it was written with) are
+/// still to be checked.
+struct Unchecked<T> {
+    /// Its `tags` left empty until they are checked.
+    found: Found<T>,
+    tags: Vec<TagVersion>,
+}
+
 /// What an L2 read saw.
 pub(crate) enum L2Read<T> {
     Fresh(Found<T>),
@@ -288,21 +296,42 @@ impl EntryStore {
             }
         };
         ke.stats.read_latency.record(started.elapsed());
-        let checks = fulls.iter().zip(replies).map(|(full, bytes)| async move {
-            let found = match bytes {
+        // Decoded in place; only tagged entries wait (for their tokens), concurrently. (A future
+        // per key through `join_all` cost an allocation and a task wake-up each.)
+        let mut results: Vec<Result<Found<T>, MissReason>> = Vec::with_capacity(fulls.len());
+        let mut tagged = Vec::new();
+        for (i, (full, bytes)) in fulls.iter().zip(replies).enumerate() {
+            let r = match bytes {
                 _ if self.coherence.key_fenced(full) => Err(MissReason::Skipped),
                 // `absent` below: it takes the key's oversized mark, which a load that follows
                 // uncounted reads must still find.
                 None => Err(MissReason::Absent),
                 Some(bytes) => {
-                    let found = self.fresh::<T>(&bytes, fp).await;
-                    if found.is_ok() {
-                        KindStats::add(&ke.stats.l2_bytes_read, bytes.len() as u64);
-                    }
-                    found
+                    KindStats::add(&ke.stats.l2_bytes_read, bytes.len() as u64);
+                    self.fresh_unchecked::<T>(&bytes, fp)
                 }
             };
-            match found {
+            match r {
+                Ok(u) if !u.tags.is_empty() => {
+                    results.push(Err(MissReason::Unavailable));
+                    tagged.push((i, u));
+                }
+                Ok(u) => results.push(Ok(u.found)),
+                Err(why) => results.push(Err(why)),
+            }
+        }
+        if !tagged.is_empty() {
+            let checks = tagged
+                .into_iter()
+                .map(|(i, u)| async move { (i, self.tags_current(u).await) });
+            for (i, r) in futures::future::join_all(checks).await {
+                results[i] = r;
+            }
+        }
+        Ok(fulls
+            .iter()
+            .zip(results)
+            .map(|(full, r)| match r {
                 Ok(found) => {
                     self.hit(ke, full);
                     Some(found)
@@ -321,15 +350,24 @@ impl EntryStore {
                     }
                     None
                 }
-            }
-        });
-        Ok(futures::future::join_all(checks).await)
+            })
+            .collect())
     }
 
     /// The entry in `bytes` if it is a fresh `T` (fingerprint `fp`) that no tag invalidation
     /// rejects, else why not; nothing is counted. Its `seen` is left empty (no write follows a
     /// fresh read).
     async fn fresh<T>(&self, bytes: &[u8], fp: u64) -> Result<Found<T>, MissReason>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let unchecked = self.fresh_unchecked(bytes, fp)?;
+        self.tags_current(unchecked).await
+    }
+
+    /// [`fresh`](Self::fresh) up to the check of the entry's tags against their current tokens
+    /// (which takes a round trip): decoded, fresh by its envelope, no tag's invalidation pending.
+    fn fresh_unchecked<T>(&self, bytes: &[u8], fp: u64) -> Result<Unchecked<T>, MissReason>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
@@ -342,29 +380,45 @@ impl EntryStore {
         if unix_ms() >= decoded.header.fresh_until_ms {
             return Err(MissReason::Expired);
         }
-        if !decoded.tags.is_empty() {
-            let names = decoded.tags.iter().map(|(t, _)| t.as_str());
-            if self.coherence.tags_fenced(names) {
-                return Err(MissReason::Skipped);
-            }
-            let current = tags::entry_is_current(&self.l2, &self.prefix, &decoded.tags)
-                .instrument(tracing::debug_span!("l2.tag_tokens"))
-                .await;
-            match current {
-                Ok(true) => {}
-                Ok(false) => return Err(MissReason::Rejected),
-                Err(_) => return Err(MissReason::Unavailable),
-            }
+        if !decoded.tags.is_empty()
+            && self
+                .coherence
+                .tags_fenced(decoded.tags.iter().map(|(t, _)| t.as_str()))
+        {
+            return Err(MissReason::Skipped);
         }
-        Ok(Found {
-            value: Arc::new(decoded.value),
-            age: Age {
-                created_ms: decoded.header.created_at_ms,
-                fresh_until_ms: decoded.header.fresh_until_ms,
+        Ok(Unchecked {
+            found: Found {
+                value: Arc::new(decoded.value),
+                age: Age {
+                    created_ms: decoded.header.created_at_ms,
+                    fresh_until_ms: decoded.header.fresh_until_ms,
+                },
+                tags: Vec::new(),
+                seen: Vec::new(),
             },
-            tags: decoded.tags.into_iter().map(|(t, _)| t).collect(),
-            seen: Vec::new(),
+            tags: decoded.tags,
         })
+    }
+
+    /// The rest of [`fresh`](Self::fresh): an entry with tags is served only if each tag's token
+    /// is still the one it was written with.
+    async fn tags_current<T>(&self, u: Unchecked<T>) -> Result<Found<T>, MissReason> {
+        let Unchecked { mut found, tags } = u;
+        if tags.is_empty() {
+            return Ok(found);
+        }
+        let current = tags::entry_is_current(&self.l2, &self.prefix, &tags)
+            .instrument(tracing::debug_span!("l2.tag_tokens"))
+            .await;
+        match current {
+            Ok(true) => {
+                found.tags = tags.into_iter().map(|(t, _)| t).collect();
+                Ok(found)
+            }
+            Ok(false) => Err(MissReason::Rejected),
+            Err(_) => Err(MissReason::Unavailable),
+        }
     }
 
     /// Decodes and checks bytes read from L2 (see the module docs); `want_seen`: the entry's
