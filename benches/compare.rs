@@ -465,6 +465,38 @@ async fn redis_cpu_ms(c: &mut MultiplexedConnection) -> f64 {
     (field("used_cpu_user") + field("used_cpu_sys")) * 1e3
 }
 
+/// CPU time spent while something ran, by this process (the client) and by redis-server: where
+/// the time of a contender goes when the two share the machine's cores.
+struct CpuProbe {
+    client: Duration,
+    redis_ms: f64,
+}
+
+impl CpuProbe {
+    async fn start(c: &mut MultiplexedConnection) -> Self {
+        let redis_ms = redis_cpu_ms(c).await;
+        Self {
+            client: process_cpu(),
+            redis_ms,
+        }
+    }
+
+    /// Microseconds of CPU per operation since `start`: (client, redis-server).
+    async fn per_op(self, c: &mut MultiplexedConnection, ops: usize) -> (f64, f64) {
+        let client = (process_cpu() - self.client).as_secs_f64() * 1e6 / ops as f64;
+        let redis = (redis_cpu_ms(c).await - self.redis_ms) * 1e3 / ops as f64;
+        (client, redis)
+    }
+}
+
+/// Medians of (client, redis-server) CPU per operation.
+fn cpu_medians(v: &[(f64, f64)]) -> (f64, f64) {
+    (
+        median(v.iter().map(|c| c.0).collect()),
+        median(v.iter().map(|c| c.1).collect()),
+    )
+}
+
 struct TenMinutes;
 
 impl moka::Expiry<String, Arc<ApiResponse>> for TenMinutes {
@@ -676,6 +708,9 @@ async fn l2_hit(plan: &Plan, url: &str) -> Vec<Row> {
     let ops = [Op::Raw, Op::Get, Op::GetOrLoad];
     // [op][tasks: 0 = one task, 1 = 64 tasks] -> per-round throughput.
     let mut tput: [[Vec<f64>; 2]; 3] = Default::default();
+    // [op] -> per-round CPU per hit at 64 tasks (client, redis-server).
+    let mut cpu: [Vec<(f64, f64)>; 3] = Default::default();
+    let mut probe_conn = conn.clone();
     let n = plan.l2_ops_1;
     for round in 0..=plan.rounds {
         for j in 0..3 {
@@ -687,10 +722,15 @@ async fn l2_hit(plan: &Plan, url: &str) -> Vec<Row> {
             }
             let single = n as f64 / t.elapsed().as_secs_f64();
             let f = one.clone();
+            let probe = CpuProbe::start(&mut probe_conn).await;
             let many = par(L2_TASKS, plan.l2_ops_per_task, move |t, _| f(op, t)).await;
+            let used = probe
+                .per_op(&mut probe_conn, L2_TASKS * plan.l2_ops_per_task)
+                .await;
             if round > 0 {
                 tput[which][0].push(single);
                 tput[which][1].push(many);
+                cpu[which].push(used);
             }
         }
     }
@@ -751,6 +791,28 @@ async fn l2_hit(plan: &Plan, url: &str) -> Vec<Row> {
         )
         .check("0", beyond_get <= 0.0 && beyond_gol <= 0.0),
     );
+    // Where the time of the 64-task rows goes: the client, its connection task and redis-server
+    // share the two cores, so CPU per hit is what bounds throughput.
+    let [c_raw, c_get, c_gol] = cpu.map(|v| cpu_medians(&v));
+    println!(
+        "L2 hit, {L2_TASKS} tasks, CPU per hit (client / redis-server): raw {:.2} / {:.2} µs, \
+         get {:.2} / {:.2} µs, get_or_load {:.2} / {:.2} µs",
+        c_raw.0, c_raw.1, c_get.0, c_get.1, c_gol.0, c_gol.1
+    );
+    let us2 = |c: (f64, f64)| format!("{:.2} / {:.2} µs", c.0, c.1);
+    for (label, c) in [("get", c_get), ("get_or_load", c_gol)] {
+        rows.push(
+            Row::new(
+                format!(
+                    "(for reference) CPU per L2 hit at {L2_TASKS} tasks, client / redis-server: \
+                     `{label}`"
+                ),
+                us2(c),
+                format!("raw GET + decode: {}", us2(c_raw)),
+            )
+            .info((c.0 + c.1) / (c_raw.0 + c_raw.1)),
+        );
+    }
     rows
 }
 
@@ -953,13 +1015,13 @@ impl WarmCmds {
 
 /// Throughput of the skewed workload: one pass from an empty cache and Redis ("cold"), then a second
 /// pass of the same length continuing the same key streams ("warm"); with the Redis commands of the
-/// warm pass.
+/// warm pass and its CPU per operation (client, redis-server).
 async fn zipf_passes<F, Fut>(
     plan: &Plan,
     url: &str,
     dist: &Arc<Zipf>,
     op: F,
-) -> (f64, f64, WarmCmds)
+) -> (f64, f64, WarmCmds, (f64, f64))
 where
     F: Fn(u64) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = ()> + Send,
@@ -972,6 +1034,7 @@ where
             .collect(),
     );
     let mut out = [0.0; 2];
+    let mut cpu = (0.0, 0.0);
     for o in &mut out {
         let _: () = redis::cmd("CONFIG")
             .arg("RESETSTAT")
@@ -979,6 +1042,7 @@ where
             .await
             .expect("CONFIG RESETSTAT");
         let (dist, rngs, op) = (dist.clone(), rngs.clone(), op.clone());
+        let probe = CpuProbe::start(&mut conn).await;
         *o = par(ZIPF_TASKS, plan.zipf_ops_per_task, move |t, _| {
             let id = {
                 let mut rng = rngs[t].lock().expect("rng lock");
@@ -987,9 +1051,13 @@ where
             op(id)
         })
         .await;
+        // The last pass (warm) is the one kept.
+        cpu = probe
+            .per_op(&mut conn, ZIPF_TASKS * plan.zipf_ops_per_task)
+            .await;
     }
     let cmds = WarmCmds(command_calls(&mut conn).await);
-    (out[0], out[1], cmds)
+    (out[0], out[1], cmds, cpu)
 }
 
 async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
@@ -1028,6 +1096,8 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
     let mut tput: [[Vec<f64>; 2]; 3] = Default::default();
     let mut calls = [0u64; 3];
     let mut last_cmds: [Option<WarmCmds>; 3] = Default::default();
+    // [contender] -> per-round CPU per operation of the warm pass (client, redis-server).
+    let mut warm_cpu: [Vec<(f64, f64)>; 3] = Default::default();
     let mut ours_hit_l1 = 0.0;
     let same_budget = l1_keys as u64 * (10 + u64::from(SAME_CONFIG_VALUE_WEIGHT));
     for round in 0..rounds {
@@ -1035,7 +1105,7 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
             let which = (round + j) % 3;
             flushall(url).await;
             let counter = Arc::new(AtomicU64::new(0));
-            let (cold, warm, cmds) = match which {
+            let (cold, warm, cmds, cpu) = match which {
                 0 => {
                     let ours = cache(Some(url), "zipf", budget).await;
                     let (c, n) = (ours.clone(), counter.clone());
@@ -1083,8 +1153,15 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
             tput[which][1].push(warm);
             calls[which] += counter.load(Relaxed);
             last_cmds[which] = Some(cmds);
+            warm_cpu[which].push(cpu);
         }
     }
+    let [cpu_ours, cpu_same, cpu_count] = warm_cpu.map(|v| cpu_medians(&v));
+    println!(
+        "zipf warm pass, CPU per operation (client / redis-server): tiered-cache {:.2} / {:.2} µs; \
+         hand-written, L1 as ours {:.2} / {:.2} µs; hand-written, count-bounded {:.2} / {:.2} µs",
+        cpu_ours.0, cpu_ours.1, cpu_same.0, cpu_same.1, cpu_count.0, cpu_count.1
+    );
 
     // The `cached` crate's AsyncRedisCache, once (for reference: no L1).
     flushall(url).await;
@@ -1097,7 +1174,7 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
             .expect("cached AsyncRedisCache");
     let store = Arc::new(store);
     let cached_calls = Arc::new(AtomicU64::new(0));
-    let (cached_cold, cached_warm, cached_cmds) = {
+    let (cached_cold, cached_warm, cached_cmds, _) = {
         let (s, calls) = (store.clone(), cached_calls.clone());
         zipf_passes(plan, url, &dist, move |id| {
             let (s, calls) = (s.clone(), calls.clone());
@@ -1185,6 +1262,15 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
             format!("`cached`: {} / {}", kops(cached_cold), kops(cached_warm)),
         )
         .info(m(&ours[1]) / cached_warm),
+        Row::new(
+            "(for reference) Zipf warm: CPU per operation, client / redis-server",
+            format!("{:.2} / {:.2} µs", cpu_ours.0, cpu_ours.1),
+            format!(
+                "hand-written, L1 as ours: {:.2} / {:.2} µs",
+                cpu_same.0, cpu_same.1
+            ),
+        )
+        .info((cpu_ours.0 + cpu_ours.1) / (cpu_same.0 + cpu_same.1)),
         Row::new(
             "Zipf: loader calls (both passes, all rounds)",
             calls[0].to_string(),
