@@ -1004,6 +1004,77 @@ impl HandWritten {
     }
 }
 
+/// The race guard's protocol, written by hand: a load reads with a plain GET, then (on a miss)
+/// leases the key in one command (`SET key lease NX GET`), calls the loader and writes back only
+/// if the key still holds its lease (a compare-and-set script). Same steps in Redis as ours, none
+/// of the rest (envelope, single-flight, tags, stats...): what the guards alone cost the
+/// hand-written two-tier.
+const GUARDED_CAS: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+";
+
+impl HandWritten {
+    async fn get_or_load_guarded(
+        &self,
+        key: String,
+        id: u64,
+        calls: &AtomicU64,
+        cas: &redis::Script,
+    ) -> Arc<ApiResponse> {
+        if let Some(v) = self.l1.get(&key).await {
+            return v;
+        }
+        let mut c = self.conn.clone();
+        let got: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .expect("GET");
+        if let Some(v) = got.and_then(|b| rmp_serde::from_slice::<ApiResponse>(&b).ok()) {
+            let v = Arc::new(v);
+            self.l1.insert(key, v.clone()).await;
+            return v;
+        }
+        // Unique per load, as a lease must be.
+        let lease = format!("lease:{}", GUARD_LEASES.fetch_add(1, Relaxed));
+        let found: Option<Vec<u8>> = redis::cmd("SET")
+            .arg(&key)
+            .arg(&lease)
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(30_000)
+            .query_async(&mut c)
+            .await
+            .expect("SET NX GET");
+        if let Some(v) = found.and_then(|b| rmp_serde::from_slice::<ApiResponse>(&b).ok()) {
+            let v = Arc::new(v);
+            self.l1.insert(key, v.clone()).await;
+            return v;
+        }
+        let v = Arc::new(origin(id, calls).await);
+        let bytes = rmp_serde::to_vec_named(&*v).expect("encode");
+        let stored: i64 = cas
+            .key(&key)
+            .arg(&lease)
+            .arg(bytes)
+            .arg(ZIPF_TTL.as_millis() as u64)
+            .invoke_async(&mut c)
+            .await
+            .expect("compare-and-set");
+        if stored == 1 {
+            self.l1.insert(key, v.clone()).await;
+        }
+        v
+    }
+}
+
+/// Leases handed out by [`HandWritten::get_or_load_guarded`].
+static GUARD_LEASES: AtomicU64 = AtomicU64::new(0);
+
 /// The `cached` crate's documented use of its Redis store: get; on a miss, load, then set.
 async fn cached_get_or_load(
     store: &cached::AsyncRedisCache<String, ApiResponse>,
@@ -1111,6 +1182,9 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
     let l1_keys = n / 10;
     let dist = Arc::new(Zipf::new(n, 1.0));
     let key = |id: u64| format!("item:{id}");
+    // The hand-written contenders store under the same full keys as ours (L1 and Redis): key
+    // length is workload, not code (moka and Redis hash and compare every byte of it).
+    let hand_key = |id: u64| format!("zipf:v1:api_response:item:{id}");
 
     // The L1 byte budget that holds ~10% of the keys: measured, not guessed, on the entries it is
     // meant to hold (the `l1_keys` most popular keys and their values; values grow with the id's
@@ -1137,18 +1211,21 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
     let ops = ZIPF_TASKS * plan.zipf_ops_per_task;
     // Contenders alternate over rounds (each from an empty Redis and an empty L1): [tiered-cache,
     // hand-written with L1 configured as ours (byte weigher, per-entry expiry), hand-written with
-    // a count-bounded moka] x [from empty, warm].
+    // a count-bounded moka, hand-written with L1 as ours and our race guard's Redis protocol] x
+    // [from empty, warm].
     let rounds = if plan.quick { 1 } else { 3 };
-    let mut tput: [[Vec<f64>; 2]; 3] = Default::default();
-    let mut calls = [0u64; 3];
-    let mut last_cmds: [Option<WarmCmds>; 3] = Default::default();
+    let mut tput: [[Vec<f64>; 2]; 4] = Default::default();
+    let mut calls = [0u64; 4];
+    let mut last_cmds: [Option<WarmCmds>; 4] = Default::default();
     // [contender] -> per-round CPU per operation of the warm pass (client, redis-server).
-    let mut warm_cpu: [Vec<(f64, f64)>; 3] = Default::default();
+    let mut warm_cpu: [Vec<(f64, f64)>; 4] = Default::default();
+    let cas = Arc::new(redis::Script::new(GUARDED_CAS));
     let mut ours_hit_l1 = 0.0;
-    let same_budget = l1_keys as u64 * (10 + u64::from(SAME_CONFIG_VALUE_WEIGHT));
+    let same_budget = l1_keys as u64
+        * (hand_key(l1_keys as u64 - 1).len() as u64 + u64::from(SAME_CONFIG_VALUE_WEIGHT));
     for round in 0..rounds {
-        for j in 0..3 {
-            let which = (round + j) % 3;
+        for j in 0..4 {
+            let which = (round + j) % 4;
             flushall(url).await;
             let counter = Arc::new(AtomicU64::new(0));
             let (cold, warm, cmds, cpu) = match which {
@@ -1173,7 +1250,7 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
                     out
                 }
                 _ => {
-                    let l1 = if which == 1 {
+                    let l1 = if which != 2 {
                         same_config_moka(same_budget)
                     } else {
                         moka::future::Cache::builder()
@@ -1184,11 +1261,16 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
                         l1,
                         conn: raw_conn(url).await,
                     };
-                    let n = counter.clone();
+                    let (n, cas) = (counter.clone(), cas.clone());
+                    let guarded = which == 3;
                     zipf_passes(plan, url, &dist, move |id| {
-                        let (h, n) = (hand.clone(), n.clone());
+                        let (h, n, cas) = (hand.clone(), n.clone(), cas.clone());
                         async move {
-                            let v = h.get_or_load(key(id), id, &n).await;
+                            let v = if guarded {
+                                h.get_or_load_guarded(hand_key(id), id, &n, &cas).await
+                            } else {
+                                h.get_or_load(hand_key(id), id, &n).await
+                            };
                             assert_eq!(v.id, id);
                         }
                     })
@@ -1202,11 +1284,19 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
             warm_cpu[which].push(cpu);
         }
     }
-    let [cpu_ours, cpu_same, cpu_count] = warm_cpu.map(|v| cpu_medians(&v));
+    let [cpu_ours, cpu_same, cpu_count, cpu_guarded] = warm_cpu.map(|v| cpu_medians(&v));
     println!(
         "zipf warm pass, CPU per operation (client / redis-server): tiered-cache {:.2} / {:.2} µs; \
-         hand-written, L1 as ours {:.2} / {:.2} µs; hand-written, count-bounded {:.2} / {:.2} µs",
-        cpu_ours.0, cpu_ours.1, cpu_same.0, cpu_same.1, cpu_count.0, cpu_count.1
+         hand-written, L1 as ours {:.2} / {:.2} µs; hand-written, count-bounded {:.2} / {:.2} µs; \
+         hand-written with the guards {:.2} / {:.2} µs",
+        cpu_ours.0,
+        cpu_ours.1,
+        cpu_same.0,
+        cpu_same.1,
+        cpu_count.0,
+        cpu_count.1,
+        cpu_guarded.0,
+        cpu_guarded.1
     );
 
     // The `cached` crate's AsyncRedisCache, once (for reference: no L1).
@@ -1234,13 +1324,14 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
     drop(store);
     flushall(url).await;
 
-    let [ours, same, count] = tput;
+    let [ours, same, count, guarded] = tput;
     let m = |v: &Vec<f64>| median(v.clone());
     println!(
         "zipf ops/s from empty/warm (median of {rounds} round(s)): tiered-cache {:.0}/{:.0} (L1 hit \
          ratio {:.1}%, {} loader calls); hand-written, L1 as ours {:.0}/{:.0} ({} loader calls); \
-         hand-written, count-bounded L1 {:.0}/{:.0} ({} loader calls); cached {cached_cold:.0}/\
-         {cached_warm:.0} ({} loader calls)",
+         hand-written, count-bounded L1 {:.0}/{:.0} ({} loader calls); hand-written with the \
+         guards {:.0}/{:.0} ({} loader calls); cached {cached_cold:.0}/{cached_warm:.0} ({} loader \
+         calls)",
         m(&ours[0]),
         m(&ours[1]),
         ours_hit_l1 * 100.0,
@@ -1251,6 +1342,9 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
         m(&count[0]),
         m(&count[1]),
         calls[2],
+        m(&guarded[0]),
+        m(&guarded[1]),
+        calls[3],
         cached_calls.load(Relaxed),
     );
     // Same workload, same L1 share: the two-tier contenders should hit L1 alike (each L1 miss is one
@@ -1260,20 +1354,24 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
             (c.breakdown(), c.l1_hit_ratio(ops) * 100.0)
         })
     };
-    let (c_ours, c_same, c_count) = (
+    let (c_ours, c_same, c_count, c_guarded) = (
         cmds(&last_cmds[0]),
         cmds(&last_cmds[1]),
         cmds(&last_cmds[2]),
+        cmds(&last_cmds[3]),
     );
     println!(
         "zipf warm pass, Redis commands: tiered-cache [{}] (L1 hit ratio {:.1}%); hand-written, L1 \
-         as ours [{}] ({:.1}%); hand-written, count-bounded [{}] ({:.1}%); cached [{}]",
+         as ours [{}] ({:.1}%); hand-written, count-bounded [{}] ({:.1}%); hand-written with the \
+         guards [{}] ({:.1}%); cached [{}]",
         c_ours.0,
         c_ours.1,
         c_same.0,
         c_same.1,
         c_count.0,
         c_count.1,
+        c_guarded.0,
+        c_guarded.1,
         cached_cmds.breakdown(),
     );
     let hand = |what: &str, v: &Vec<f64>| format!("hand-written, {what}: {}", kops(m(v)));
@@ -1308,12 +1406,34 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
             format!("`cached`: {} / {}", kops(cached_cold), kops(cached_warm)),
         )
         .info(m(&ours[1]) / cached_warm),
+        // What the race guard's Redis protocol (a leasing read and a compare-and-set per load)
+        // costs a hand-written two-tier, and how ours compares with that.
+        Row::new(
+            "(for reference) Zipf from empty / warm: hand-written, L1 as ours, with the race guard's protocol (GET, SET NX GET lease, compare-and-set script)",
+            format!("{} / {}", kops(m(&guarded[0])), kops(m(&guarded[1]))),
+            format!(
+                "without: {} / {}",
+                kops(m(&same[0])),
+                kops(m(&same[1]))
+            ),
+        )
+        .info(m(&guarded[1]) / m(&same[1])),
+        Row::new(
+            "(for reference) Zipf from empty / warm: vs that guarded hand-written",
+            format!("{} / {}", kops(m(&ours[0])), kops(m(&ours[1]))),
+            format!(
+                "guarded hand-written: {} / {}",
+                kops(m(&guarded[0])),
+                kops(m(&guarded[1]))
+            ),
+        )
+        .info(m(&ours[1]) / m(&guarded[1])),
         Row::new(
             "(for reference) Zipf warm: CPU per operation, client / redis-server",
             format!("{:.2} / {:.2} µs", cpu_ours.0, cpu_ours.1),
             format!(
-                "hand-written, L1 as ours: {:.2} / {:.2} µs",
-                cpu_same.0, cpu_same.1
+                "hand-written, L1 as ours: {:.2} / {:.2} µs; with the guards: {:.2} / {:.2} µs",
+                cpu_same.0, cpu_same.1, cpu_guarded.0, cpu_guarded.1
             ),
         )
         .info((cpu_ours.0 + cpu_ours.1) / (cpu_same.0 + cpu_same.1)),
@@ -1321,9 +1441,10 @@ async fn zipf(plan: &Plan, url: &str) -> Vec<Row> {
             "Zipf: loader calls (both passes, all rounds)",
             calls[0].to_string(),
             format!(
-                "hand-written as ours: {}, count-bounded: {}, `cached` (one round): {}",
+                "hand-written as ours: {}, count-bounded: {}, guarded: {}, `cached` (one round): {}",
                 calls[1],
                 calls[2],
+                calls[3],
                 cached_calls.load(Relaxed)
             ),
         ),
