@@ -70,6 +70,23 @@ impl<'a> LookupKey<'a> {
         }
     }
 
+    /// The full key, inline when it is short enough (see [`FullKey`]).
+    pub(crate) fn into_full_key(self) -> FullKey {
+        match self {
+            LookupKey::Split(head, key) => {
+                let mut inline = arrayvec::ArrayString::new();
+                match inline
+                    .try_push_str(head)
+                    .and_then(|()| inline.try_push_str(key))
+                {
+                    Ok(()) => FullKey::Inline(inline),
+                    Err(_) => FullKey::Heap(Self::Split(head, key).to_full()),
+                }
+            }
+            LookupKey::Built(s) => FullKey::Heap(s),
+        }
+    }
+
     /// The full key as a `String` (what L2 and everything after an L1 miss use).
     pub(crate) fn to_full(&self) -> String {
         match self {
@@ -107,6 +124,29 @@ impl moka::Equivalent<String> for LookupKey<'_> {
                 .strip_prefix(head.as_bytes())
                 .is_some_and(|rest| rest == key.as_bytes()),
             LookupKey::Built(s) => s == full,
+        }
+    }
+}
+
+/// Full keys up to this many bytes are held inline by [`FullKey`] (a hashed user part is 65
+/// bytes, so most keys fit with their prefix and kind).
+const INLINE_KEY: usize = 160;
+
+/// A full key for the path after an L1 miss: held inline when it fits (most keys), so that the
+/// read of L2, whose future is allocated once anyway (boxed, to keep an L1 hit's small), allocates
+/// no string for it; longer ones and keys that were built already are a `String`.
+pub(crate) enum FullKey {
+    Inline(arrayvec::ArrayString<INLINE_KEY>),
+    Heap(String),
+}
+
+impl std::ops::Deref for FullKey {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            FullKey::Inline(s) => s,
+            FullKey::Heap(s) => s,
         }
     }
 }
@@ -299,6 +339,32 @@ mod tests {
     fn braces_are_hashed_so_they_never_act_as_cluster_hash_tags() {
         let k = full_key("app", "k", "{user}:1");
         assert!(!k.contains('{'));
+    }
+
+    #[test]
+    fn a_full_key_is_held_inline_when_short_and_is_always_what_full_key_builds() {
+        let head = kind_key_prefix("app", "database_query");
+        let long_literal = "x".repeat(150);
+        let hashed = "y".repeat(MAX_KEY_PART + 1);
+        for key in [
+            "k",
+            "ünïcödé",
+            long_literal.as_str(),
+            hashed.as_str(),
+            "{tag}",
+        ] {
+            let full = full_key("app", "database_query", key);
+            let held = LookupKey::new(Some(&head), "app", "database_query", key).into_full_key();
+            assert_eq!(&*held, full);
+            let inline = matches!(held, FullKey::Inline(_));
+            // Built keys (hashed parts) are moved, not copied inline.
+            let split = matches!(
+                LookupKey::new(Some(&head), "app", "database_query", key),
+                LookupKey::Split(..)
+            );
+            assert_eq!(inline, split && full.len() <= INLINE_KEY, "{key}");
+        }
+        assert!(head.len() + long_literal.len() > INLINE_KEY);
     }
 
     #[test]

@@ -127,7 +127,8 @@ where
             return Some(v);
         }
     }
-    let full = lookup.to_full();
+    // Inline in the boxed future (no string allocated for it).
+    let full = lookup.into_full_key();
     // Boxed for the same reason as the miss path of `get_or_load_with`: an L1 hit must not carry
     // the L2 read's state machine.
     Box::pin(async move {
@@ -189,8 +190,8 @@ where
     // The miss path (L2, single-flight, loader, write-back) is boxed: inline, its state machine
     // made this future ~8.7 KB, which every call (hits too) paid for in stack traffic (the future
     // is moved into its caller's state); boxed it is one pointer, and the allocation is only paid
-    // on a miss, next to a Redis round trip.
-    let full = lookup.to_full();
+    // on a miss, next to a Redis round trip. The full key lives in it too (inline when short).
+    let full = lookup.into_full_key();
     Box::pin(async move {
         if !ke.warned_in_place.load(Ordering::Relaxed)
             && opts
@@ -290,17 +291,13 @@ where
         }
         stale = l1.stale;
     }
-    // Boxed, as in `get_or_load_with`: a hit does not carry the miss path's state machine.
-    let full = lookup.to_full();
-    Box::pin(miss(
-        inner,
-        ke,
-        &full,
-        opts,
-        (fresh, failure),
-        stale,
-        Lazy(make),
-    ))
+    // Boxed, as in `get_or_load_with`: a hit does not carry the miss path's state machine (nor
+    // the full key, which lives in the box).
+    let full = lookup.into_full_key();
+    Box::pin(async move {
+        let fresh_failure = (fresh, failure);
+        miss(inner, ke, &full, opts, fresh_failure, stale, Lazy(make)).await
+    })
     .await
 }
 
