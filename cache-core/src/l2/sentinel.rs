@@ -170,7 +170,8 @@ impl SentinelSpec {
             return Err("the path is `/master-name[/db]`".into());
         }
         let mut sentinel_auth = Auth::default();
-        for param in query.split('&').filter(|p| !p.is_empty()) {
+        let params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+        for (i, param) in params.iter().enumerate() {
             let (k, v) = param.split_once('=').unwrap_or((param, ""));
             match k {
                 "sentinel_username" => {
@@ -181,15 +182,15 @@ impl SentinelSpec {
                     sentinel_auth.password =
                         Some(decode(v, "sentinel_password")?).filter(|p| !p.is_empty());
                 }
-                _ if k.len() <= 32 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
-                    return Err(format!(
-                        "unknown parameter `{k}` (known: sentinel_username, sentinel_password)"
-                    ))
-                }
+                // Never named: after a `&` left unencoded in a password, the "name" is the rest
+                // of the password.
                 _ => {
-                    return Err(
-                        "an unknown parameter (known: sentinel_username, sentinel_password)".into(),
-                    )
+                    return Err(format!(
+                        "unknown parameter {} of {} (known: sentinel_username, sentinel_password; \
+                         a `&` or `=` in a value must be percent-encoded: %26, %3D)",
+                        i + 1,
+                        params.len()
+                    ))
                 }
             }
         }
@@ -1013,9 +1014,17 @@ mod tests {
             ("redis+sentinel://h/m/1/2", "/master-name[/db]"),
             (
                 "redis+sentinel://h/m?sentinel_pasword=SECRET",
-                "sentinel_pasword",
+                "unknown parameter 1 of 1",
             ),
-            ("redis+sentinel://h/m?x%3DSECRET", "an unknown parameter"),
+            (
+                "redis+sentinel://h/m?x%3DSECRET",
+                "unknown parameter 1 of 1",
+            ),
+            // A password with an unencoded `&`: its tail reads as a parameter name.
+            (
+                "redis+sentinel://h/m?sentinel_password=pw&SECRET",
+                "unknown parameter 2 of 2",
+            ),
             ("rediss+sentinel://h/m#insecure", "#insecure"),
             ("redis+sentinel://h/m#SECRET", "fragment"),
             ("redis://h/m", "not a redis+sentinel"),
