@@ -46,6 +46,23 @@ struct Unchecked<T> {
     tags: Vec<TagVersion>,
 }
 
+/// Why an entry read from L2 cannot be served (nothing counted yet).
+enum Unusable {
+    /// Absent, rejected, expired, undecodable...
+    Miss(MissReason),
+    /// Its tags' tokens could not be read (an L2 error, counted as one when counted).
+    Unread(L2Error),
+}
+
+impl Unusable {
+    fn reason(self) -> MissReason {
+        match self {
+            Unusable::Miss(why) => why,
+            Unusable::Unread(_) => MissReason::Unavailable,
+        }
+    }
+}
+
 /// What an L2 read saw.
 pub(crate) enum L2Read<T> {
     Fresh(Found<T>),
@@ -298,7 +315,7 @@ impl EntryStore {
         ke.stats.read_latency.record(started.elapsed());
         // Decoded in place; only tagged entries wait (for their tokens), concurrently. (A future
         // per key through `join_all` cost an allocation and a task wake-up each.)
-        let mut results: Vec<Result<Found<T>, MissReason>> = Vec::with_capacity(fulls.len());
+        let mut results: Vec<Result<Found<T>, Unusable>> = Vec::with_capacity(fulls.len());
         let mut tagged = Vec::new();
         for (i, (full, bytes)) in fulls.iter().zip(replies).enumerate() {
             let r = match bytes {
@@ -313,11 +330,11 @@ impl EntryStore {
             };
             match r {
                 Ok(u) if !u.tags.is_empty() => {
-                    results.push(Err(MissReason::Unavailable));
+                    results.push(Err(Unusable::Miss(MissReason::Unavailable)));
                     tagged.push((i, u));
                 }
                 Ok(u) => results.push(Ok(u.found)),
-                Err(why) => results.push(Err(why)),
+                Err(why) => results.push(Err(Unusable::Miss(why))),
             }
         }
         if !tagged.is_empty() {
@@ -336,17 +353,21 @@ impl EntryStore {
                     self.hit(ke, full);
                     Some(found)
                 }
-                Err(why) => {
+                Err(unusable) => {
                     if count_misses {
-                        let why = match why {
-                            MissReason::Absent => self.absent(full),
-                            MissReason::Skipped => {
-                                KindStats::inc(&ke.stats.l2_skipped);
-                                why
+                        match unusable {
+                            // The tag tokens could not be read: an L2 error, as a plain read
+                            // counts it.
+                            Unusable::Unread(e) => self.read_error(ke, full, &e),
+                            Unusable::Miss(MissReason::Absent) => {
+                                self.miss(ke, full, self.absent(full));
                             }
-                            _ => why,
-                        };
-                        self.miss(ke, full, why);
+                            Unusable::Miss(why @ MissReason::Skipped) => {
+                                KindStats::inc(&ke.stats.l2_skipped);
+                                self.miss(ke, full, why);
+                            }
+                            Unusable::Miss(why) => self.miss(ke, full, why),
+                        }
                     }
                     None
                 }
@@ -362,7 +383,7 @@ impl EntryStore {
         T: DeserializeOwned + Send + Sync + 'static,
     {
         let unchecked = self.fresh_unchecked(bytes, fp)?;
-        self.tags_current(unchecked).await
+        self.tags_current(unchecked).await.map_err(Unusable::reason)
     }
 
     /// [`fresh`](Self::fresh) up to the check of the entry's tags against their current tokens
@@ -403,7 +424,7 @@ impl EntryStore {
 
     /// The rest of [`fresh`](Self::fresh): an entry with tags is served only if each tag's token
     /// is still the one it was written with.
-    async fn tags_current<T>(&self, u: Unchecked<T>) -> Result<Found<T>, MissReason> {
+    async fn tags_current<T>(&self, u: Unchecked<T>) -> Result<Found<T>, Unusable> {
         let Unchecked { mut found, tags } = u;
         if tags.is_empty() {
             return Ok(found);
@@ -416,8 +437,8 @@ impl EntryStore {
                 found.tags = tags.into_iter().map(|(t, _)| t).collect();
                 Ok(found)
             }
-            Ok(false) => Err(MissReason::Rejected),
-            Err(_) => Err(MissReason::Unavailable),
+            Ok(false) => Err(Unusable::Miss(MissReason::Rejected)),
+            Err(e) => Err(Unusable::Unread(e)),
         }
     }
 
