@@ -37,14 +37,14 @@ use cache_core::{Cache, CacheBuilder, Error, Kind, KindConfig, Tiers};
 use cache_tests::chaos::checker::{self, Class, FaultWindow, Input};
 use cache_tests::chaos::history::{Clock, Record};
 use cache_tests::chaos::monitor::{self, Stalls};
-use cache_tests::chaos::origin::{Origin, Val};
+use cache_tests::chaos::origin::Val;
 use cache_tests::chaos::workload::{self, Instance, Shared};
 use cache_tests::chaos::{self, SoakConfig};
 use cache_tests::sentinel::{
     DOWN_AFTER, FAILOVER_TIMEOUT, MASTER_NAME, PASSWORD, SENTINEL_PASSWORD,
 };
 use cache_tests::{unique_prefix, RedisSentinels};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -325,12 +325,7 @@ fn two_instances_follow_the_master_through_a_forced_failover_and_a_killed_master
     let instances: Vec<Instance> = (0..2)
         .map(|i| Instance::start(i, false, topo.url(), &prefix, &cfg))
         .collect();
-    let shared = Shared {
-        origin: Arc::new(Origin::new(cfg.keys)),
-        clock,
-        stop: Arc::new(AtomicBool::new(false)),
-        history_bytes: Arc::new(AtomicU64::new(0)),
-    };
+    let shared = Shared::new(cfg.keys, clock);
     let probes_stop = Arc::new(AtomicBool::new(false));
     let stalls: Stalls = Arc::default();
     let machine = monitor::spawn_machine_probe(clock, probes_stop.clone(), stalls.clone());

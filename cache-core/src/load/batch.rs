@@ -52,6 +52,8 @@ struct Rest<'k, T> {
     stale: Vec<Option<Arc<T>>>,
     /// Later positions of keys already in `keys`: (position, index in `keys`).
     dups: Vec<(usize, usize)>,
+    /// Each key's index in `keys`.
+    seen: HashMap<&'k str, usize>,
 }
 
 impl<'k, T> Rest<'k, T> {
@@ -62,19 +64,19 @@ impl<'k, T> Rest<'k, T> {
             fulls: Vec::new(),
             stale: Vec::new(),
             dups: Vec::new(),
+            seen: HashMap::new(),
         }
     }
 
     /// Adds the key at position `pos` (its full key made by `full` unless it is already there).
     fn add(
         &mut self,
-        seen: &mut HashMap<&'k str, usize>,
         pos: usize,
         key: &'k str,
         full: impl FnOnce() -> String,
         stale: Option<Arc<T>>,
     ) {
-        match seen.entry(key) {
+        match self.seen.entry(key) {
             std::collections::hash_map::Entry::Occupied(j) => self.dups.push((pos, *j.get())),
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(self.keys.len());
@@ -107,7 +109,6 @@ where
     T: Send + Sync + 'static,
 {
     let mut rest = Rest::new();
-    let mut seen = HashMap::new();
     for (pos, k) in keys.iter().enumerate() {
         let k = k.as_ref();
         let lookup = key::LookupKey::new(ke.key_prefix.as_deref(), &inner.prefix, kind, k);
@@ -121,7 +122,7 @@ where
             }
             stale = l1.stale;
         }
-        rest.add(&mut seen, pos, k, || lookup.to_full(), stale);
+        rest.add(pos, k, || lookup.to_full(), stale);
     }
     rest
 }
@@ -217,9 +218,8 @@ where
     let ke = inner.kinds.get(kind);
     if !inner.enabled {
         let mut rest = Rest::new();
-        let mut seen = HashMap::new();
         for (pos, k) in keys.iter().enumerate() {
-            rest.add(&mut seen, pos, k.as_ref(), String::new, None);
+            rest.add(pos, k.as_ref(), String::new, None);
         }
         KindStats::inc(&ke.stats.loader_calls);
         let asked = rest.keys.iter().map(|k| (*k).to_owned()).collect();

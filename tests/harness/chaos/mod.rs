@@ -25,7 +25,7 @@ pub mod origin;
 pub mod report;
 pub mod workload;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +34,6 @@ use checker::{Bounds, GrowthSlack, Input, LatencyBounds};
 use faults::{Driver, FaultPlan};
 use history::{Clock, Record};
 use monitor::Stalls;
-use origin::Origin;
 use report::{InstanceSummary, SoakReport};
 use workload::{Instance, Shared};
 
@@ -312,12 +311,7 @@ pub fn run(cfg: &SoakConfig) -> SoakOutcome {
         })
         .collect();
 
-    let shared = Shared {
-        origin: Arc::new(Origin::new(cfg.keys)),
-        clock,
-        stop: Arc::new(AtomicBool::new(false)),
-        history_bytes: Arc::new(AtomicU64::new(0)),
-    };
+    let shared = Shared::new(cfg.keys, clock);
     let probes_stop = Arc::new(AtomicBool::new(false));
     let stalls: Stalls = Arc::default();
     let machine_probe = monitor::spawn_machine_probe(clock, probes_stop.clone(), stalls.clone());

@@ -99,6 +99,18 @@ pub struct Shared {
     pub history_bytes: Arc<AtomicU64>,
 }
 
+impl Shared {
+    /// A run over `keys` keys, timed by `clock`, not yet stopped.
+    pub fn new(keys: u32, clock: Clock) -> Self {
+        Self {
+            origin: Arc::new(Origin::new(keys)),
+            clock,
+            stop: Arc::new(AtomicBool::new(false)),
+            history_bytes: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
 /// The op mix, in percent: get_or_load, get, set_with, invalidate, invalidate_tag.
 const MIX: [(Op, u32); 5] = [
     (Op::GetOrLoad, 55),
