@@ -45,6 +45,18 @@ if ! command -v promtool >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+# Disk: every test binary, the examples and trybuild's own build of the macros' dependencies
+# (target/tests/trybuild) are linked with line tables only (Cargo.toml's [profile.dev]; exported
+# too, because trybuild's nested cargo reads no profile of ours), and no incremental caches are
+# written (a whole run recompiles anyway). Said up front: when the disk fills, the error is
+# rustc's "No space left on device" in whatever step was running.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$TARGET_DIR"
+echo "free space for $TARGET_DIR: $(df -h "$TARGET_DIR" | awk 'NR==2 {print $4}')" \
+  "(a clean run of this script writes about 6 GB there)" >&2
+
 # The Debian packages start a system redis on 6379 (and a sentinel on 26379, where systemd runs);
 # the tests do not need them (they start their own).
 cargo fmt --all --check
@@ -71,3 +83,4 @@ cargo test --workspace --no-fail-fast
 # The side-by-side benchmark in its quick mode (debug build, small counts): it keeps compiling and
 # running; its figures are not meaningful here (see README, "Benchmarks: side by side").
 COMPARE_QUICK=1 cargo test -p cache-benches --bench compare
+echo "$TARGET_DIR now holds $(du -sh "$TARGET_DIR" | cut -f1)" >&2
