@@ -55,7 +55,7 @@ export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$TARGET_DIR"
 echo "free space for $TARGET_DIR: $(df -h "$TARGET_DIR" | awk 'NR==2 {print $4}')" \
-  "(a clean run of this script writes about 6 GB there)" >&2
+  "(a clean run of this script writes about 7 GB there)" >&2
 
 # The Debian packages start a system redis on 6379 (and a sentinel on 26379, where systemd runs);
 # the tests do not need them (they start their own).
