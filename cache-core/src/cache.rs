@@ -472,7 +472,7 @@ impl Cache {
         let tokens = match inner.entries_for(ke) {
             // A zero TTL stores nothing: no tokens needed.
             Some(entries) if !ttl.is_zero() => entries.tag_tokens(ke, opts.tag_list()).await,
-            _ => Some(Vec::new()),
+            _ => Ok(Vec::new()),
         };
         load::store(
             inner,
@@ -483,7 +483,7 @@ impl Cache {
                 fp: load::fingerprint::<T>(ke, Some(opts)),
                 ttl,
                 tags: opts.tag_list(),
-                tokens: tokens.as_deref(),
+                tokens: tokens.as_deref().map_err(|no| *no),
                 write: Some(Write::Overwrite),
                 loaded_at: started,
             },

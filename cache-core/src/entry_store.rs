@@ -104,6 +104,21 @@ pub(crate) enum Written {
     },
 }
 
+/// Why the tokens of an entry's tags could not be had: the entry is then not written to L2 (it
+/// could not be checked against tag invalidations).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct NoTokens {
+    /// Their read failed as an outage (deadline, I/O, breaker open): the caller has waited its one
+    /// L2 deadline, and sends nothing more for this entry (a lease is left to expire, a `set`'s
+    /// invalidation is queued). `false`: Redis refused, or they were not read at all.
+    pub(crate) outage: bool,
+}
+
+impl NoTokens {
+    /// Not read (nothing is written back): no outage seen.
+    pub(crate) const NOT_READ: Self = Self { outage: false };
+}
+
 /// Slots of the table of keys whose value was too large to write: such values are rare (a
 /// misconfigured kind), so a smaller table than L1's departures (32 KiB).
 const OVERSIZED_SLOTS: usize = 1_024;
@@ -523,15 +538,15 @@ impl EntryStore {
         L2Read::Fresh(found)
     }
 
-    /// The tokens an entry with `tags` written now carries; `None` when they cannot be had (the
-    /// entry must then not be written to L2: it could not be checked against tag invalidations).
+    /// The tokens an entry with `tags` written now carries, or why they cannot be had (the entry
+    /// must then not be written to L2: it could not be checked against tag invalidations).
     pub(crate) async fn tag_tokens(
         &self,
         ke: &KindEntry,
         tags: &[String],
-    ) -> Option<Vec<TagVersion>> {
+    ) -> Result<Vec<TagVersion>, NoTokens> {
         if tags.is_empty() {
-            return Some(Vec::new());
+            return Ok(Vec::new());
         }
         match tags::tokens_for_write(&self.l2, &self.prefix, tags)
             .instrument(
@@ -539,10 +554,12 @@ impl EntryStore {
             )
             .await
         {
-            Ok(t) => Some(t),
+            Ok(t) => Ok(t),
             Err(e) => {
                 ke.stats.count_l2_error(&e);
-                None
+                Err(NoTokens {
+                    outage: e.is_outage(),
+                })
             }
         }
     }

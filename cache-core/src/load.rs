@@ -29,7 +29,7 @@ use crate::clock::{unix_ms, Age};
 use crate::codec::TagVersion;
 use crate::coherence::{Message, Origin, PendingOp, Ticket};
 use crate::departures::Cause;
-use crate::entry_store::{Found, L2Read, Write, Written};
+use crate::entry_store::{Found, L2Read, NoTokens, Write, Written};
 use crate::events::{At, LoadCause, LoadOutcome, StaleCause, Tier};
 use crate::flight::Role;
 use crate::freshness::Freshness;
@@ -85,8 +85,8 @@ struct LoadJob {
     ke: Arc<KindEntry>,
     ticket: Ticket,
     opts: EntryOptions,
-    /// The tokens of the entry's tags (`None`: they could not be read, so no L2 write).
-    tokens: Option<Vec<TagVersion>>,
+    /// The tokens of the entry's tags (without them, no L2 write).
+    tokens: Result<Vec<TagVersion>, NoTokens>,
     /// How to write back (`None`: not at all: L2 could not be read, Redis refuses writes, or the
     /// key held another type).
     write: Option<Write>,
@@ -739,9 +739,16 @@ where
     }
     // The tokens of the entry's tags as of now, before the loader runs.
     let tokens = match (inner.entries_for(ke), &write) {
-        _ if !lease => None,
+        _ if !lease => Err(NoTokens::NOT_READ),
         (Some(entries), Some(_)) => entries.tag_tokens(ke, opts.tag_list()).await,
-        _ => None,
+        _ => Err(NoTokens::NOT_READ),
+    };
+    // Their read timed out (or L2 is out): this load has waited its one L2 deadline and writes
+    // nothing back; its lease, if it took one, is left to expire rather than released with a
+    // second round trip that would wait again.
+    let write = match tokens {
+        Err(NoTokens { outage: true }) => None,
+        _ => write,
     };
     KindStats::inc(&ke.stats.loader_calls);
     let job = LoadJob {
@@ -874,7 +881,7 @@ where
             fp: fingerprint::<T>(&job.ke, Some(&job.opts)),
             ttl,
             tags: job.opts.tag_list(),
-            tokens: job.tokens.as_deref(),
+            tokens: job.tokens.as_deref().map_err(|no| *no),
             write: job.write,
             loaded_at: job.started,
         },
@@ -1035,9 +1042,9 @@ pub(crate) struct StoreSpec<'a> {
     /// The fingerprint its entry carries ([`fingerprint`]).
     pub(crate) fp: u64,
     pub(crate) ttl: Duration,
-    /// Its tags, and their current tokens (`None`: they could not be had: no L2 write).
+    /// Its tags, and their current tokens (without them, no L2 write).
     pub(crate) tags: &'a [String],
-    pub(crate) tokens: Option<&'a [TagVersion]>,
+    pub(crate) tokens: Result<&'a [TagVersion], NoTokens>,
     /// How to write it to L2 (`None`: not at all).
     pub(crate) write: Option<Write>,
     /// When the load that produced it (or the write) began.
@@ -1095,19 +1102,20 @@ pub(crate) async fn store<T>(
         match (write, tokens) {
             (None, _) => KindStats::inc(&ke.stats.l2_skipped),
             // Tags without their tokens: the entry could not be checked against tag
-            // invalidations.
-            (Some(_), None) => {
+            // invalidations. After an outage nothing more is sent (a `set`'s invalidation is
+            // queued, as when its write fails): the caller waited its one deadline already.
+            (Some(_), Err(no)) => {
                 KindStats::inc(&ke.stats.l2_skipped);
-                unwritten.apply(inner, ke, ticket.key(), false).await;
+                unwritten.apply(inner, ke, ticket.key(), no.outage).await;
             }
             (Some(Write::Overwrite), _) if ticket.superseded_here() => {}
-            (Some(_), Some(_)) if entries.l2().breaker.is_rejecting() => {
+            (Some(_), Ok(_)) if entries.l2().breaker.is_rejecting() => {
                 // Breaker open: dropped (and counted) before any encoding work.
                 entries.l2().breaker.count_rejected();
                 KindStats::inc(&ke.stats.l2_skipped);
                 unwritten.apply(inner, ke, ticket.key(), true).await;
             }
-            (Some(how), Some(tokens)) => {
+            (Some(how), Ok(tokens)) => {
                 match entries.encode(ke, ticket.key(), &*value, fp, ttl, tokens) {
                     None => unwritten.apply(inner, ke, ticket.key(), false).await,
                     Some(encoded) => {

@@ -1,7 +1,8 @@
 //! A loopback TCP proxy in front of a `redis-server` for partial failures: added latency,
 //! blackhole (connections accepted, nothing forwarded), refuse (accepted then closed at once),
-//! cutting every open connection, and cutting the connection that sends a given command (a link
-//! lost between two commands of one operation).
+//! cutting every open connection, cutting the connection that sends a given command (a link
+//! lost between two commands of one operation), and hanging from a given command on (Redis
+//! hung between two commands of one operation).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,8 @@ struct Shared {
     /// [`FaultProxy::cut_on`]: byte strings that together mark the request to cut on (once).
     cut_on: Mutex<Option<Vec<Vec<u8>>>>,
     cut_on_done: AtomicU64,
+    /// [`FaultProxy::hang_on`]: byte strings that together mark the request to hang on (once).
+    hang_on: Mutex<Option<Vec<Vec<u8>>>>,
 }
 
 /// The proxy; stops when dropped.
@@ -51,6 +54,7 @@ impl FaultProxy {
             accepted: AtomicU64::new(0),
             cut_on: Mutex::new(None),
             cut_on_done: AtomicU64::new(0),
+            hang_on: Mutex::new(None),
         });
         let s = shared.clone();
         let task = tokio::spawn(async move {
@@ -94,6 +98,18 @@ impl FaultProxy {
             Some(parts.iter().map(|p| p.to_vec()).collect());
     }
 
+    /// Once: from the first client data read from now on that contains every one of `parts` (say
+    /// a tag's name), the proxy is a [`ProxyMode::Blackhole`]: that request and everything after it,
+    /// on every connection, waits unforwarded until the mode is set again, as if Redis hung just
+    /// before it.
+    pub fn hang_on(&self, parts: &[&[u8]]) {
+        *self
+            .shared
+            .hang_on
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(parts.iter().map(|p| p.to_vec()).collect());
+    }
+
     /// How many connections [`cut_on`](Self::cut_on) has closed.
     pub fn cuts_on_done(&self) -> u64 {
         self.shared.cut_on_done.load(Ordering::Acquire)
@@ -119,18 +135,35 @@ impl Shared {
 
     /// Whether client data `chunk` is the request [`FaultProxy::cut_on`] waits for (taken once).
     fn cuts_on(&self, chunk: &[u8]) -> bool {
-        let mut cut_on = self.cut_on.lock().unwrap_or_else(|p| p.into_inner());
-        let hit = cut_on.as_ref().is_some_and(|parts| {
-            parts
-                .iter()
-                .all(|p| chunk.windows(p.len().max(1)).any(|w| w == p.as_slice()))
-        });
+        let hit = take_match(&self.cut_on, chunk);
         if hit {
-            *cut_on = None;
             self.cut_on_done.fetch_add(1, Ordering::AcqRel);
         }
         hit
     }
+
+    /// Turns the proxy into a blackhole if client data `chunk` is the request
+    /// [`FaultProxy::hang_on`] waits for (taken once).
+    fn hang_if_asked(&self, chunk: &[u8]) {
+        if take_match(&self.hang_on, chunk) {
+            *self.mode.lock().unwrap_or_else(|p| p.into_inner()) = ProxyMode::Blackhole;
+        }
+    }
+}
+
+/// Whether `chunk` contains every part `slot` holds; if so, the slot is emptied (a match is
+/// taken once).
+fn take_match(slot: &Mutex<Option<Vec<Vec<u8>>>>, chunk: &[u8]) -> bool {
+    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    let hit = slot.as_ref().is_some_and(|parts| {
+        parts
+            .iter()
+            .all(|p| chunk.windows(p.len().max(1)).any(|w| w == p.as_slice()))
+    });
+    if hit {
+        *slot = None;
+    }
+    hit
 }
 
 async fn relay(s: Arc<Shared>, client: TcpStream, server: TcpStream) {
@@ -177,6 +210,9 @@ async fn pump(
             if upstream && s.cuts_on(&buf[..n]) {
                 // Ends the relay: both halves are dropped, the connection closes.
                 return;
+            }
+            if upstream {
+                s.hang_if_asked(&buf[..n]);
             }
             let due = loop {
                 match s.mode() {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use super::{answer, copy_to_l1, fill_l1, fingerprint, l1_found, Led, Outcome};
 use crate::clock::Age;
 use crate::coherence::Ticket;
-use crate::entry_store::{L2Read, Written};
+use crate::entry_store::{L2Read, NoTokens, Written};
 use crate::events::{At, LoadCause, LoadOutcome, StaleCause};
 use crate::flight::{Follow, Lead, Role};
 use crate::inner::Inner;
@@ -400,8 +400,15 @@ where
         Some(entries) if keys.iter().any(|k| k.write.is_some()) => {
             entries.tag_tokens(ke, opts.tag_list()).await
         }
-        _ => None,
+        _ => Err(NoTokens::NOT_READ),
     };
+    if let Err(NoTokens { outage: true }) = tokens {
+        // Their read timed out (or L2 is out): nothing is written back, and the leases are left
+        // to expire rather than released key by key, each release waiting a deadline again.
+        for k in &mut keys {
+            k.write = None;
+        }
+    }
     KindStats::inc(&ke.stats.loader_calls);
     let loader_started = Instant::now();
     let asked: Vec<String> = keys.iter().map(|k| k.key.to_owned()).collect();
@@ -479,7 +486,7 @@ where
             continue;
         }
         let encoded = match (entries, &k.write, &tokens) {
-            (Some(entries), Some(_), Some(tokens)) => {
+            (Some(entries), Some(_), Ok(tokens)) => {
                 entries.encode(ke, k.ticket.key(), &*value, fp, ttl, tokens)
             }
             _ => None,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::{guarded, Ctx, JobResult, WarmFailure};
 use crate::clock::Age;
 use crate::coherence::Ticket;
-use crate::entry_store::{L2Read, Written};
+use crate::entry_store::{L2Read, NoTokens, Written};
 use crate::events::{At, LoadCause, LoadOutcome};
 use crate::inner::Inner;
 use crate::key;
@@ -103,8 +103,15 @@ where
         Some(entries) if cold.iter().any(|c| c.write.is_some()) => {
             entries.tag_tokens(ke, opts.tag_list()).await
         }
-        _ => None,
+        _ => Err(NoTokens::NOT_READ),
     };
+    if let Err(NoTokens { outage: true }) = tokens {
+        // Their read timed out (or L2 is out): nothing is written, and the leases are left to
+        // expire rather than released one by one, each release waiting a deadline again.
+        for c in &mut cold {
+            c.write = None;
+        }
+    }
 
     // Run the loaders (the concurrency bound is the shared semaphore).
     let name = format!("entries({kind})");
@@ -163,7 +170,7 @@ where
             // zero TTL (from a TTL function) stores nothing, as on the read path.
             continue;
         }
-        if let (Some(entries), Some((seen, _)), Some(tokens)) = (entries, &c.write, &tokens) {
+        if let (Some(entries), Some((seen, _)), Ok(tokens)) = (entries, &c.write, &tokens) {
             if let Some(encoded) = entries.encode(ke, c.ticket.key(), &*value, fp, ttl, tokens) {
                 writes.push((c.ticket.key().to_owned(), seen.clone(), encoded));
                 written.push(i);
