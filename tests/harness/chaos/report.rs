@@ -213,6 +213,26 @@ impl SoakReport {
         }
     }
 
+    /// The faults that began while a call ran (`(from, to]`): `near` names only the one before it
+    /// began, and a call that straddles a fault's start is the one most likely to meet a hang
+    /// between two of its round trips.
+    fn began_during(&self, from: u64, to: u64) -> Option<String> {
+        let began: Vec<String> = self
+            .faults
+            .iter()
+            .filter(|f| f.start_ns > from && f.start_ns <= to)
+            .map(|f| {
+                format!(
+                    "{} #{} began {} into it",
+                    f.label(),
+                    self.fault_no(f),
+                    ms(Duration::from_nanos(f.start_ns - from))
+                )
+            })
+            .collect();
+        (!began.is_empty()).then(|| began.join(", "))
+    }
+
     fn fault_no(&self, f: &InjectedFault) -> usize {
         self.faults.iter().position(|g| g == f).unwrap_or(0) + 1
     }
@@ -385,11 +405,13 @@ impl SoakReport {
                 format!("error: {}; {}", r(record), self.near(record.start_ns))
             }
             Violation::SlowCall { record, bound } => format!(
-                "slow call: {} took {} (bound {}); {}{}",
+                "slow call: {} took {} (bound {}); {}{}{}",
                 r(record),
                 ms(record.duration()),
                 ms(*bound),
                 self.near(record.start_ns),
+                self.began_during(record.start_ns, record.end_ns)
+                    .map_or(String::new(), |s| format!("; {s}")),
                 self.stall_during(record.instance, record.start_ns, record.end_ns)
                     .map_or(String::new(), |s| format!("; {s}"))
             ),
