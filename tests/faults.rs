@@ -447,7 +447,7 @@ async fn a_server_that_cannot_persist_is_an_outage_in_pipelines() {
 const HANG_DEADLINE: Duration = Duration::from_secs(1);
 
 /// A cache through `proxy` with a long deadline and no reports; its breaker never opens here (two
-/// failures at most).
+/// failures at most). Kind `locked` loads under the distributed lock.
 async fn hang_cache(url: String, prefix: &str) -> Cache {
     init_tracing();
     Cache::builder()
@@ -455,6 +455,10 @@ async fn hang_cache(url: String, prefix: &str) -> Cache {
         .prefix(prefix)
         .l2_timeout(HANG_DEADLINE)
         .stats_report_interval(Duration::ZERO)
+        .kind(
+            Kind::new("locked"),
+            KindConfig::new(Duration::from_secs(60)).distributed_lock(true),
+        )
         .build()
         .await
         .expect("build")
@@ -492,6 +496,7 @@ async fn a_hang_at_a_loads_tag_tokens_costs_one_deadline_not_two() {
         cache.stats().total.l2
     );
     proxy.set_mode(ProxyMode::Pass);
+    assert_eq!(proxy.hangs_done(), 1, "Redis never hung");
 }
 
 /// Redis hangs when a tagged `set` reads its tags' tokens: the `set` waits that deadline and its
@@ -523,6 +528,7 @@ async fn a_hang_at_a_sets_tag_tokens_queues_the_invalidation_without_another_wai
     let here = cache.get::<String>(Kind::DATABASE_QUERY, "k").await;
     assert_eq!(here.as_deref().map(String::as_str), Some("v2"));
     proxy.set_mode(ProxyMode::Pass);
+    assert_eq!(proxy.hangs_done(), 1, "Redis never hung");
     within(
         Duration::from_secs(10),
         "the queued invalidation removed v1 from L2",
@@ -573,6 +579,7 @@ async fn a_hang_at_a_batch_loads_tag_tokens_costs_one_deadline() {
         "a batch load that met a hung Redis took {took:?}: more than its one deadline of {HANG_DEADLINE:?}"
     );
     proxy.set_mode(ProxyMode::Pass);
+    assert_eq!(proxy.hangs_done(), 1, "Redis never hung");
 }
 
 /// The same hang while warming 20 tagged entries: one deadline for the batch, every entry
@@ -603,6 +610,90 @@ async fn a_hang_at_a_warm_batchs_tag_tokens_costs_one_deadline() {
         "warming that met a hung Redis took {took:?}: more than its one deadline of {HANG_DEADLINE:?}"
     );
     proxy.set_mode(ProxyMode::Pass);
+    assert_eq!(proxy.hangs_done(), 1, "Redis never hung");
     let v = cache.get::<String>(Kind::DATABASE_QUERY, "w7").await;
     assert_eq!(v.as_deref().map(String::as_str), Some("warm 7"));
+}
+
+/// A load holding the distributed lock meets the hang at its tags' tokens, or at its write-back:
+/// it waits that one deadline; the lock is released in the background and no `loaded` notice is
+/// sent (nothing was written). Both waited two more deadlines before (the release, the notice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hang_while_holding_the_lock_costs_one_deadline() {
+    let _serial = serial().await;
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port()).await;
+    let cache = hang_cache(proxy.url(), &unique_prefix("hang-lock")).await;
+    // At the tags' tokens (after the lease and the lock).
+    let tagged = cache_core::EntryOptions::new().tags(["hangtag-lock"]);
+    // At the write-back: the only request that carries the value.
+    let untagged = cache_core::EntryOptions::new();
+    let cases = [
+        ("k1", &tagged, "loaded k1", &b"hangtag-lock"[..]),
+        (
+            "k2",
+            &untagged,
+            "value-only-in-the-write-back",
+            &b"value-only-in-the-write-back"[..],
+        ),
+    ];
+    for (key, opts, value, hang_at) in cases {
+        proxy.hang_on(&[hang_at]);
+        let started = Instant::now();
+        let v = cache
+            .get_or_load_with("locked", key, opts, || async {
+                Ok::<_, String>(value.to_owned())
+            })
+            .await
+            .expect("the loaded value");
+        let took = started.elapsed();
+        assert_eq!(*v, value);
+        assert!(
+            took < HANG_DEADLINE * 3 / 2,
+            "{key}: a load holding the lock that met a hung Redis took {took:?}: more than its one deadline of {HANG_DEADLINE:?}"
+        );
+        let lock = cache.stats().total.lock;
+        proxy.set_mode(ProxyMode::Pass);
+        let n = if key == "k1" { 1 } else { 2 };
+        assert_eq!(proxy.hangs_done(), n, "{key}: Redis never hung");
+        assert_eq!(
+            lock.acquired, n,
+            "{key}: the load did not hold the lock: {lock:?}"
+        );
+    }
+}
+
+/// Redis hangs when a load checks the tags of the entry its first `GET` found: the load waits
+/// that one deadline, then calls its loader without reading L2 again. It used to take the failed
+/// check for a miss and read again with a lease, waiting a second deadline (the chaos soak, seed 3:
+/// a `get_or_load` at 281 ms against its bound of 253 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hang_at_the_tag_check_of_a_loads_first_read_costs_one_deadline() {
+    let _serial = serial().await;
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port()).await;
+    let prefix = unique_prefix("hang-check");
+    let writer = hang_cache(server.url(), &prefix).await;
+    let reader = hang_cache(proxy.url(), &prefix).await;
+    let opts = cache_core::EntryOptions::new().tags(["hangtag-check"]);
+    writer
+        .set_with(Kind::DATABASE_QUERY, "k", "written".to_owned(), &opts)
+        .await;
+    proxy.hang_on(&[b"hangtag-check"]);
+    let started = Instant::now();
+    let v = reader
+        .get_or_load_with(Kind::DATABASE_QUERY, "k", &opts, || async {
+            Ok::<_, String>("loaded".to_owned())
+        })
+        .await
+        .expect("a value");
+    let took = started.elapsed();
+    proxy.set_mode(ProxyMode::Pass);
+    assert_eq!(proxy.hangs_done(), 1, "Redis never hung");
+    // The entry could not be checked against tag invalidations: not served, the loader's answer is.
+    assert_eq!(*v, "loaded");
+    assert!(
+        took < HANG_DEADLINE * 3 / 2,
+        "a load whose tag check met a hung Redis took {took:?}: more than its one deadline of {HANG_DEADLINE:?}"
+    );
 }

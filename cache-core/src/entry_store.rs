@@ -54,15 +54,6 @@ enum Unusable {
     Unread(L2Error),
 }
 
-impl Unusable {
-    fn reason(self) -> MissReason {
-        match self {
-            Unusable::Miss(why) => why,
-            Unusable::Unread(_) => MissReason::Unavailable,
-        }
-    }
-}
-
 /// What an L2 read saw.
 pub(crate) enum L2Read<T> {
     Fresh(Found<T>),
@@ -284,8 +275,19 @@ impl EntryStore {
                 return Err(());
             }
         };
-        let Ok(found) = self.fresh(&bytes, fp).await else {
+        let Ok(unchecked) = self.fresh_unchecked(&bytes, fp) else {
             return Ok(None);
+        };
+        let found = match self.tags_current(unchecked).await {
+            Ok(found) => found,
+            Err(Unusable::Miss(_)) => return Ok(None),
+            Err(Unusable::Unread(e)) if e.refusal().is_some() => return Ok(None),
+            // L2 could not be read after all (counted): the load that follows must not wait for
+            // it a second time (it used to read again, with a lease, and wait again).
+            Err(Unusable::Unread(e)) => {
+                self.read_error(ke, full, &e);
+                return Err(());
+            }
         };
         if !accept(&found) {
             return Ok(None);
@@ -390,19 +392,10 @@ impl EntryStore {
             .collect())
     }
 
-    /// The entry in `bytes` if it is a fresh `T` (fingerprint `fp`) that no tag invalidation
-    /// rejects, else why not; nothing is counted. Its `seen` is left empty (no write follows a
-    /// fresh read).
-    async fn fresh<T>(&self, bytes: &[u8], fp: u64) -> Result<Found<T>, MissReason>
-    where
-        T: DeserializeOwned + Send + Sync + 'static,
-    {
-        let unchecked = self.fresh_unchecked(bytes, fp)?;
-        self.tags_current(unchecked).await.map_err(Unusable::reason)
-    }
-
-    /// [`fresh`](Self::fresh) up to the check of the entry's tags against their current tokens
-    /// (which takes a round trip): decoded, fresh by its envelope, no tag's invalidation pending.
+    /// The entry in `bytes` if it is a fresh `T` (fingerprint `fp`), up to the check of its tags
+    /// against their current tokens (which takes a round trip, [`tags_current`](Self::tags_current)):
+    /// decoded, fresh by its envelope, no tag's invalidation pending; else why not. Nothing is
+    /// counted. Its `seen` is left empty (no write follows a fresh read).
     fn fresh_unchecked<T>(&self, bytes: &[u8], fp: u64) -> Result<Unchecked<T>, MissReason>
     where
         T: DeserializeOwned + Send + Sync + 'static,
@@ -437,8 +430,8 @@ impl EntryStore {
         })
     }
 
-    /// The rest of [`fresh`](Self::fresh): an entry with tags is served only if each tag's token
-    /// is still the one it was written with.
+    /// The rest of [`fresh_unchecked`](Self::fresh_unchecked): an entry with tags is served only if
+    /// each tag's token is still the one it was written with.
     async fn tags_current<T>(&self, u: Unchecked<T>) -> Result<Found<T>, Unusable> {
         let Unchecked { mut found, tags } = u;
         if tags.is_empty() {

@@ -87,6 +87,9 @@ struct LoadJob {
     opts: EntryOptions,
     /// The tokens of the entry's tags (without them, no L2 write).
     tokens: Result<Vec<TagVersion>, NoTokens>,
+    /// A round trip of this load failed as an outage (the tokens' read): the caller waits for no
+    /// other (see [`release`]).
+    l2_down: bool,
     /// How to write back (`None`: not at all: L2 could not be read, Redis refuses writes, or the
     /// key held another type).
     write: Option<Write>,
@@ -746,16 +749,15 @@ where
     // Their read timed out (or L2 is out): this load has waited its one L2 deadline and writes
     // nothing back; its lease, if it took one, is left to expire rather than released with a
     // second round trip that would wait again.
-    let write = match tokens {
-        Err(NoTokens { outage: true }) => None,
-        _ => write,
-    };
+    let l2_down = matches!(tokens, Err(NoTokens { outage: true }));
+    let write = if l2_down { None } else { write };
     KindStats::inc(&ke.stats.loader_calls);
     let job = LoadJob {
         ke: ke.clone(),
         ticket,
         opts: opts.clone(),
         tokens,
+        l2_down,
         write,
         started,
         loader_started: Instant::now(),
@@ -872,7 +874,7 @@ where
         .opts
         .entry_ttl(&*value, job.ke.cfg.ttl(), inner.jitter(&job.ke));
     let mut ticket = job.ticket;
-    store(
+    let outage = store(
         inner,
         &job.ke,
         &mut ticket,
@@ -887,7 +889,7 @@ where
         },
     )
     .await;
-    release(inner, ticket.key(), job.lock).await;
+    release(inner, ticket.key(), job.lock, job.l2_down || outage).await;
 }
 
 /// Counts a failed (or timed-out) loader call and releases the load's lock.
@@ -919,7 +921,7 @@ async fn finish_failed(inner: &Inner, job: LoadJob, timed_out: bool) {
     if let Some(Write::IfUnchanged { seen, leased: true }) = &job.write {
         release_lease(inner, &job.ke, job.ticket.key(), seen).await;
     }
-    release(inner, job.ticket.key(), job.lock).await;
+    release(inner, job.ticket.key(), job.lock, job.l2_down).await;
 }
 
 /// Ends a load whose output is returned uncached: its lease and lock are released. A refresh's
@@ -935,7 +937,7 @@ async fn finish_uncached(inner: &Inner, job: LoadJob) {
     if let Some(Write::IfUnchanged { seen, leased: true }) = &job.write {
         release_lease(inner, &job.ke, job.ticket.key(), seen).await;
     }
-    release(inner, job.ticket.key(), job.lock).await;
+    release(inner, job.ticket.key(), job.lock, job.l2_down).await;
     if job.refresh {
         let uses_l2 = inner.entries_for(&job.ke).is_some();
         inner
@@ -953,8 +955,19 @@ async fn release_lease(inner: &Inner, ke: &KindEntry, full: &str, lease: &[u8]) 
 }
 
 /// Releases a load's distributed lock, wakes this instance's waiters and tells the others.
-async fn release(inner: &Inner, full: &str, lock: Option<LockGuard>) {
+///
+/// After an outage met by the load (`l2_down`) the caller waits for no further round trip: the
+/// lock is released in the background (it expires by itself if that fails too) and no `loaded`
+/// notice is sent (nothing was written; the other instances' waiters find the lock free when they
+/// next poll, or stop waiting when L2 cannot be read).
+async fn release(inner: &Inner, full: &str, lock: Option<LockGuard>, l2_down: bool) {
     if let Some(lock) = lock {
+        if l2_down {
+            // `LockGuard`'s drop releases it in a task of its own.
+            drop(lock);
+            inner.coherence.lock_waiters.wake(full);
+            return;
+        }
         lock.release().await;
         inner.coherence.lock_waiters.wake(full);
         inner.coherence.publish(Message::Loaded(full)).await;
@@ -1062,13 +1075,17 @@ pub(crate) struct StoreSpec<'a> {
 ///   (an outage).
 /// - L1: unless the ticket was superseded since (checked again after the insert), or a load's
 ///   compare-and-set found L2 changed (the value may be older than what replaced it there).
+///
+/// Returns whether the L2 write failed as an outage (the caller then waits for no further round
+/// trip of its own).
 pub(crate) async fn store<T>(
     inner: &Inner,
     ke: &KindEntry,
     ticket: &mut Ticket,
     value: Arc<T>,
     spec: StoreSpec<'_>,
-) where
+) -> bool
+where
     T: Serialize + Send + Sync + 'static,
 {
     let StoreSpec {
@@ -1095,8 +1112,9 @@ pub(crate) async fn store<T>(
         if overwrite {
             inner.coherence.drop_local(ticket.key(), Origin::Here).await;
         }
-        return;
+        return false;
     }
+    let mut outage = false;
     if let Some(entries) = inner.entries_for(ke) {
         let began = inner.coherence.write_began();
         match (write, tokens) {
@@ -1106,6 +1124,7 @@ pub(crate) async fn store<T>(
             // queued, as when its write fails): the caller waited its one deadline already.
             (Some(_), Err(no)) => {
                 KindStats::inc(&ke.stats.l2_skipped);
+                outage = no.outage;
                 unwritten.apply(inner, ke, ticket.key(), no.outage).await;
             }
             (Some(Write::Overwrite), _) if ticket.superseded_here() => {}
@@ -1130,9 +1149,10 @@ pub(crate) async fn store<T>(
                             // L2 no longer holds what the load read: an invalidation, a write or a
                             // load elsewhere replaced it (or it was evicted). The loaded value may be
                             // older than that: not kept here either.
-                            Written::Conflict => return,
-                            Written::Failed { outage } => {
-                                unwritten.apply(inner, ke, ticket.key(), outage).await
+                            Written::Conflict => return false,
+                            Written::Failed { outage: out } => {
+                                outage = out;
+                                unwritten.apply(inner, ke, ticket.key(), out).await
                             }
                         }
                     }
@@ -1150,6 +1170,7 @@ pub(crate) async fn store<T>(
         Age::starting_now(ttl),
     )
     .await;
+    outage
 }
 
 /// What a value that did not reach L2 leaves to do there.

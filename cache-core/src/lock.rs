@@ -6,7 +6,9 @@
 //! another type):
 //! - **acquired**: it calls the loader, writes the value back to L2 (the usual compare-and-set),
 //!   then releases the lock with a Lua compare-and-delete on its token (a lock that expired and was
-//!   taken by another instance is left alone) and publishes a `loaded` notice on the backplane;
+//!   taken by another instance is left alone) and publishes a `loaded` notice on the backplane.
+//!   When the load met an outage (its tag tokens' read or its write-back failed), the release runs
+//!   in the background and no notice is sent: the caller waits no second deadline;
 //! - **held elsewhere**: it waits, woken by the notice or polling L2 with a growing interval, and
 //!   returns the value as soon as L2 has it. When the lock is free again without a value in L2 (the
 //!   holder failed, or died and its lock expired), it tries to take the lock itself. After

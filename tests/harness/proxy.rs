@@ -33,6 +33,7 @@ struct Shared {
     cut_on_done: AtomicU64,
     /// [`FaultProxy::hang_on`]: byte strings that together mark the request to hang on (once).
     hang_on: Mutex<Option<Vec<Vec<u8>>>>,
+    hang_on_done: AtomicU64,
 }
 
 /// The proxy; stops when dropped.
@@ -55,6 +56,7 @@ impl FaultProxy {
             cut_on: Mutex::new(None),
             cut_on_done: AtomicU64::new(0),
             hang_on: Mutex::new(None),
+            hang_on_done: AtomicU64::new(0),
         });
         let s = shared.clone();
         let task = tokio::spawn(async move {
@@ -110,6 +112,11 @@ impl FaultProxy {
             .unwrap_or_else(|p| p.into_inner()) = Some(parts.iter().map(|p| p.to_vec()).collect());
     }
 
+    /// How many times [`hang_on`](Self::hang_on) has found its request.
+    pub fn hangs_done(&self) -> u64 {
+        self.shared.hang_on_done.load(Ordering::Acquire)
+    }
+
     /// How many connections [`cut_on`](Self::cut_on) has closed.
     pub fn cuts_on_done(&self) -> u64 {
         self.shared.cut_on_done.load(Ordering::Acquire)
@@ -147,6 +154,7 @@ impl Shared {
     fn hang_if_asked(&self, chunk: &[u8]) {
         if take_match(&self.hang_on, chunk) {
             *self.mode.lock().unwrap_or_else(|p| p.into_inner()) = ProxyMode::Blackhole;
+            self.hang_on_done.fetch_add(1, Ordering::AcqRel);
         }
     }
 }
