@@ -246,7 +246,8 @@ impl EntryStore {
 
     /// A plain read of `full` (no lease) that returns only a fresh, current entry that `accept`
     /// takes, and counts only that (an L2 hit). Anything else is `Ok(None)`, uncounted: the load
-    /// that follows reads again and counts it. `Err` when L2 could not be read (counted).
+    /// that follows reads again and counts it. `Err` when L2 could not be read, its `GET` or the
+    /// tokens that check a tagged entry (counted: the load does not read again).
     pub(crate) async fn read_fresh<T>(
         &self,
         ke: &KindEntry,
