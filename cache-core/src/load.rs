@@ -87,9 +87,6 @@ struct LoadJob {
     opts: EntryOptions,
     /// The tokens of the entry's tags (without them, no L2 write).
     tokens: Result<Vec<TagVersion>, NoTokens>,
-    /// A round trip of this load failed as an outage (the tokens' read): the caller waits for no
-    /// other (see [`release`]).
-    l2_down: bool,
     /// How to write back (`None`: not at all: L2 could not be read, Redis refuses writes, or the
     /// key held another type).
     write: Option<Write>,
@@ -102,6 +99,12 @@ struct LoadJob {
 }
 
 impl LoadJob {
+    /// Whether the tokens' read failed as an outage: the caller then waits for no other round
+    /// trip of this load (no write-back, see [`release`]).
+    fn l2_down(&self) -> bool {
+        matches!(self.tokens, Err(NoTokens { outage: true }))
+    }
+
     /// Why the loader runs (for its event).
     fn cause(&self) -> LoadCause {
         if self.refresh {
@@ -749,15 +752,16 @@ where
     // Their read timed out (or L2 is out): this load has waited its one L2 deadline and writes
     // nothing back; its lease, if it took one, is left to expire rather than released with a
     // second round trip that would wait again.
-    let l2_down = matches!(tokens, Err(NoTokens { outage: true }));
-    let write = if l2_down { None } else { write };
+    let write = match tokens {
+        Err(NoTokens { outage: true }) => None,
+        _ => write,
+    };
     KindStats::inc(&ke.stats.loader_calls);
     let job = LoadJob {
         ke: ke.clone(),
         ticket,
         opts: opts.clone(),
         tokens,
-        l2_down,
         write,
         started,
         loader_started: Instant::now(),
@@ -873,6 +877,7 @@ where
     let ttl = job
         .opts
         .entry_ttl(&*value, job.ke.cfg.ttl(), inner.jitter(&job.ke));
+    let l2_down = job.l2_down();
     let mut ticket = job.ticket;
     let outage = store(
         inner,
@@ -889,7 +894,7 @@ where
         },
     )
     .await;
-    release(inner, ticket.key(), job.lock, job.l2_down || outage).await;
+    release(inner, ticket.key(), job.lock, l2_down || outage).await;
 }
 
 /// Counts a failed (or timed-out) loader call and releases the load's lock.
@@ -921,7 +926,8 @@ async fn finish_failed(inner: &Inner, job: LoadJob, timed_out: bool) {
     if let Some(Write::IfUnchanged { seen, leased: true }) = &job.write {
         release_lease(inner, &job.ke, job.ticket.key(), seen).await;
     }
-    release(inner, job.ticket.key(), job.lock, job.l2_down).await;
+    let l2_down = job.l2_down();
+    release(inner, job.ticket.key(), job.lock, l2_down).await;
 }
 
 /// Ends a load whose output is returned uncached: its lease and lock are released. A refresh's
@@ -937,7 +943,8 @@ async fn finish_uncached(inner: &Inner, job: LoadJob) {
     if let Some(Write::IfUnchanged { seen, leased: true }) = &job.write {
         release_lease(inner, &job.ke, job.ticket.key(), seen).await;
     }
-    release(inner, job.ticket.key(), job.lock, job.l2_down).await;
+    let l2_down = job.l2_down();
+    release(inner, job.ticket.key(), job.lock, l2_down).await;
     if job.refresh {
         let uses_l2 = inner.entries_for(&job.ke).is_some();
         inner
