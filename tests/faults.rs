@@ -464,15 +464,41 @@ async fn hang_cache(url: String, prefix: &str) -> Cache {
         .expect("build")
 }
 
+/// A redis-server behind a fault proxy, for one hang test at a time (`serial`: their bounds are
+/// latencies).
+async fn hang_rig() -> (
+    tokio::sync::MutexGuard<'static, ()>,
+    RedisServer,
+    FaultProxy,
+) {
+    let serial = serial().await;
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port()).await;
+    (serial, server, proxy)
+}
+
+/// `what` took less than `halves` half-deadlines: 3 is one deadline and slack for a busy machine,
+/// 5 two deadlines and slack.
+fn assert_under(took: Duration, halves: u32, what: &str) {
+    assert!(
+        took < HANG_DEADLINE * halves / 2,
+        "{what} that met a hung Redis took {took:?}: {halves} half-deadlines or more (deadline {HANG_DEADLINE:?})"
+    );
+}
+
+/// Ends a hang (the proxy forwards again) and checks that Redis did hang, `n` times in all.
+fn end_hang(proxy: &FaultProxy, n: u64) {
+    proxy.set_mode(ProxyMode::Pass);
+    assert_eq!(proxy.hangs_done(), n, "Redis never hung");
+}
+
 /// Redis hangs after a tagged load took its lease, when the load reads its tags' tokens: the
 /// load waits that one deadline, serves the loaded value and writes nothing more (its lease is
 /// left to expire). It used to release the lease too, waiting a second deadline (the chaos soak
 /// found a `get_or_load` at 283 ms against its bound of 253 ms, with a 100 ms deadline).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hang_at_a_loads_tag_tokens_costs_one_deadline_not_two() {
-    let _serial = serial().await;
-    let server = RedisServer::start();
-    let proxy = FaultProxy::start(server.port()).await;
+    let (_serial, _server, proxy) = hang_rig().await;
     let cache = hang_cache(proxy.url(), &unique_prefix("hang-load")).await;
     let opts = cache_core::EntryOptions::new().tags(["hangtag-load"]);
     proxy.hang_on(&[b"hangtag-load"]);
@@ -485,18 +511,14 @@ async fn a_hang_at_a_loads_tag_tokens_costs_one_deadline_not_two() {
         .expect("the loaded value");
     let took = started.elapsed();
     assert_eq!(*v, "loaded");
-    assert!(
-        took < HANG_DEADLINE * 3 / 2,
-        "a load that met a hung Redis took {took:?}: more than its one deadline of {HANG_DEADLINE:?}"
-    );
+    assert_under(took, 3, "a load");
     assert_eq!(
         cache.stats().total.l2.timeouts,
         1,
         "{:?}",
         cache.stats().total.l2
     );
-    proxy.set_mode(ProxyMode::Pass);
-    assert_eq!(proxy.hangs_done(), 1, "Redis never hung");
+    end_hang(&proxy, 1);
 }
 
 /// Redis hangs when a tagged `set` reads its tags' tokens: the `set` waits that deadline and its
@@ -505,9 +527,7 @@ async fn a_hang_at_a_loads_tag_tokens_costs_one_deadline_not_two() {
 /// waiting a third deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hang_at_a_sets_tag_tokens_queues_the_invalidation_without_another_wait() {
-    let _serial = serial().await;
-    let server = RedisServer::start();
-    let proxy = FaultProxy::start(server.port()).await;
+    let (_serial, server, proxy) = hang_rig().await;
     let prefix = unique_prefix("hang-set");
     let cache = hang_cache(proxy.url(), &prefix).await;
     let other = hang_cache(server.url(), &prefix).await;
@@ -521,14 +541,10 @@ async fn a_hang_at_a_sets_tag_tokens_queues_the_invalidation_without_another_wai
         .set_with(Kind::DATABASE_QUERY, "k", "v2".to_owned(), &opts)
         .await;
     let took = started.elapsed();
-    assert!(
-        took < HANG_DEADLINE * 5 / 2,
-        "a set that met a hung Redis took {took:?}: more than two deadlines of {HANG_DEADLINE:?}"
-    );
+    assert_under(took, 5, "a set");
     let here = cache.get::<String>(Kind::DATABASE_QUERY, "k").await;
     assert_eq!(here.as_deref().map(String::as_str), Some("v2"));
-    proxy.set_mode(ProxyMode::Pass);
-    assert_eq!(proxy.hangs_done(), 1, "Redis never hung");
+    end_hang(&proxy, 1);
     within(
         Duration::from_secs(10),
         "the queued invalidation removed v1 from L2",
@@ -542,13 +558,10 @@ async fn a_hang_at_a_sets_tag_tokens_queues_the_invalidation_without_another_wai
 }
 
 /// The same hang for a batch load of 20 keys: one deadline for the batch, every loaded value
-/// served, and no lease released key by key (that waited a deadline per key until the breaker
-/// opened: ~5 s here).
+/// served, and no lease released key by key (each release waited: 3.0 s here before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hang_at_a_batch_loads_tag_tokens_costs_one_deadline() {
-    let _serial = serial().await;
-    let server = RedisServer::start();
-    let proxy = FaultProxy::start(server.port()).await;
+    let (_serial, _server, proxy) = hang_rig().await;
     let cache = hang_cache(proxy.url(), &unique_prefix("hang-batch")).await;
     let opts = cache_core::EntryOptions::new().tags(["hangtag-batch"]);
     let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
@@ -574,21 +587,15 @@ async fn a_hang_at_a_batch_loads_tag_tokens_costs_one_deadline() {
     for (k, v) in keys.iter().zip(&got) {
         assert_eq!(v.as_deref(), Some(&format!("loaded {k}")));
     }
-    assert!(
-        took < HANG_DEADLINE * 3 / 2,
-        "a batch load that met a hung Redis took {took:?}: more than its one deadline of {HANG_DEADLINE:?}"
-    );
-    proxy.set_mode(ProxyMode::Pass);
-    assert_eq!(proxy.hangs_done(), 1, "Redis never hung");
+    assert_under(took, 3, "a batch load");
+    end_hang(&proxy, 1);
 }
 
 /// The same hang while warming 20 tagged entries: one deadline for the batch, every entry
 /// warmed into L1, no lease released one by one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hang_at_a_warm_batchs_tag_tokens_costs_one_deadline() {
-    let _serial = serial().await;
-    let server = RedisServer::start();
-    let proxy = FaultProxy::start(server.port()).await;
+    let (_serial, _server, proxy) = hang_rig().await;
     let cache = hang_cache(proxy.url(), &unique_prefix("hang-warm")).await;
     let opts = cache_core::EntryOptions::new().tags(["hangtag-warm"]);
     let plan = cache_core::WarmPlan::new().registered(false).entries_with(
@@ -605,12 +612,8 @@ async fn a_hang_at_a_warm_batchs_tag_tokens_costs_one_deadline() {
     let report = cache.warm_with(plan).await;
     let took = started.elapsed();
     assert_eq!(report.warmed, 20, "{report:?}");
-    assert!(
-        took < HANG_DEADLINE * 3 / 2,
-        "warming that met a hung Redis took {took:?}: more than its one deadline of {HANG_DEADLINE:?}"
-    );
-    proxy.set_mode(ProxyMode::Pass);
-    assert_eq!(proxy.hangs_done(), 1, "Redis never hung");
+    assert_under(took, 3, "warming");
+    end_hang(&proxy, 1);
     let v = cache.get::<String>(Kind::DATABASE_QUERY, "w7").await;
     assert_eq!(v.as_deref().map(String::as_str), Some("warm 7"));
 }
@@ -620,9 +623,7 @@ async fn a_hang_at_a_warm_batchs_tag_tokens_costs_one_deadline() {
 /// sent (nothing was written). Both waited two more deadlines before (the release, the notice).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hang_while_holding_the_lock_costs_one_deadline() {
-    let _serial = serial().await;
-    let server = RedisServer::start();
-    let proxy = FaultProxy::start(server.port()).await;
+    let (_serial, _server, proxy) = hang_rig().await;
     let cache = hang_cache(proxy.url(), &unique_prefix("hang-lock")).await;
     // At the tags' tokens (after the lease and the lock).
     let tagged = cache_core::EntryOptions::new().tags(["hangtag-lock"]);
@@ -648,14 +649,10 @@ async fn a_hang_while_holding_the_lock_costs_one_deadline() {
             .expect("the loaded value");
         let took = started.elapsed();
         assert_eq!(*v, value);
-        assert!(
-            took < HANG_DEADLINE * 3 / 2,
-            "{key}: a load holding the lock that met a hung Redis took {took:?}: more than its one deadline of {HANG_DEADLINE:?}"
-        );
+        assert_under(took, 3, &format!("{key}: a load holding the lock"));
         let lock = cache.stats().total.lock;
-        proxy.set_mode(ProxyMode::Pass);
         let n = if key == "k1" { 1 } else { 2 };
-        assert_eq!(proxy.hangs_done(), n, "{key}: Redis never hung");
+        end_hang(&proxy, n);
         assert_eq!(
             lock.acquired, n,
             "{key}: the load did not hold the lock: {lock:?}"
@@ -669,9 +666,7 @@ async fn a_hang_while_holding_the_lock_costs_one_deadline() {
 /// a `get_or_load` at 281 ms against its bound of 253 ms).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hang_at_the_tag_check_of_a_loads_first_read_costs_one_deadline() {
-    let _serial = serial().await;
-    let server = RedisServer::start();
-    let proxy = FaultProxy::start(server.port()).await;
+    let (_serial, server, proxy) = hang_rig().await;
     let prefix = unique_prefix("hang-check");
     let writer = hang_cache(server.url(), &prefix).await;
     let reader = hang_cache(proxy.url(), &prefix).await;
@@ -688,12 +683,8 @@ async fn a_hang_at_the_tag_check_of_a_loads_first_read_costs_one_deadline() {
         .await
         .expect("a value");
     let took = started.elapsed();
-    proxy.set_mode(ProxyMode::Pass);
-    assert_eq!(proxy.hangs_done(), 1, "Redis never hung");
+    end_hang(&proxy, 1);
     // The entry could not be checked against tag invalidations: not served, the loader's answer is.
     assert_eq!(*v, "loaded");
-    assert!(
-        took < HANG_DEADLINE * 3 / 2,
-        "a load whose tag check met a hung Redis took {took:?}: more than its one deadline of {HANG_DEADLINE:?}"
-    );
+    assert_under(took, 3, "a load whose tag check");
 }

@@ -96,8 +96,7 @@ impl FaultProxy {
     /// `PUBLISH` and a key) is not forwarded, and its connection is closed, as if the link went
     /// down just before that request. [`cuts_on_done`](Self::cuts_on_done) counts such cuts.
     pub fn cut_on(&self, parts: &[&[u8]]) {
-        *self.shared.cut_on.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(parts.iter().map(|p| p.to_vec()).collect());
+        arm(&self.shared.cut_on, parts);
     }
 
     /// Once: from the first client data read from now on that contains every one of `parts` (say
@@ -105,11 +104,7 @@ impl FaultProxy {
     /// on every connection, waits unforwarded until the mode is set again, as if Redis hung just
     /// before it.
     pub fn hang_on(&self, parts: &[&[u8]]) {
-        *self
-            .shared
-            .hang_on
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(parts.iter().map(|p| p.to_vec()).collect());
+        arm(&self.shared.hang_on, parts);
     }
 
     /// How many times [`hang_on`](Self::hang_on) has found its request.
@@ -157,6 +152,12 @@ impl Shared {
             self.hang_on_done.fetch_add(1, Ordering::AcqRel);
         }
     }
+}
+
+/// Sets `slot` to wait for the request that contains every one of `parts`.
+fn arm(slot: &Mutex<Option<Vec<Vec<u8>>>>, parts: &[&[u8]]) {
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some(parts.iter().map(|p| p.to_vec()).collect());
 }
 
 /// Whether `chunk` contains every part `slot` holds; if so, the slot is emptied (a match is
